@@ -1,0 +1,58 @@
+# Vigil: two commands on a fresh Debian / Ubuntu / Raspberry Pi OS machine.
+#   make demo   Vigil end to end on its embedded defaults
+#   make test   the whole suite
+# Both run `make setup` first: system packages (Mosquitto, Node) where missing, a .venv with
+# every Python dependency pinned, the MicroPython WebAssembly port from npm, and the
+# micropython-lib modules the MicroPython unix port needs. Re-running it with nothing changed
+# takes a moment.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup test demo bench fuzz vectors clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/mpy/mpy-requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Vigil needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@missing=""; \
+	command -v mosquitto >/dev/null || missing="$$missing mosquitto mosquitto-clients"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq $$missing; \
+	fi
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python tests/mpy/fetch_libs.py $(VENV)/mpy-lib
+	@touch $(STAMP)
+	@echo "setup done: the CLI is $(BIN)/vigil"
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/vigil demo
+
+bench: setup
+	$(BIN)/vigil bench protocol
+
+# A long fuzz run of the decoder (CI runs a bounded one inside `make test`).
+fuzz: setup
+	VIGIL_FUZZ_EXAMPLES=200000 $(BIN)/python -m pytest tests/protocol/test_properties.py -q
+
+# Regenerate protocol/vectors.json after a deliberate protocol change.
+vectors: setup
+	$(BIN)/python tests/protocol/make_vectors.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Vigil's edge gateway (MQTT and BLE ingest, durable store, forwarding): arriving with its issue."""

@@ -1,0 +1,41 @@
+# Shared by the protocol tests on CPython, the MicroPython unix port and the WebAssembly port:
+# only what all three interpreters have (no os.path, no pathlib, no pytest).
+import json
+
+import vigil_protocol as p
+
+
+def repo_root():
+    here = __file__.replace("\\", "/")
+    # .../tests/protocol/protocol_helpers.py -> ...
+    return here.rsplit("/", 3)[0] if here.count("/") >= 3 else "."
+
+
+def load_vectors():
+    with open(repo_root() + "/protocol/vectors.json") as f:
+        return json.load(f)["vectors"]
+
+
+def rejection(fn, *args):
+    """The reason code of the RemoteProtocolError fn(*args) raises, or None."""
+    try:
+        fn(*args)
+    except p.RemoteProtocolError as exc:
+        return exc.reason
+    return None
+
+
+def frame_from_fields(type_name, fields):
+    """Rebuild a frame object from a vector's fields (the inverse of Frame.fields())."""
+    loc = fields.get("location")
+    location = None if loc is None else (loc["lat_e7"], loc["lon_e7"], loc["accuracy_m"])
+    d, c = fields["device_id"], fields["counter"]
+    if type_name == "alarm":
+        return p.Alarm(d, c, fields["kind"], ref=fields["ref"], location=location,
+                       age=fields.get("age"), battery=fields.get("battery"))
+    if type_name == "checkin":
+        return p.CheckIn(d, c, battery=fields["battery"], flags=fields["flags"],
+                         interval=fields["interval"], location=location)
+    if type_name == "ack":
+        return p.Ack(d, c, fields["ref"], fields["stage"])
+    return p.Action(d, c, fields["ref"], fields["action"])
