@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 	fi
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps -e ".[test]"
 	npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python tests/mpy/fetch_libs.py $(VENV)/mpy-lib
 	@touch $(STAMP)

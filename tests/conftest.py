@@ -23,3 +23,30 @@ def micropython():
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(ROOT / ".venv" / "mpy-lib"),
                                                         ".frozen", ""]))
     return [str(exe)], env
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    """A shared anonymous Mosquitto broker on loopback for the whole session."""
+    from mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path):
+    """Start brokers with custom settings (passwords, ACL, TLS); all stopped after the test."""
+    from mosquitto import Mosquitto
+
+    brokers = []
+
+    def make(**kwargs):
+        broker = Mosquitto(tmp_path / ("broker%d" % len(brokers)), **kwargs)
+        brokers.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in brokers:
+        broker.stop()
