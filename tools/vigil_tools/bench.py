@@ -85,6 +85,21 @@ def protocol(seconds=1.0, mpy_iterations=200):
     return figures
 
 
+def register(sub):
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    proto = bench_sub.add_parser("protocol", help="codec speed (CPython) and heap (MicroPython)")
+    proto.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    proto.set_defaults(func=protocol_command)
+    # Other benchmarks add themselves to this group: see BENCHMARKS in their own modules.
+    for name in BENCHMARKS:
+        __import__(name, fromlist=["register_bench"]).register_bench(bench_sub)
+
+
+# Modules with a register_bench(bench_subparsers) adding `vigil bench <what>`.
+BENCHMARKS = ()
+
+
 def protocol_command(args):
     f = protocol(seconds=args.seconds)
     print("Vigil protocol benchmark (alarm frame, 20 bytes)")

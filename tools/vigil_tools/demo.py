@@ -60,6 +60,11 @@ else:
 """
 
 
+def register(sub):
+    demo = sub.add_parser("demo", help="Vigil end to end on its embedded defaults")
+    demo.set_defaults(func=run)
+
+
 class Timeline:
     def __init__(self):
         self.start = time.monotonic()

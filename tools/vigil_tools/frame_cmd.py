@@ -31,7 +31,32 @@ def describe(data, key, direction=None):
     return dict(report, valid=True, fields=frame.fields())
 
 
+def register(sub):
+    frame = sub.add_parser("frame", help="inspect protocol frames")
+    frame_sub = frame.add_subparsers(dest="frame_command", required=True, metavar="ACTION")
+    decode = frame_sub.add_parser("decode", help="decode a frame, check its MAC, say why it "
+                                                 "would be rejected")
+    decode.add_argument("frame", help="the frame in hex")
+    keys = decode.add_mutually_exclusive_group()
+    keys.add_argument("--key", help="the device key in hex (64 digits)")
+    keys.add_argument("--key-file", help="a file holding the device key in hex")
+    decode.add_argument("--direction", choices=["up", "down"],
+                        help="decode as received in this direction (default: the frame's own)")
+    decode.add_argument("--json", action="store_true", help="print one JSON object")
+    decode.set_defaults(func=decode_command)
+
+
+def read_key_file(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ToolError("cannot read the key file: %s" % exc.strerror) from None
+
+
 def decode_command(args):
+    if args.key_file:
+        args.key = read_key_file(args.key_file)
     data = parse_hex(args.frame, "the frame")
     key = parse_hex(args.key, "the key") if args.key else None
     if key is not None and len(key) != p.KEY_LEN:
