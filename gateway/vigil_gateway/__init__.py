@@ -1,1 +1,3 @@
-"""Vigil's edge gateway (MQTT and BLE ingest, durable store, forwarding): arriving with its issue."""
+"""Vigil's edge gateway: MQTT ingest, verification, durable store, staged acks, incidents and
+supervision. `vigil gateway run --config gateway.toml` starts it; see gateway/README.md."""
+from .errors import ConfigError, GatewayError, RegistryError, StoreError  # noqa: F401

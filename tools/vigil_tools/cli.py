@@ -12,6 +12,7 @@ from . import ToolError
 # Modules whose register(subparsers) adds subcommands, in the order `vigil --help` lists them.
 COMMANDS = (
     "vigil_tools.frame_cmd",
+    "vigil_tools.gateway_cmd",
     "vigil_tools.bench",
     "vigil_tools.demo",
 )

@@ -1,0 +1,162 @@
+# Gateway configuration: a TOML file read with the standard library and checked at start.
+#
+# Rules:
+#   every setting has a default here (SETTINGS), so a file needs only what differs;
+#   an unknown key, a wrong type or an out-of-range value is an error naming the key
+#   ("mqtt.port: must be an integer from 1 to 65535");
+#   relative paths are taken from the folder holding the config file.
+import os
+import tomllib
+from types import SimpleNamespace
+
+from .errors import ConfigError
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_SYNC_MODES = ("full", "normal")
+
+
+def _port(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _text(value):
+    return isinstance(value, str)
+
+
+def _flag(value):
+    return isinstance(value, bool)
+
+
+def _prefix(value):
+    return (isinstance(value, str) and value != "" and not any(c in value for c in "#+")
+            and not value.startswith("/") and not value.endswith("/"))
+
+
+# (section, key): (default, check, what the check wants, is a path)
+SETTINGS = {
+    ("gateway", "data_dir"): ("var/gateway", _text, "a folder path", True),
+    ("mqtt", "host"): ("127.0.0.1", _text, "a host name or address", False),
+    ("mqtt", "port"): (1883, _port, "an integer from 0 to 65535", False),
+    ("mqtt", "prefix"): ("vigil", _prefix, "a topic prefix without # + or outer slashes", False),
+    ("mqtt", "client_id"): ("vigil-gateway", _text, "a string", False),
+    ("mqtt", "username"): ("", _text, "a string (empty: anonymous)", False),
+    ("mqtt", "password_file"): ("", _text, "a file path (empty: none)", True),
+    ("mqtt", "shared_group"): ("", _text, "a group name (empty: no shared subscription)", False),
+    ("mqtt", "keepalive_s"): (30, _count, "a whole number of seconds, at least 1", False),
+    ("mqtt", "receive_maximum"): (1000, _count, "a count, at least 1", False),
+    ("mqtt", "reconnect_min_s"): (0.2, _positive, "a positive number of seconds", False),
+    ("mqtt", "reconnect_max_s"): (30.0, _positive, "a positive number of seconds", False),
+    ("mqtt.tls", "enabled"): (False, _flag, "true or false", False),
+    ("mqtt.tls", "ca_file"): ("", _text, "a file path", True),
+    ("mqtt.tls", "cert_file"): ("", _text, "a file path (empty: no client certificate)", True),
+    ("mqtt.tls", "key_file"): ("", _text, "a file path (empty: no client certificate)", True),
+    ("store", "synchronous"): ("full", lambda v: v in _SYNC_MODES, "one of full, normal", False),
+    ("store", "batch_max"): (500, _count, "a count, at least 1", False),
+    ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
+    ("supervision", "grace_s"): (60, _count, "a whole number of seconds", False),
+    ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),
+    ("http", "host"): ("127.0.0.1", _text, "a host name or address", False),
+    ("http", "port"): (9464, _port, "an integer from 0 to 65535 (0: any free port)", False),
+    ("log", "level"): ("info", lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS),
+                       False),
+}
+SECTIONS = sorted({section for section, _ in SETTINGS})
+
+
+def defaults():
+    """The embedded defaults, as a Config (paths relative to the current folder)."""
+    return load_dict({}, base_dir=os.getcwd(), source="defaults")
+
+
+def load(path):
+    """Read and check a TOML config file. Raises ConfigError naming the bad key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config", "no such file: %s" % path) from None
+    except OSError as exc:
+        raise ConfigError("config", "cannot read %s: %s" % (path, exc.strerror)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", "%s is not valid TOML: %s" % (path, exc)) from None
+    return load_dict(data, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
+
+
+def _flatten(data, prefix=""):
+    """{"mqtt": {"port": 1, "tls": {...}}} -> {("mqtt", "port"): 1, ("mqtt.tls", ...): ...}."""
+    flat = {}
+    for name, value in data.items():
+        dotted = prefix + name
+        if isinstance(value, dict):
+            if dotted not in SECTIONS:
+                raise ConfigError(dotted, "unknown section (known: %s)" % ", ".join(SECTIONS))
+            flat.update(_flatten(value, dotted + "."))
+        elif prefix:
+            flat[(prefix[:-1], name)] = value
+        else:
+            raise ConfigError(dotted, "settings belong in a section such as [gateway]")
+    return flat
+
+
+def load_dict(data, base_dir, source="config"):
+    values = {}
+    given = _flatten(data)
+    for key in given:
+        if key not in SETTINGS:
+            raise ConfigError("%s.%s" % key, "unknown setting in %s" % source)
+    for key, (default, check, wants, is_path) in SETTINGS.items():
+        value = given.get(key, default)
+        if not check(value):
+            raise ConfigError("%s.%s" % key, "must be %s (got %r)" % (wants, value))
+        if is_path and value:
+            value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+        values[key] = value
+    config = _namespace(values)
+    _check_together(config)
+    return config
+
+
+def _namespace(values):
+    root = SimpleNamespace()
+    for (section, key), value in values.items():
+        node = root
+        for part in section.split("."):
+            if not hasattr(node, part):
+                setattr(node, part, SimpleNamespace())
+            node = getattr(node, part)
+        setattr(node, key, value)
+    return root
+
+
+def _check_together(config):
+    if config.mqtt.reconnect_min_s > config.mqtt.reconnect_max_s:
+        raise ConfigError("mqtt.reconnect_min_s", "must not exceed mqtt.reconnect_max_s")
+    if config.mqtt.tls.enabled and not config.mqtt.tls.ca_file:
+        raise ConfigError("mqtt.tls.ca_file", "is needed when mqtt.tls.enabled is true")
+    if bool(config.mqtt.tls.cert_file) != bool(config.mqtt.tls.key_file):
+        raise ConfigError("mqtt.tls.key_file", "a client certificate needs both cert_file and "
+                          "key_file")
+    if config.mqtt.password_file and not config.mqtt.username:
+        raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
+    if config.mqtt.port == 0:
+        raise ConfigError("mqtt.port", "must be an integer from 1 to 65535 (got 0)")
+
+
+def read_secret(path, key):
+    """The first line of a secret file (the gateway's broker password), or ConfigError."""
+    try:
+        with open(path) as f:
+            secret = f.readline().strip()
+    except OSError as exc:
+        raise ConfigError(key, "cannot read %s: %s" % (path, exc.strerror)) from None
+    if not secret:
+        raise ConfigError(key, "%s is empty" % path)
+    return secret

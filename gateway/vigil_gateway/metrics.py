@@ -1,0 +1,126 @@
+# Prometheus metrics in the text exposition format (version 0.0.4), kept in memory.
+# Small on purpose: counters and gauges with labels, and one kind of histogram.
+import math
+
+# Seconds; the RECEIVED-ack latency goal is 10 ms, so the buckets are fine around it.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                   2.5, 10.0)
+
+
+def _labels(names, values):
+    if not names:
+        return ""
+    return "{%s}" % ",".join('%s="%s"' % (n, str(v).replace("\\", "\\\\").replace('"', '\\"')
+                                          .replace("\n", "\\n")) for n, v in zip(names, values))
+
+
+class _Metric:
+    TYPE = ""
+
+    def __init__(self, name, help_text, labels=()):
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(labels)
+        self.values = {}
+
+    def header(self):
+        return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.TYPE)]
+
+
+class Counter(_Metric):
+    TYPE = "counter"
+
+    def inc(self, *labels, amount=1):
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def get(self, *labels):
+        return self.values.get(labels, 0)
+
+    def render(self):
+        return self.header() + ["%s%s %s" % (self.name, _labels(self.label_names, k), _num(v))
+                                for k, v in sorted(self.values.items())]
+
+
+class Gauge(Counter):
+    TYPE = "gauge"
+
+    def set(self, value, *labels):
+        self.values[labels] = value
+
+
+class Histogram(_Metric):
+    TYPE = "histogram"
+
+    def __init__(self, name, help_text, buckets=LATENCY_BUCKETS):
+        _Metric.__init__(self, name, help_text)
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value):
+        self.sum += value
+        self.count += 1
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def render(self):
+        lines = self.header()
+        running = 0
+        for bound, n in zip(self.buckets + (math.inf,), self.counts):
+            running += n
+            le = "+Inf" if bound == math.inf else repr(bound)
+            lines.append('%s_bucket{le="%s"} %d' % (self.name, le, running))
+        lines.append("%s_sum %s" % (self.name, _num(self.sum)))
+        lines.append("%s_count %d" % (self.name, self.count))
+        return lines
+
+
+def _num(value):
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class Metrics:
+    """Every metric the gateway exports, by attribute."""
+
+    def __init__(self, rejection_reasons=()):
+        self.frames = Counter("vigil_gateway_frames_total",
+                              "Uplink messages by result (new, retransmission, rejected, status)",
+                              ["result"])
+        self.rejections = Counter("vigil_gateway_rejections_total",
+                                  "Rejected uplink messages by reason", ["reason"])
+        for reason in rejection_reasons:
+            self.rejections.inc(reason, amount=0)
+        self.acks = Counter("vigil_gateway_acks_total", "Signed downlink acks sent, by stage",
+                            ["stage"])
+        self.ack_latency = Histogram("vigil_gateway_ack_latency_seconds",
+                                     "From an uplink's arrival to its RECEIVED ack leaving")
+        self.queue_depth = Gauge("vigil_gateway_queue_depth",
+                                 "Messages waiting, by queue (inbound, outbound)", ["queue"])
+        self.devices = Gauge("vigil_gateway_devices",
+                             "Registered devices by state (active, revoked, lost_contact)",
+                             ["state"])
+        self.incidents = Gauge("vigil_gateway_incidents", "Incidents by state", ["state"])
+        self.mqtt_connected = Gauge("vigil_gateway_mqtt_connected",
+                                    "1 while connected and subscribed to the broker")
+        self.mqtt_connects = Counter("vigil_gateway_mqtt_connects_total",
+                                     "Successful broker connections (the first and reconnects)")
+        self.store_errors = Counter("vigil_gateway_store_errors_total",
+                                    "Batches the store failed to commit (retried)")
+        self.lost_contact = Counter("vigil_gateway_lost_contact_total",
+                                    "LOST_CONTACT incidents raised by supervision")
+        self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
+
+    def all(self):
+        return [m for m in vars(self).values() if isinstance(m, _Metric)]
+
+    def render(self):
+        lines = []
+        for metric in self.all():
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"

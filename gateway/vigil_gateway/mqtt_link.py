@@ -1,0 +1,173 @@
+# The MQTT link to the broker, through paho-mqtt, behind a small interface:
+#   run()            the supervised connect / subscribe / wait-for-loss loop; returns after stop()
+#   publish(t, b)    one downlink, QoS 1
+#   ack(token)       acknowledge one received message to the broker (PUBACK), after it is on disk
+#   connected        an asyncio.Event, set while connected and subscribed
+#
+# Rules:
+#   MQTT 5, clean_start false and a session that never expires, a stable client id: what arrives
+#   while the gateway is down waits at the broker (protocol/SPEC.md §9);
+#   manual acks: the broker keeps a message until the service has it on disk and has queued its
+#   RECEIVED ack, so a crash at any point makes the broker deliver it again (a retransmission);
+#   a token from an earlier connection is never acked on a later one (packet ids restart);
+#   paho's network thread only hands work to the event loop (call_soon_threadsafe); the
+#   reconnect loop here is explicit, with exponential backoff, and paho never reconnects alone.
+import asyncio
+import logging
+import ssl
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from . import logs
+from .pipeline import Message
+
+log = logging.getLogger("vigil_gateway.mqtt")
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+_CONNECT_TIMEOUT_S = 10.0
+
+
+class MqttLink:
+    def __init__(self, settings, topics, deliver, password=None, metrics=None):
+        self.settings = settings      # the [mqtt] section of the config
+        self.topics = topics
+        self.deliver = deliver        # called on the event loop with each Message
+        self.password = password
+        self.metrics = metrics
+        self.connected = asyncio.Event()
+        self._stopping = False
+        self._loop = None
+        self._generation = 0
+        self._down = None
+        self._connack = None
+        self._suback = None
+        self._suback_mid = None
+        self.client = self._make_client()
+
+    # -- the interface --
+    def publish(self, topic, payload):
+        self.client.publish(topic, payload, qos=1)
+
+    def ack(self, token):
+        if token is None:  # QoS 0: nothing to acknowledge
+            return
+        generation, mid = token
+        if generation == self._generation and self.connected.is_set():
+            self.client.ack(mid, 1)
+
+    def stop(self):
+        self._stopping = True
+        self.client.disconnect()
+        if self._down is not None:
+            self._down.set()
+
+    async def run(self):
+        self._loop = asyncio.get_running_loop()
+        delay = self.settings.reconnect_min_s
+        while not self._stopping:
+            if await self._connect_once():
+                delay = self.settings.reconnect_min_s
+                await self._down.wait()
+                self.connected.clear()
+                if self.metrics is not None:
+                    self.metrics.mqtt_connected.set(0)
+                logs.event(log, logging.WARNING if not self._stopping else logging.INFO,
+                           "mqtt_disconnected", stopping=self._stopping)
+            await self._loop.run_in_executor(None, self.client.loop_stop)
+            if self._stopping:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    # -- one connection --
+    async def _connect_once(self):
+        s = self.settings
+        self._down = asyncio.Event()
+        self._connack = self._loop.create_future()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        props.ReceiveMaximum = s.receive_maximum
+        try:
+            await self._loop.run_in_executor(None, lambda: self.client.connect(
+                s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            logs.event(log, logging.WARNING, "mqtt_connect_failed", host=s.host, port=s.port,
+                       error="%s: %s" % (type(exc).__name__, exc))
+            return False
+        self._generation += 1
+        self.client.loop_start()
+        try:
+            reason = await asyncio.wait_for(self._connack, _CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            reason = "no CONNACK within %.0f s" % _CONNECT_TIMEOUT_S
+        if reason is not None:
+            logs.event(log, logging.ERROR, "mqtt_refused", host=s.host, port=s.port,
+                       reason=str(reason))
+            self.client.disconnect()
+            return False
+        self._suback = self._loop.create_future()
+        options = SubscribeOptions(qos=1)
+        result, self._suback_mid = self.client.subscribe(
+            [(self.topics.uplink_filter(s.shared_group), options),
+             (self.topics.status_filter(s.shared_group), options)])
+        try:
+            granted = await asyncio.wait_for(self._suback, _CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            granted = None
+        if not granted or any(code.is_failure for code in granted):
+            logs.event(log, logging.ERROR, "mqtt_subscribe_refused",
+                       reasons=[str(c) for c in granted or []])
+            self.client.disconnect()
+            return False
+        self.connected.set()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(1)
+            self.metrics.mqtt_connects.inc()
+        logs.event(log, logging.INFO, "mqtt_connected", host=s.host, port=s.port,
+                   tls=s.tls.enabled, subscribed=self.topics.uplink_filter(s.shared_group))
+        return True
+
+    # -- paho, on its network thread: hand everything to the event loop --
+    def _make_client(self):
+        s = self.settings
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+        client.max_inflight_messages_set(max(20, s.receive_maximum))
+        client.max_queued_messages_set(0)
+        if s.username:
+            client.username_pw_set(s.username, self.password)
+        if s.tls.enabled:
+            client.tls_set(ca_certs=s.tls.ca_file, certfile=s.tls.cert_file or None,
+                           keyfile=s.tls.key_file or None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _resolve(self, future, value):
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        value = reason_code if reason_code.is_failure else None
+        self._loop.call_soon_threadsafe(self._resolve, self._connack, value)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if mid == self._suback_mid:
+            self._loop.call_soon_threadsafe(self._resolve, self._suback, list(reason_codes))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        down = self._down
+        self._loop.call_soon_threadsafe(down.set)
+        self._loop.call_soon_threadsafe(self._resolve, self._connack, reason_code)
+
+    def _on_message(self, client, userdata, message):
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "<not utf-8>"
+        token = (self._generation, message.mid) if message.qos else None
+        self._loop.call_soon_threadsafe(self.deliver, Message(topic, message.payload, token))

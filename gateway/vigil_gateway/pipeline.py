@@ -1,0 +1,235 @@
+# The ingest pipeline: uplink messages in, durable state and signed acks out. No sockets here:
+# the service feeds it batches and sends what it returns.
+#
+# Rules, in the order each message is checked (the first failure is the rejection reason):
+#   topic      <prefix>/up/<dev> or <prefix>/status/<dev>, else `malformed_topic`
+#   peek       size, version, type (protocol reasons: oversized, truncated, ...)
+#   binding    the frame's device id equals the topic's <dev>, else `device_mismatch`
+#   registry   known (`unknown_device`), not revoked (`revoked_device`), key readable
+#              (`key_unavailable`)
+#   decode     MAC and fields, as an uplink (protocol reasons: bad_mac, wrong_direction, ...)
+#   window     new / retransmission / `stale_counter` / `counter_reuse` (SPEC §7); a counter
+#              below the window whose tag is in the store is a retransmission
+#   persist    a new frame, its incident change and the device's contact go into the batch's
+#              transaction; a retransmission creates nothing
+#   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
+#              downlink counter, allocated in the same transaction
+# A new frame enters its replay window as soon as it is written into the batch's transaction
+# (so a later frame of the same batch is judged against it); process() returns the acks only
+# once the batch has committed: nothing is acknowledged that is not on disk. If the commit
+# fails, the windows are dropped (rebuilt from the store on next use) and nothing is returned
+# (StoreError): the caller retries the same batch.
+import logging
+import sqlite3
+import time
+
+import vigil_protocol as p
+
+from . import logs
+from .errors import RegistryError, StoreError
+from .incidents import CONTACT_RESTORED, Incidents
+from .registry import REVOKED, device_hex
+from .topics import STATUS
+
+NEW = p.NEW
+RETRANSMISSION = p.RETRANSMISSION
+REJECTED = "rejected"
+STATUS_RESULT = "status"
+
+# Reasons of the gateway's own, beside the protocol's (SPEC §6).
+GATEWAY_REASONS = ("malformed_topic", "unknown_device", "revoked_device", "device_mismatch",
+                   "key_unavailable")
+REASONS = tuple(cls.reason for cls in p.REJECTIONS) + GATEWAY_REASONS
+WINDOW_SIZE = 64
+_STATUSES = (b"online", b"offline")
+
+log = logging.getLogger("vigil_gateway.pipeline")
+
+
+class Message:
+    """One message from a link: topic, payload, an opaque token for the link's own ack, and
+    when it arrived (time.monotonic)."""
+
+    __slots__ = ("topic", "payload", "token", "arrived")
+
+    def __init__(self, topic, payload, token=None, arrived=None):
+        self.topic = topic
+        self.payload = payload
+        self.token = token
+        self.arrived = time.monotonic() if arrived is None else arrived
+
+
+class Outcome:
+    __slots__ = ("message", "result", "reason", "device_id", "counter", "downlink")
+
+    def __init__(self, message, result, reason=None, device_id=None, counter=None,
+                 downlink=None):
+        self.message = message
+        self.result = result        # NEW, RETRANSMISSION, REJECTED or STATUS_RESULT
+        self.reason = reason        # for REJECTED
+        self.device_id = device_id
+        self.counter = counter
+        self.downlink = downlink    # (topic, frame bytes) to publish, or None
+
+
+class Rejected(Exception):
+    def __init__(self, reason, detail="", device_id=None):
+        Exception.__init__(self, detail)
+        self.reason = reason
+        self.device_id = device_id
+
+
+class Pipeline:
+    def __init__(self, registry, store, topics, metrics=None, clock=time.time):
+        self.registry = registry
+        self.store = store
+        self.topics = topics
+        self.metrics = metrics
+        self.clock = clock
+        self.incidents = Incidents(store)
+        self._windows = {}  # device_id -> ReplayWindow, rebuilt from the store on first use
+
+    def process(self, batch):
+        """Verify, persist and acknowledge a batch of Messages; one commit for all of them."""
+        now = self.clock()
+        outcomes = []
+        try:
+            with self.store.transaction():
+                for message in batch:
+                    outcomes.append(self._one(message, now))
+        except sqlite3.Error as exc:
+            # The windows saw frames that are not on disk after all: forget them all, they
+            # are rebuilt from the store on next use.
+            self._windows.clear()
+            raise StoreError("cannot commit %d frames: %s" % (len(batch), exc)) from None
+        if self.metrics is not None:
+            self.metrics.batches.inc()
+            for outcome in outcomes:
+                self.metrics.frames.inc(outcome.result)
+                if outcome.reason:
+                    self.metrics.rejections.inc(outcome.reason)
+        return outcomes
+
+    def _one(self, message, now):
+        try:
+            return self._accept(message, now)
+        except Rejected as exc:
+            return self._rejected(message, exc.reason, str(exc), exc.device_id)
+        except p.RemoteProtocolError as exc:
+            return self._rejected(message, exc.reason, str(exc), None)
+
+    def _rejected(self, message, reason, detail, device_id):
+        logs.event(log, logging.WARNING, "frame_rejected", reason=reason, detail=detail,
+                   topic=message.topic[:200], length=len(message.payload),
+                   device=device_hex(device_id) if device_id else None)
+        return Outcome(message, REJECTED, reason=reason, device_id=device_id)
+
+    def _accept(self, message, now):
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            raise Rejected("malformed_topic", "not <prefix>/up/<8 hex digits>")
+        channel, topic_device = parsed
+        if channel == STATUS:
+            # Advisory only (unsigned): supervision relies on signed check-ins.
+            status = bytes(message.payload)
+            logs.event(log, logging.INFO, "device_status", device=device_hex(topic_device),
+                       status=status.decode() if status in _STATUSES else "unrecognised")
+            return Outcome(message, STATUS_RESULT, device_id=topic_device)
+        payload = bytes(message.payload)
+        header = p.peek(payload)
+        if header.device_id != topic_device:
+            raise Rejected("device_mismatch", "frame says %08x, topic says %08x"
+                           % (header.device_id, topic_device), topic_device)
+        device = self.registry.get(topic_device)
+        if device is None:
+            raise Rejected("unknown_device", "not in the registry", topic_device)
+        if device.state == REVOKED:
+            raise Rejected("revoked_device", "device revoked", topic_device)
+        try:
+            key = self.registry.key(device)
+        except RegistryError as exc:
+            logs.event(log, logging.ERROR, "key_unavailable", device=device_hex(topic_device),
+                       detail=str(exc))
+            raise Rejected("key_unavailable", "the device's key file cannot be used",
+                           topic_device) from None
+        try:
+            frame = p.decode(payload, key, p.UP)
+            verdict = self._verdict(frame)
+        except p.RemoteProtocolError as exc:
+            raise Rejected(exc.reason, str(exc), topic_device) from None
+        if verdict == NEW:
+            self._persist(frame, payload, now)
+            self._window(frame.device_id).record(frame.counter, frame.tag)
+        else:
+            logs.event(log, logging.DEBUG, "retransmission", device=device_hex(frame.device_id),
+                       counter=frame.counter)
+        ack = p.Ack(frame.device_id, self.store.next_downlink_counter(frame.device_id),
+                    frame.counter, p.RECEIVED)
+        downlink = (self.topics.down(frame.device_id), p.encode(ack, key))
+        return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
+                       downlink=downlink)
+
+    def _window(self, device_id):
+        window = self._windows.get(device_id)
+        if window is None:
+            window = p.ReplayWindow(WINDOW_SIZE)
+            for counter, tag in reversed(self.store.recent_tags(device_id, WINDOW_SIZE)):
+                window.record(counter, tag)
+            self._windows[device_id] = window
+        return window
+
+    def _verdict(self, frame):
+        try:
+            return self._window(frame.device_id).check(frame.counter, frame.tag)
+        except p.StaleCounter:
+            if self.store.frame_tag(frame.device_id, frame.counter) == frame.tag:
+                return RETRANSMISSION  # older than the window, but this very frame is stored
+            raise
+
+    def _persist(self, frame, payload, now):
+        device_id = frame.device_id
+        kind = getattr(frame, "kind_name", None)
+        ref = getattr(frame, "ref", None) or None
+        self.store.insert_frame(device_id, frame.counter, frame.tag, frame.NAME, kind, ref,
+                                payload, now)
+        self._contact(frame, now)
+        if isinstance(frame, p.Alarm):
+            detail = _alarm_detail(frame)
+            if frame.kind == p.DOUBLE_TAP:
+                incident = self.incidents.wearer_confirms(device_id, frame.ref, now,
+                                                          "double tap, frame %d" % frame.counter)
+                logs.event(log, logging.WARNING if incident is None else logging.INFO,
+                           "wearer_confirms" if incident else "double_tap_unmatched",
+                           device=device_hex(device_id), counter=frame.counter, ref=frame.ref,
+                           incident=incident.id if incident else None)
+            else:
+                incident = self.incidents.raise_alarm(device_id, frame.counter, frame.kind_name,
+                                                      now, detail)
+                logs.event(log, logging.INFO, "incident_raised", incident=incident.id,
+                           kind=frame.kind_name, device=device_hex(device_id),
+                           counter=frame.counter)
+
+    def _contact(self, frame, now):
+        contact = self.store.contact(frame.device_id)
+        if contact is not None and contact.lost_incident is not None:
+            incident = self.store.incident(contact.lost_incident)
+            if incident is not None:
+                self.incidents.apply(incident, CONTACT_RESTORED, now,
+                                     "%s frame %d" % (frame.NAME, frame.counter))
+                logs.event(log, logging.INFO, "contact_restored", incident=incident.id,
+                           device=device_hex(frame.device_id))
+            self.store.set_lost_incident(frame.device_id, None)
+        interval = frame.interval if isinstance(frame, p.CheckIn) and frame.interval else None
+        self.store.touch_contact(frame.device_id, now, interval)
+
+
+def _alarm_detail(frame):
+    parts = []
+    if frame.location is not None:
+        parts.append("location %.7f,%.7f ±%dm" % (frame.location[0] / 1e7,
+                                                  frame.location[1] / 1e7, frame.location[2]))
+    if frame.age is not None:
+        parts.append("raised %ds before sending" % frame.age)
+    if frame.battery_ext is not None:
+        parts.append("battery %d%%" % frame.battery_ext)
+    return ", ".join(parts)

@@ -1,0 +1,186 @@
+# The gateway service: wires the link, the pipeline, supervision and the HTTP endpoints
+# together on one asyncio loop.
+#
+#   link (paho thread) --Message--> inbound queue --batch--> pipeline (commit) --> acks published
+#                                                                            --> broker PUBACKs
+# Rules:
+#   the ingest loop takes whatever is queued (up to store.batch_max) as one batch: one commit,
+#   then the RECEIVED acks, then the broker acknowledgements, in that order;
+#   a batch the store cannot commit is retried until it can; /healthz says unhealthy meanwhile,
+#   and the broker keeps redelivering nothing new because nothing was acknowledged;
+#   the inbound queue is bounded by the broker: it sends at most mqtt.receive_maximum
+#   unacknowledged messages, so nothing is ever dropped here.
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+
+from . import logs
+from .config import read_secret
+from .db import open_database
+from .errors import StoreError
+from .http_server import serve
+from .incidents import STATES
+from .metrics import Metrics
+from .mqtt_link import MqttLink
+from .pipeline import REASONS, Pipeline
+from .registry import ACTIVE, REVOKED, Registry
+from .store import Store
+from .supervision import Supervisor
+from .topics import Topics
+
+log = logging.getLogger("vigil_gateway.service")
+_STORE_RETRY_S = (0.1, 5.0)
+
+
+def open_state(config):
+    """The gateway's database, registry and store (for the service and the CLI)."""
+    conn = open_database(config.gateway.data_dir, config.store.synchronous)
+    registry = Registry(conn, os.path.join(config.gateway.data_dir, "keys"))
+    return conn, registry, Store(conn)
+
+
+class Gateway:
+    def __init__(self, config, link_factory=MqttLink, clock=time.time):
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics(REASONS)
+        self.conn, self.registry, self.store = open_state(config)
+        self.topics = Topics(config.mqtt.prefix)
+        self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock)
+        self.supervisor = Supervisor(self.store, self.registry,
+                                     config.supervision.default_interval_s,
+                                     config.supervision.grace_s)
+        password = (read_secret(config.mqtt.password_file, "mqtt.password_file")
+                    if config.mqtt.password_file else None)
+        self.inbound = asyncio.Queue()
+        self.link = link_factory(config.mqtt, self.topics, self.inbound.put_nowait, password,
+                                 self.metrics)
+        self.store_ok = True
+        self.http = None
+        self._stop = asyncio.Event()
+
+    # -- running --
+    async def run(self):
+        """Run until stop() (or SIGTERM/SIGINT when installed by main())."""
+        self.http = await serve(self.config.http.host, self.config.http.port,
+                                {"/metrics": self._metrics_page, "/healthz": self._health_page})
+        logs.event(log, logging.INFO, "gateway_started", data_dir=self.config.gateway.data_dir,
+                   devices=len(self.registry.devices()))
+        tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
+                 asyncio.create_task(self._ingest(), name="ingest"),
+                 asyncio.create_task(self._supervise(), name="supervision")]
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop and task.exception() is not None:
+                logs.event(log, logging.ERROR, "task_failed", task=task.get_name(),
+                           error=repr(task.exception()))
+        self.link.stop()
+        try:
+            await asyncio.wait_for(tasks[0], 5)
+        except (asyncio.TimeoutError, Exception):
+            pass
+        for task in tasks[1:] + [stop]:
+            task.cancel()
+        self.http.close()
+        self.conn.close()
+        logs.event(log, logging.INFO, "gateway_stopped")
+
+    def stop(self):
+        self._stop.set()
+
+    @property
+    def http_port(self):
+        return self.http.sockets[0].getsockname()[1] if self.http else None
+
+    async def _ingest(self):
+        batch_max = self.config.store.batch_max
+        while True:
+            batch = [await self.inbound.get()]
+            while len(batch) < batch_max and not self.inbound.empty():
+                batch.append(self.inbound.get_nowait())
+            outcomes = await self._commit(batch)
+            now = time.monotonic()
+            for outcome in outcomes:
+                if outcome.downlink is not None:
+                    self.link.publish(*outcome.downlink)
+                    self.metrics.acks.inc("RECEIVED")
+                    self.metrics.ack_latency.observe(now - outcome.message.arrived)
+            for message in batch:
+                self.link.ack(message.token)
+
+    async def _commit(self, batch):
+        delay = _STORE_RETRY_S[0]
+        while True:
+            try:
+                outcomes = self.pipeline.process(batch)
+                self.store_ok = True
+                return outcomes
+            except StoreError as exc:
+                self.store_ok = False
+                self.metrics.store_errors.inc()
+                logs.event(log, logging.ERROR, "store_commit_failed", error=str(exc),
+                           retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORE_RETRY_S[1])
+
+    async def _supervise(self):
+        while True:
+            await asyncio.sleep(self.config.supervision.check_every_s)
+            try:
+                for incident in self.supervisor.check(self.clock()):
+                    self.metrics.lost_contact.inc()
+                    logs.event(log, logging.WARNING, "lost_contact", incident=incident.id,
+                               device="%08x" % incident.device_id)
+            except Exception as exc:  # a supervision fault must not stop ingest
+                logs.event(log, logging.ERROR, "supervision_failed", error=repr(exc))
+
+    # -- HTTP pages --
+    def _health(self):
+        checks = {"mqtt": self.link.connected.is_set(), "store": self.store_ok}
+        return all(checks.values()), checks
+
+    def _health_page(self):
+        healthy, checks = self._health()
+        body = json.dumps(dict(checks, status="ok" if healthy else "unavailable")) + "\n"
+        return (200 if healthy else 503), "application/json", body
+
+    def _metrics_page(self):
+        self._refresh_gauges()
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+
+    def _refresh_gauges(self):
+        m = self.metrics
+        m.queue_depth.set(self.inbound.qsize(), "inbound")
+        counts = {ACTIVE: 0, REVOKED: 0}
+        for device in self.registry.devices():
+            counts[device.state] = counts.get(device.state, 0) + 1
+        counts["lost_contact"] = sum(1 for c in self.store.contacts()
+                                     if c.lost_incident is not None)
+        for state, n in counts.items():
+            m.devices.set(n, state)
+        by_state = self.store.count_incidents_by_state()
+        for state in STATES:
+            m.incidents.set(by_state.get(state, 0), state)
+
+
+def main(config):
+    """Run the gateway in the foreground until SIGTERM or SIGINT; returns the exit status."""
+    logs.setup(config.log.level)
+
+    async def runner():
+        gateway = Gateway(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, gateway.stop)
+        await gateway.run()
+
+    try:
+        asyncio.run(runner())
+    except StoreError as exc:
+        logs.event(log, logging.ERROR, "gateway_failed", error=str(exc))
+        return 1
+    return 0

@@ -1,0 +1,168 @@
+# The durable store: every accepted frame, incidents with their audit trail, the gateway's
+# downlink counters and each device's last contact. SQLite in WAL mode (see db.py).
+#
+# Rules:
+#   one row per (device, counter) in `frames`: a frame is stored once, whatever the link
+#   delivers twice; its tag stays so a retransmission older than the replay window is still
+#   recognised (SPEC §7);
+#   a downlink counter is written in the same transaction as the frames whose acks use it, and
+#   acks leave only after that transaction commits, so no counter is ever sent twice;
+#   callers group many frames into one transaction (group commit): one fsync for the batch.
+from collections import namedtuple
+
+from .db import Transaction
+
+Incident = namedtuple("Incident", "id device_id counter kind state opened_at updated_at")
+AuditEntry = namedtuple("AuditEntry", "incident_id at event detail")
+Contact = namedtuple("Contact", "device_id last_seen interval_s lost_incident")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    tag BLOB NOT NULL,
+    type TEXT NOT NULL,
+    kind TEXT,
+    ref INTEGER,
+    payload BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (device_id, counter)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL,
+    counter INTEGER,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_by_alarm ON incidents (device_id, counter)
+    WHERE counter IS NOT NULL;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_by_incident ON audit (incident_id, id);
+CREATE TABLE IF NOT EXISTS downlink_counters (
+    device_id INTEGER PRIMARY KEY,
+    last_counter INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS contact (
+    device_id INTEGER PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    interval_s INTEGER,
+    lost_incident INTEGER
+);
+"""
+
+_INCIDENT_COLUMNS = "id, device_id, counter, kind, state, opened_at, updated_at"
+
+
+class Store:
+    def __init__(self, conn):
+        self.conn = conn
+        conn.executescript(_SCHEMA)
+
+    def transaction(self):
+        return Transaction(self.conn)
+
+    # -- frames --
+    def insert_frame(self, device_id, counter, tag, type_name, kind, ref, payload, at):
+        self.conn.execute("INSERT INTO frames (device_id, counter, tag, type, kind, ref, payload, "
+                          "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (device_id, counter, tag, type_name, kind, ref, payload, at))
+
+    def frame_tag(self, device_id, counter):
+        row = self.conn.execute("SELECT tag FROM frames WHERE device_id = ? AND counter = ?",
+                                (device_id, counter)).fetchone()
+        return row[0] if row else None
+
+    def recent_tags(self, device_id, limit):
+        """(counter, tag) of the device's `limit` highest counters, highest first."""
+        return self.conn.execute("SELECT counter, tag FROM frames WHERE device_id = ? "
+                                 "ORDER BY counter DESC LIMIT ?", (device_id, limit)).fetchall()
+
+    def frame_count(self, device_id=None):
+        if device_id is None:
+            return self.conn.execute("SELECT count(*) FROM frames").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM frames WHERE device_id = ?",
+                                 (device_id,)).fetchone()[0]
+
+    # -- downlink counters --
+    def next_downlink_counter(self, device_id):
+        return self.conn.execute(
+            "INSERT INTO downlink_counters (device_id, last_counter) VALUES (?, 1) "
+            "ON CONFLICT (device_id) DO UPDATE SET last_counter = last_counter + 1 "
+            "RETURNING last_counter", (device_id,)).fetchone()[0]
+
+    # -- incidents --
+    def create_incident(self, device_id, counter, kind, state, at):
+        cur = self.conn.execute("INSERT INTO incidents (device_id, counter, kind, state, "
+                                "opened_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                                (device_id, counter, kind, state, at, at))
+        return Incident(cur.lastrowid, device_id, counter, kind, state, at, at)
+
+    def incident(self, incident_id):
+        row = self.conn.execute("SELECT %s FROM incidents WHERE id = ?" % _INCIDENT_COLUMNS,
+                                (incident_id,)).fetchone()
+        return Incident(*row) if row else None
+
+    def incident_for_alarm(self, device_id, counter):
+        row = self.conn.execute("SELECT %s FROM incidents WHERE device_id = ? AND counter = ?"
+                                % _INCIDENT_COLUMNS, (device_id, counter)).fetchone()
+        return Incident(*row) if row else None
+
+    def set_incident_state(self, incident_id, state, at):
+        self.conn.execute("UPDATE incidents SET state = ?, updated_at = ? WHERE id = ?",
+                          (state, at, incident_id))
+
+    def add_audit(self, incident_id, at, event, detail=""):
+        self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) VALUES (?, ?, ?, ?)",
+                          (incident_id, at, event, detail))
+
+    def incidents(self, device_id=None, states=None):
+        sql = "SELECT %s FROM incidents" % _INCIDENT_COLUMNS
+        where, args = [], []
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if states:
+            where.append("state IN (%s)" % ",".join("?" * len(states)))
+            args.extend(states)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [Incident(*row) for row in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def audit(self, incident_id):
+        return [AuditEntry(*row) for row in self.conn.execute(
+            "SELECT incident_id, at, event, detail FROM audit WHERE incident_id = ? ORDER BY id",
+            (incident_id,))]
+
+    def count_incidents_by_state(self):
+        return dict(self.conn.execute("SELECT state, count(*) FROM incidents GROUP BY state"))
+
+    # -- contact (supervision) --
+    def touch_contact(self, device_id, at, interval_s=None):
+        """Record a verified uplink; a check-in's announced interval (if any) replaces the last."""
+        self.conn.execute(
+            "INSERT INTO contact (device_id, last_seen, interval_s) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),"
+            " interval_s = coalesce(excluded.interval_s, interval_s)",
+            (device_id, at, interval_s))
+
+    def contact(self, device_id):
+        row = self.conn.execute("SELECT device_id, last_seen, interval_s, lost_incident FROM "
+                                "contact WHERE device_id = ?", (device_id,)).fetchone()
+        return Contact(*row) if row else None
+
+    def contacts(self):
+        return [Contact(*row) for row in self.conn.execute(
+            "SELECT device_id, last_seen, interval_s, lost_incident FROM contact")]
+
+    def set_lost_incident(self, device_id, incident_id):
+        self.conn.execute("UPDATE contact SET lost_incident = ? WHERE device_id = ?",
+                          (incident_id, device_id))

@@ -1,0 +1,271 @@
+"""`vigil gateway`: run the edge gateway and manage its devices, incidents and broker files."""
+import argparse
+import datetime
+import functools
+import json
+import os
+
+from . import ToolError
+
+DEFAULT_CONFIG = "gateway.toml"
+
+
+def _config_parent():
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", default=os.environ.get("VIGIL_GATEWAY_CONFIG",
+                                                           DEFAULT_CONFIG),
+                        help="the gateway's TOML config (default: $VIGIL_GATEWAY_CONFIG or "
+                             "gateway.toml)")
+    return parent
+
+
+def register(sub):
+    common = _config_parent()
+    gateway = sub.add_parser("gateway", help="the edge gateway: run it, manage devices")
+    gw = gateway.add_subparsers(dest="gateway_command", required=True, metavar="ACTION")
+
+    run = gw.add_parser("run", parents=[common], help="run the gateway in the foreground")
+    run.set_defaults(func=_handler(run_command))
+
+    device = gw.add_parser("device", help="the device registry")
+    dev = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    add = dev.add_parser("add", parents=[common], help="register a device")
+    add.add_argument("device", help="device id, 8 hex digits (as in MQTT topics)")
+    _secret_options(add)
+    add.add_argument("--interval", type=int, help="expected check-in interval in seconds")
+    add.add_argument("--label", default="", help="a short name for operators")
+    add.set_defaults(func=_handler(add_command))
+
+    ls = dev.add_parser("list", parents=[common], help="list registered devices")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=_handler(list_command))
+
+    revoke = dev.add_parser("revoke", parents=[common], help="reject a device's frames from now")
+    revoke.add_argument("device")
+    revoke.set_defaults(func=_handler(revoke_command))
+
+    rotate = dev.add_parser("rotate-key", parents=[common], help="give a device a new key")
+    rotate.add_argument("device")
+    _secret_options(rotate)
+    rotate.set_defaults(func=_handler(rotate_command))
+
+    imp = dev.add_parser("import", parents=[common],
+                         help="register devices from provisioning records (JSON files)")
+    imp.add_argument("records", nargs="+", metavar="RECORD")
+    imp.set_defaults(func=_handler(import_command))
+
+    inc = gw.add_parser("incidents", parents=[common], help="list incidents")
+    inc.add_argument("--open", action="store_true", help="only incidents not closed")
+    inc.add_argument("--device", help="only this device")
+    inc.add_argument("--audit", action="store_true", help="show each incident's audit trail")
+    inc.add_argument("--json", action="store_true", help="one JSON object per line")
+    inc.set_defaults(func=_handler(incidents_command))
+
+    broker = gw.add_parser("broker-config", parents=[common],
+                           help="write Mosquitto password and ACL files from the registry")
+    broker.add_argument("--out", required=True, help="folder for `passwords` and `acl`")
+    broker.set_defaults(func=_handler(broker_config_command))
+
+
+def _secret_options(parser):
+    parser.add_argument("--key-file", help="file holding the device key in hex (default: a new "
+                                           "random key, written to --record-out)")
+    parser.add_argument("--mqtt-password-file",
+                        help="file holding the device's broker password (default with "
+                             "--record-out: a new random one)")
+    parser.add_argument("--record-out", help="write a provisioning record (device id, key, "
+                                             "broker password) here, readable only by you")
+
+
+def _handler(fn):
+    """Turn the gateway's own errors into ToolError (printed, exit status 2)."""
+    @functools.wraps(fn)
+    def wrapper(args):
+        from vigil_gateway import GatewayError
+
+        try:
+            return fn(args)
+        except GatewayError as exc:
+            raise ToolError(str(exc)) from None
+    return wrapper
+
+
+def _load(args):
+    from vigil_gateway import config
+
+    return config.load(args.config)
+
+
+def _state(args):
+    from vigil_gateway.service import open_state
+
+    return open_state(_load(args))
+
+
+def _read_secret_file(path, what):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise ToolError("cannot read the %s file: %s" % (what, exc.strerror)) from None
+    if not text:
+        raise ToolError("the %s file %s is empty" % (what, path))
+    return text
+
+
+def _secrets(args):
+    """(key, mqtt password or None, generated?) from the options, generating what is missing."""
+    from vigil_gateway import registry
+
+    key = (registry.parse_key_hex(_read_secret_file(args.key_file, "key"), args.key_file)
+           if args.key_file else None)
+    password = (_read_secret_file(args.mqtt_password_file, "password")
+                if args.mqtt_password_file else None)
+    if key is None and not args.record_out:
+        raise ToolError("give --key-file, or --record-out FILE to receive a new random key")
+    if key is None:
+        key = registry.new_key()
+    if password is None and args.record_out:
+        password = registry.new_password()
+    return key, password
+
+
+def _write_record(args, device_id, key, password, interval=None, label=""):
+    from vigil_gateway import registry
+
+    if not args.record_out:
+        return
+    if os.path.exists(args.record_out):
+        raise ToolError("%s exists: not overwriting a provisioning record" % args.record_out)
+    registry.write_private_file(args.record_out, registry.provisioning_record(
+        device_id, key, password, interval, label))
+    print("provisioning record written to %s (keep it secret; give it to the wearable)"
+          % args.record_out)
+
+
+def run_command(args):
+    from vigil_gateway import service
+
+    return service.main(_load(args))
+
+
+def add_command(args):
+    from vigil_gateway import registry
+
+    device_id = registry.parse_device_id(args.device)
+    key, password = _secrets(args)
+    _, reg, _ = _state(args)
+    if reg.get(device_id) is not None:
+        raise ToolError("device %s is already registered" % registry.device_hex(device_id))
+    _write_record(args, device_id, key, password, args.interval, args.label)
+    reg.add(device_id, key, password, args.interval, args.label)
+    print("added device %s" % registry.device_hex(device_id))
+    return 0
+
+
+def rotate_command(args):
+    from vigil_gateway import registry
+
+    device_id = registry.parse_device_id(args.device)
+    key, password = _secrets(args)
+    _, reg, _ = _state(args)
+    if reg.get(device_id) is None:
+        raise ToolError("no device %s in the registry" % registry.device_hex(device_id))
+    _write_record(args, device_id, key, password)
+    device = reg.rotate_key(device_id, key, password)
+    print("device %s now uses key version %d" % (registry.device_hex(device_id),
+                                                 device.key_version))
+    return 0
+
+
+def revoke_command(args):
+    from vigil_gateway import registry
+
+    device_id = registry.parse_device_id(args.device)
+    _, reg, _ = _state(args)
+    reg.revoke(device_id)
+    print("revoked device %s: its frames are rejected from now on" %
+          registry.device_hex(device_id))
+    return 0
+
+
+def import_command(args):
+    from vigil_gateway import registry
+
+    _, reg, _ = _state(args)
+    for path in args.records:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except OSError as exc:
+            raise ToolError("cannot read %s: %s" % (path, exc.strerror)) from None
+        except ValueError as exc:
+            raise ToolError("%s is not JSON: %s" % (path, exc)) from None
+        device = reg.import_record(record)
+        print("imported device %s" % registry.device_hex(device.device_id))
+    return 0
+
+
+def _when(ts):
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ")
+
+
+def list_command(args):
+    from vigil_gateway import registry
+
+    _, reg, store = _state(args)
+    for device in reg.devices():
+        contact = store.contact(device.device_id)
+        row = {"device": registry.device_hex(device.device_id), "state": device.state,
+               "key_version": device.key_version, "interval_s": device.interval_s,
+               "label": device.label, "broker_password": bool(device.mqtt_password_hash),
+               "last_seen": contact.last_seen if contact else None,
+               "lost_contact": bool(contact and contact.lost_incident)}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print("%s  %-8s key v%-3d last seen %-20s %s%s" % (
+                row["device"], row["state"], row["key_version"], _when(row["last_seen"]),
+                "LOST CONTACT " if row["lost_contact"] else "", row["label"]))
+    return 0
+
+
+def incidents_command(args):
+    from vigil_gateway import incidents, registry
+
+    _, _, store = _state(args)
+    device_id = registry.parse_device_id(args.device) if args.device else None
+    states = [incidents.OPEN, incidents.NEEDS_HELP] if args.open else None
+    for incident in store.incidents(device_id, states):
+        audit = store.audit(incident.id)
+        if args.json:
+            row = incident._asdict()
+            row["device"] = registry.device_hex(row.pop("device_id"))
+            row["audit"] = [{"at": a.at, "event": a.event, "detail": a.detail} for a in audit]
+            print(json.dumps(row))
+            continue
+        print("#%-5d %s  %-12s %-11s %s  counter %s" % (
+            incident.id, registry.device_hex(incident.device_id), incident.kind, incident.state,
+            _when(incident.opened_at), incident.counter if incident.counter else "-"))
+        if args.audit:
+            for entry in audit:
+                print("        %s  %-16s %s" % (_when(entry.at), entry.event, entry.detail))
+    return 0
+
+
+def broker_config_command(args):
+    from vigil_gateway import broker_config
+    from vigil_gateway.config import read_secret
+
+    config = _load(args)
+    _, reg, _ = _state(args)
+    password = (read_secret(config.mqtt.password_file, "mqtt.password_file")
+                if config.mqtt.password_file else None)
+    passwords, acl = broker_config.write_broker_files(
+        args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password)
+    print("wrote %s and %s; in mosquitto.conf:\n  allow_anonymous false\n  password_file %s\n"
+          "  acl_file %s" % (passwords, acl, os.path.abspath(passwords), os.path.abspath(acl)))
+    return 0
