@@ -72,3 +72,18 @@ def test_runners_fail_when_a_test_fails(root, micropython, tmp_path):
                           env=env, cwd=root, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert summary(proc.stdout)[2:] == (1, 1)
+
+
+def test_firmware_units_pass_on_micropython_unix_port(root, micropython):
+    cmd, env = micropython
+    proc = subprocess.run(cmd + [str(root / "tests" / "mpy" / "run_unix.py"), "test_fw_units"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    name, version, ran, failures = summary(proc.stdout)
+    assert (failures, proc.returncode) == (0, 0), proc.stdout[-5000:] + proc.stderr[-2000:]
+    sys.path[:0] = [str(root / "firmware"), str(root / "tests" / "firmware")]
+    try:
+        module = importlib.import_module("test_fw_units")
+        expected = unittest.TestLoader().loadTestsFromModule(module).countTestCases()
+    finally:
+        del sys.path[:2]
+    assert ran == expected

@@ -1,0 +1,10 @@
+# Vigil wearable firmware. The core runs on MicroPython (the wearable, the unix port in tests)
+# and on CPython (the simulator); only hal_esp32.py touches machine, network and bluetooth.
+
+
+class FirmwareError(Exception):
+    """Root of the firmware's own errors."""
+
+
+class ConfigError(FirmwareError):
+    """The config file on flash is missing or wrong; the message says what to fix."""

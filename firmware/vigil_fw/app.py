@@ -1,0 +1,299 @@
+# The wearable: inputs -> alarms -> persistent outbox -> links, and downlinks -> feedback.
+#
+# Rules:
+#   a raised alarm is on flash (counter reserved, frame in the outbox, state saved) before
+#     any link sees it
+#   every alarm goes out on every link that is up, and is retransmitted until a verified
+#     downlink names its counter
+#   downlinks count only once verified: MAC, direction, device id, replay window
+#   feedback is whatever alarms.py allows, and nothing at all while a duress alarm is open
+#   every task reports progress; the supervisor feeds the watchdog only while all progress
+#   the board's IRQs only set flags; these tasks do the work
+import asyncio
+
+from vigil_protocol import (
+    ACKNOWLEDGED,
+    DELIVERED,
+    DOUBLE_TAP,
+    DOWN,
+    DURESS,
+    FLAG_ALARM_OPEN,
+    FLAG_LOW_BATTERY,
+    FLAG_OUTBOX_PENDING,
+    HELP_DISPATCHED,
+    LOW_BATTERY,
+    NEW,
+    PROMPT_DOUBLE_TAP,
+    RECEIVED,
+    RESOLVED,
+    SOS,
+    Alarm,
+    CheckIn,
+    DeviceKey,
+    RemoteProtocolError,
+    ReplayWindow,
+    decode,
+    encode,
+)
+
+from . import alarms as fsm
+from .clock import sleep_ms, ticks_diff, ticks_ms, wait_event
+from .counters import CounterStore
+from .feedback import Feedback
+from .gestures import DOWN as PRESS, TICK, DuressGesture, SosButton
+from .link import Inbox
+from .outbox import Outbox, OutboxFull
+from .taps import DoubleTapDetector
+
+_ACK_EVENTS = {RECEIVED: fsm.EV_RECEIVED, DELIVERED: fsm.EV_DELIVERED}
+_ACTION_EVENTS = {ACKNOWLEDGED: fsm.EV_ACKNOWLEDGED, PROMPT_DOUBLE_TAP: fsm.EV_PROMPT,
+                  HELP_DISPATCHED: fsm.EV_HELP, RESOLVED: fsm.EV_RESOLVED}
+
+
+class Wearable:
+    SUPERVISE_MS = 1000
+    STALL_MS = 10000      # a task silent this long stops the watchdog being fed
+    WATCHDOG_MS = 30000
+    SENDER_IDLE_MS = 200
+    BUTTON_TICK_MS = 50
+    LOW_BATTERY_HYSTERESIS = 5
+    CHECKIN_RETRY_MS = 2000
+
+    def __init__(self, board, config, links, log=print):
+        self.board = board
+        self.config = config
+        self.links = links
+        self.log = log
+        flash = board.flash
+        self.key = DeviceKey(config.key)
+        self.counters = CounterStore(flash)
+        self.outbox = Outbox(flash)
+        self.alarms = fsm.Alarms(flash)
+        self.feedback = Feedback(board)
+        self.inbox = Inbox()
+        self.window = ReplayWindow(size=32)
+        self.sos = SosButton()
+        self.duress = DuressGesture()
+        self.taps = DoubleTapDetector()
+        self.wake = asyncio.Event()
+        self.beats = {}
+        self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
+                      "taps_ignored": 0, "rejected": {}}
+        self.low_battery_reported = False
+        self._reconcile()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _reconcile(self):
+        """After a reboot: every alarm in the outbox has a lifecycle entry, and duress silence
+        holds if a duress alarm is still open."""
+        for entry in self.outbox.oldest_first():
+            if entry.kind != DOUBLE_TAP and entry.counter not in self.alarms.open:
+                self.alarms.add(entry.counter, entry.kind)
+        self._update_silence()
+
+    def _update_silence(self):
+        self.feedback.duress_open = any(a.kind == DURESS for a in self.alarms.open.values())
+
+    def beat(self, name):
+        self.beats[name] = self.beats.get(name, 0) + 1
+
+    def raise_alarm(self, kind, ref=0):
+        """Make an alarm durable, then wake the sender. Returns its counter."""
+        counter = self.counters.next()
+        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key)
+        try:
+            self.outbox.add(counter, kind, frame)
+        except OutboxFull as exc:
+            self.log("vigil: alarm not queued: %s" % exc)
+            return None
+        self.alarms.add(counter, kind)
+        self._update_silence()
+        self.stats["raised"] += 1
+        self.log("vigil: raised %s" % frame.hex())
+        self.wake.set()
+        return counter
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    async def sos_task(self):
+        button = self.board.sos_button
+        while True:
+            self.beat("sos")
+            event = await button.event(self.BUTTON_TICK_MS)
+            if event is None:
+                out = self.sos.feed(TICK, ticks_ms())
+            else:
+                out = self.sos.feed(event[0], event[1])
+            if out == "armed":
+                await self.feedback.show("sos_armed")
+            elif out == "cancelled":
+                await self.feedback.show("sos_cancelled")
+            elif out == "raise":
+                if self.alarms.pending_kind(SOS) is None:
+                    self.raise_alarm(SOS)
+                await self.feedback.show("sos_raised")
+
+    async def duress_task(self):
+        button = self.board.duress_button
+        while True:
+            self.beat("duress")
+            event = await button.event(1000)
+            if event is not None and event[0] == PRESS and self.duress.press(event[1]):
+                # No cue of any kind, and nothing on the device can cancel it.
+                if self.alarms.pending_kind(DURESS) is None:
+                    self.raise_alarm(DURESS)
+
+    async def tap_task(self):
+        accel = self.board.accel
+        if accel.hardware_taps:
+            while True:
+                self.beat("taps")
+                if await accel.double_tap(1000):
+                    await self.on_double_tap()
+        period = 1000 // self.taps.ODR_HZ
+        while True:
+            self.beat("taps")
+            for sample in accel.samples():
+                if self.taps.feed(sample[0], sample[1], sample[2]):
+                    await self.on_double_tap()
+            await sleep_ms(period)
+
+    async def on_double_tap(self):
+        alarm = self.alarms.prompted()
+        if alarm is None:
+            self.stats["taps_ignored"] += 1  # no prompt open: a tap must never raise anything
+            return
+        self.raise_alarm(DOUBLE_TAP, ref=alarm.counter)
+        await self.feedback.show(self.alarms.apply(alarm.counter, fsm.EV_DOUBLE_TAP))
+
+    # -- links --------------------------------------------------------------------------------
+
+    async def sender_task(self):
+        while True:
+            self.beat("sender")
+            for entry in self.outbox.due():
+                took = False
+                for link in self.links:
+                    if link.up and await link.send(entry.frame):
+                        took = True
+                if took:
+                    self.outbox.sent(entry)
+                    self.stats["sent"] += 1
+                    self.log("vigil: tx %s" % entry.frame.hex())
+                    await self.feedback.show(self.alarms.apply(entry.counter, fsm.EV_SENT))
+            await wait_event(self.wake, self.SENDER_IDLE_MS)
+            self.wake.clear()
+
+    async def downlink_task(self):
+        while True:
+            self.beat("downlink")
+            if not await wait_event(self.inbox.event, 1000):
+                continue
+            for frame, link_name in self.inbox.take():
+                await self.on_downlink(frame, link_name)
+
+    def _reject(self, reason):
+        self.stats["rejected"][reason] = self.stats["rejected"].get(reason, 0) + 1
+        self.log("vigil: rx rejected (%s)" % reason)
+
+    async def on_downlink(self, data, link_name):
+        try:
+            frame = decode(data, self.key, DOWN)
+            if frame.device_id != self.config.device_id:
+                self._reject("device_mismatch")
+                return
+            verdict = self.window.check(frame.counter, frame.tag)
+        except RemoteProtocolError as exc:
+            self._reject(exc.reason)
+            return
+        self.window.record(frame.counter, frame.tag)
+        if verdict != NEW:
+            return  # the same downlink again: nothing new to show
+        self.stats["downlinks"] += 1
+        self.log("vigil: rx %s" % data.hex())
+        # Any verified downlink naming a counter proves the gateway has that frame.
+        self.outbox.remove(frame.ref)
+        if frame.NAME == "ack":
+            event = _ACK_EVENTS[frame.stage]
+        else:
+            event = _ACTION_EVENTS[frame.action]
+        pattern = self.alarms.apply(frame.ref, event)
+        self._update_silence()
+        await self.feedback.show(pattern)
+
+    # -- check-ins and battery ----------------------------------------------------------------
+
+    async def checkin_task(self):
+        while True:
+            self.beat("checkin")
+            battery = self.board.battery_percent()
+            low = battery <= self.config.low_battery_pct
+            if low and not self.low_battery_reported:
+                self.low_battery_reported = True
+                if self.alarms.pending_kind(LOW_BATTERY) is None:
+                    self.raise_alarm(LOW_BATTERY)
+                    await self.feedback.show("low_battery")
+            elif battery > self.config.low_battery_pct + self.LOW_BATTERY_HYSTERESIS:
+                self.low_battery_reported = False
+            # No link yet: try again soon rather than a whole interval later.
+            wait_ms = self.config.checkin_interval_s * 1000
+            if not await self.send_checkin(battery, low):
+                wait_ms = min(wait_ms, self.CHECKIN_RETRY_MS)
+            start = ticks_ms()
+            while ticks_diff(ticks_ms(), start) < wait_ms:
+                self.beat("checkin")
+                await sleep_ms(min(1000, wait_ms))
+
+    async def send_checkin(self, battery, low):
+        """Best effort: a check-in that finds no link up is skipped, never stored."""
+        if not any(link.up for link in self.links):
+            return False
+        flags = ((FLAG_ALARM_OPEN if self.alarms.open else 0)
+                 | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
+                 | (FLAG_LOW_BATTERY if low else 0))
+        frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
+                               flags=flags, interval=self.config.checkin_interval_s), self.key)
+        sent = False
+        for link in self.links:
+            if link.up and await link.send(frame):
+                sent = True
+        if sent:
+            self.stats["checkins"] += 1
+        return sent
+
+    # -- supervision --------------------------------------------------------------------------
+
+    async def supervisor(self):
+        """Feed the watchdog only while every task and link shows progress."""
+        seen = {}
+        now = ticks_ms()
+        self.board.watchdog_start(self.WATCHDOG_MS)
+        while True:
+            await sleep_ms(self.SUPERVISE_MS)
+            now = ticks_ms()
+            stalled = []
+            counts = dict(self.beats)
+            for link in self.links:
+                counts["link:" + link.name] = link.progress
+            for name, count in counts.items():
+                last = seen.get(name)
+                if last is None or last[0] != count:
+                    seen[name] = (count, now)
+                elif ticks_diff(now, last[1]) > self.STALL_MS:
+                    stalled.append(name)
+            if stalled:
+                self.log("vigil: stalled %s: watchdog will reset" % ",".join(stalled))
+            else:
+                self.board.watchdog_feed()
+
+    def tasks(self):
+        coros = [self.sos_task(), self.duress_task(), self.tap_task(), self.sender_task(),
+                 self.downlink_task(), self.checkin_task(), self.supervisor()]
+        coros += [link.run(self.inbox) for link in self.links]
+        return coros
+
+    async def run(self):
+        self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
+                 % (self.config.device_hex, len(self.outbox)))
+        await asyncio.gather(*[asyncio.create_task(c) for c in self.tasks()])

@@ -1,0 +1,38 @@
+# Time for the firmware core: MicroPython's wrapping ticks and sleep_ms, or CPython
+# stand-ins so the same core runs in the simulator.
+import asyncio
+
+try:
+    from time import ticks_add, ticks_diff, ticks_ms  # noqa: F401
+except ImportError:
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, delta):
+        return a + delta
+
+_TIMEOUT = getattr(asyncio, "TimeoutError", OSError)
+
+
+async def sleep_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        await asyncio.sleep_ms(ms)
+    else:
+        await asyncio.sleep(ms / 1000)
+
+
+async def wait_event(event, ms):
+    """Wait at most `ms` for an asyncio.Event; True if it was set."""
+    try:
+        if hasattr(asyncio, "wait_for_ms"):
+            await asyncio.wait_for_ms(event.wait(), ms)
+        else:
+            await asyncio.wait_for(event.wait(), ms / 1000)
+        return True
+    except _TIMEOUT:
+        return False

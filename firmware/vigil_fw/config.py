@@ -1,0 +1,93 @@
+# The device config on flash ("vigil.json"), written by provisioning, checked at boot.
+#
+# Every problem is reported with the key that is wrong and what it should be; secrets
+# (the key, passwords) are never repeated in a message.
+import json
+
+from . import ConfigError
+
+FILE = "vigil.json"
+
+DEFAULTS = {
+    "checkin_interval_s": 300,
+    "low_battery_pct": 15,
+    "mqtt": {"port": 1883, "tls": False, "prefix": "vigil", "keepalive_s": 60,
+             "ca_file": None},
+}
+
+
+def _hex(value, digits):
+    if not isinstance(value, str) or len(value) != digits:
+        return False
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _need(cond, message):
+    if not cond:
+        raise ConfigError("config: " + message)
+
+
+class Config:
+    def __init__(self, data):
+        _need(isinstance(data, dict), "the file must hold one JSON object")
+        _need(data.get("version") == 1, "version must be 1")
+        dev = data.get("device_id")
+        _need(_hex(dev, 8) and int(dev, 16) != 0,
+              "device_id must be 8 hex digits, not all zero")
+        _need(_hex(data.get("key"), 64), "key must be 64 hex digits (256 bits)")
+        self.device_id = int(dev, 16)
+        self.device_hex = dev.lower()
+        self.key = bytes.fromhex(data["key"])
+
+        wifi = data.get("wifi")
+        _need(wifi is None or (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)
+                               and wifi["ssid"]), "wifi.ssid must be a non-empty string")
+        self.wifi = wifi
+
+        mqtt = dict(DEFAULTS["mqtt"])
+        given = data.get("mqtt")
+        _need(isinstance(given, dict), "mqtt must be an object with host, username, password")
+        mqtt.update(given)
+        _need(isinstance(mqtt.get("host"), str) and mqtt["host"], "mqtt.host must be set")
+        _need(isinstance(mqtt["port"], int) and 0 < mqtt["port"] < 65536,
+              "mqtt.port must be an integer from 1 to 65535")
+        _need(mqtt.get("username") == self.device_hex,
+              "mqtt.username must be the device id (%s)" % self.device_hex)
+        _need(isinstance(mqtt.get("password"), str) and mqtt["password"],
+              "mqtt.password must be set")
+        _need(isinstance(mqtt["tls"], bool), "mqtt.tls must be true or false")
+        _need(not mqtt["tls"] or isinstance(mqtt["ca_file"], str),
+              "mqtt.ca_file must name the broker's CA file when mqtt.tls is true")
+        _need(isinstance(mqtt["prefix"], str) and mqtt["prefix"] and "/" not in mqtt["prefix"]
+              and "+" not in mqtt["prefix"] and "#" not in mqtt["prefix"],
+              "mqtt.prefix must be one topic level without wildcards")
+        _need(isinstance(mqtt["keepalive_s"], int) and 5 <= mqtt["keepalive_s"] <= 3600,
+              "mqtt.keepalive_s must be from 5 to 3600")
+        self.mqtt = mqtt
+
+        interval = data.get("checkin_interval_s", DEFAULTS["checkin_interval_s"])
+        _need(isinstance(interval, int) and 10 <= interval <= 65535,
+              "checkin_interval_s must be from 10 to 65535")
+        self.checkin_interval_s = interval
+        low = data.get("low_battery_pct", DEFAULTS["low_battery_pct"])
+        _need(isinstance(low, int) and 0 <= low <= 100, "low_battery_pct must be 0-100")
+        self.low_battery_pct = low
+
+    def topic(self, kind):
+        return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)
+
+
+def load(flash):
+    """Read and check the config; raises ConfigError with a message for the console."""
+    raw = flash.read(FILE)
+    if raw is None:
+        raise ConfigError("config: %s is missing: provision this device" % FILE)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError("config: %s is not valid JSON" % FILE)
+    return Config(data)

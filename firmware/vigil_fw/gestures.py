@@ -1,0 +1,71 @@
+# Button gestures, fed with timestamped events by the input tasks (sans-I/O: no pins here).
+#
+# DURESS (hidden button): DuressGesture.PRESSES presses within WINDOW_MS. Hard to do by
+#   accident, easy to do by feel. No cue of any kind, and nothing on the device cancels it.
+#
+# SOS (main button), as a table:
+#   IDLE    + down            -> HOLDING  (remember when)
+#   HOLDING + up              -> IDLE     (a short press does nothing)
+#   HOLDING + held HOLD_MS    -> ARMED    emits "armed"      (one long buzz: release now)
+#   ARMED   + down            -> IDLE     emits "cancelled"  (press again to cancel)
+#   ARMED   + CANCEL_MS passed-> IDLE     emits "raise"      (the SOS alarm is raised)
+#   anything else             -> no change
+from .clock import ticks_diff
+
+IDLE = "idle"
+HOLDING = "holding"
+ARMED = "armed"
+
+DOWN = "down"
+UP = "up"
+TICK = "tick"
+
+
+class DuressGesture:
+    PRESSES = 4
+    WINDOW_MS = 3000
+
+    def __init__(self):
+        self._presses = []
+
+    def press(self, t_ms):
+        """Feed one press; True when it completes the gesture."""
+        self._presses = [p for p in self._presses if ticks_diff(t_ms, p) < self.WINDOW_MS]
+        self._presses.append(t_ms)
+        if len(self._presses) >= self.PRESSES:
+            self._presses = []
+            return True
+        return False
+
+
+class SosButton:
+    HOLD_MS = 2000
+    CANCEL_MS = 3000
+
+    # (state, input): (next state, output); TICK rows apply only once their time has come
+    TABLE = {
+        (IDLE, DOWN): (HOLDING, None),
+        (HOLDING, UP): (IDLE, None),
+        (HOLDING, TICK): (ARMED, "armed"),
+        (ARMED, DOWN): (IDLE, "cancelled"),
+        (ARMED, TICK): (IDLE, "raise"),
+    }
+
+    def __init__(self):
+        self.state = IDLE
+        self.since = 0
+
+    def _due(self, t_ms):
+        wait = self.HOLD_MS if self.state == HOLDING else self.CANCEL_MS
+        return ticks_diff(t_ms, self.since) >= wait
+
+    def feed(self, what, t_ms):
+        """Feed DOWN, UP or TICK at time t_ms. Returns "armed", "cancelled", "raise" or None."""
+        if what == TICK and not (self.state in (HOLDING, ARMED) and self._due(t_ms)):
+            return None
+        step = self.TABLE.get((self.state, what))
+        if step is None:
+            return None
+        self.state, output = step
+        self.since = t_ms
+        return output

@@ -1,0 +1,121 @@
+# The MQTT link (protocol/SPEC.md section 9) over umqtt.simple from micropython-lib.
+#
+# Rules:
+#   connect with the device's own credentials, persistent session, keepalive, last will
+#     "offline" (retained) on the status topic; publish "online" once connected
+#   subscribe to the device's downlink topic at QoS 1; uplinks are published at QoS 1 and
+#     count as sent only when the broker's PUBACK arrives
+#   every socket operation has a timeout; any error drops the link and the run loop
+#     reconnects after a backoff that doubles up to RETRY_MAX_MS
+#   the message callback only hands frames to the inbox
+import random
+
+from umqtt.simple import MQTTClient, MQTTException
+
+from .clock import sleep_ms, ticks_diff, ticks_ms
+
+
+class MqttLink:
+    name = "mqtt"
+    RETRY_FIRST_MS = 500
+    RETRY_MAX_MS = 30000
+    POLL_MS = 20
+    IO_TIMEOUT_S = 5
+
+    def __init__(self, config, network=None, log=print):
+        self.config = config
+        self.network = network  # board's Wi-Fi, or None where the host has a network
+        self.log = log
+        self.up = False
+        self.progress = 0
+        self.connects = 0
+        self._client = None
+        self._inbox = None
+        m = config.mqtt
+        self._up_topic = config.topic("up").encode()
+        self._down_topic = config.topic("down").encode()
+        self._status_topic = config.topic("status").encode()
+        self._keepalive = m["keepalive_s"]
+
+    def _make_client(self):
+        m = self.config.mqtt
+        ssl_params = {}
+        if m["tls"]:
+            import ssl
+            with open(m["ca_file"], "rb") as f:
+                ssl_params = {"server_hostname": m["host"], "cert_reqs": ssl.CERT_REQUIRED,
+                              "cadata": f.read()}
+        client = MQTTClient("vigil-" + self.config.device_hex, m["host"], port=m["port"],
+                            user=m["username"], password=m["password"],
+                            keepalive=self._keepalive, ssl=m["tls"], ssl_params=ssl_params)
+        client.set_callback(self._on_message)
+        client.set_last_will(self._status_topic, b"offline", retain=True, qos=1)
+        return client
+
+    def _on_message(self, topic, msg):
+        if topic == self._down_topic and self._inbox is not None:
+            self._inbox.put(msg, self.name)
+
+    def _connect(self):
+        client = self._make_client()
+        self._client = client
+        client.connect(clean_session=False)
+        client.sock.settimeout(self.IO_TIMEOUT_S)
+        client.subscribe(self._down_topic, qos=1)
+        client.sock.settimeout(self.IO_TIMEOUT_S)
+        client.publish(self._status_topic, b"online", retain=True, qos=1)
+        self.connects += 1
+        self.up = True
+
+    def _drop(self, why):
+        if self.up:
+            self.log("mqtt: link down (%s)" % why)
+        self.up = False
+        client, self._client = self._client, None
+        if client is not None and client.sock is not None:
+            try:
+                client.sock.close()
+            except OSError:
+                pass
+
+    async def run(self, inbox):
+        self._inbox = inbox
+        delay = self.RETRY_FIRST_MS
+        while True:
+            self.progress += 1
+            try:
+                if self.network is not None:
+                    await self.network.connect()
+                self._connect()
+                self.log("mqtt: connected to %s:%d" % (self.config.mqtt["host"],
+                                                       self.config.mqtt["port"]))
+                delay = self.RETRY_FIRST_MS
+                await self._serve()
+            except (OSError, MQTTException, IndexError) as exc:
+                # IndexError: umqtt reads an empty socket as b""[0] when the broker goes away
+                self._drop(repr(exc))
+            await sleep_ms(delay + random.getrandbits(8) * delay // 512)
+            delay = min(delay * 2, self.RETRY_MAX_MS)
+
+    async def _serve(self):
+        last_ping = ticks_ms()
+        while self._client is not None:
+            self.progress += 1
+            self._client.check_msg()  # non-blocking; dispatches downlinks to _on_message
+            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            if ticks_diff(ticks_ms(), last_ping) > self._keepalive * 500:
+                self._client.ping()
+                last_ping = ticks_ms()
+            await sleep_ms(self.POLL_MS)
+
+    async def send(self, frame):
+        if not self.up or self._client is None:
+            return False
+        try:
+            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            self._client.publish(self._up_topic, frame, qos=1)  # returns after PUBACK
+            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            return True
+        except (OSError, MQTTException, IndexError) as exc:
+            self._drop(repr(exc))
+            return False

@@ -1,0 +1,100 @@
+# The persistent outbox: every raised alarm is on flash before it is first sent, and stays
+# there, retransmitted with backoff, until a signed acknowledgement of its counter arrives.
+#
+# Rules:
+#   one entry = one file "ob/<counter, 8 hex digits>" holding the encoded frame, sealed and
+#     written atomically (flash.write_atomic); a retransmission resends those exact bytes
+#   at boot: intact entries are loaded (an intact .tmp twin counts: its rename was cut short);
+#     torn ones are deleted
+#   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter
+#   an entry leaves only on a verified ack naming its counter
+#   bounded at CAPACITY entries; when full, a new alarm may replace the oldest entry of an
+#     EVICTABLE kind; SOS, DURESS, FALL and DOUBLE_TAP are never evicted. Check-ins never
+#     enter the outbox.
+import random
+
+from vigil_protocol import LOW_BATTERY, NO_MOTION, peek
+
+from . import FirmwareError
+from .clock import ticks_add, ticks_diff, ticks_ms
+from .flash import TMP, read_sealed, unseal, write_atomic
+
+DIR = "ob"
+EVICTABLE = (LOW_BATTERY, NO_MOTION)
+
+
+class OutboxFull(FirmwareError):
+    pass
+
+
+class Entry:
+    def __init__(self, counter, kind, frame):
+        self.counter = counter
+        self.kind = kind
+        self.frame = frame
+        self.attempts = 0
+        self.next_try = ticks_ms()  # due at once
+
+
+class Outbox:
+    CAPACITY = 24
+    RETRY_FIRST_MS = 2000
+    RETRY_MAX_MS = 60000
+
+    def __init__(self, flash):
+        self.flash = flash
+        flash.mkdir(DIR)
+        self.entries = {}
+        bases = set(n[:-len(TMP)] if n.endswith(TMP) else n for n in flash.listdir(DIR))
+        for base in sorted(bases):
+            name = DIR + "/" + base
+            frame = read_sealed(flash, name)
+            if frame is None:  # torn before it was whole: it was never sent
+                flash.remove(name)
+                flash.remove(name + TMP)
+                continue
+            if unseal(flash.read(name)) != frame or flash.read(name + TMP) is not None:
+                write_atomic(flash, name, frame)  # finish what a power cut interrupted
+            counter = peek(frame).counter
+            self.entries[counter] = Entry(counter, frame[9], frame)
+
+    def __len__(self):
+        return len(self.entries)
+
+    def add(self, counter, kind, frame):
+        """Put an encoded alarm on flash. Returns once it is durable."""
+        if len(self.entries) >= self.CAPACITY:
+            victim = None
+            for entry in self.oldest_first():
+                if entry.kind in EVICTABLE:
+                    victim = entry
+                    break
+            if victim is None or kind in EVICTABLE:
+                raise OutboxFull("outbox full of undelivered alarms")
+            self.remove(victim.counter)
+        write_atomic(self.flash, DIR + "/%08x" % counter, frame)
+        self.entries[counter] = Entry(counter, kind, frame)
+
+    def remove(self, counter):
+        """The gateway acknowledged `counter`: stop retransmitting it."""
+        if self.entries.pop(counter, None) is not None:
+            name = DIR + "/%08x" % counter
+            self.flash.remove(name)
+            self.flash.remove(name + TMP)
+            return True
+        return False
+
+    def oldest_first(self):
+        return [self.entries[c] for c in sorted(self.entries)]
+
+    def due(self, now=None):
+        now = ticks_ms() if now is None else now
+        return [e for e in self.oldest_first() if ticks_diff(now, e.next_try) >= 0]
+
+    def sent(self, entry, now=None):
+        """`entry` went out on a link: schedule its retransmission."""
+        now = ticks_ms() if now is None else now
+        entry.attempts += 1
+        delay = min(self.RETRY_FIRST_MS << min(entry.attempts - 1, 16), self.RETRY_MAX_MS)
+        delay += (random.getrandbits(16) * (delay // 2)) // 65536 - delay // 4
+        entry.next_try = ticks_add(now, delay)

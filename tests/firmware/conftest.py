@@ -1,0 +1,115 @@
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import vigil_protocol as p
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = bytes(range(0x20, 0x40))
+
+
+class FakeGateway:
+    """The gateway's side of the MQTT link, played by the test: it verifies every uplink with
+    vigil_protocol and answers according to `policy(gateway, frame)`."""
+
+    def __init__(self, port, key=KEY, policy=None):
+        self.key = p.DeviceKey(key)
+        self.policy = policy or (lambda gw, frame: gw.ack(frame, p.RECEIVED))
+        self.uplinks = []      # (device hex, raw bytes, decoded frame or rejection reason)
+        self.events = queue.Queue()
+        self.down_counter = {}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fake-gateway",
+                                  protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("vigil/up/+", qos=1)
+        self.client.loop_start()
+        time.sleep(0.2)
+
+    def _on_message(self, client, userdata, msg):
+        device = msg.topic.rsplit("/", 1)[1]
+        try:
+            frame = p.decode(msg.payload, self.key, p.UP)
+        except p.RemoteProtocolError as exc:
+            frame = exc.reason
+        with self.lock:
+            self.uplinks.append((device, bytes(msg.payload), frame))
+        if not isinstance(frame, str):
+            self.policy(self, frame)
+
+    def send(self, device_id, data):
+        self.client.publish("vigil/down/%08x" % device_id, data, qos=1)
+
+    def next_counter(self, device_id):
+        with self.lock:
+            self.down_counter[device_id] = self.down_counter.get(device_id, 0) + 1
+            return self.down_counter[device_id]
+
+    def ack(self, frame, stage, key=None):
+        data = p.encode(p.Ack(frame.device_id, self.next_counter(frame.device_id), frame.counter,
+                              stage), key or self.key)
+        self.send(frame.device_id, data)
+        return data
+
+    def action(self, frame, action):
+        data = p.encode(p.Action(frame.device_id, self.next_counter(frame.device_id),
+                                 frame.counter, action), self.key)
+        self.send(frame.device_id, data)
+        return data
+
+    def frames(self, name=None):
+        with self.lock:
+            return [f for _, _, f in self.uplinks if not isinstance(f, str)
+                    and (name is None or f.NAME == name)]
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def fake_gateway(mosquitto):
+    gateways = []
+
+    def make(policy=None):
+        gw = FakeGateway(mosquitto.port, policy=policy)
+        gateways.append(gw)
+        return gw
+
+    yield make
+    for gw in gateways:
+        gw.close()
+
+
+@pytest.fixture
+def scenario(mosquitto, micropython, tmp_path):
+    """Run one scenario of tests/firmware/scenarios.py on the MicroPython unix port."""
+
+    def run(name, device="00c0ffee", heapsize=None, timeout=120, **settings):
+        cmd, env = micropython
+        if heapsize:
+            cmd = cmd + ["-X", "heapsize=%s" % heapsize]
+        settings.update(scenario=name, port=mosquitto.port, fs=str(tmp_path / "flash"),
+                        device=device, key=KEY.hex())
+        os.makedirs(settings["fs"], exist_ok=True)
+        proc = subprocess.run(cmd + [str(ROOT / "tests" / "firmware" / "scenarios.py")],
+                              input=json.dumps(settings), env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+        assert proc.returncode == 0 and lines, (proc.stdout[-3000:], proc.stderr[-3000:])
+        return json.loads(lines[-1][len("REPORT "):])
+
+    return run
+
+
+sys.path.insert(0, str(ROOT / "tests" / "firmware"))
+sys.path.insert(0, str(ROOT / "firmware"))  # the firmware core also runs on CPython

@@ -1,0 +1,242 @@
+# Firmware scenarios on the MicroPython unix port, driven by tests/firmware/test_scenarios.py.
+#
+#   micropython tests/firmware/scenarios.py < settings.json
+#
+# settings: {"scenario": name, "port": broker port, "fs": flash folder, "device": 8 hex,
+#            "key": 64 hex, ...}. The script runs the real firmware core on a simulated board
+# (buttons, accelerometer, battery, motor/LED, watchdog, flash in a host folder) and its real
+# MQTT link against the broker, performs the scenario, and prints one line
+# "REPORT <json>" with what the wearable did. The test plays the gateway on the broker side.
+import json
+import sys
+
+ROOT = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
+sys.path.append(ROOT + "/firmware")
+sys.path.append(ROOT + "/protocol")
+sys.path.append(ROOT + "/tests/firmware")
+
+import asyncio  # noqa: E402
+
+from vigil_protocol import DOUBLE_TAP  # noqa: E402
+from vigil_fw import alarms as fsm  # noqa: E402
+from vigil_fw.app import Wearable  # noqa: E402
+from vigil_fw.config import Config  # noqa: E402
+from vigil_fw.flash import Flash  # noqa: E402
+from vigil_fw.gestures import SosButton  # noqa: E402
+from vigil_fw.hal_sim import SimBoard  # noqa: E402
+from vigil_fw.mqtt_link import MqttLink  # noqa: E402
+from vigil_fw.outbox import Outbox  # noqa: E402
+import traces  # noqa: E402
+
+S = json.loads(sys.stdin.read())
+
+# Short tunables: the same rules, on a test's time scale.
+Outbox.RETRY_FIRST_MS = S.get("retry_ms", 300)
+Outbox.RETRY_MAX_MS = 1000
+SosButton.HOLD_MS = 300
+SosButton.CANCEL_MS = 400
+MqttLink.RETRY_FIRST_MS = 100
+MqttLink.RETRY_MAX_MS = 500
+
+
+def config(device):
+    return Config({"version": 1, "device_id": device, "key": S["key"],
+                   "checkin_interval_s": S.get("checkin_interval_s", 60),
+                   "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": device,
+                            "password": "unused", "keepalive_s": 30}})
+
+
+def boot(device, fs_dir, flash=None, links=True):
+    cfg = config(device)
+    board = SimBoard(fs_dir, hardware_taps=S.get("hardware_taps", False), flash=flash)
+    link_list = [MqttLink(cfg, log=lambda m: None)] if links else []
+    wearable = Wearable(board, cfg, link_list, log=lambda m: None)
+    return wearable, board
+
+
+async def until(predicate, timeout_ms=8000, step_ms=20):
+    waited = 0
+    while not predicate():
+        if waited >= timeout_ms:
+            return False
+        await asyncio.sleep_ms(step_ms)
+        waited += step_ms
+    return True
+
+
+def report(**fields):
+    print("REPORT " + json.dumps(fields))
+
+
+async def with_running(wearable, body):
+    task = asyncio.create_task(wearable.run())
+    await until(lambda: all(link.up for link in wearable.links), 5000)
+    try:
+        return await body()
+    finally:
+        task.cancel()
+        for link in wearable.links:
+            link._drop("scenario over")
+        await asyncio.sleep_ms(10)
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+async def duress():
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        await board.duress_button.presses(4)
+        acked = await until(lambda: len(w.outbox) == 0)
+        await asyncio.sleep_ms(300)  # any late feedback would show up here
+        return acked
+
+    acked = await with_running(w, body)
+    report(acked=acked, played=board.played, feedback=w.feedback.played, stats=w.stats,
+           open=[(a.counter, a.kind, a.state) for a in w.alarms.open.values()])
+
+
+async def duress_three_presses():
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        await board.duress_button.presses(3)
+        await asyncio.sleep_ms(800)
+
+    await with_running(w, body)
+    report(stats=w.stats, outbox=len(w.outbox))
+
+
+async def retransmit():
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        await board.sos_button.hold(400)
+        raised = await until(lambda: w.stats["raised"] == 1)
+        done = await until(lambda: len(w.outbox) == 0, S.get("wait_ms", 6000))
+        sent_at_ack = w.stats["sent"]
+        await asyncio.sleep_ms(1500)  # would retransmit at least once more if not acked
+        return raised, done, sent_at_ack
+
+    raised, done, sent_at_ack = await with_running(w, body)
+    report(raised=raised, acked=done, sent_at_ack=sent_at_ack, sent_after=w.stats["sent"],
+           rejected=w.stats["rejected"], feedback=w.feedback.played,
+           open=[(a.counter, a.kind, a.state) for a in w.alarms.open.values()])
+
+
+async def prompt_and_double_tap():
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        # A double tap with no alarm open: nothing may be sent.
+        board.accel.feed(traces.double_tap(1500))
+        await asyncio.sleep_ms(1200)
+        ignored = w.stats["taps_ignored"]
+        raised_before = w.stats["raised"]
+        await board.sos_button.hold(400)
+        prompted = await until(lambda: w.alarms.prompted() is not None)
+        alarm = w.alarms.prompted()
+        sos_counter = alarm.counter if alarm else None
+        board.accel.feed(traces.double_tap(1500))
+        confirmed = await until(lambda: alarm is not None and alarm.state == fsm.CONFIRMED)
+        answered = await until(lambda: len(w.outbox) == 0)
+        return ignored, raised_before, prompted, sos_counter, confirmed, answered
+
+    ignored, raised_before, prompted, sos_counter, confirmed, answered = \
+        await with_running(w, body)
+    report(ignored_without_prompt=ignored, raised_before_sos=raised_before, prompted=prompted,
+           sos_counter=sos_counter, confirmed=confirmed, answered=answered,
+           feedback=w.feedback.played, stats=w.stats)
+
+
+class PowerCut(Exception):
+    pass
+
+
+class FaultyFlash(Flash):
+    """Cuts the power at flash operation number `cut_at` (1-based). A write that is cut
+    leaves its first `keep` bytes on flash, as a torn page would."""
+
+    def __init__(self, root, cut_at, keep, fat=False):
+        Flash.__init__(self, root)
+        self.ops = 0
+        self.cut_at = cut_at
+        self.keep = keep
+        self.fat = fat  # rename over a file as unlink + rename, as FAT does
+        self.log = []
+
+    def _step(self, what):
+        self.ops += 1
+        self.log.append(what)
+        return self.ops == self.cut_at
+
+    def write(self, name, data):
+        if self._step("write " + name):
+            Flash.write(self, name, data[:self.keep(len(data))])
+            raise PowerCut()
+        Flash.write(self, name, data)
+
+    def rename(self, old, new):
+        if self.fat and self.read(new) is not None:
+            if self._step("unlink " + new):
+                raise PowerCut()
+            Flash.remove(self, new)
+        if self._step("rename " + new):
+            raise PowerCut()
+        Flash.rename(self, old, new)
+
+    def remove(self, name):
+        if self._step("remove " + name):
+            raise PowerCut()
+        Flash.remove(self, name)
+
+
+async def power_cuts():
+    """For every flash operation of raising alarm B (after alarm A) and of clearing A's ack:
+    cut the power there, reboot, and let the rebooted wearable deliver what it holds."""
+    results = []
+    keeps = {"nothing": lambda n: 0, "half": lambda n: n // 2, "all": lambda n: n}
+    case = 0
+    for keep_name, fat in (("nothing", False), ("half", False), ("all", False), ("all", True)):
+        cut_at = 1
+        while True:
+            case += 1
+            device = "%08x" % (0x100 + case)
+            fs_dir = S["fs"] + "/" + device
+            # Boot 1: raise A cleanly, then B with the power cut at operation `cut_at`.
+            w, _ = boot(device, fs_dir, links=False)
+            a = w.raise_alarm(1)  # SOS
+            flash = FaultyFlash(fs_dir, cut_at, keeps[keep_name], fat)
+            w, _ = boot(device, fs_dir, flash=flash, links=False)
+            b = None
+            cut = False
+            try:
+                b = w.raise_alarm(2)  # DURESS
+                w.outbox.remove(a)    # as if A's ack had arrived
+            except PowerCut:
+                cut = True
+            ops = flash.log
+            # Boot 2: power back, real link, deliver everything in the outbox.
+            w2, _ = boot(device, fs_dir)
+
+            async def body():
+                c = w2.raise_alarm(4)  # FALL: a new alarm after the reboot
+                await until(lambda: len(w2.outbox) == 0, 4000)
+                return c
+
+            c = await with_running(w2, body)
+            results.append({"device": device, "keep": keep_name, "fat": fat,
+                            "cut_at": cut_at, "cut": cut, "ops": ops, "a": a, "b": b,
+                            "c": c, "left": len(w2.outbox)})
+            if not cut:
+                break
+            cut_at += 1
+    report(cases=results)
+
+
+SCENARIOS = {"duress": duress, "duress_three_presses": duress_three_presses,
+             "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
+             "power_cuts": power_cuts}
+
+asyncio.run(SCENARIOS[S["scenario"]]())
+sys.exit(0)

@@ -1,0 +1,250 @@
+# Firmware units, run by pytest on CPython and on the MicroPython unix port
+# (tests/test_micropython.py): gestures, the alarm table, config checks, flash records,
+# the LIS3DH driver and the software tap detector.
+import unittest
+
+import traces
+from vigil_fw import ConfigError
+from vigil_fw import alarms as fsm
+from vigil_fw.config import Config
+from vigil_fw.flash import TMP, read_sealed, seal, unseal, write_atomic
+from vigil_fw.gestures import DOWN, TICK, UP, DuressGesture, SosButton
+from vigil_fw.lis3dh import LIS3DH, AccelError
+from vigil_fw.taps import DoubleTapDetector
+
+SOS = 1
+DURESS = 2
+
+
+class MemoryFlash:
+    """A dict standing in for flash, with the same interface as vigil_fw.flash.Flash."""
+
+    def __init__(self):
+        self.files = {}
+
+    def mkdir(self, name):
+        pass
+
+    def read(self, name):
+        return self.files.get(name)
+
+    def write(self, name, data):
+        self.files[name] = bytes(data)
+
+    def rename(self, old, new):
+        self.files[new] = self.files.pop(old)
+
+    def remove(self, name):
+        self.files.pop(name, None)
+
+    def listdir(self, name):
+        prefix = name + "/"
+        return sorted(k[len(prefix):] for k in self.files if k.startswith(prefix))
+
+
+class Gestures(unittest.TestCase):
+    def test_four_quick_presses_are_the_duress_gesture(self):
+        g = DuressGesture()
+        self.assertEqual([g.press(t) for t in (0, 400, 800, 1200)], [False, False, False, True])
+
+    def test_slow_or_too_few_presses_are_not(self):
+        g = DuressGesture()
+        self.assertEqual([g.press(t) for t in (0, 1100, 2200, 3300, 4400)], [False] * 5)
+        g = DuressGesture()
+        self.assertEqual([g.press(t) for t in (0, 300, 600)], [False] * 3)
+
+    def test_sos_hold_arms_then_raises_after_the_cancel_window(self):
+        b = SosButton()
+        self.assertIsNone(b.feed(DOWN, 0))
+        self.assertIsNone(b.feed(TICK, SosButton.HOLD_MS - 1))
+        self.assertEqual(b.feed(TICK, SosButton.HOLD_MS), "armed")
+        self.assertIsNone(b.feed(UP, SosButton.HOLD_MS + 100))
+        self.assertEqual(b.feed(TICK, SosButton.HOLD_MS + SosButton.CANCEL_MS), "raise")
+
+    def test_sos_press_in_the_cancel_window_cancels(self):
+        b = SosButton()
+        b.feed(DOWN, 0)
+        b.feed(TICK, SosButton.HOLD_MS)
+        b.feed(UP, SosButton.HOLD_MS + 50)
+        self.assertEqual(b.feed(DOWN, SosButton.HOLD_MS + 500), "cancelled")
+        self.assertIsNone(b.feed(TICK, SosButton.HOLD_MS + SosButton.CANCEL_MS + 10))
+
+    def test_short_press_does_nothing(self):
+        b = SosButton()
+        b.feed(DOWN, 0)
+        self.assertIsNone(b.feed(UP, 500))
+        self.assertIsNone(b.feed(TICK, 5000))
+
+
+class AlarmTable(unittest.TestCase):
+    def setUp(self):
+        self.flash = MemoryFlash()
+        self.alarms = fsm.Alarms(self.flash)
+
+    def test_sos_stages_show_only_what_is_true(self):
+        self.alarms.add(7, SOS)
+        shown = [self.alarms.apply(7, e) for e in (fsm.EV_SENT, fsm.EV_RECEIVED,
+                                                   fsm.EV_DELIVERED, fsm.EV_PROMPT)]
+        self.assertEqual(shown, [None, "received", "delivered", "prompt"])
+        self.assertEqual(self.alarms.prompted().counter, 7)
+        self.assertEqual(self.alarms.apply(7, fsm.EV_DOUBLE_TAP), "confirmed")
+        self.assertEqual(self.alarms.apply(7, fsm.EV_RESOLVED), "resolved")
+        self.assertEqual(self.alarms.open, {})
+
+    def test_duress_never_shows_anything_and_is_never_prompted(self):
+        self.alarms.add(9, DURESS)
+        for event in (fsm.EV_SENT, fsm.EV_RECEIVED, fsm.EV_DELIVERED, fsm.EV_ACKNOWLEDGED,
+                      fsm.EV_PROMPT, fsm.EV_DOUBLE_TAP, fsm.EV_HELP, fsm.EV_RESOLVED):
+            self.assertIsNone(self.alarms.apply(9, event))
+        self.assertIsNone(self.alarms.prompted())
+
+    def test_stages_never_go_backwards(self):
+        self.alarms.add(3, SOS)
+        self.alarms.apply(3, fsm.EV_DELIVERED)
+        self.assertIsNone(self.alarms.apply(3, fsm.EV_RECEIVED))
+        self.assertEqual(self.alarms.open[3].state, fsm.DELIVERED)
+
+    def test_double_tap_without_prompt_changes_nothing(self):
+        self.alarms.add(3, SOS)
+        self.assertIsNone(self.alarms.apply(3, fsm.EV_DOUBLE_TAP))
+        self.assertIsNone(self.alarms.prompted())
+
+    def test_state_survives_a_reboot(self):
+        self.alarms.add(3, SOS)
+        self.alarms.apply(3, fsm.EV_PROMPT)
+        again = fsm.Alarms(self.flash)
+        self.assertEqual(again.prompted().counter, 3)
+
+    def test_every_transition_moves_between_known_states(self):
+        for (state, _), (nxt, _) in fsm.TRANSITIONS.items():
+            self.assertIn(state, fsm.STATES)
+            self.assertIn(nxt, fsm.STATES)
+
+
+GOOD = {"version": 1, "device_id": "00c0ffee", "key": "ab" * 32,
+        "mqtt": {"host": "broker.local", "username": "00c0ffee", "password": "pw"}}
+
+
+def with_(**changes):
+    data = dict(GOOD)
+    data["mqtt"] = dict(GOOD["mqtt"])
+    for k, v in changes.items():
+        if k.startswith("mqtt_"):
+            data["mqtt"][k[5:]] = v
+        elif v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    return data
+
+
+class ConfigChecks(unittest.TestCase):
+    def message(self, data):
+        try:
+            Config(data)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def test_a_good_config_loads_with_defaults(self):
+        c = Config(GOOD)
+        self.assertEqual((c.device_id, c.mqtt["port"], c.checkin_interval_s),
+                         (0x00C0FFEE, 1883, 300))
+        self.assertEqual(c.topic("up"), "vigil/up/00c0ffee")
+
+    def test_each_mistake_names_its_key_and_hides_secrets(self):
+        cases = [(with_(key="12"), "key"), (with_(device_id="xyz"), "device_id"),
+                 (with_(version=2), "version"), (with_(mqtt_port=70000), "mqtt.port"),
+                 (with_(mqtt_username="someone"), "mqtt.username"),
+                 (with_(mqtt_tls=True), "mqtt.ca_file"), (with_(mqtt_prefix="a/b"), "mqtt.prefix"),
+                 (with_(checkin_interval_s=1), "checkin_interval_s"),
+                 (with_(mqtt_password=""), "mqtt.password")]
+        for data, key in cases:
+            msg = self.message(data)
+            self.assertIsNotNone(msg, key)
+            self.assertIn(key, msg)
+            self.assertTrue("ab" * 32 not in msg and "pw" not in msg.split(":", 1)[1])
+
+
+class FlashRecords(unittest.TestCase):
+    def test_torn_records_are_refused(self):
+        data = seal(b"hello")
+        self.assertEqual(unseal(data), b"hello")
+        self.assertIsNone(unseal(data[:-1]))
+        self.assertIsNone(unseal(b"x" + data[1:]))
+
+    def test_the_newest_intact_copy_wins(self):
+        f = MemoryFlash()
+        write_atomic(f, "n", b"\x05")
+        f.write("n" + TMP, seal(b"\x09"))  # a newer copy whose rename was cut short
+        self.assertEqual(read_sealed(f, "n", newest=lambda p: p[0]), b"\x09")
+        f.remove("n")  # FAT: unlinked, not yet renamed
+        self.assertEqual(read_sealed(f, "n"), b"\x09")
+
+
+class FakeI2C:
+    """machine.I2C's memory interface over a register bank."""
+
+    def __init__(self, who=0x33):
+        self.regs = bytearray(256)
+        self.regs[0x0F] = who
+        self.writes = []
+
+    def readfrom_mem(self, addr, reg, n):
+        reg &= 0x7F
+        return bytes(self.regs[reg:reg + n])
+
+    def writeto_mem(self, addr, reg, buf):
+        self.writes.append((reg, buf[0]))
+        self.regs[reg] = buf[0]
+
+
+class Lis3dh(unittest.TestCase):
+    def test_start_configures_double_tap_on_int1(self):
+        i2c = FakeI2C()
+        LIS3DH(i2c).start()
+        regs = dict(i2c.writes)
+        self.assertEqual(regs[0x20], 0x57)  # 100 Hz, XYZ
+        self.assertEqual(regs[0x38], 0x2A)  # double click on X, Y, Z
+        self.assertEqual(regs[0x22], 0x80)  # click interrupt on INT1
+        self.assertEqual(regs[0x3A] & 0x7F, LIS3DH.TAP_THRESHOLD_MG // 31)
+        self.assertEqual(regs[0x3B], LIS3DH.TAP_TIME_LIMIT_MS // 10)
+        self.assertEqual(regs[0x3D], LIS3DH.TAP_WINDOW_MS // 10)
+        self.assertEqual(i2c.writes[-1][0], 0x22)  # interrupt enabled last, once configured
+
+    def test_wrong_part_is_refused(self):
+        with self.assertRaises(AccelError):
+            LIS3DH(FakeI2C(who=0x44)).start()
+
+    def test_samples_and_click_source(self):
+        i2c = FakeI2C()
+        part = LIS3DH(i2c)
+        # x = +1000 mg, y = -500 mg, z = 0 in 12-bit left-justified, 2 mg per digit
+        for reg, mg in ((0x28, 1000), (0x2A, -500), (0x2C, 0)):
+            raw = ((mg // 2) << 4) & 0xFFFF
+            i2c.regs[reg], i2c.regs[reg + 1] = raw & 0xFF, raw >> 8
+        self.assertEqual(part.read_mg(), (1000, -500, 0))
+        i2c.regs[0x39] = 0x60
+        self.assertTrue(part.double_tapped())
+        i2c.regs[0x39] = 0x50  # single click
+        self.assertFalse(part.double_tapped())
+
+
+def detections(trace):
+    d = DoubleTapDetector()
+    return sum(1 for s in trace if d.feed(s[0], s[1], s[2]))
+
+
+class TapDetector(unittest.TestCase):
+    def test_double_taps_at_several_strengths_are_detected(self):
+        for strength in (1200, 2000, 3500):
+            self.assertEqual(detections(traces.double_tap(strength)), 1, strength)
+
+    def test_single_and_light_taps_are_not(self):
+        self.assertEqual(detections(traces.single_tap(3000)), 0)
+        self.assertEqual(detections(traces.double_tap(500)), 0)
+
+    def test_walking_running_and_a_fall_are_not(self):
+        self.assertEqual(detections(traces.walking(60, seed=3)), 0)
+        self.assertEqual(detections(traces.running(30, seed=4)), 0)
+        self.assertEqual(detections(traces.fall(seed=5)), 0)

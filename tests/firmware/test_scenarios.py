@@ -1,0 +1,108 @@
+# The wearable's firmware on the real MicroPython unix port, on a simulated board, talking to
+# a real Mosquitto broker. The test plays the gateway and checks every frame's MAC.
+import vigil_protocol as p
+
+DEVICE = 0x00C0FFEE
+
+
+def test_duress_gesture_sends_a_signed_duress_alarm_and_shows_nothing(scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("duress")
+    alarms = gw.frames("alarm")
+    assert [(f.device_id, f.kind) for f in alarms] == [(DEVICE, p.DURESS)]
+    assert report["acked"] is True
+    assert report["played"] == [] and report["feedback"] == []  # no motor, no LED, ever
+
+
+def test_three_duress_presses_are_not_the_gesture(scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("duress_three_presses")
+    assert report["stats"]["raised"] == 0 and report["outbox"] == 0
+    assert gw.frames("alarm") == []
+
+
+def test_matching_ack_stops_retransmission(scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("retransmit")
+    assert report["acked"] is True
+    assert report["sent_after"] == report["sent_at_ack"]
+    sos = gw.frames("alarm")
+    assert [f.kind for f in sos] == [p.SOS]
+    assert report["feedback"] == ["sos_armed", "sos_raised", "received"]
+    assert report["open"] == [[sos[0].counter, p.SOS, "received"]]
+
+
+def test_forged_or_mismatched_acks_do_not_stop_retransmission(scenario, fake_gateway):
+    forged_key = p.DeviceKey(bytes(32))
+
+    def policy(gw, frame):
+        if frame.NAME != "alarm":
+            return
+        copies = sum(1 for f in gw.frames("alarm") if f.counter == frame.counter)
+        if copies == 1:
+            gw.ack(frame, p.RECEIVED, key=forged_key)  # wrong key
+            wrong = p.Alarm(frame.device_id, frame.counter + 1000, p.SOS)
+            gw.ack(wrong, p.RECEIVED)  # right key, another counter
+            reflected = p.encode(p.Alarm(frame.device_id, frame.counter, p.SOS), gw.key)
+            gw.send(frame.device_id, reflected)  # its own uplink, reflected
+        elif copies == 3:
+            gw.ack(frame, p.RECEIVED)
+
+    gw = fake_gateway(policy)
+    report = scenario("retransmit", wait_ms=10000)
+    copies = [f for f in gw.frames("alarm")]
+    assert len(copies) >= 3 and len({f.tag for f in copies}) == 1  # byte-identical resends
+    assert report["acked"] is True
+    assert report["rejected"] == {"bad_mac": 1, "wrong_direction": 1}
+    assert report["sent_after"] == report["sent_at_ack"]
+    assert report["feedback"] == ["sos_armed", "sos_raised", "received"]
+
+
+def test_prompt_then_double_tap_answers_that_alarm(scenario, fake_gateway):
+    def policy(gw, frame):
+        if frame.NAME == "alarm" and frame.kind == p.SOS:
+            gw.ack(frame, p.RECEIVED)
+            gw.action(frame, p.PROMPT_DOUBLE_TAP)
+        elif frame.NAME == "alarm":
+            gw.ack(frame, p.RECEIVED)
+
+    gw = fake_gateway(policy)
+    report = scenario("prompt_and_double_tap")
+    assert report["ignored_without_prompt"] == 1 and report["raised_before_sos"] == 0
+    assert report["prompted"] and report["confirmed"] and report["answered"]
+    kinds = [(f.kind, f.ref) for f in gw.frames("alarm")]
+    assert kinds == [(p.SOS, 0), (p.DOUBLE_TAP, report["sos_counter"])]
+    assert report["feedback"] == ["sos_armed", "sos_raised", "received", "prompt", "confirmed"]
+
+
+def test_power_cut_at_every_flash_step_loses_no_alarm_and_reuses_no_counter(
+        scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("power_cuts", timeout=300)
+    cases = report["cases"]
+    assert len(cases) >= 4 * 6  # every operation of the raise, for four kinds of cut
+    by_device = {}
+    for device, raw, frame in gw.uplinks:
+        assert not isinstance(frame, str), frame
+        by_device.setdefault(int(device, 16), []).append(frame)
+    for case in cases:
+        device = int(case["device"], 16)
+        frames = by_device.get(device, [])
+        label = "%s cut at %d (%s)" % (case["keep"] + (" fat" if case["fat"] else ""),
+                                       case["cut_at"], case["ops"][-1] if case["cut"] else "-")
+        done = case["ops"][:-1] if case["cut"] else case["ops"]
+        a_removed = any(op.startswith("remove ob/%08x" % case["a"]) for op in done)
+        kinds = [f.kind for f in frames if f.NAME == "alarm"]
+        # A was raised before the cut: it is delivered unless its ack had cleared it.
+        assert (p.SOS in kinds) == (not a_removed), label
+        # B is delivered exactly when its outbox entry reached flash whole.
+        b_written = any(op.startswith("write ob/") for op in done) or (
+            case["cut"] and case["ops"][-1].startswith("write ob/") and case["keep"] == "all")
+        assert (p.DURESS in kinds) == b_written, label
+        # The alarm raised after the reboot always goes out, with a counter never used before.
+        assert p.FALL in kinds, label
+        assert case["left"] == 0, label
+        counters = [f.counter for f in frames]
+        assert len(counters) == len(set(counters)), label
+        fall = [f for f in frames if f.NAME == "alarm" and f.kind == p.FALL][0]
+        assert fall.counter > max(c for c in counters if c != fall.counter), label
