@@ -114,6 +114,8 @@ class Metrics:
                                     "Batches the store failed to commit (retried)")
         self.lost_contact = Counter("vigil_gateway_lost_contact_total",
                                     "LOST_CONTACT incidents raised by supervision")
+        self.late_frames = Counter("vigil_gateway_late_frames_total",
+                                   "Frames below the replay window, never seen, accepted")
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
 
     def all(self):

@@ -54,7 +54,9 @@ class MqttLink:
         if token is None:  # QoS 0: nothing to acknowledge
             return
         generation, mid = token
-        if generation == self._generation and self.connected.is_set():
+        # Messages may arrive before the SUBACK (a resumed session): ack those too, but never
+        # one from an earlier connection.
+        if generation == self._generation:
             self.client.ack(mid, 1)
 
     def stop(self):

@@ -8,8 +8,11 @@
 #   registry   known (`unknown_device`), not revoked (`revoked_device`), key readable
 #              (`key_unavailable`)
 #   decode     MAC and fields, as an uplink (protocol reasons: bad_mac, wrong_direction, ...)
-#   window     new / retransmission / `stale_counter` / `counter_reuse` (SPEC §7); a counter
-#              below the window whose tag is in the store is a retransmission
+#   window     new / retransmission / `stale_counter` / `counter_reuse` (SPEC §7); below the
+#              window the store decides: the same tag stored is a retransmission, another tag
+#              `counter_reuse`, nothing stored a late frame accepted as new - unless the counter
+#              is at or below the device's history floor (its first accepted counter minus the
+#              window size: this gateway has no record there), which is `stale_counter`
 #   persist    a new frame, its incident change and the device's contact go into the batch's
 #              transaction; a retransmission creates nothing
 #   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
@@ -182,9 +185,21 @@ class Pipeline:
         try:
             return self._window(frame.device_id).check(frame.counter, frame.tag)
         except p.StaleCounter:
-            if self.store.frame_tag(frame.device_id, frame.counter) == frame.tag:
-                return RETRANSMISSION  # older than the window, but this very frame is stored
-            raise
+            # Below the window the store decides: it holds every frame accepted from the floor up.
+            stored = self.store.frame_tag(frame.device_id, frame.counter)
+            if stored == frame.tag:
+                return RETRANSMISSION
+            if stored is not None:
+                raise p.CounterReuse("counter %d already used by another frame"
+                                     % frame.counter) from None
+            contact = self.store.contact(frame.device_id)
+            if contact is None or frame.counter <= contact.history_floor:
+                raise
+            logs.event(log, logging.WARNING, "late_frame", device=device_hex(frame.device_id),
+                       counter=frame.counter, detail="below the window, never seen: accepted")
+            if self.metrics is not None:
+                self.metrics.late_frames.inc()
+            return NEW
 
     def _persist(self, frame, payload, now):
         device_id = frame.device_id
@@ -220,7 +235,8 @@ class Pipeline:
                            device=device_hex(frame.device_id))
             self.store.set_lost_incident(frame.device_id, None)
         interval = frame.interval if isinstance(frame, p.CheckIn) and frame.interval else None
-        self.store.touch_contact(frame.device_id, now, interval)
+        self.store.touch_contact(frame.device_id, now, interval,
+                                 max(0, frame.counter - WINDOW_SIZE))
 
 
 def _alarm_detail(frame):

@@ -14,7 +14,7 @@ from .db import Transaction
 
 Incident = namedtuple("Incident", "id device_id counter kind state opened_at updated_at")
 AuditEntry = namedtuple("AuditEntry", "incident_id at event detail")
-Contact = namedtuple("Contact", "device_id last_seen interval_s lost_incident")
+Contact = namedtuple("Contact", "device_id last_seen interval_s lost_incident history_floor")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS contact (
     device_id INTEGER PRIMARY KEY,
     last_seen REAL NOT NULL,
     interval_s INTEGER,
-    lost_incident INTEGER
+    lost_incident INTEGER,
+    history_floor INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -146,22 +147,25 @@ class Store:
         return dict(self.conn.execute("SELECT state, count(*) FROM incidents GROUP BY state"))
 
     # -- contact (supervision) --
-    def touch_contact(self, device_id, at, interval_s=None):
-        """Record a verified uplink; a check-in's announced interval (if any) replaces the last."""
+    def touch_contact(self, device_id, at, interval_s=None, history_floor=0):
+        """Record a verified uplink; a check-in's announced interval (if any) replaces the last.
+        `history_floor` is kept from the device's first frame only: below it, this gateway
+        has no history of the device's counters."""
         self.conn.execute(
-            "INSERT INTO contact (device_id, last_seen, interval_s) VALUES (?, ?, ?) "
+            "INSERT INTO contact (device_id, last_seen, interval_s, history_floor) "
+            "VALUES (?, ?, ?, ?) "
             "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),"
             " interval_s = coalesce(excluded.interval_s, interval_s)",
-            (device_id, at, interval_s))
+            (device_id, at, interval_s, history_floor))
 
     def contact(self, device_id):
-        row = self.conn.execute("SELECT device_id, last_seen, interval_s, lost_incident FROM "
-                                "contact WHERE device_id = ?", (device_id,)).fetchone()
+        row = self.conn.execute("SELECT device_id, last_seen, interval_s, lost_incident, "
+                                "history_floor FROM contact WHERE device_id = ?", (device_id,)).fetchone()
         return Contact(*row) if row else None
 
     def contacts(self):
         return [Contact(*row) for row in self.conn.execute(
-            "SELECT device_id, last_seen, interval_s, lost_incident FROM contact")]
+            "SELECT device_id, last_seen, interval_s, lost_incident, history_floor FROM contact")]
 
     def set_lost_incident(self, device_id, incident_id):
         self.conn.execute("UPDATE contact SET lost_incident = ? WHERE device_id = ?",

@@ -228,7 +228,9 @@ class Device:
             time.sleep(0.02)
         with self.lock:
             missing = sorted(refs - set(self.acked))
-        raise AssertionError("%d frames never acknowledged: %s..." % (len(missing), missing[:10]))
+        raise AssertionError("%d frames never acknowledged: %s... (%d downlinks, rejected: %s)"
+                             % (len(missing), missing[:10], self.downlinks.qsize(),
+                                self.bad_downlinks[:5]))
 
     def close(self):
         self.client.disconnect()
