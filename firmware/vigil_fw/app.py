@@ -244,6 +244,10 @@ class Wearable:
             while ticks_diff(ticks_ms(), start) < wait_ms:
                 self.beat("checkin")
                 await sleep_ms(min(1000, wait_ms))
+                # Crossing the threshold is news: raise it now, not an interval later.
+                if not self.low_battery_reported and \
+                        self.board.battery_percent() <= self.config.low_battery_pct:
+                    break
 
     async def send_checkin(self, battery, low):
         """Best effort: a check-in that finds no link up is skipped, never stored."""

@@ -2,22 +2,23 @@
 import asyncio
 
 from . import ConfigError
+from . import board as pins
 from . import config as device_config
+from .flash import Flash
 
 
-def run():
+def run(flash_root=pins.FLASH_ROOT):
+    try:
+        config = device_config.load(Flash(flash_root))
+    except ConfigError as exc:
+        # No watchdog yet: the device waits at the console so a technician can fix it.
+        print("vigil: cannot start: %s" % exc)
+        return False
+    # Only now touch the hardware: a config problem must be reported on any board.
+    from .app import Wearable
     from .hal_esp32 import Board
     from .mqtt_link import MqttLink
-    from .app import Wearable
-    from .flash import Flash
-    from . import board as pins
 
-    try:
-        config = device_config.load(Flash(pins.FLASH_ROOT))
-    except ConfigError as exc:
-        # No watchdog yet: the device stays at the console so a technician can fix it.
-        print("vigil: cannot start: %s" % exc)
-        return
     board = Board(config.wifi)
     wearable = Wearable(board, config, [MqttLink(config, board.network)])
     asyncio.run(wearable.run())

@@ -234,9 +234,89 @@ async def power_cuts():
     report(cases=results)
 
 
+async def hardware_tap():
+    """The accelerometer's own tap engine (LIS3DH interrupt) answers a prompt too."""
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        board.accel.hw_double_tap()
+        await asyncio.sleep_ms(300)
+        ignored = w.stats["taps_ignored"]
+        await board.sos_button.hold(400)
+        prompted = await until(lambda: w.alarms.prompted() is not None)
+        board.accel.hw_double_tap()
+        answered = await until(lambda: w.stats["raised"] == 2 and len(w.outbox) == 0)
+        return ignored, prompted, answered
+
+    ignored, prompted, answered = await with_running(w, body)
+    report(ignored=ignored, prompted=prompted, answered=answered, feedback=w.feedback.played)
+
+
+async def battery():
+    """Check-ins carry the battery level; crossing the threshold raises LOW_BATTERY once."""
+    w, board = boot(S["device"], S["fs"])
+    board.battery = 64
+
+    async def body():
+        await until(lambda: w.stats["checkins"] >= 1)
+        board.battery = 9
+        await until(lambda: w.stats["checkins"] >= 2, 8000)
+        return w.stats["raised"]
+
+    raised = await with_running(w, body)
+    report(raised=raised, stats=w.stats, feedback=w.feedback.played)
+
+
+class StalledLink:
+    """A link whose task hangs: it never shows progress."""
+    name = "stalled"
+    up = False
+    progress = 0
+
+    async def run(self, inbox):
+        while True:
+            await asyncio.sleep_ms(1000)
+
+    async def send(self, frame):
+        return False
+
+
+async def watchdog():
+    Wearable.SUPERVISE_MS = 100
+    Wearable.STALL_MS = 500
+    w, board = boot(S["device"], S["fs"], links=False)
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep_ms(2000)
+    healthy = board.watchdog_feeds
+    task.cancel()
+    w2, board2 = boot(S["device"], S["fs"], links=False)
+    w2.links = [StalledLink()]
+    task = asyncio.create_task(w2.run())
+    await asyncio.sleep_ms(1000)  # well past STALL_MS: feeding has stopped by now
+    fed_soon_after = board2.watchdog_feeds
+    await asyncio.sleep_ms(1000)
+    report(healthy=healthy, timeout=board.watchdog_timeout, fed_soon_after=fed_soon_after,
+           fed_later=board2.watchdog_feeds)
+    task.cancel()
+
+
+async def boot_config():
+    """main.run() with a missing, then a broken config: a clear console message, no crash."""
+    from vigil_fw import main
+    root = S["fs"]
+    print("missing:", main.run(root))
+    with open(root + "/vigil.json", "w") as f:
+        f.write(json.dumps({"version": 1, "device_id": "00c0ffee", "key": S["key"],
+                            "mqtt": {"host": "h", "username": "00c0ffee", "password": "p",
+                                     "port": 99999}}))
+    print("broken:", main.run(root))
+    report(done=True)
+
+
 SCENARIOS = {"duress": duress, "duress_three_presses": duress_three_presses,
              "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
-             "power_cuts": power_cuts}
+             "power_cuts": power_cuts, "hardware_tap": hardware_tap, "battery": battery,
+             "watchdog": watchdog, "boot_config": boot_config}
 
 asyncio.run(SCENARIOS[S["scenario"]]())
 sys.exit(0)

@@ -106,3 +106,51 @@ def test_power_cut_at_every_flash_step_loses_no_alarm_and_reuses_no_counter(
         assert len(counters) == len(set(counters)), label
         fall = [f for f in frames if f.NAME == "alarm" and f.kind == p.FALL][0]
         assert fall.counter > max(c for c in counters if c != fall.counter), label
+
+
+def test_hardware_tap_engine_answers_a_prompt_and_nothing_else(scenario, fake_gateway):
+    def policy(gw, frame):
+        gw.ack(frame, p.RECEIVED)
+        if frame.NAME == "alarm" and frame.kind == p.SOS:
+            gw.action(frame, p.PROMPT_DOUBLE_TAP)
+
+    gw = fake_gateway(policy)
+    report = scenario("hardware_tap", hardware_taps=True)
+    assert report["ignored"] == 1 and report["prompted"] and report["answered"]
+    alarms = gw.frames("alarm")
+    assert [(f.kind, f.ref) for f in alarms] == [(p.SOS, 0), (p.DOUBLE_TAP, alarms[0].counter)]
+
+
+def test_checkins_carry_battery_and_low_battery_raises_one_alarm(scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("battery", checkin_interval_s=10)
+    checkins = gw.frames("checkin")
+    assert checkins[0].battery == 64 and not checkins[0].flags & p.FLAG_LOW_BATTERY
+    assert checkins[-1].battery == 9 and checkins[-1].flags & p.FLAG_LOW_BATTERY
+    assert checkins[-1].interval == 10
+    assert [f.kind for f in gw.frames("alarm")] == [p.LOW_BATTERY]
+    assert report["raised"] == 1 and "low_battery" in report["feedback"]
+
+
+def test_watchdog_is_fed_only_while_every_task_progresses(scenario):
+    report = scenario("watchdog")
+    assert report["timeout"] == 30000 and report["healthy"] >= 5
+    # Fed at first (the stall is not yet STALL_MS old), then never again.
+    assert 1 <= report["fed_soon_after"] == report["fed_later"] < report["healthy"]
+
+
+def test_boot_messages_name_the_problem(mosquitto, micropython, tmp_path):
+    import json
+    import subprocess
+    from conftest import KEY, ROOT
+    cmd, env = micropython
+    (tmp_path / "fs").mkdir()
+    proc = subprocess.run(cmd + [str(ROOT / "tests" / "firmware" / "scenarios.py")],
+                          input=json.dumps({"scenario": "boot_config", "port": mosquitto.port,
+                                            "fs": str(tmp_path / "fs"), "device": "00c0ffee",
+                                            "key": KEY.hex()}),
+                          env=env, capture_output=True, text=True, timeout=60)
+    out = proc.stdout
+    assert "vigil: cannot start: config: vigil.json is missing: provision this device" in out
+    assert "vigil: cannot start: config: mqtt.port must be an integer from 1 to 65535" in out
+    assert KEY.hex() not in out
