@@ -168,3 +168,22 @@ def test_logs_and_cli_output_never_contain_key_material(running, tmp_path):
         assert key.hex() not in everything
         assert key.hex().upper() not in everything
     assert secret["mqtt_password"] not in everything
+
+
+def test_a_silent_device_raises_lost_contact_and_its_return_is_recorded(
+        mosquitto_factory, gateway_factory, devices):
+    broker = mosquitto_factory()
+    gw = gateway_factory(broker.port, supervision={"grace_s": 1, "check_every_s": 0.1})
+    gw.add_device(DEV, key_for(DEV))
+    gw.start()
+    device = devices(broker.port, DEV, key_for(DEV))
+    device.publish(device.checkin(interval=1))
+    device.wait_acked([1])
+    wait_for(lambda: any(i["kind"] == "LOST_CONTACT" for i in gw.incidents()), timeout=20,
+             what="LOST_CONTACT")
+    assert gw.metrics()['vigil_gateway_devices{state="lost_contact"}'] == 1
+    device.publish(device.checkin(interval=600))
+    device.wait_acked([2])
+    [lost] = [i for i in gw.incidents() if i["kind"] == "LOST_CONTACT"]
+    assert lost["state"] == "closed"
+    assert [a["event"] for a in lost["audit"]] == ["raised", "contact_restored"]
