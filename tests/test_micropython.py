@@ -80,10 +80,11 @@ def test_firmware_units_pass_on_micropython_unix_port(root, micropython):
                           env=env, cwd=root, capture_output=True, text=True, timeout=300)
     name, version, ran, failures = summary(proc.stdout)
     assert (failures, proc.returncode) == (0, 0), proc.stdout[-5000:] + proc.stderr[-2000:]
-    sys.path[:0] = [str(root / "firmware"), str(root / "tests" / "firmware")]
+    sys.path[:0] = [str(root / "firmware"), str(root / "tests" / "firmware"),
+                    str(root / "tools" / "vigil_tools")]
     try:
         module = importlib.import_module("test_fw_units")
         expected = unittest.TestLoader().loadTestsFromModule(module).countTestCases()
     finally:
-        del sys.path[:2]
+        del sys.path[:3]
     assert ran == expected

@@ -113,3 +113,4 @@ def scenario(mosquitto, micropython, tmp_path):
 
 sys.path.insert(0, str(ROOT / "tests" / "firmware"))
 sys.path.insert(0, str(ROOT / "firmware"))  # the firmware core also runs on CPython
+sys.path.insert(0, str(ROOT / "tools" / "vigil_tools"))  # traces.py, as the device tests see it

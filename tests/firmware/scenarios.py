@@ -14,6 +14,7 @@ ROOT = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
 sys.path.append(ROOT + "/firmware")
 sys.path.append(ROOT + "/protocol")
 sys.path.append(ROOT + "/tests/firmware")
+sys.path.append(ROOT + "/tools/vigil_tools")  # traces.py
 
 import asyncio  # noqa: E402
 

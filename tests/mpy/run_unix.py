@@ -5,7 +5,7 @@
 import sys
 
 ROOT = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
-for sub in ("/protocol", "/firmware", "/tests/protocol", "/tests/firmware", "/tests/mpy"):
+for sub in ("/protocol", "/firmware", "/tests/protocol", "/tests/firmware", "/tests/mpy", "/tools/vigil_tools"):
     sys.path.append(ROOT + sub)
 
 import suite  # noqa: E402

@@ -97,7 +97,7 @@ def register(sub):
 
 
 # Modules with a register_bench(bench_subparsers) adding `vigil bench <what>`.
-BENCHMARKS = ()
+BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest")
 
 
 def protocol_command(args):

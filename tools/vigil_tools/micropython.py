@@ -22,7 +22,7 @@ def executable():
     return found
 
 
-def run(script, args=(), stdin="", heapsize=None, timeout=120):
+def run(script, args=(), stdin="", heapsize=None, timeout=120, path=()):
     """Run `script` (source text) under MicroPython; return its stdout, raise on failure.
 
     Keep each argument short: the unix port (1.28.0.2 wheel) dies with "FATAL: uncaught NLR"
@@ -32,7 +32,7 @@ def run(script, args=(), stdin="", heapsize=None, timeout=120):
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
     cmd += ["-c", script] + [str(a) for a in args]
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(PROTOCOL_DIR), ".frozen"]))
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(list(path) + [str(PROTOCOL_DIR), ".frozen"]))
     proc = subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:

