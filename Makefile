@@ -16,7 +16,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/mpy/mpy-requirements.txt
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/mpy/mpy-requirements.txt \
+		firmware/stubs-requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Vigil needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	@missing=""; \
@@ -34,6 +35,7 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 	$(BIN)/pip install -q --no-deps -e ".[test]"
 	npm ci --no-audit --no-fund --loglevel=error
 	$(BIN)/python tests/mpy/fetch_libs.py $(VENV)/mpy-lib
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/mpy-stubs -r firmware/stubs-requirements.txt
 	@touch $(STAMP)
 	@echo "setup done: the CLI is $(BIN)/vigil"
 

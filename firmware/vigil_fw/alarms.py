@@ -17,66 +17,76 @@ from vigil_protocol import DURESS, DOUBLE_TAP
 
 from .flash import read_sealed, write_atomic
 
-RAISED = "raised"              # on flash, not yet handed to a link
-SENT = "sent"                  # handed to a link at least once
-RECEIVED = "received"          # the gateway has it on disk
-DELIVERED = "delivered"        # a responder backend has it
-ACKNOWLEDGED = "acknowledged"  # a responder has taken it
-PROMPTED = "prompted"          # the responder asks: tap twice if you need help
-CONFIRMED = "confirmed"        # the wearer tapped twice
-HELP_DISPATCHED = "help_dispatched"
-CLOSED = "closed"
+# States and events are small ints (no heap objects on the device); names are for logs.
+RAISED = 0           # on flash, not yet handed to a link
+SENT = 1             # handed to a link at least once
+RECEIVED = 2         # the gateway has it on disk
+DELIVERED = 3        # a responder backend has it
+ACKNOWLEDGED = 4     # a responder has taken it
+PROMPTED = 5         # the responder asks: tap twice if you need help
+CONFIRMED = 6        # the wearer tapped twice
+HELP_DISPATCHED = 7
+CLOSED = 8
+STATES = ("raised", "sent", "received", "delivered", "acknowledged", "prompted", "confirmed",
+          "help_dispatched", "closed")
 
-# Events: what happened to an alarm.
-EV_SENT = "sent"
-EV_RECEIVED = "ack RECEIVED"
-EV_DELIVERED = "ack DELIVERED"
-EV_ACKNOWLEDGED = "action ACKNOWLEDGED"
-EV_PROMPT = "action PROMPT_DOUBLE_TAP"
-EV_HELP = "action HELP_DISPATCHED"
-EV_RESOLVED = "action RESOLVED"
-EV_DOUBLE_TAP = "double tap"
+EV_SENT = 0
+EV_RECEIVED = 1       # ack RECEIVED
+EV_DELIVERED = 2      # ack DELIVERED
+EV_ACKNOWLEDGED = 3   # action ACKNOWLEDGED
+EV_PROMPT = 4         # action PROMPT_DOUBLE_TAP
+EV_HELP = 5           # action HELP_DISPATCHED
+EV_RESOLVED = 6       # action RESOLVED
+EV_DOUBLE_TAP = 7     # the wearer tapped twice
 
-# (state, event): (next state, feedback pattern or None)
+# Feedback patterns (names in feedback.PATTERNS); 0 = show nothing.
+NOTHING = 0
+PATTERN_NAMES = (None, "received", "delivered", "acknowledged", "prompt", "confirmed",
+                 "help_dispatched", "resolved")
+
+
+def _step(state, event):
+    return state << 4 | event
+
+
+# _step(state, event): next state << 4 | pattern index
 TRANSITIONS = {
-    (RAISED, EV_SENT): (SENT, None),
-    (RAISED, EV_RECEIVED): (RECEIVED, "received"),
-    (SENT, EV_RECEIVED): (RECEIVED, "received"),
-    (RAISED, EV_DELIVERED): (DELIVERED, "delivered"),
-    (SENT, EV_DELIVERED): (DELIVERED, "delivered"),
-    (RECEIVED, EV_DELIVERED): (DELIVERED, "delivered"),
-    (RAISED, EV_ACKNOWLEDGED): (ACKNOWLEDGED, "acknowledged"),
-    (SENT, EV_ACKNOWLEDGED): (ACKNOWLEDGED, "acknowledged"),
-    (RECEIVED, EV_ACKNOWLEDGED): (ACKNOWLEDGED, "acknowledged"),
-    (DELIVERED, EV_ACKNOWLEDGED): (ACKNOWLEDGED, "acknowledged"),
-    (RAISED, EV_PROMPT): (PROMPTED, "prompt"),
-    (SENT, EV_PROMPT): (PROMPTED, "prompt"),
-    (RECEIVED, EV_PROMPT): (PROMPTED, "prompt"),
-    (DELIVERED, EV_PROMPT): (PROMPTED, "prompt"),
-    (ACKNOWLEDGED, EV_PROMPT): (PROMPTED, "prompt"),
-    (HELP_DISPATCHED, EV_PROMPT): (PROMPTED, "prompt"),
-    (PROMPTED, EV_DOUBLE_TAP): (CONFIRMED, "confirmed"),
-    (RAISED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (SENT, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (RECEIVED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (DELIVERED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (ACKNOWLEDGED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (PROMPTED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (CONFIRMED, EV_HELP): (HELP_DISPATCHED, "help_dispatched"),
-    (RAISED, EV_RESOLVED): (CLOSED, "resolved"),
-    (SENT, EV_RESOLVED): (CLOSED, "resolved"),
-    (RECEIVED, EV_RESOLVED): (CLOSED, "resolved"),
-    (DELIVERED, EV_RESOLVED): (CLOSED, "resolved"),
-    (ACKNOWLEDGED, EV_RESOLVED): (CLOSED, "resolved"),
-    (PROMPTED, EV_RESOLVED): (CLOSED, "resolved"),
-    (CONFIRMED, EV_RESOLVED): (CLOSED, "resolved"),
-    (HELP_DISPATCHED, EV_RESOLVED): (CLOSED, "resolved"),
+    _step(RAISED, EV_SENT): SENT << 4 | 0,
+    _step(RAISED, EV_RECEIVED): RECEIVED << 4 | 1,
+    _step(SENT, EV_RECEIVED): RECEIVED << 4 | 1,
+    _step(RAISED, EV_DELIVERED): DELIVERED << 4 | 2,
+    _step(SENT, EV_DELIVERED): DELIVERED << 4 | 2,
+    _step(RECEIVED, EV_DELIVERED): DELIVERED << 4 | 2,
+    _step(RAISED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
+    _step(SENT, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
+    _step(RECEIVED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
+    _step(DELIVERED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
+    _step(RAISED, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(SENT, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(RECEIVED, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(DELIVERED, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(ACKNOWLEDGED, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(HELP_DISPATCHED, EV_PROMPT): PROMPTED << 4 | 4,
+    _step(PROMPTED, EV_DOUBLE_TAP): CONFIRMED << 4 | 5,
+    _step(RAISED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(SENT, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(RECEIVED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(DELIVERED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(ACKNOWLEDGED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(PROMPTED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(CONFIRMED, EV_HELP): HELP_DISPATCHED << 4 | 6,
+    _step(RAISED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(SENT, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(RECEIVED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(DELIVERED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(ACKNOWLEDGED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(PROMPTED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(CONFIRMED, EV_RESOLVED): CLOSED << 4 | 7,
+    _step(HELP_DISPATCHED, EV_RESOLVED): CLOSED << 4 | 7,
 }
 
-STATES = (RAISED, SENT, RECEIVED, DELIVERED, ACKNOWLEDGED, PROMPTED, CONFIRMED,
-          HELP_DISPATCHED, CLOSED)
 FILE = "alarms"
-_RECORD = ">IBB"  # counter, kind, state index
+_RECORD = ">IBB"  # counter, kind, state
 
 
 class Alarm:
@@ -86,7 +96,7 @@ class Alarm:
         self.state = state
 
     def __repr__(self):
-        return "<alarm %d kind %d %s>" % (self.counter, self.kind, self.state)
+        return "<alarm %d kind %d %s>" % (self.counter, self.kind, STATES[self.state])
 
 
 class Alarms:
@@ -99,10 +109,10 @@ class Alarms:
         if data:
             for i in range(0, len(data), 6):
                 counter, kind, state = struct.unpack_from(_RECORD, data, i)
-                self.open[counter] = Alarm(counter, kind, STATES[state])
+                self.open[counter] = Alarm(counter, kind, state)
 
     def _save(self):
-        data = b"".join(struct.pack(_RECORD, a.counter, a.kind, STATES.index(a.state))
+        data = b"".join(struct.pack(_RECORD, a.counter, a.kind, a.state)
                         for a in self.open.values())
         write_atomic(self.flash, FILE, data)
 
@@ -136,10 +146,11 @@ class Alarms:
             return None
         if alarm.kind == DURESS and event in (EV_PROMPT, EV_DOUBLE_TAP):
             return None
-        step = TRANSITIONS.get((alarm.state, event))
+        step = TRANSITIONS.get(_step(alarm.state, event))
         if step is None:
             return None
-        alarm.state, pattern = step
+        alarm.state = step >> 4
+        pattern = PATTERN_NAMES[step & 0xF]
         if alarm.state == CLOSED:
             del self.open[counter]
         self._save()

@@ -76,9 +76,9 @@ class Wearable:
         self.duress = DuressGesture()
         self.taps = DoubleTapDetector()
         self.wake = asyncio.Event()
-        self.beats = {}
+        self.beats = {}  # type: dict[str, int]
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
-                      "taps_ignored": 0, "rejected": {}}
+                      "taps_ignored": 0, "rejected": {}}  # type: dict
         self.low_battery_reported = False
         self._reconcile()
 
@@ -270,7 +270,7 @@ class Wearable:
 
     async def supervisor(self):
         """Feed the watchdog only while every task and link shows progress."""
-        seen = {}
+        seen = {}  # type: dict[str, tuple]
         now = ticks_ms()
         self.board.watchdog_start(self.WATCHDOG_MS)
         while True:

@@ -5,16 +5,7 @@ import asyncio
 try:
     from time import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 except ImportError:
-    import time as _time
-
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, delta):
-        return a + delta
+    from ._cpython import ticks_add, ticks_diff, ticks_ms  # type: ignore[no-redef]  # noqa
 
 _TIMEOUT = getattr(asyncio, "TimeoutError", OSError)
 

@@ -48,7 +48,7 @@ class Config:
                                and wifi["ssid"]), "wifi.ssid must be a non-empty string")
         self.wifi = wifi
 
-        mqtt = dict(DEFAULTS["mqtt"])
+        mqtt = dict(DEFAULTS["mqtt"])  # type: ignore[call-overload]
         given = data.get("mqtt")
         _need(isinstance(given, dict), "mqtt must be an object with host, username, password")
         mqtt.update(given)

@@ -1,24 +1,32 @@
 # What the wearer feels and sees. Each pattern claims only what its event proves.
 #
 # Rules:
-#   a pattern is a tuple of (vibrate_ms, pause_ms) pulses, plus an LED colour or None
+#   a pattern is an LED colour and (vibrate, pause) pulses, stored as bytes to keep them out
+#     of the heap: byte 0 = colour index, then pairs in units of 10 ms
 #   "received" (the gateway has it) must never feel like "help is coming"
 #   the prompt pattern is distinct from every other one: the wearer must recognise it
-#   duress: nothing. The only guard is the caller (alarms.py returns no pattern for DURESS),
-#   and Feedback.show() itself refuses to run while a duress alarm is open.
+#   duress: nothing. alarms.py returns no pattern for a DURESS alarm, and Feedback.show()
+#     itself refuses to run while any duress alarm is open
+COLOURS = (None, "red", "amber", "green", "blue")
+
 PATTERNS = {
-    "sos_armed": (((600, 0),), None),                       # held long enough: release
-    "sos_cancelled": (((80, 120), (80, 0)), None),
-    "sos_raised": (((300, 200), (300, 0)), "red"),
-    "received": (((150, 0),), "amber"),                     # the gateway has it
-    "delivered": (((150, 150), (150, 0)), "amber"),         # the responders have it
-    "acknowledged": (((400, 0),), "green"),                 # a responder has taken it
-    "prompt": (((60, 90), (60, 90), (60, 600), (60, 90), (60, 90), (60, 0)), "blue"),
-    "confirmed": (((150, 100), (400, 0)), "blue"),          # your double tap was sent
-    "help_dispatched": (((800, 0),), "green"),
-    "resolved": (((100, 0),), None),
-    "low_battery": (((50, 100), (50, 0)), "amber"),
+    "sos_armed": b"\x00\x3c\x00",                 # held long enough: release now
+    "sos_cancelled": b"\x00\x08\x0c\x08\x00",
+    "sos_raised": b"\x01\x1e\x14\x1e\x00",
+    "received": b"\x02\x0f\x00",                  # one short buzz: the gateway has it
+    "delivered": b"\x02\x0f\x0f\x0f\x00",         # two: the responders have it
+    "acknowledged": b"\x03\x28\x00",              # a responder has taken it
+    "prompt": b"\x04\x06\x09\x06\x09\x06\x3c\x06\x09\x06\x09\x06\x00",  # 3 + 3 flutters
+    "confirmed": b"\x04\x0f\x0a\x28\x00",         # your double tap was sent
+    "help_dispatched": b"\x03\x50\x00",
+    "resolved": b"\x00\x0a\x00",
+    "low_battery": b"\x02\x05\x0a\x05\x00",
 }
+
+
+def pulses(pattern):
+    """(vibrate_ms, pause_ms) pairs of a pattern."""
+    return [(pattern[i] * 10, pattern[i + 1] * 10) for i in range(1, len(pattern) - 1, 2)]
 
 
 class Feedback:
@@ -27,11 +35,11 @@ class Feedback:
     def __init__(self, board):
         self.board = board
         self.played = []
-        self.duress_open = False  # set by the app while any duress alarm is open
+        self.duress_open = False  # kept up to date by the app while any duress alarm is open
 
     async def show(self, name):
         if name is None or self.duress_open:
             return
-        pulses, colour = PATTERNS[name]
+        pattern = PATTERNS[name]
         self.played.append(name)
-        await self.board.play(pulses, colour)
+        await self.board.play(pulses(pattern), COLOURS[pattern[0]])

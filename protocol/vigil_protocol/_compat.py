@@ -3,5 +3,5 @@ try:
     from micropython import const  # noqa: F401  (MicroPython: folded at compile time)
 except ImportError:
 
-    def const(value):  # CPython: a plain value
+    def const(value):  # type: ignore[misc]  # CPython: a plain value
         return value

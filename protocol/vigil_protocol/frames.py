@@ -107,7 +107,7 @@ class Frame:
     DIRECTION = UP
     BODY = ""
     BODY_LEN = 0
-    EXTENSIONS = ()  # extension types this frame may carry
+    EXTENSIONS = ()  # type: tuple  # extension types this frame may carry
 
     def __init__(self, device_id, counter):
         self.device_id = device_id
@@ -302,7 +302,7 @@ class _Reply(Frame):
     DIRECTION = DOWN
     BODY = ">IB"
     BODY_LEN = 5
-    CODES = {}
+    CODES = {}  # type: dict
     FIELD = ""
 
     def __init__(self, device_id, counter, ref, code):
@@ -352,7 +352,8 @@ class Action(_Reply):
         return self.code
 
 
-TYPES = {TYPE_ALARM: Alarm, TYPE_CHECKIN: CheckIn, TYPE_ACK: Ack, TYPE_ACTION: Action}
+TYPES = {TYPE_ALARM: Alarm, TYPE_CHECKIN: CheckIn, TYPE_ACK: Ack,
+         TYPE_ACTION: Action}  # type: dict[int, type[Frame]]
 TYPE_NAMES = {cls.NAME: cls for cls in TYPES.values()}
 
 

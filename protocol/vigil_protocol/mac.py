@@ -12,7 +12,7 @@ import hashlib
 from .errors import LocalProtocolError
 
 try:
-    from hmac import digest as _stdlib_digest  # CPython: one C call per MAC
+    from hmac import digest as _stdlib_digest  # type: ignore[import-not-found]  # CPython only
 except ImportError:
     _stdlib_digest = None
 

@@ -94,7 +94,7 @@ async def duress():
 
     acked = await with_running(w, body)
     report(acked=acked, played=board.played, feedback=w.feedback.played, stats=w.stats,
-           open=[(a.counter, a.kind, a.state) for a in w.alarms.open.values()])
+           open=[(a.counter, a.kind, fsm.STATES[a.state]) for a in w.alarms.open.values()])
 
 
 async def duress_three_presses():
@@ -122,7 +122,7 @@ async def retransmit():
     raised, done, sent_at_ack = await with_running(w, body)
     report(raised=raised, acked=done, sent_at_ack=sent_at_ack, sent_after=w.stats["sent"],
            rejected=w.stats["rejected"], feedback=w.feedback.played,
-           open=[(a.counter, a.kind, a.state) for a in w.alarms.open.values()])
+           open=[(a.counter, a.kind, fsm.STATES[a.state]) for a in w.alarms.open.values()])
 
 
 async def prompt_and_double_tap():

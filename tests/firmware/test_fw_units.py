@@ -7,6 +7,7 @@ import traces
 from vigil_fw import ConfigError
 from vigil_fw import alarms as fsm
 from vigil_fw.config import Config
+from vigil_fw.feedback import COLOURS, PATTERNS, pulses
 from vigil_fw.flash import TMP, read_sealed, seal, unseal, write_atomic
 from vigil_fw.gestures import DOWN, TICK, UP, DuressGesture, SosButton
 from vigil_fw.lis3dh import LIS3DH, AccelError
@@ -116,9 +117,23 @@ class AlarmTable(unittest.TestCase):
         self.assertEqual(again.prompted().counter, 3)
 
     def test_every_transition_moves_between_known_states(self):
-        for (state, _), (nxt, _) in fsm.TRANSITIONS.items():
-            self.assertIn(state, fsm.STATES)
-            self.assertIn(nxt, fsm.STATES)
+        for step, result in fsm.TRANSITIONS.items():
+            self.assertTrue(step >> 4 < len(fsm.STATES) and result >> 4 < len(fsm.STATES))
+            self.assertTrue(result & 0xF < len(fsm.PATTERN_NAMES))
+
+
+class Patterns(unittest.TestCase):
+    def test_every_pattern_is_whole_and_the_prompt_is_unlike_any_other(self):
+        for name, pattern in PATTERNS.items():
+            self.assertEqual(len(pattern) % 2, 1, name)
+            self.assertTrue(pattern[0] < len(COLOURS) and pulses(pattern), name)
+        prompt = pulses(PATTERNS["prompt"])
+        others = [pulses(p) for n, p in PATTERNS.items() if n != "prompt"]
+        self.assertTrue(prompt not in others and len(prompt) == 6)
+
+    def test_every_pattern_the_alarm_table_can_ask_for_exists(self):
+        for name in fsm.PATTERN_NAMES:
+            self.assertTrue(name is None or name in PATTERNS)
 
 
 GOOD = {"version": 1, "device_id": "00c0ffee", "key": "ab" * 32,

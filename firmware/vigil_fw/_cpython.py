@@ -1,0 +1,14 @@
+# CPython stand-ins for MicroPython's time functions, used only by the simulator.
+import time
+
+
+def ticks_ms():
+    return int(time.monotonic() * 1000)
+
+
+def ticks_diff(a, b):
+    return a - b
+
+
+def ticks_add(a, delta):
+    return a + delta
