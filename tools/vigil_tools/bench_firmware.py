@@ -111,15 +111,22 @@ def taps(hours=1.0):
 
     figures = {}
     trials = 40
-    for strength in (900, 1200, 2000, 3500):
+    for strength in (600, 900, 1200, 2000, 3500):
         hits = sum(1 for seed in range(trials)
                    if count(traces.double_tap(strength, gap_ms=120 + 8 * seed, seed=seed)) == 1)
         figures["detect_%dmg" % strength] = hits / trials
+    slow = sum(1 for seed in range(trials)
+               if count(traces.double_tap(2000, gap_ms=700, seed=seed)) == 1)
+    figures["detect_gap_700ms"] = slow / trials
+    moving = sum(1 for seed in range(trials) if count(traces.overlay(
+        list(traces.walking(1.5, seed=seed)), traces.double_tap(2500, seed=seed))) == 1)
+    figures["detect_while_walking"] = moving / trials
     figures["single_tap_false"] = sum(count(traces.single_tap(3000, seed=s))
                                       for s in range(trials)) / trials
     seconds = int(hours * 3600)
     figures["walking_fp_per_hour"] = count(traces.walking(seconds, seed=11)) / hours
     figures["running_fp_per_hour"] = count(traces.running(seconds // 4, seed=12)) / (hours / 4)
+    figures["desk_knocks_fp_per_hour"] = count(traces.bumps(seconds, seed=13)) / hours
     figures["fall_false"] = sum(count(traces.fall(seed=s)) for s in range(trials)) / trials
     return figures
 

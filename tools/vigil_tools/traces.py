@@ -103,3 +103,29 @@ def fall(seed=1):
     tap(rest, 0, 4500, axis=1)
     tap(rest, 15, 2200, axis=1)
     return trace + rest
+
+
+def bumps(seconds, mean_gap_s=3.0, seed=1):
+    """Desk work: single knocks of random strength at random moments (a generator)."""
+    rand = Rand(seed)
+    n = int(seconds * ODR_HZ)
+    next_bump = int(rand.uniform(0.2, 2.0) * mean_gap_s * ODR_HZ)
+    tail = []
+    for i in range(n):
+        x, y, z = int(rand.uniform(-10, 10)), int(rand.uniform(-10, 10)), G + int(
+            rand.uniform(-10, 10))
+        if i == next_bump:
+            strength = rand.uniform(800, 2600)
+            tail = [strength, -0.35 * strength, 0.1 * strength]
+            next_bump = i + 1 + int(rand.uniform(0.05, 2.0) * mean_gap_s * ODR_HZ)
+        if tail:
+            z += int(tail.pop(0))
+        yield (x, y, z)
+
+
+def overlay(base, extra):
+    """Add `extra`'s deviation from rest onto `base`, sample by sample."""
+    out = []
+    for a, b in zip(base, extra):
+        out.append((a[0] + b[0], a[1] + b[1], a[2] + b[2] - G))
+    return out
