@@ -10,11 +10,16 @@
 #   manual acks: the broker keeps a message until the service has it on disk and has queued its
 #   RECEIVED ack, so a crash at any point makes the broker deliver it again (a retransmission);
 #   a token from an earlier connection is never acked on a later one (packet ids restart);
-#   paho's network thread only hands work to the event loop (call_soon_threadsafe); the
-#   reconnect loop here is explicit, with exponential backoff, and paho never reconnects alone.
+#   paho runs on the event loop itself (its socket watched with add_reader/add_writer, its
+#   timers driven by a small task): no network thread, no locks, no hand-offs per message;
+#   only the blocking connect (DNS, TCP, TLS handshake) runs in an executor thread;
+#   the reconnect loop here is explicit, with exponential backoff, and paho never reconnects
+#   alone.
 import asyncio
 import logging
+import socket
 import ssl
+import threading
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -27,6 +32,8 @@ from .pipeline import Message
 log = logging.getLogger("vigil_gateway.mqtt")
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 _CONNECT_TIMEOUT_S = 10.0
+_MISC_EVERY_S = 1.0
+_READS_PER_WAKEUP = 100
 
 
 class MqttLink:
@@ -39,6 +46,8 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._stopping = False
         self._loop = None
+        self._loop_thread = None
+        self._received = 0
         self._generation = 0
         self._down = None
         self._connack = None
@@ -67,6 +76,21 @@ class MqttLink:
 
     async def run(self):
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        misc = asyncio.create_task(self._misc())
+        try:
+            await self._supervise()
+        finally:
+            misc.cancel()
+
+    async def _misc(self):
+        # paho's timers: keepalive pings, and noticing a broker that went silent.
+        while True:
+            await asyncio.sleep(_MISC_EVERY_S)
+            if self.client.socket() is not None:
+                self.client.loop_misc()
+
+    async def _supervise(self):
         delay = self.settings.reconnect_min_s
         while not self._stopping:
             if await self._connect_once():
@@ -77,7 +101,6 @@ class MqttLink:
                     self.metrics.mqtt_connected.set(0)
                 logs.event(log, logging.WARNING if not self._stopping else logging.INFO,
                            "mqtt_disconnected", stopping=self._stopping)
-            await self._loop.run_in_executor(None, self.client.loop_stop)
             if self._stopping:
                 break
             await asyncio.sleep(delay)
@@ -91,6 +114,8 @@ class MqttLink:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
         props.ReceiveMaximum = s.receive_maximum
+        # A new generation before any message of this connection can arrive.
+        self._generation += 1
         try:
             await self._loop.run_in_executor(None, lambda: self.client.connect(
                 s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props))
@@ -98,8 +123,6 @@ class MqttLink:
             logs.event(log, logging.WARNING, "mqtt_connect_failed", host=s.host, port=s.port,
                        error="%s: %s" % (type(exc).__name__, exc))
             return False
-        self._generation += 1
-        self.client.loop_start()
         try:
             reason = await asyncio.wait_for(self._connack, _CONNECT_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -131,12 +154,14 @@ class MqttLink:
                    tls=s.tls.enabled, subscribed=self.topics.uplink_filter(s.shared_group))
         return True
 
-    # -- paho, on its network thread: hand everything to the event loop --
+    # -- paho's callbacks, all on the event loop (socket ones may come from the connect thread) --
     def _make_client(self):
         s = self.settings
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
-        client.max_inflight_messages_set(max(20, s.receive_maximum))
+        # 0 = no limit on our unacknowledged ack publishes: paho rescans its whole outgoing
+        # queue on every PUBACK while below a limit, which costs more than the acks themselves.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         if s.username:
             client.username_pw_set(s.username, self.password)
@@ -147,24 +172,64 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         return client
+
+    def _on_loop(self, fn, *args):
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client, userdata, sock):
+        _no_delay(sock)
+        self._on_loop(self._loop.add_reader, sock, self._readable, sock)
+
+    def _on_socket_close(self, client, userdata, sock):
+        self._on_loop(self._forget_socket, sock)
+
+    def _forget_socket(self, sock):
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+
+    def _on_register_write(self, client, userdata, sock):
+        self._on_loop(self._loop.add_writer, sock, self._writable)
+
+    def _on_unregister_write(self, client, userdata, sock):
+        self._on_loop(self._loop.remove_writer, sock)
+
+    def _readable(self, sock):
+        # paho reads only a few packets per call: keep reading while messages come, so the
+        # ingest loop gets whole batches (one commit each) rather than a trickle.
+        for _ in range(_READS_PER_WAKEUP):
+            before = self._received
+            self.client.loop_read()
+            if self.client.socket() is not sock:
+                return
+            if self._received == before and not (hasattr(sock, "pending") and sock.pending()):
+                return  # (TLS may hold decrypted bytes the selector cannot see)
+
+    def _writable(self):
+        self.client.loop_write()
 
     def _resolve(self, future, value):
         if future is not None and not future.done():
             future.set_result(value)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        value = reason_code if reason_code.is_failure else None
-        self._loop.call_soon_threadsafe(self._resolve, self._connack, value)
+        self._resolve(self._connack, reason_code if reason_code.is_failure else None)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if mid == self._suback_mid:
-            self._loop.call_soon_threadsafe(self._resolve, self._suback, list(reason_codes))
+            self._resolve(self._suback, list(reason_codes))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        down = self._down
-        self._loop.call_soon_threadsafe(down.set)
-        self._loop.call_soon_threadsafe(self._resolve, self._connack, reason_code)
+        # May run in the connect thread when the connection fails at once.
+        self._on_loop(self._down.set)
+        self._on_loop(self._resolve, self._connack, reason_code)
 
     def _on_message(self, client, userdata, message):
         try:
@@ -172,4 +237,14 @@ class MqttLink:
         except UnicodeDecodeError:
             topic = "<not utf-8>"
         token = (self._generation, message.mid) if message.qos else None
-        self._loop.call_soon_threadsafe(self.deliver, Message(topic, message.payload, token))
+        self._received += 1
+        self.deliver(Message(topic, message.payload, token))
+
+
+def _no_delay(sock):
+    # Acks are small packets: without TCP_NODELAY, Nagle's algorithm meets the broker's delayed
+    # ACK and holds each one for tens of milliseconds.
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass

@@ -32,6 +32,7 @@ from . import logs
 from .errors import RegistryError, StoreError
 from .incidents import CONTACT_RESTORED, Incidents
 from .registry import REVOKED, device_hex
+from .store import Contact
 from .topics import STATUS
 
 NEW = p.NEW
@@ -91,19 +92,30 @@ class Pipeline:
         self.clock = clock
         self.incidents = Incidents(store)
         self._windows = {}  # device_id -> ReplayWindow, rebuilt from the store on first use
+        self._devices = {}  # device_id -> registry row, dropped whenever the registry changes
+        self._registry_version = None
+        self._downlink = {}  # device_id -> last downlink counter used (written once per batch)
+        self._contacts = {}  # device_id -> Contact or None, written once per batch when changed
 
     def process(self, batch):
         """Verify, persist and acknowledge a batch of Messages; one commit for all of them."""
         now = self.clock()
         outcomes = []
+        used = {}  # device_id -> last downlink counter allocated in this batch
+        touched = set()  # devices whose contact changed in this batch
         try:
+            self._check_registry_version()
             with self.store.transaction():
                 for message in batch:
-                    outcomes.append(self._one(message, now))
+                    outcomes.append(self._one(message, now, used, touched))
+                for device_id, counter in used.items():
+                    self.store.set_downlink_counter(device_id, counter)
+                for device_id in touched:
+                    self.store.write_contact(self._contacts[device_id])
         except sqlite3.Error as exc:
-            # The windows saw frames that are not on disk after all: forget them all, they
-            # are rebuilt from the store on next use.
-            self._windows.clear()
+            # The windows saw frames, and counters were allocated, that are not on disk after
+            # all: forget them, they are read again from the store on next use.
+            self.forget()
             raise StoreError("cannot commit %d frames: %s" % (len(batch), exc)) from None
         if self.metrics is not None:
             self.metrics.batches.inc()
@@ -113,9 +125,44 @@ class Pipeline:
                     self.metrics.rejections.inc(outcome.reason)
         return outcomes
 
-    def _one(self, message, now):
+    def forget(self):
+        """Drop what is cached from the store (after a failed commit, or when something else
+        - supervision - changed contacts)."""
+        self._windows.clear()
+        self._downlink.clear()
+        self._contacts.clear()
+
+    def _contact_of(self, device_id):
+        if device_id not in self._contacts:
+            self._contacts[device_id] = self.store.contact(device_id)
+        return self._contacts[device_id]
+
+    def _check_registry_version(self):
+        # data_version moves when another connection (the `vigil gateway device` commands)
+        # commits: then the cached registry rows may be stale.
+        version = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._registry_version:
+            self._devices.clear()
+            self._registry_version = version
+
+    def _device(self, device_id):
+        device = self._devices.get(device_id)
+        if device is None:
+            device = self.registry.get(device_id)
+            if device is not None:
+                self._devices[device_id] = device
+        return device
+
+    def _next_downlink_counter(self, device_id, used):
+        last = self._downlink.get(device_id)
+        if last is None:
+            last = self.store.downlink_counter(device_id)
+        self._downlink[device_id] = used[device_id] = last + 1
+        return last + 1
+
+    def _one(self, message, now, used, touched):
         try:
-            return self._accept(message, now)
+            return self._accept(message, now, used, touched)
         except Rejected as exc:
             return self._rejected(message, exc.reason, str(exc), exc.device_id)
         except p.RemoteProtocolError as exc:
@@ -127,7 +174,7 @@ class Pipeline:
                    device=device_hex(device_id) if device_id else None)
         return Outcome(message, REJECTED, reason=reason, device_id=device_id)
 
-    def _accept(self, message, now):
+    def _accept(self, message, now, used, touched):
         parsed = self.topics.parse(message.topic)
         if parsed is None:
             raise Rejected("malformed_topic", "not <prefix>/up/<8 hex digits>")
@@ -143,7 +190,7 @@ class Pipeline:
         if header.device_id != topic_device:
             raise Rejected("device_mismatch", "frame says %08x, topic says %08x"
                            % (header.device_id, topic_device), topic_device)
-        device = self.registry.get(topic_device)
+        device = self._device(topic_device)
         if device is None:
             raise Rejected("unknown_device", "not in the registry", topic_device)
         if device.state == REVOKED:
@@ -161,12 +208,12 @@ class Pipeline:
         except p.RemoteProtocolError as exc:
             raise Rejected(exc.reason, str(exc), topic_device) from None
         if verdict == NEW:
-            self._persist(frame, payload, now)
+            self._persist(frame, payload, now, touched)
             self._window(frame.device_id).record(frame.counter, frame.tag)
         else:
             logs.event(log, logging.DEBUG, "retransmission", device=device_hex(frame.device_id),
                        counter=frame.counter)
-        ack = p.Ack(frame.device_id, self.store.next_downlink_counter(frame.device_id),
+        ack = p.Ack(frame.device_id, self._next_downlink_counter(frame.device_id, used),
                     frame.counter, p.RECEIVED)
         downlink = (self.topics.down(frame.device_id), p.encode(ack, key))
         return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
@@ -192,7 +239,7 @@ class Pipeline:
             if stored is not None:
                 raise p.CounterReuse("counter %d already used by another frame"
                                      % frame.counter) from None
-            contact = self.store.contact(frame.device_id)
+            contact = self._contact_of(frame.device_id)
             if contact is None or frame.counter <= contact.history_floor:
                 raise
             logs.event(log, logging.WARNING, "late_frame", device=device_hex(frame.device_id),
@@ -201,13 +248,13 @@ class Pipeline:
                 self.metrics.late_frames.inc()
             return NEW
 
-    def _persist(self, frame, payload, now):
+    def _persist(self, frame, payload, now, touched):
         device_id = frame.device_id
         kind = getattr(frame, "kind_name", None)
         ref = getattr(frame, "ref", None) or None
         self.store.insert_frame(device_id, frame.counter, frame.tag, frame.NAME, kind, ref,
                                 payload, now)
-        self._contact(frame, now)
+        self._contact(frame, now, touched)
         if isinstance(frame, p.Alarm):
             detail = _alarm_detail(frame)
             if frame.kind == p.DOUBLE_TAP:
@@ -224,19 +271,23 @@ class Pipeline:
                            kind=frame.kind_name, device=device_hex(device_id),
                            counter=frame.counter)
 
-    def _contact(self, frame, now):
-        contact = self.store.contact(frame.device_id)
-        if contact is not None and contact.lost_incident is not None:
+    def _contact(self, frame, now, touched):
+        device_id = frame.device_id
+        contact = self._contact_of(device_id)
+        if contact is None:
+            contact = Contact(device_id, now, None, None, max(0, frame.counter - WINDOW_SIZE))
+        if contact.lost_incident is not None:
             incident = self.store.incident(contact.lost_incident)
             if incident is not None:
                 self.incidents.apply(incident, CONTACT_RESTORED, now,
                                      "%s frame %d" % (frame.NAME, frame.counter))
                 logs.event(log, logging.INFO, "contact_restored", incident=incident.id,
-                           device=device_hex(frame.device_id))
-            self.store.set_lost_incident(frame.device_id, None)
-        interval = frame.interval if isinstance(frame, p.CheckIn) and frame.interval else None
-        self.store.touch_contact(frame.device_id, now, interval,
-                                 max(0, frame.counter - WINDOW_SIZE))
+                           device=device_hex(device_id))
+            contact = contact._replace(lost_incident=None)
+        if isinstance(frame, p.CheckIn) and frame.interval:
+            contact = contact._replace(interval_s=frame.interval)
+        self._contacts[device_id] = contact._replace(last_seen=max(now, contact.last_seen))
+        touched.add(device_id)
 
 
 def _alarm_detail(frame):

@@ -52,7 +52,7 @@ class Gateway:
         self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock)
         self.supervisor = Supervisor(self.store, self.registry,
                                      config.supervision.default_interval_s,
-                                     config.supervision.grace_s)
+                                     config.supervision.grace_s, self.pipeline)
         password = (read_secret(config.mqtt.password_file, "mqtt.password_file")
                     if config.mqtt.password_file else None)
         self.inbound = asyncio.Queue()

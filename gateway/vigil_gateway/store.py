@@ -94,11 +94,17 @@ class Store:
                                  (device_id,)).fetchone()[0]
 
     # -- downlink counters --
-    def next_downlink_counter(self, device_id):
-        return self.conn.execute(
-            "INSERT INTO downlink_counters (device_id, last_counter) VALUES (?, 1) "
-            "ON CONFLICT (device_id) DO UPDATE SET last_counter = last_counter + 1 "
-            "RETURNING last_counter", (device_id,)).fetchone()[0]
+    def downlink_counter(self, device_id):
+        """The last downlink counter used for the device (0: none yet)."""
+        row = self.conn.execute("SELECT last_counter FROM downlink_counters WHERE device_id = ?",
+                                (device_id,)).fetchone()
+        return row[0] if row else 0
+
+    def set_downlink_counter(self, device_id, counter):
+        self.conn.execute(
+            "INSERT INTO downlink_counters (device_id, last_counter) VALUES (?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET "
+            "last_counter = max(last_counter, excluded.last_counter)", (device_id, counter))
 
     # -- incidents --
     def create_incident(self, device_id, counter, kind, state, at):
@@ -147,16 +153,11 @@ class Store:
         return dict(self.conn.execute("SELECT state, count(*) FROM incidents GROUP BY state"))
 
     # -- contact (supervision) --
-    def touch_contact(self, device_id, at, interval_s=None, history_floor=0):
-        """Record a verified uplink; a check-in's announced interval (if any) replaces the last.
-        `history_floor` is kept from the device's first frame only: below it, this gateway
-        has no history of the device's counters."""
+    def write_contact(self, contact):
+        """Write a device's contact row (the pipeline keeps them and writes once per batch)."""
         self.conn.execute(
-            "INSERT INTO contact (device_id, last_seen, interval_s, history_floor) "
-            "VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),"
-            " interval_s = coalesce(excluded.interval_s, interval_s)",
-            (device_id, at, interval_s, history_floor))
+            "INSERT OR REPLACE INTO contact (device_id, last_seen, interval_s, lost_incident, "
+            "history_floor) VALUES (?, ?, ?, ?, ?)", tuple(contact))
 
     def contact(self, device_id):
         row = self.conn.execute("SELECT device_id, last_seen, interval_s, lost_incident, "

@@ -5,6 +5,8 @@
 #   the interval is the one the device announced in its last check-in, else the registry's
 #   per-device interval, else the configured default;
 #   revoked devices are not supervised;
+#   contacts are written by the pipeline once per batch (it caches them): check() runs between
+#   batches, on the same event loop, and makes the pipeline forget its cache when it writes;
 #   one LOST_CONTACT incident at a time per device: raised once when overdue, closed by the
 #   device's next verified frame (the pipeline records the return).
 from .incidents import Incidents
@@ -12,8 +14,9 @@ from .registry import ACTIVE
 
 
 class Supervisor:
-    def __init__(self, store, registry, default_interval_s, grace_s):
+    def __init__(self, store, registry, default_interval_s, grace_s, pipeline=None):
         self.store = store
+        self.pipeline = pipeline  # its cached contacts are dropped when supervision writes
         self.registry = registry
         self.default_interval_s = default_interval_s
         self.grace_s = grace_s
@@ -48,4 +51,6 @@ class Supervisor:
                 incident = self.incidents.raise_lost_contact(device.device_id, now, detail)
                 self.store.set_lost_incident(device.device_id, incident.id)
                 raised.append(incident)
+        if self.pipeline is not None:
+            self.pipeline.forget()
         return raised

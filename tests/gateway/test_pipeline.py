@@ -127,7 +127,8 @@ def test_double_tap_confirms_even_a_closed_incident_and_an_unknown_ref_creates_n
 
 
 def test_supervision_raises_lost_contact_once_and_records_the_return(site):
-    supervisor = Supervisor(site.store, site.registry, default_interval_s=300, grace_s=30)
+    supervisor = Supervisor(site.store, site.registry, default_interval_s=300, grace_s=30,
+                            pipeline=site.pipeline)
     never_seen = 0x00000999
     site.registry.add(never_seen, key_for(never_seen))
     site.send(p.encode(p.CheckIn(DEV, 1, 90, 0, 120), KEY))  # announces 120 s
