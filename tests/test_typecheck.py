@@ -10,7 +10,8 @@ BIN = Path(sys.executable).parent
 
 def mypy(root, *targets):
     stubs = root / ".venv" / "mpy-stubs"
-    env = dict(os.environ, MYPYPATH=os.pathsep.join([str(stubs), str(root / ".venv" / "mpy-lib"),
+    env = dict(os.environ, MYPYPATH=os.pathsep.join([str(root / "firmware"), str(stubs),
+                                                     str(root / ".venv" / "mpy-lib"),
                                                      str(root / "protocol")]))
     return subprocess.run([str(BIN / "mypy"), "--config-file", str(root / "firmware" / "mypy.ini"),
                            "--custom-typeshed-dir", str(stubs), "--cache-dir",

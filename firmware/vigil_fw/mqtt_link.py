@@ -8,11 +8,20 @@
 #   every socket operation has a timeout; any error drops the link and the run loop
 #     reconnects after a backoff that doubles up to RETRY_MAX_MS
 #   the message callback only hands frames to the inbox
+import binascii
 import random
 
 from umqtt.simple import MQTTClient, MQTTException
 
 from .clock import sleep_ms, ticks_diff, ticks_ms
+
+
+def der(cert):
+    """MicroPython's ssl takes the CA in DER form; provisioning may write PEM."""
+    if not cert.startswith(b"-----BEGIN"):
+        return cert
+    body = b"".join(line for line in cert.split(b"\n") if line and not line.startswith(b"-----"))
+    return binascii.a2b_base64(body)
 
 
 class MqttLink:
@@ -30,6 +39,7 @@ class MqttLink:
         self.progress = 0
         self.connects = 0
         self._client = None
+        self._raw = None  # the socket under TLS, which is where timeouts are set
         self._inbox = None
         m = config.mqtt
         self._up_topic = config.topic("up").encode()
@@ -44,7 +54,7 @@ class MqttLink:
             import ssl
             with open(m["ca_file"], "rb") as f:
                 ssl_params = {"server_hostname": m["host"], "cert_reqs": ssl.CERT_REQUIRED,
-                              "cadata": f.read()}
+                              "cadata": der(f.read())}
         client = MQTTClient("vigil-" + self.config.device_hex, m["host"], port=m["port"],
                             user=m["username"], password=m["password"],
                             keepalive=self._keepalive, ssl=m["tls"], ssl_params=ssl_params)
@@ -60,12 +70,23 @@ class MqttLink:
         client = self._make_client()
         self._client = client
         client.connect(clean_session=False)
-        client.sock.settimeout(self.IO_TIMEOUT_S)
+        if self.config.mqtt["tls"]:
+            import ussl
+            self._raw = ussl.last_raw_socket
+        else:
+            self._raw = client.sock
+        self._timeout()
         client.subscribe(self._down_topic, qos=1)
-        client.sock.settimeout(self.IO_TIMEOUT_S)
+        self._timeout()
         client.publish(self._status_topic, b"online", retain=True, qos=1)
         self.connects += 1
         self.up = True
+
+    def _timeout(self):
+        # umqtt's check_msg() leaves the socket blocking with no timeout: set it back.
+        raw = self._raw
+        if raw is not None:
+            raw.settimeout(self.IO_TIMEOUT_S)
 
     def _drop(self, why):
         if self.up:
@@ -102,7 +123,7 @@ class MqttLink:
         while self._client is not None:
             self.progress += 1
             self._client.check_msg()  # non-blocking; dispatches downlinks to _on_message
-            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            self._timeout()
             if ticks_diff(ticks_ms(), last_ping) > self._keepalive * 500:
                 self._client.ping()
                 last_ping = ticks_ms()
@@ -112,9 +133,9 @@ class MqttLink:
         if not self.up or self._client is None:
             return False
         try:
-            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            self._timeout()
             self._client.publish(self._up_topic, frame, qos=1)  # returns after PUBACK
-            self._client.sock.settimeout(self.IO_TIMEOUT_S)
+            self._timeout()
             return True
         except (OSError, MQTTException, IndexError) as exc:
             self._drop(repr(exc))

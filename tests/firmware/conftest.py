@@ -20,7 +20,7 @@ class FakeGateway:
     """The gateway's side of the MQTT link, played by the test: it verifies every uplink with
     vigil_protocol and answers according to `policy(gateway, frame)`."""
 
-    def __init__(self, port, key=KEY, policy=None):
+    def __init__(self, port, key=KEY, policy=None, tls_ca=None, user=None, password=None):
         self.key = p.DeviceKey(key)
         self.policy = policy or (lambda gw, frame: gw.ack(frame, p.RECEIVED))
         self.uplinks = []      # (device hex, raw bytes, decoded frame or rejection reason)
@@ -30,6 +30,10 @@ class FakeGateway:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fake-gateway",
                                   protocol=mqtt.MQTTv311)
         self.client.on_message = self._on_message
+        if tls_ca:
+            self.client.tls_set(ca_certs=tls_ca)
+        if user:
+            self.client.username_pw_set(user, password)
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("vigil/up/+", qos=1)
         self.client.loop_start()
@@ -94,11 +98,11 @@ def fake_gateway(mosquitto):
 def scenario(mosquitto, micropython, tmp_path):
     """Run one scenario of tests/firmware/scenarios.py on the MicroPython unix port."""
 
-    def run(name, device="00c0ffee", heapsize=None, timeout=120, **settings):
+    def run(name, device="00c0ffee", heapsize=None, timeout=120, port=None, **settings):
         cmd, env = micropython
         if heapsize:
             cmd = cmd + ["-X", "heapsize=%s" % heapsize]
-        settings.update(scenario=name, port=mosquitto.port, fs=str(tmp_path / "flash"),
+        settings.update(scenario=name, port=port or mosquitto.port, fs=str(tmp_path / "flash"),
                         device=device, key=KEY.hex())
         os.makedirs(settings["fs"], exist_ok=True)
         proc = subprocess.run(cmd + [str(ROOT / "tests" / "firmware" / "scenarios.py")],

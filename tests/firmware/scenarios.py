@@ -41,10 +41,12 @@ MqttLink.RETRY_MAX_MS = 500
 
 
 def config(device):
+    mqtt = {"host": "127.0.0.1", "port": S["port"], "username": device,
+            "password": S.get("password", "unused"), "keepalive_s": 30}
+    if S.get("ca_file"):
+        mqtt.update(tls=True, ca_file=S["ca_file"])
     return Config({"version": 1, "device_id": device, "key": S["key"],
-                   "checkin_interval_s": S.get("checkin_interval_s", 60),
-                   "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": device,
-                            "password": "unused", "keepalive_s": 30}})
+                   "checkin_interval_s": S.get("checkin_interval_s", 60), "mqtt": mqtt})
 
 
 def boot(device, fs_dir, flash=None, links=True):

@@ -154,3 +154,32 @@ def test_boot_messages_name_the_problem(mosquitto, micropython, tmp_path):
     assert "vigil: cannot start: config: vigil.json is missing: provision this device" in out
     assert "vigil: cannot start: config: mqtt.port must be an integer from 1 to 65535" in out
     assert KEY.hex() not in out
+
+
+def test_tls_to_the_broker_with_per_device_credentials(scenario, mosquitto_factory, tmp_path):
+    from conftest import FakeGateway
+    from tls_ca import make_ca
+
+    tls = make_ca(tmp_path / "pki")
+    broker = mosquitto_factory(passwords={"00c0ffee": "dev-secret", "gw": "gw-secret"},
+                               acl="user gw\ntopic read vigil/up/#\ntopic write vigil/down/#\n\n"
+                                   "pattern write vigil/up/%u\npattern write vigil/status/%u\n"
+                                   "pattern read vigil/down/%u\n", tls=tls)
+    gw = FakeGateway(broker.tls_port, tls_ca=tls["cafile"], user="gw", password="gw-secret")
+    try:
+        report = scenario("duress", port=broker.tls_port, ca_file=tls["cafile"],
+                          password="dev-secret")
+        assert report["acked"] is True
+        assert [f.kind for f in gw.frames("alarm")] == [p.DURESS]
+    finally:
+        gw.close()
+
+
+def test_tls_refuses_a_broker_signed_by_another_ca(scenario, mosquitto_factory, tmp_path):
+    from tls_ca import make_ca
+
+    tls = make_ca(tmp_path / "pki")
+    other = make_ca(tmp_path / "other")
+    broker = mosquitto_factory(tls=tls)
+    report = scenario("duress", port=broker.tls_port, ca_file=other["cafile"])
+    assert report["acked"] is False and report["stats"]["sent"] == 0
