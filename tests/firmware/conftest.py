@@ -75,6 +75,14 @@ class FakeGateway:
             return [f for _, _, f in self.uplinks if not isinstance(f, str)
                     and (name is None or f.NAME == name)]
 
+    def wait_frames(self, name, count, timeout=10):
+        """The uplinks of type `name`, once at least `count` have arrived (the broker may
+        still be delivering when the wearable's process ends)."""
+        deadline = time.monotonic() + timeout
+        while len(self.frames(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.frames(name)
+
     def close(self):
         self.client.loop_stop()
         self.client.disconnect()
