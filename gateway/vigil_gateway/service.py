@@ -102,15 +102,16 @@ class Gateway:
             batch = [await self.inbound.get()]
             while len(batch) < batch_max and not self.inbound.empty():
                 batch.append(self.inbound.get_nowait())
-            outcomes = await self._commit(batch)
-            now = time.monotonic()
-            for outcome in outcomes:
-                if outcome.downlink is not None:
-                    self.link.publish(*outcome.downlink)
-                    self.metrics.acks.inc("RECEIVED")
-                    self.metrics.ack_latency.observe(now - outcome.message.arrived)
-            for message in batch:
-                self.link.ack(message.token)
+            with logs.batch():
+                outcomes = await self._commit(batch)
+                now = time.monotonic()
+                for outcome in outcomes:
+                    if outcome.downlink is not None:
+                        self.link.publish(*outcome.downlink)
+                        self.metrics.acks.inc("RECEIVED")
+                        self.metrics.ack_latency.observe(now - outcome.message.arrived)
+                for message in batch:
+                    self.link.ack(message.token)
 
     async def _commit(self, batch):
         delay = _STORE_RETRY_S[0]

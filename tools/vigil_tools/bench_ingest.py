@@ -7,12 +7,15 @@ One run, one Mosquitto on loopback, simulated devices publishing signed alarms (
      RECEIVED ack came back to the device;
   3. latency: alarms offered at a fixed rate; each one's time from publish to its RECEIVED ack
      at the device (p50, p99).
+Rates are the median of a few rounds each (a single round on a busy 2-core machine varies by
++-20 %).
 The last line is key=value pairs (ingest_ratio, ack_p99_ms, ...) for scripts.
 """
 import json
 import os
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -344,17 +347,19 @@ def _percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0):
+def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0, rounds=3):
     figures = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as workdir:
         broker = _Broker(workdir)
         devices = gateway = None
         try:
             devices = _Devices(broker.port, device_count)
-            figures["bare_subscriber_per_s"] = _baseline_rate(broker, devices, alarms)
+            figures["bare_subscriber_per_s"] = statistics.median(
+                _baseline_rate(broker, devices, alarms) for _ in range(rounds))
             gateway, http_port = _start_gateway(workdir, broker, devices)
             _gateway_rate(devices, min(2000, alarms))  # warm up: windows, caches, WAL
-            figures["gateway_ingest_per_s"] = _gateway_rate(devices, alarms)
+            figures["gateway_ingest_per_s"] = statistics.median(
+                _gateway_rate(devices, alarms) for _ in range(rounds))
             time.sleep(0.5)
             offered, latencies = _latency(devices, rate, seconds)
             figures["offered_per_s"] = offered
@@ -371,6 +376,7 @@ def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0):
     figures["ingest_ratio"] = figures["gateway_ingest_per_s"] / figures["bare_subscriber_per_s"]
     figures["alarms"] = alarms
     figures["devices"] = device_count
+    figures["rounds"] = rounds
     return figures
 
 
@@ -382,15 +388,17 @@ def register_bench(bench_sub):
     cmd.add_argument("--rate", type=float, default=1000.0,
                      help="offered load for the latency measurement, alarms/s")
     cmd.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    cmd.add_argument("--rounds", type=int, default=3,
+                     help="rate measurements of each kind; the median is reported")
     cmd.set_defaults(func=ingest_command)
 
 
 def ingest_command(args):
     if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"):
         raise ToolError("mosquitto is not installed (make setup installs it)")
-    f = ingest(args.alarms, args.devices, args.rate, args.seconds)
+    f = ingest(args.alarms, args.devices, args.rate, args.seconds, args.rounds)
     print("Vigil gateway ingest benchmark (%d signed alarms from %d devices, QoS 1, loopback "
-          "Mosquitto)" % (f["alarms"], f["devices"]))
+          "Mosquitto; median of %d rounds)" % (f["alarms"], f["devices"], f["rounds"]))
     print("bare paho subscriber (baseline)          %8.0f alarms/s" % f["bare_subscriber_per_s"])
     print("gateway: verified, persisted, acked      %8.0f alarms/s  (%.2f x baseline)"
           % (f["gateway_ingest_per_s"], f["ingest_ratio"]))
