@@ -15,6 +15,7 @@ COMMANDS = (
     "vigil_tools.gateway_cmd",
     "vigil_tools.bench",
     "vigil_tools.demo",
+    "vigil_tools.technician_cmd",
 )
 
 

@@ -1,0 +1,39 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vigil_tools.virtual_board import VirtualBoard
+
+BIN = Path(sys.executable).parent
+VIGIL = str(BIN / "vigil")
+
+
+def vigil(*args, timeout=120, **kwargs):
+    """The real `vigil` command; returns the CompletedProcess (text)."""
+    return subprocess.run([VIGIL, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def board(tmp_path):
+    """A virtual wearable on a pty; its flash is tmp_path/flash."""
+    with VirtualBoard(tmp_path / "flash") as vb:
+        yield vb
+
+
+@pytest.fixture
+def device_file(tmp_path):
+    path = tmp_path / "device.json"
+    proc = vigil("keygen", "--out", path)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+@pytest.fixture
+def gateway_config(tmp_path):
+    """A gateway config whose registry lives in tmp_path/gateway."""
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\ndata_dir = "gateway"\n')
+    return path

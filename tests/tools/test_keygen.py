@@ -1,0 +1,54 @@
+# `vigil keygen`: a private device record the gateway can import as is.
+import json
+import stat
+
+from conftest import vigil
+
+
+def test_keygen_writes_a_private_record_and_prints_no_secret(tmp_path):
+    out = tmp_path / "dev.json"
+    proc = vigil("keygen", "--out", out, "--label", "van 3")
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    record = json.loads(out.read_text())
+    assert len(bytes.fromhex(record["key"])) == 32
+    assert len(record["device_id"]) == 8 and int(record["device_id"], 16) != 0
+    assert record["mqtt_username"] == record["device_id"]
+    assert record["label"] == "van 3"
+    printed = proc.stdout + proc.stderr
+    assert record["device_id"] in printed
+    assert record["key"] not in printed and record["mqtt_password"] not in printed
+
+
+def test_keygen_shows_the_key_only_when_asked(tmp_path):
+    out = tmp_path / "dev.json"
+    proc = vigil("keygen", "--out", out, "--device", "00c0ffee", "--show-key")
+    record = json.loads(out.read_text())
+    assert record["device_id"] == "00c0ffee"
+    assert ("key %s" % record["key"]) in proc.stdout
+    assert record["mqtt_password"] not in proc.stdout
+
+
+def test_keygen_never_overwrites_a_record(tmp_path):
+    out = tmp_path / "dev.json"
+    assert vigil("keygen", "--out", out).returncode == 0
+    before = out.read_text()
+    proc = vigil("keygen", "--out", out)
+    assert proc.returncode == 2
+    assert "not overwriting" in proc.stderr
+    assert out.read_text() == before
+
+
+def test_keygen_refuses_a_bad_device_id(tmp_path):
+    proc = vigil("keygen", "--out", tmp_path / "dev.json", "--device", "00000000")
+    assert proc.returncode == 2 and "device id" in proc.stderr
+    assert not (tmp_path / "dev.json").exists()
+
+
+def test_the_gateway_imports_a_keygen_record(tmp_path, device_file, gateway_config):
+    proc = vigil("gateway", "device", "import", device_file, "--config", gateway_config)
+    assert proc.returncode == 0, proc.stderr
+    listed = vigil("gateway", "device", "list", "--json", "--config", gateway_config)
+    row = json.loads(listed.stdout.splitlines()[0])
+    assert row["device"] == json.loads(device_file.read_text())["device_id"]
+    assert row["broker_password"] is True

@@ -1,0 +1,64 @@
+"""The wearable's config file, /vigil/vigil.json, made from a device record and site settings.
+
+It is checked here with the firmware's own rules (firmware/vigil_fw/config.py) before anything
+touches the board, so a wrong setting is refused with the same words the wearable would print
+at boot. The text is canonical (sorted keys, no spaces): the same inputs give the same bytes,
+which is what lets a second provisioning see that nothing needs rewriting.
+"""
+import json
+import sys
+
+from . import ToolError
+from .device_record import device_hex
+from .firmware_build import FIRMWARE
+
+BOARD_DIR = "/vigil"            # the firmware's FLASH_ROOT (firmware/vigil_fw/board.py)
+BOARD_PATH = BOARD_DIR + "/vigil.json"
+BOARD_CA_PATH = BOARD_DIR + "/broker-ca.pem"
+
+
+def firmware_config_class():
+    if str(FIRMWARE) not in sys.path:
+        sys.path.append(str(FIRMWARE))
+    from vigil_fw import ConfigError
+    from vigil_fw.config import Config
+
+    return Config, ConfigError
+
+
+def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
+          mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
+          low_battery_pct=None, keepalive_s=None):
+    """The config as a dict (secrets included: never print it)."""
+    if record.mqtt_password is None:
+        raise ToolError("the device record has no mqtt_password: make a new one with "
+                        "`vigil keygen`")
+    device = device_hex(record.device_id)
+    mqtt = {"host": mqtt_host, "port": mqtt_port, "username": device,
+            "password": record.mqtt_password, "prefix": mqtt_prefix, "tls": mqtt_tls}
+    if mqtt_tls and mqtt_ca:
+        mqtt["ca_file"] = BOARD_CA_PATH
+    if keepalive_s is not None:
+        mqtt["keepalive_s"] = keepalive_s
+    data = {"version": 1, "device_id": device, "key": record.key.hex(), "mqtt": mqtt}
+    if wifi_ssid is not None:
+        data["wifi"] = {"ssid": wifi_ssid}
+        if wifi_password:
+            data["wifi"]["password"] = wifi_password
+    if checkin_interval_s is not None:
+        data["checkin_interval_s"] = checkin_interval_s
+    if low_battery_pct is not None:
+        data["low_battery_pct"] = low_battery_pct
+    return data
+
+
+def render(data):
+    """Canonical bytes of a config, after the firmware's own check."""
+    config_class, config_error = firmware_config_class()
+    try:
+        config_class(data)
+    except config_error as exc:
+        # The firmware's messages name the setting and never repeat a secret.
+        raise ToolError("the device config would be refused by the wearable: %s"
+                        % str(exc).replace("config: ", "", 1)) from None
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,123 @@
+"""Flash and provision a wearable over USB serial.
+
+`flash`: build the firmware bundle (mpy-cross), copy what differs, verify, reset, watch it start.
+`provision`: the same, plus the device config (/vigil/vigil.json) and the broker's CA file, then
+register the device with the gateway.
+
+Order, and why:
+  1. everything that can be checked without the board is checked first (device record, config
+     against the firmware's rules, the gateway registry), so a mistake costs no flash writes;
+  2. files land whole (temp file + rename) and are verified by hash, so an interrupted run
+     leaves nothing torn and the next run copies only what is still missing;
+  3. the board is soft-reset and its console read until the firmware says it is up, or why not;
+  4. the gateway learns the device last, once the wearable is known to start with its config.
+"""
+import sys
+import tempfile
+import time
+
+from . import ToolError, board_sync, boot_check, device_config, device_record
+from . import gateway_registration
+from .firmware_build import build
+from .serial_board import SerialBoard, find_port
+
+BOOT_TIMEOUT_S = 20
+
+
+def _build_bundle():
+    """{board path: bytes} of the firmware, freshly compiled (mpy-cross output is stable, so
+    an unchanged firmware gives unchanged files)."""
+    with tempfile.TemporaryDirectory(prefix="vigil-bundle-") as workdir:
+        build(workdir)
+        return board_sync.bundle_files(workdir)
+
+
+def _say(out, text):
+    print(text, file=out)
+    out.flush()
+
+
+def _describe(summary):
+    parts = ["%d file(s) copied (%.1f kB)" % (summary.copied, summary.bytes_copied / 1000)
+             if summary.copied else "nothing to copy",
+             "%d already right" % summary.unchanged]
+    if summary.removed:
+        parts.append("%d stale removed" % summary.removed)
+    return ", ".join(parts)
+
+
+def _install(port, files, boot_timeout_s, out, err):
+    """Sync `files` to the board on `port`, reset it and return (summary, Boot)."""
+    port = port or find_port()
+    _say(out, "board on %s" % port)
+    with SerialBoard(port) as board:
+        summary = board_sync.sync(board, files, stream=err)
+        _say(out, "files verified: %s" % _describe(summary))
+        _say(out, "restarting the board...")
+        boot = boot_check.watch(board, boot_timeout_s)
+    return summary, boot
+
+
+def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
+    files = _build_bundle()
+    _summary, boot = _install(port, files, boot_timeout_s, out, err)
+    if boot.outcome == boot_check.UP:
+        _say(out, "firmware installed; device %s is up" % boot.detail)
+        return 0
+    if boot.outcome == boot_check.CONFIG:
+        _say(out, "firmware installed; the board is not provisioned yet (%s): run "
+                  "`vigil provision`" % boot.detail)
+        return 0
+    raise ToolError("firmware installed but it does not start: %s" % boot.detail)
+
+
+def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vigil",
+              mqtt_ca_path=None, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
+              low_battery_pct=None, gateway_config=None, broker_files=None,
+              boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
+    started = time.monotonic()
+    record = device_record.load(record_path)
+    name = device_record.device_hex(record.device_id)
+    ca = _read_ca(mqtt_ca_path) if mqtt_ca_path else None
+    config = device_config.build(
+        record, mqtt_host, mqtt_port, mqtt_prefix, mqtt_tls=ca is not None, mqtt_ca=ca is not None,
+        wifi_ssid=wifi_ssid, wifi_password=wifi_password, checkin_interval_s=checkin_interval_s,
+        low_battery_pct=low_battery_pct)
+    config_bytes = device_config.render(config)
+    if gateway_config:
+        gateway_registration.check(gateway_config, record)
+
+    files = _build_bundle()
+    files[device_config.BOARD_PATH] = config_bytes
+    if ca is not None:
+        files[device_config.BOARD_CA_PATH] = ca
+    _say(out, "provisioning device %s" % name)
+    _summary, boot = _install(port, files, boot_timeout_s, out, err)
+    if boot.outcome == boot_check.CONFIG:
+        raise ToolError("the wearable refuses its config: %s" % boot.detail)
+    if boot.outcome != boot_check.UP:
+        raise ToolError("the firmware does not start: %s" % boot.detail)
+    if boot.detail != name:
+        raise ToolError("the board started as device %s, not %s" % (boot.detail, name))
+    _say(out, "device %s is up with its config" % name)
+
+    if gateway_config:
+        outcome = gateway_registration.register(gateway_config, record, checkin_interval_s)
+        _say(out, "gateway: device %s %s" % (name, outcome))
+        if broker_files:
+            gateway_registration.write_broker_files(gateway_config, broker_files)
+            _say(out, "broker password and ACL files rewritten in %s (reload Mosquitto to use "
+                      "them)" % broker_files)
+    else:
+        _say(out, "gateway: not registered (no --gateway-config); register later with "
+                  "`vigil gateway device import %s`" % record_path)
+    _say(out, "done in %.1f s" % (time.monotonic() - started))
+    return 0
+
+
+def _read_ca(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ToolError("cannot read the broker CA file %s: %s" % (path, exc.strerror)) from None

@@ -1,0 +1,212 @@
+"""A MicroPython board on a serial port, driven through mpremote's raw REPL.
+
+    with SerialBoard(port) as board:          # opens the port, interrupts what runs, raw REPL
+        board.hashes(["main.py"])             # {"main.py": "<sha256 hex>" or None}
+        board.write_file("lib/x.mpy", data)   # lands whole or not at all (temp file + rename)
+        lines = board.reset_and_watch(until)  # soft reset, read the console
+
+Every failure becomes a ToolError that says what the technician can do. Nothing written to the
+board (keys, passwords) is ever part of a message: board-side errors are reported by their last
+line only, which MicroPython makes from the exception, never from the code sent.
+"""
+import ast
+import contextlib
+import io
+import os
+import time
+
+import serial
+import serial.tools.list_ports
+from mpremote.transport import TransportError, TransportExecError
+from mpremote.transport_serial import SerialTransport
+
+from . import ToolError
+
+# USB vendor ids of the serial bridges and chips wearables are flashed through.
+KNOWN_USB_VENDORS = {0x303A: "Espressif", 0x10C4: "Silicon Labs CP210x", 0x1A86: "WCH CH34x",
+                     0x0403: "FTDI", 0x2E8A: "Raspberry Pi"}
+CHUNK = 512
+
+
+def find_port():
+    """The one USB serial port a board is on; ToolError when there is none or several."""
+    ports = [p for p in serial.tools.list_ports.comports() if p.vid is not None]
+    known = [p for p in ports if p.vid in KNOWN_USB_VENDORS]
+    candidates = known or ports
+    if not candidates:
+        raise ToolError("no board found on USB serial: plug it in (a data cable, not a charging "
+                        "one) or name the port with --port")
+    if len(candidates) > 1:
+        raise ToolError("several serial ports could be the board (%s): choose one with --port"
+                        % ", ".join("%s (%s)" % (p.device, p.description) for p in candidates))
+    return candidates[0].device
+
+
+def _last_line(text):
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no detail"
+
+
+class SerialBoard:
+    READ_TIMEOUT_S = 1      # one serial read; keeps a silent board from blocking us forever
+    ANSWER_TIMEOUT_S = 5    # to get a raw REPL prompt
+
+    def __init__(self, port, answer_timeout_s=None):
+        self.port = port
+        self.answer_timeout_s = answer_timeout_s or self.ANSWER_TIMEOUT_S
+        self.transport = None
+
+    # -- connection --------------------------------------------------------------------------
+
+    def open(self):
+        if "://" not in self.port and not os.path.exists(self.port):
+            raise ToolError("no such port: %s (is the board plugged in? list ports with "
+                            "`python -m serial.tools.list_ports`)" % self.port)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.transport = SerialTransport(self.port, timeout=self.READ_TIMEOUT_S)
+        except (TransportError, serial.SerialException, OSError) as exc:
+            raise ToolError("cannot open %s: %s (is another program using it?)"
+                            % (self.port, exc)) from None
+        self._enter_raw()
+        return self
+
+    def _enter_raw(self):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read
+                self.transport.enter_raw_repl(soft_reset=False,
+                                              timeout_overall=self.answer_timeout_s)
+        except (TransportError, serial.SerialException, OSError):
+            raise ToolError("the board on %s does not answer (no MicroPython prompt within %d s):"
+                            " check it is powered, press its reset button and try again"
+                            % (self.port, self.answer_timeout_s)) from None
+
+    def close(self):
+        if self.transport is None:
+            return
+        try:
+            if self.transport.in_raw_repl:
+                self.transport.exit_raw_repl()
+            self.transport.close()
+        except (TransportError, serial.SerialException, OSError):
+            pass
+        self.transport = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- running code ------------------------------------------------------------------------
+
+    def exec(self, code, doing):
+        """Run `code` in the raw REPL; its stdout. `doing` names the step for messages."""
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return self.transport.exec(code).decode(errors="replace")
+        except TransportExecError as exc:
+            raise ToolError("the board failed while %s: %s"
+                            % (doing, _last_line(exc.error_output))) from None
+        except (TransportError, serial.SerialException, OSError):
+            raise ToolError("lost the board on %s while %s (reset or unplugged?): run the same "
+                            "command again to finish" % (self.port, doing)) from None
+
+    # -- files -------------------------------------------------------------------------------
+
+    def hashes(self, paths):
+        """{path: sha256 hex of the file on the board, or None when it is missing}."""
+        code = (
+            "import hashlib, binascii\n"
+            "def _h(p):\n"
+            " try:\n  f = open(p, 'rb')\n except OSError:\n  return None\n"
+            " d = hashlib.sha256(); b = bytearray(%d)\n"
+            " while True:\n  n = f.readinto(b)\n  if not n:\n   break\n"
+            "  d.update(memoryview(b)[:n])\n"
+            " f.close()\n return binascii.hexlify(d.digest()).decode()\n"
+            "for _p in %r:\n print(repr((_p, _h(_p))))\n" % (CHUNK, list(paths)))
+        out = self.exec(code, "reading file hashes")
+        result = {}
+        for line in out.splitlines():
+            if line.strip():
+                path, digest = ast.literal_eval(line)
+                result[path] = digest
+        return result
+
+    def listdir(self, path):
+        """Names of the plain files in `path` on the board ([] when it does not exist)."""
+        code = ("import os\ntry:\n print(repr([e[0] for e in os.ilistdir(%r) "
+                "if e[1] & 0x8000]))\nexcept OSError:\n print('[]')\n" % path)
+        return ast.literal_eval(self.exec(code, "listing %s" % path).strip())
+
+    def makedirs(self, path):
+        code = ("import os\n_p = ''\nfor _part in %r.strip('/').split('/'):\n"
+                " _p += '/' + _part\n try:\n  os.mkdir(_p)\n except OSError:\n  pass\n" % path)
+        self.exec(code, "making folder %s" % path)
+
+    def write_file(self, path, data, progress=None):
+        """Write `data` to `path` whole or not at all: into path.part, then renamed over path,
+        so an interrupted copy never leaves a torn file under the real name."""
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent:
+            self.makedirs(parent)
+        part = path + ".part"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.transport.fs_writefile(part, data, chunk_size=CHUNK,
+                                            progress_callback=progress)
+        except TransportExecError as exc:
+            raise ToolError("the board could not store %s: %s"
+                            % (path, _last_line(exc.error_output))) from None
+        except (TransportError, serial.SerialException, OSError):
+            raise ToolError("lost the board on %s while copying %s (reset or unplugged?): run "
+                            "the same command again to finish" % (self.port, path)) from None
+        self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n"
+                  "os.rename(%r, %r)\n" % (path, part, path), "renaming %s" % path)
+
+    def remove(self, path):
+        self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % path,
+                  "removing %s" % path)
+
+    # -- reset and console -------------------------------------------------------------------
+
+    def reset_and_watch(self, verdict, timeout_s):
+        """Soft-reset into the friendly REPL (so main.py runs) and read the console until
+        verdict(line) returns something other than None; returns (that value, lines seen).
+        On timeout returns (None, lines)."""
+        serial_port = self.transport.serial
+        try:
+            self.transport.exit_raw_repl()
+            self._drain(0.2)
+            serial_port.write(b"\x04")  # Ctrl-D at the friendly prompt: soft reset
+            return self._watch(verdict, timeout_s)
+        except (serial.SerialException, OSError):
+            raise ToolError("lost the board on %s while it restarted: run the same command "
+                            "again" % self.port) from None
+
+    def _drain(self, quiet_s):
+        serial_port = self.transport.serial
+        end = time.monotonic() + quiet_s
+        while time.monotonic() < end:
+            if serial_port.in_waiting:
+                serial_port.read(serial_port.in_waiting)
+            else:
+                time.sleep(0.02)
+
+    def _watch(self, verdict, timeout_s):
+        serial_port = self.transport.serial
+        lines, pending = [], b""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            chunk = serial_port.read(serial_port.in_waiting or 1)
+            if not chunk:
+                continue
+            pending += chunk
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                line = raw.decode(errors="replace").strip("\r")
+                lines.append(line)
+                found = verdict(line)
+                if found is not None:
+                    return found, lines
+        return None, lines

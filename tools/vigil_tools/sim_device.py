@@ -1,0 +1,179 @@
+# `vigil sim`'s wearable: the real firmware core (vigil_fw.app.Wearable) on a simulated board
+# (vigil_fw.hal_sim) with its real MQTT link, on the MicroPython unix port. MicroPython only.
+#
+# stdin: one JSON line of settings, then one command per line (see COMMANDS). stdout: what the
+# wearable does, one line each: its own log ("vigil: raised <hex>", "vigil: tx <hex>",
+# "vigil: rx <hex>", "mqtt: ..."), "vigil: feedback <pattern>" for what the wearer would feel
+# and see, and "sim: ..." for the simulator's own answers. Exit status 0 after "quit" or EOF.
+import asyncio
+import json
+import sys
+
+from vigil_fw.app import Wearable
+from vigil_fw.config import Config
+from vigil_fw.gestures import DuressGesture, SosButton
+from vigil_fw.hal_sim import SimBoard
+from vigil_fw.mqtt_link import MqttLink
+from vigil_fw.outbox import Outbox
+
+import traces
+
+COMMANDS = {
+    "sos": "hold the SOS button until the alarm is raised",
+    "duress": "the covert duress gesture on the hidden button",
+    "tap": "a double tap on the wearable",
+    "battery PCT": "set the battery level (0-100)",
+    "silent": "the wearable goes silent: no traffic at all, the link is not closed",
+    "resume": "back from silence",
+    "wait MS": "do nothing for MS milliseconds",
+    "wait-sent [MS]": "until every queued alarm has gone out at least once (default 10000)",
+    "wait-acked [MS]": "until the gateway has acknowledged every queued alarm",
+    "status": "what the wearable holds",
+    "help": "this list",
+    "quit": "stop",
+}
+
+
+def say(text):
+    print("sim: " + text)
+
+
+async def until(predicate, timeout_ms, step_ms=20):
+    waited = 0
+    while not predicate():
+        if waited >= timeout_ms:
+            return False
+        await asyncio.sleep_ms(step_ms)
+        waited += step_ms
+    return True
+
+
+class Simulator:
+    def __init__(self, settings):
+        self.settings = settings
+        if settings.get("quick"):
+            # The same rules on a shorter time scale, for demos and tests.
+            SosButton.HOLD_MS = 300
+            SosButton.CANCEL_MS = 400
+            Outbox.RETRY_FIRST_MS = 500
+            Outbox.RETRY_MAX_MS = 4000
+            MqttLink.RETRY_FIRST_MS = 100
+            MqttLink.RETRY_MAX_MS = 1000
+        self.config = Config(settings["config"])
+        self.board = SimBoard(settings["state_dir"], hardware_taps=settings.get("hardware_taps",
+                                                                               False))
+        self.board.battery = settings.get("battery", 90)
+        self.link = MqttLink(self.config)
+        self.wearable = Wearable(self.board, self.config, [self.link])
+        self.task = None
+
+    def start(self):
+        self.task = asyncio.create_task(self.wearable.run())
+
+    def stop(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self.link.up = False  # no more sends; the socket stays open, as a dead radio's would
+
+    async def watch_feedback(self):
+        shown = 0
+        while True:
+            played = self.wearable.feedback.played
+            while shown < len(played):
+                print("vigil: feedback %s" % played[shown])
+                shown += 1
+            await asyncio.sleep_ms(20)
+
+    async def raised_after(self, action, timeout_ms):
+        stats = self.wearable.stats
+        before = (stats["raised"], stats["taps_ignored"])
+        await action()
+        return await until(lambda: (stats["raised"], stats["taps_ignored"]) != before,
+                           timeout_ms)
+
+    async def command(self, words):
+        name, args = words[0], words[1:]
+        w, board = self.wearable, self.board
+        if name == "sos":
+            ok = await self.raised_after(lambda: board.sos_button.hold(SosButton.HOLD_MS + 100),
+                                         SosButton.CANCEL_MS + 2000)
+            say("SOS raised" if ok else "SOS not raised (one already open?)")
+        elif name == "duress":
+            ok = await self.raised_after(lambda: board.duress_button.presses(
+                DuressGesture.PRESSES), 2000)
+            say("duress raised" if ok else "duress not raised (one already open?)")
+        elif name == "tap":
+            async def tap():
+                if board.accel.hardware_taps:
+                    board.accel.hw_double_tap()
+                else:
+                    board.accel.feed(traces.double_tap(1500))
+            raised, ignored = w.stats["raised"], w.stats["taps_ignored"]
+            await self.raised_after(tap, 3000)
+            if w.stats["raised"] > raised:
+                say("double tap sent as the answer to the prompt")
+            elif w.stats["taps_ignored"] > ignored:
+                say("double tap ignored: no prompt is open")
+            else:
+                say("double tap not detected")
+        elif name == "battery":
+            board.battery = max(0, min(100, int(args[0])))
+            say("battery %d%%" % board.battery)
+        elif name == "silent":
+            self.stop()
+            say("silent")
+        elif name == "resume":
+            if self.task is None:
+                self.start()
+            say("resumed")
+        elif name == "wait":
+            await asyncio.sleep_ms(int(args[0]))
+        elif name == "wait-sent":
+            ok = await until(lambda: all(e.attempts for e in w.outbox.oldest_first()),
+                             int(args[0]) if args else 10000)
+            say("every alarm sent" if ok else "not every alarm sent in time")
+        elif name == "wait-acked":
+            ok = await until(lambda: len(w.outbox) == 0, int(args[0]) if args else 10000)
+            say("every alarm acknowledged" if ok else "not every alarm acknowledged in time")
+        elif name == "status":
+            say(json.dumps({"device": self.config.device_hex, "link_up": self.link.up,
+                            "battery": board.battery, "outbox": len(w.outbox),
+                            "open": [(a.counter, a.kind, a.state)
+                                     for a in w.alarms.open.values()],
+                            "stats": w.stats}))
+        elif name == "help":
+            for usage, what in COMMANDS.items():
+                say("%-16s %s" % (usage, what))
+        else:
+            say("unknown command %r (try help)" % name)
+
+
+async def main():
+    stdin = asyncio.StreamReader(sys.stdin)
+    settings = json.loads(await stdin.readline())
+    sim = Simulator(settings)
+    sim.start()
+    asyncio.create_task(sim.watch_feedback())
+    say("device %s ready" % sim.config.device_hex)
+    while True:
+        line = await stdin.readline()
+        if not line:
+            break
+        words = line.decode().split("#")[0].split()
+        if not words:
+            continue
+        if settings.get("echo"):
+            say("> " + " ".join(words))
+        if words[0] == "quit":
+            break
+        try:
+            await sim.command(words)
+        except (ValueError, IndexError):
+            say("bad arguments for %s (try help)" % words[0])
+    sim.stop()
+    await asyncio.sleep_ms(50)  # last output
+    say("bye")
+
+
+asyncio.run(main())

@@ -1,0 +1,233 @@
+"""A virtual wearable on a serial port: the MicroPython unix port behind a pseudo-terminal.
+
+    with VirtualBoard(flash_dir) as board:
+        print(board.port)          # e.g. /dev/pts/7: give it to mpremote, pyserial, `vigil ...`
+
+The port behaves like a board's USB serial console: a real MicroPython REPL (friendly, raw and
+raw-paste modes come from MicroPython itself), whose "/" is the folder `flash_dir`. A soft reset
+(Ctrl-D) restarts the MicroPython process, prints "MPY: soft reboot" like a board, runs boot.py
+and, unless the reset came from the raw REPL, main.py. `machine` and `network` are inert
+stand-ins (see virtual_board_device.py), so a provisioned firmware really starts and talks MQTT
+through the host's network.
+
+How it is wired, and why:
+  * the port is the slave side of pty A; the bridge keeps that slave open itself, so the master
+    never reads EIO while no client has the port open (as a USB device stays put);
+  * MicroPython runs on its own pty B, as that terminal's session leader with ISIG on, so a
+    Ctrl-C that arrives while code runs becomes KeyboardInterrupt (the unix port's REPL turns
+    ISIG off while it reads a line, as on a terminal);
+  * output nobody reads is dropped once the port's buffer is full, as a board's would be.
+"""
+import errno
+import fcntl
+import os
+import pathlib
+import select
+import signal
+import subprocess
+import termios
+import threading
+import time
+import tty
+
+from . import ToolError
+from .micropython import executable
+
+DEVICE_SCRIPT = pathlib.Path(__file__).with_name("virtual_board_device.py")
+SOFT_REBOOT = b"MPY: soft reboot\r\n"
+_CTRL_A, _CTRL_B = 0x01, 0x02
+
+
+def _board_terminal(fd):
+    """Raw, but with Ctrl-C as a signal (as a board's UART raises KeyboardInterrupt)."""
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[3] |= termios.ISIG
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def _become_terminal_owner():
+    # Runs in the child, after setsid. The unix port is a CPython extension: an early Ctrl-C
+    # must not kill the CPython host before MicroPython installs its own SIGINT handler
+    # (CPython leaves an ignored SIGINT alone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class VirtualBoard:
+    RESTART_PAUSE_S = 0.05  # a board in a crash loop must not spin the host
+
+    def __init__(self, flash_dir, heapsize="2m"):
+        self.flash_dir = pathlib.Path(flash_dir).resolve()
+        self.heapsize = heapsize
+        self.port = None
+        self.resets = 0
+        self._raw = False            # which REPL the last reset left (decides main.py)
+        self._running = False
+        self._frozen = False
+        self._child = None
+        self._child_fd = None
+        self._to_child = b""
+        self._thread = None
+        self._lock = threading.Lock()
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self):
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)
+        self._running = True
+        self._spawn()
+        self._thread = threading.Thread(target=self._relay, name="virtual-board", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(5)
+        self._kill_child()
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- what a technician (or a test) can do to the hardware --------------------------------
+
+    def hard_reset(self):
+        """Press the reset button: the process restarts in the friendly REPL (main.py runs)."""
+        with self._lock:
+            self._raw = False
+            self._frozen = False
+            self._kill_child()
+
+    def freeze(self):
+        """The board hangs: it stops answering on the port until hard_reset()."""
+        with self._lock:
+            self._frozen = True
+            if self._child is not None:
+                self._child.send_signal(signal.SIGSTOP)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _spawn(self):
+        master, slave = os.openpty()
+        _board_terminal(slave)
+        env = dict(os.environ, VIGIL_BOARD_FLASH=str(self.flash_dir),
+                   VIGIL_BOARD_MODE="raw" if self._raw else "friendly")
+        env.pop("MICROPYPATH", None)
+        try:
+            self._child = subprocess.Popen(
+                [executable(), "-X", "heapsize=%s" % self.heapsize, "-i", str(DEVICE_SCRIPT)],
+                stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+                start_new_session=True, preexec_fn=_become_terminal_owner)
+        finally:
+            os.close(slave)  # only the child holds it: its exit shows up as EIO on master
+        os.set_blocking(master, False)
+        self._child_fd = master
+        if self._raw:
+            # A reset from the raw REPL comes back to the raw REPL, as on a board.
+            self._to_child = b"\x01" + self._to_child
+
+    def _kill_child(self):
+        child, self._child = self._child, None
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait()
+        if self._child_fd is not None:
+            os.close(self._child_fd)
+            self._child_fd = None
+
+    def _to_port(self, data):
+        try:
+            os.write(self._master, data)
+        except BlockingIOError:
+            pass  # nobody is reading the port: the board's output is lost, as on real USB
+
+    def _from_port(self, data):
+        for byte in data:
+            if byte == _CTRL_A:
+                self._raw = True
+            elif byte == _CTRL_B:
+                self._raw = False
+        self._to_child += data
+
+    def _relay(self):
+        while self._running:
+            with self._lock:
+                child_fd = self._child_fd if not self._frozen else None
+            fds = [self._master] + ([child_fd] if child_fd is not None else [])
+            try:
+                readable, _, _ = select.select(fds, [], [], 0.05)
+            except (OSError, ValueError):
+                readable = []
+            with self._lock:
+                if self._master in readable:
+                    try:
+                        self._from_port(os.read(self._master, 4096))
+                    except OSError:
+                        pass
+                if self._frozen:
+                    continue
+                if self._child_fd is None:
+                    self._restart()
+                    continue
+                if self._child_fd in readable:
+                    try:
+                        data = os.read(self._child_fd, 4096)
+                    except OSError as exc:
+                        if exc.errno != errno.EIO:
+                            raise
+                        data = b""
+                    if data:
+                        self._to_port(data)
+                    else:
+                        self._restart()  # the process ended: that was a (soft) reset
+                        continue
+                self._feed_child()
+
+    def _feed_child(self):
+        if not self._to_child:
+            return
+        try:
+            written = os.write(self._child_fd, self._to_child)
+        except BlockingIOError:
+            return
+        self._to_child = self._to_child[written:]
+
+    def _restart(self):
+        self._kill_child()
+        if not self._running:
+            return
+        self.resets += 1
+        time.sleep(self.RESTART_PAUSE_S)
+        self._to_port(SOFT_REBOOT)
+        self._spawn()
+
+
+def run_forever(flash_dir, out=print):
+    """`vigil board virtual`: serve a virtual board until Ctrl-C."""
+    try:
+        board = VirtualBoard(flash_dir).start()
+    except OSError as exc:
+        raise ToolError("cannot start the virtual board: %s" % exc.strerror) from None
+    out("virtual board on %s (flash: %s); Ctrl-C to stop" % (board.port, board.flash_dir))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    return 0

@@ -1,0 +1,169 @@
+# The virtual board's start-up: the MicroPython unix port runs this file (`micropython -i`) at
+# every emulated reset. It runs on MicroPython only, never on CPython.
+#
+# It gives the firmware what a wearable gives it:
+#   "/" is the board's flash (a host folder) and sys.path is ['', '.frozen', '/lib'];
+#   machine and network are inert stand-ins: buttons never pressed, nothing answering on I2C
+#     (the firmware falls back to sampling), a full battery, a watchdog that never bites, and
+#     Wi-Fi "connected" through the host's own network;
+#   boot.py runs at every reset, main.py only when the reset leaves the friendly REPL (as on a
+#     real board: a reset from the raw REPL skips main.py), then the REPL takes over.
+import os
+import sys
+import vfs
+
+
+def _module(name, *members):
+    # MicroPython cannot make module objects; a class works as a namespace for `import`.
+    attrs = {}
+    real = sys.modules.get(name)
+    if real is None:
+        try:
+            real = __import__(name)
+        except ImportError:
+            pass
+    for attr in dir(real) if real is not None else ():
+        if not attr.startswith("__"):
+            attrs[attr] = getattr(real, attr)
+    for member in members:
+        attrs[member.__name__] = member
+    module = type(name, (), attrs)
+    sys.modules[name] = module
+    return module
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 2
+    IRQ_RISING = 1
+
+    def __init__(self, pin_id, mode=IN, pull=None, value=None):
+        self.id = pin_id
+        self.level = 1 if value is None else value  # inputs idle high (pulled up)
+        self.handler = None
+
+    def value(self, level=None):
+        if level is None:
+            return self.level
+        self.level = level
+
+    def irq(self, handler=None, trigger=0):
+        self.handler = handler
+
+
+class I2C:
+    def __init__(self, bus_id, sda=None, scl=None, freq=400000):
+        self.bus_id = bus_id
+
+    def readfrom_mem(self, addr, reg, nbytes):
+        raise OSError(19)  # ENODEV: no part answers
+
+    def writeto_mem(self, addr, reg, buf):
+        raise OSError(19)
+
+
+class ADC:
+    ATTN_11DB = 3
+
+    def __init__(self, pin):
+        self.pin = pin
+
+    def atten(self, level):
+        pass
+
+    def read_uv(self):
+        return 2050000  # 4.1 V behind the 1:2 divider
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+
+    def feed(self):
+        pass
+
+
+def reset():
+    sys.exit(0)  # the bridge restarts the process: that is the reset
+
+
+def soft_reset():
+    sys.exit(0)
+
+
+class WLAN:
+    def __init__(self, interface=0):
+        self.up = False
+
+    def active(self, up=None):
+        if up is None:
+            return self.up
+        self.up = up
+
+    def connect(self, ssid=None, key=None):
+        self.up = True
+
+    def isconnected(self):
+        return self.up
+
+    def ifconfig(self):
+        return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+
+
+class FlashVfs:
+    """The board's flash: VfsPosix on a host folder, except rename. This unix port's VfsPosix
+    loses the first path when both are absolute (they share one buffer), and the firmware's
+    atomic writes rename absolute paths; a root-less VfsPosix given host paths does it right."""
+
+    def __init__(self, root):
+        self.root = root.rstrip("/")
+        self.flash = vfs.VfsPosix(root)
+        self.host = vfs.VfsPosix()
+
+    def __getattr__(self, name):
+        return getattr(self.flash, name)
+
+    def _host_path(self, path):
+        if not path.startswith("/"):
+            cwd = self.flash.getcwd().rstrip("/")
+            path = cwd + "/" + path
+        return self.root + path
+
+    def rename(self, old, new):
+        self.host.rename(self._host_path(old), self._host_path(new))
+
+
+def _run_if_present(name):
+    try:
+        with open(name) as f:
+            source = f.read()
+    except OSError:
+        return
+    try:
+        exec(compile(source, name, "exec"), {"__name__": "__main__", "__file__": name})
+    except BaseException as exc:  # noqa: B902 - a board prints the traceback, then the REPL
+        if isinstance(exc, SystemExit):
+            raise
+        sys.print_exception(exc)
+
+
+def _start():
+    _module("machine", Pin, I2C, ADC, WDT, reset, soft_reset)
+    network = _module("network", WLAN)
+    network.STA_IF = 0
+    network.AP_IF = 1
+    flash = os.getenv("VIGIL_BOARD_FLASH")
+    vfs.umount("/")
+    vfs.mount(FlashVfs(flash), "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    _run_if_present("boot.py")
+    if os.getenv("VIGIL_BOARD_MODE") != "raw":
+        _run_if_present("main.py")
+
+
+_start()
+del _module, _run_if_present, _start, FlashVfs, Pin, I2C, ADC, WDT, WLAN, reset, soft_reset
