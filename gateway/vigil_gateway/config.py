@@ -44,7 +44,7 @@ def _prefix(value):
 SETTINGS = {
     ("gateway", "data_dir"): ("var/gateway", _text, "a folder path", True),
     ("mqtt", "host"): ("127.0.0.1", _text, "a host name or address", False),
-    ("mqtt", "port"): (1883, _port, "an integer from 0 to 65535", False),
+    ("mqtt", "port"): (1883, lambda v: _port(v) and v != 0, "an integer from 1 to 65535", False),
     ("mqtt", "prefix"): ("vigil", _prefix, "a topic prefix without # + or outer slashes", False),
     ("mqtt", "client_id"): ("vigil-gateway", _text, "a string", False),
     ("mqtt", "username"): ("", _text, "a string (empty: anonymous)", False),
@@ -146,8 +146,6 @@ def _check_together(config):
                           "key_file")
     if config.mqtt.password_file and not config.mqtt.username:
         raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
-    if config.mqtt.port == 0:
-        raise ConfigError("mqtt.port", "must be an integer from 1 to 65535 (got 0)")
 
 
 def read_secret(path, key):
