@@ -101,7 +101,8 @@ class Metrics:
         self.ack_latency = Histogram("vigil_gateway_ack_latency_seconds",
                                      "From an uplink's arrival to its RECEIVED ack leaving")
         self.queue_depth = Gauge("vigil_gateway_queue_depth",
-                                 "Messages waiting, by queue (inbound, outbound)", ["queue"])
+                                 "Messages waiting: inbound (received, not yet on disk), downlink_unconfirmed "
+                                 "(acks sent, not yet confirmed by the broker)", ["queue"])
         self.devices = Gauge("vigil_gateway_devices",
                              "Registered devices by state (active, revoked, lost_contact)",
                              ["state"])

@@ -3,6 +3,7 @@
 #   publish(t, b)    one downlink, QoS 1
 #   ack(token)       acknowledge one received message to the broker (PUBACK), after it is on disk
 #   connected        an asyncio.Event, set while connected and subscribed
+#   unconfirmed      downlinks published and not yet confirmed by the broker
 #
 # Rules:
 #   MQTT 5, clean_start false and a session that never expires, a stable client id: what arrives
@@ -48,6 +49,7 @@ class MqttLink:
         self._loop = None
         self._loop_thread = None
         self._received = 0
+        self.unconfirmed = 0  # downlinks published, not yet confirmed by the broker
         self._generation = 0
         self._down = None
         self._connack = None
@@ -58,6 +60,11 @@ class MqttLink:
     # -- the interface --
     def publish(self, topic, payload):
         self.client.publish(topic, payload, qos=1)
+        self.unconfirmed += 1
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        # The broker has this downlink (PUBACK): it is the broker's to deliver now.
+        self.unconfirmed = max(0, self.unconfirmed - 1)
 
     def ack(self, token):
         if token is None:  # QoS 0: nothing to acknowledge
@@ -172,6 +179,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write

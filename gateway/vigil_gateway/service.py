@@ -156,6 +156,7 @@ class Gateway:
     def _refresh_gauges(self):
         m = self.metrics
         m.queue_depth.set(self.inbound.qsize(), "inbound")
+        m.queue_depth.set(getattr(self.link, "unconfirmed", 0), "downlink_unconfirmed")
         counts = {ACTIVE: 0, REVOKED: 0}
         for device in self.registry.devices():
             counts[device.state] = counts.get(device.state, 0) + 1

@@ -95,3 +95,19 @@ def test_device_commands(tmp_path):
                 ["device", "revoke", "00000099"]):
         result = gw.cli(*bad, check=False)
         assert result.returncode == 2 and result.stderr.startswith("vigil: "), bad
+
+
+def test_broker_config_lists_active_devices_with_a_password_only(tmp_path):
+    gw = GatewayProcess(tmp_path / "gw", 1883)
+    gw.add_device(0x00000042, key_for(2), password="pw42")
+    gw.add_device(0x00000043, key_for(3), password="pw43")
+    gw.add_device(0x00000044, key_for(4))
+    gw.cli("device", "revoke", "00000043")
+    gw.cli("broker-config", "--out", str(tmp_path / "out"))
+    passwords = (tmp_path / "out" / "passwords").read_text()
+    assert [line.split(":")[0] for line in passwords.split()] == ["00000042"]
+    assert passwords.split(":", 1)[1].startswith("$7$")
+    assert "pw42" not in passwords
+    assert os.stat(tmp_path / "out" / "passwords").st_mode & 0o777 == 0o600
+    acl = (tmp_path / "out" / "acl").read_text()
+    assert "pattern read vigil/down/%u" in acl and "user " not in acl  # anonymous gateway

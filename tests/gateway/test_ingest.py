@@ -37,6 +37,14 @@ def test_alarm_is_persisted_then_acknowledged_with_a_signed_received_ack(running
         ("00c0ffee", 1, "SOS", "open")
     assert "51.5072000,-0.1275000" in incident["audit"][0]["detail"]
     assert gw.frames("new") == 1
+    metrics = gw.metrics()
+    assert metrics['vigil_gateway_acks_total{stage="RECEIVED"}'] == 1
+    assert metrics["vigil_gateway_ack_latency_seconds_count"] == 1
+    assert metrics['vigil_gateway_queue_depth{queue="inbound"}'] == 0
+    assert 'vigil_gateway_queue_depth{queue="downlink_unconfirmed"}' in metrics
+    assert metrics['vigil_gateway_devices{state="active"}'] == 2
+    assert metrics['vigil_gateway_incidents{state="open"}'] == 1
+    assert metrics["vigil_gateway_mqtt_connected"] == 1
 
 
 def test_double_tap_attaches_to_the_alarm_it_names(running):
