@@ -146,7 +146,7 @@ def test_watchdog_is_fed_only_while_every_task_progresses(scenario):
 def test_boot_messages_name_the_problem(mosquitto, micropython, tmp_path):
     import json
     import subprocess
-    from conftest import KEY, ROOT
+    from fw_harness import KEY, ROOT
     cmd, env = micropython
     (tmp_path / "fs").mkdir()
     proc = subprocess.run(cmd + [str(ROOT / "tests" / "firmware" / "scenarios.py")],
@@ -161,7 +161,7 @@ def test_boot_messages_name_the_problem(mosquitto, micropython, tmp_path):
 
 
 def test_tls_to_the_broker_with_per_device_credentials(scenario, mosquitto_factory, tmp_path):
-    from conftest import FakeGateway
+    from fw_harness import FakeGateway
     from tls_ca import make_ca
 
     tls = make_ca(tmp_path / "pki")
