@@ -43,7 +43,10 @@ STATUS_RESULT = "status"
 # Reasons of the gateway's own, beside the protocol's (SPEC §6).
 GATEWAY_REASONS = ("malformed_topic", "unknown_device", "revoked_device", "device_mismatch",
                    "key_unavailable")
-REASONS = tuple(cls.reason for cls in p.REJECTIONS) + GATEWAY_REASONS
+# A message the gateway failed on (a bug): logged, counted, and never acknowledged to the
+# broker, which delivers it again after the next reconnect.
+INTERNAL_ERROR = "internal_error"
+REASONS = tuple(cls.reason for cls in p.REJECTIONS) + GATEWAY_REASONS + (INTERNAL_ERROR,)
 WINDOW_SIZE = 64
 _STATUSES = (b"online", b"offline")
 
@@ -64,11 +67,12 @@ class Message:
 
 
 class Outcome:
-    __slots__ = ("message", "result", "reason", "device_id", "counter", "downlink")
+    __slots__ = ("message", "result", "reason", "device_id", "counter", "downlink", "hold")
 
     def __init__(self, message, result, reason=None, device_id=None, counter=None,
-                 downlink=None):
+                 downlink=None, hold=False):
         self.message = message
+        self.hold = hold            # not to be acknowledged to the broker (see process())
         self.result = result        # NEW, RETRANSMISSION, REJECTED or STATUS_RESULT
         self.reason = reason        # for REJECTED
         self.device_id = device_id
@@ -117,6 +121,13 @@ class Pipeline:
             # all: forget them, they are read again from the store on next use.
             self.forget()
             raise StoreError("cannot commit %d frames: %s" % (len(batch), exc)) from None
+        except Exception as exc:  # a bug here, not bad input (that is rejected above)
+            self.forget()
+            if len(batch) > 1:  # find the message that trips it; commit the others
+                return [o for message in batch for o in self.process([message])]
+            logs.event(log, logging.ERROR, "internal_error", topic=batch[0].topic[:200],
+                       error="%s: %s" % (type(exc).__name__, exc))
+            outcomes = [Outcome(batch[0], REJECTED, reason=INTERNAL_ERROR, hold=True)]
         if self.metrics is not None:
             self.metrics.batches.inc()
             for outcome in outcomes:

@@ -110,8 +110,9 @@ class Gateway:
                         self.link.publish(*outcome.downlink)
                         self.metrics.acks.inc("RECEIVED")
                         self.metrics.ack_latency.observe(now - outcome.message.arrived)
-                for message in batch:
-                    self.link.ack(message.token)
+                for outcome in outcomes:
+                    if not outcome.hold:
+                        self.link.ack(outcome.message.token)
 
     async def _commit(self, batch):
         delay = _STORE_RETRY_S[0]

@@ -147,3 +147,22 @@ def test_supervision_raises_lost_contact_once_and_records_the_return(site):
     site.registry.revoke(DEV)
     site.clock.now += 10000
     assert supervisor.check(site.clock()) == []  # revoked and never-seen devices: not supervised
+
+
+def test_a_fault_on_one_message_holds_it_back_and_commits_the_others(site, monkeypatch):
+    real = site.pipeline.incidents.raise_alarm
+
+    def faulty(device_id, counter, *args):
+        if counter == 2:
+            raise RuntimeError("a bug")
+        return real(device_id, counter, *args)
+
+    monkeypatch.setattr(site.pipeline.incidents, "raise_alarm", faulty)
+    outcomes = site.send(alarm(1), alarm(2), alarm(3))
+    assert [(o.reason or o.result, o.hold) for o in outcomes] == [
+        ("new", False), ("internal_error", True), ("new", False)]
+    assert outcomes[1].downlink is None
+    assert sorted(i.counter for i in site.store.incidents()) == [1, 3]
+    assert site.store.frame_tag(DEV, 2) is None  # nothing half-written
+    monkeypatch.setattr(site.pipeline.incidents, "raise_alarm", real)
+    assert site.results(alarm(2)) == ["new"]  # redelivered later: accepted
