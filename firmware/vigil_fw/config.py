@@ -73,6 +73,9 @@ class Config:
         _need(isinstance(interval, int) and 10 <= interval <= 65535,
               "checkin_interval_s must be from 10 to 65535")
         self.checkin_interval_s = interval
+        ble = data.get("ble", True)
+        _need(isinstance(ble, bool), "ble must be true or false")
+        self.ble = ble
         low = data.get("low_battery_pct", DEFAULTS["low_battery_pct"])
         _need(isinstance(low, int) and 0 <= low <= 100, "low_battery_pct must be 0-100")
         self.low_battery_pct = low

@@ -21,4 +21,14 @@ def run(flash_root=pins.FLASH_ROOT):
 
     board = Board(config.wifi)
     wearable = Wearable(board, config, [MqttLink(config, board.network)])
+    if config.ble:
+        try:
+            import aioble
+            import bluetooth
+        except ImportError:
+            print("vigil: no BLE on this build: MQTT only")
+        else:
+            from .ble_link import BleLink
+            wearable.links.append(BleLink(config, aioble, bluetooth.UUID,
+                                          urgent=lambda: len(wearable.outbox) > 0))
     asyncio.run(wearable.run())
