@@ -200,8 +200,11 @@ class MqttLink:
         self._on_loop(self._forget_socket, sock)
 
     def _forget_socket(self, sock):
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+        try:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        except (ValueError, OSError):  # already closed (a connect that failed half-way)
+            pass
 
     def _on_register_write(self, client, userdata, sock):
         self._on_loop(self._loop.add_writer, sock, self._writable)
