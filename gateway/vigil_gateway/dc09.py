@@ -1,0 +1,217 @@
+"""SIA DC-09 messages to an alarm receiving centre (ARC), without I/O.
+
+Rules (ANSI/SIA DC-09):
+  line     = LF | CRC (4 upper hex, CRC-16/ARC over the message) | length (4 upper hex) |
+             message | CR
+  message  = '"' [*] id '"' seq (4 digits) [R rcvr] L pref '#' acct '[' data ']' [xdata] ts
+  id       = SIA-DCS (data: '#acct|N' ['ri' area '/'] code zone) or
+             ADM-CID (data: '#acct|' qualifier event ' ' partition ' ' zone) or NULL
+  xdata    = '[X' longitude ']' '[Y' latitude ']' (decimal degrees), '[I' text ']'
+  ts       = '_HH:MM:SS,MM-DD-YYYY' in UTC, the sender's clock corrected by the last NAK
+  encrypted (account has a key): '*' before id; everything after the first '[' becomes the
+             upper-hex AES-CBC (zero IV) of pad '|' data ']' xdata ts, pad making it a multiple
+             of 16 bytes. The key is the account's 16/24/32-character key, used as its ASCII
+             bytes (AES-128/192/256), as receivers such as pysiaalarm do.
+  replies  = '"ACK"' (or '"*ACK"', encrypted) echoing the sequence: delivered;
+             '"NAK"' carrying the receiver's time: our clock is off, correct and resend;
+             '"DUH"': the receiver does not understand the event; a bare '"NAK"': unknown
+             account; nothing framed (e.g. LF CR): the line was corrupt.
+"""
+import datetime
+import os
+import re
+import string
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import GatewayError
+
+ZERO_IV = bytes(16)
+_PAD_ALPHABET = (string.ascii_uppercase + string.digits).encode()
+_TIME_FORMAT = "_%H:%M:%S,%m-%d-%Y"
+
+
+class Dc09Error(GatewayError):
+    """A DC-09 message cannot be built or a reply cannot be read."""
+
+
+def crc16(data):
+    """CRC-16/ARC (poly 0xA001 reflected, init 0), as DC-09 uses."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def frame_line(message):
+    body = message.encode("ascii")
+    return b"\n%04X%04X%s\r" % (crc16(body), len(body), body)
+
+
+def timestamp(when):
+    return when.astimezone(datetime.timezone.utc).strftime(_TIME_FORMAT)
+
+
+class Account:
+    """One account at the receiver: number (3-16 hex digits), optional AES key, line prefix
+    and receiver number (hex)."""
+
+    def __init__(self, number, key=None, line="0", receiver=None):
+        if not re.fullmatch(r"[0-9A-Fa-f]{3,16}", number or ""):
+            raise Dc09Error("account must be 3 to 16 hex digits")
+        if key is not None and len(key) not in (16, 24, 32):
+            raise Dc09Error("the account key must be 16, 24 or 32 characters (AES-128/192/256)")
+        for name, value in (("line", line), ("receiver", receiver)):
+            if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{1,6}", value):
+                raise Dc09Error("%s must be 1 to 6 hex digits" % name)
+        self.number = number.upper()
+        self.key = key.encode("ascii") if key else None
+        self.line = line.upper()
+        self.receiver = receiver.upper() if receiver else None
+
+    def __repr__(self):
+        return "<DC-09 account %s%s>" % (self.number, " (encrypted)" if self.key else "")
+
+    def _prefix(self):
+        return ("R%s" % self.receiver if self.receiver else "") + "L%s" % self.line
+
+
+class Event:
+    """What to report: a SIA code and zone for SIA-DCS, or a Contact ID event for ADM-CID."""
+
+    def __init__(self, sia_code, cid_event, zone, restore=False, area=1, location=None,
+                 text=None):
+        self.sia_code = sia_code      # two letters, e.g. "PA"
+        self.cid_event = cid_event    # three digits, e.g. 120
+        self.zone = zone              # 1-999: the wearer's zone at the ARC
+        self.restore = restore        # Contact ID qualifier 3 (restore) instead of 1 (new)
+        self.area = area              # SIA area / Contact ID partition
+        self.location = location      # (latitude, longitude) in degrees, or None
+        self.text = text              # short ASCII text (I extended data), or None
+
+
+def _xdata(event):
+    out = ""
+    if event.location is not None:
+        lat, lon = event.location
+        out += "[X%.6f][Y%.6f]" % (lon, lat)
+    if event.text:
+        clean = "".join(c for c in event.text if c.isalnum() or c in " -_.:,")[:60]
+        out += "[I%s]" % clean
+    return out
+
+
+def _data(account, event, fmt):
+    if fmt == "SIA-DCS":
+        if not re.fullmatch(r"[A-Z]{2}", event.sia_code or ""):
+            raise Dc09Error("a SIA code is two capital letters")
+        return "#%s|Nri%d/%s%03d" % (account.number, event.area, event.sia_code, event.zone)
+    if fmt == "ADM-CID":
+        if not (100 <= int(event.cid_event) <= 999):
+            raise Dc09Error("a Contact ID event is three digits")
+        return "#%s|%d%03d %02d %03d" % (account.number, 3 if event.restore else 1,
+                                         int(event.cid_event), event.area, event.zone)
+    raise Dc09Error("format must be SIA-DCS or ADM-CID")
+
+
+def _encrypt(key, text, pad_source=os.urandom):
+    plain = text.encode("ascii")
+    pad_len = 16 - (len(plain) + 1) % 16 or 16
+    pad = bytes(_PAD_ALPHABET[b % len(_PAD_ALPHABET)] for b in pad_source(pad_len))
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(ZERO_IV)).encryptor()
+    return (encryptor.update(pad + b"|" + plain) + encryptor.finalize()).hex().upper()
+
+
+def _decrypt(key, hex_text):
+    try:
+        data = bytes.fromhex(hex_text)
+    except ValueError:
+        raise Dc09Error("encrypted reply is not hexadecimal") from None
+    if not data or len(data) % 16:
+        raise Dc09Error("encrypted reply is not a whole number of AES blocks")
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(ZERO_IV)).decryptor()
+    return (decryptor.update(data) + decryptor.finalize()).decode("ascii", "replace")
+
+
+def encode_event(account, sequence, event, when, fmt="SIA-DCS", pad_source=os.urandom):
+    """One framed line reporting `event`, timestamped `when` (already clock-corrected)."""
+    body = _data(account, event, fmt) + "]" + _xdata(event) + timestamp(when)
+    return _message(account, sequence, fmt, body, pad_source)
+
+
+def encode_null(account, sequence, when, pad_source=os.urandom):
+    """The link test: a NULL message the receiver acknowledges like an event."""
+    return _message(account, sequence, "NULL", "]" + timestamp(when), pad_source)
+
+
+def _message(account, sequence, ident, body, pad_source):
+    if not 1 <= sequence <= 9999:
+        raise Dc09Error("sequence numbers run from 0001 to 9999")
+    head = '"%s%s"%04d%s#%s[' % ("*" if account.key else "", ident, sequence,
+                                 account._prefix(), account.number)
+    if account.key:
+        return frame_line(head + _encrypt(account.key, body, pad_source))
+    return frame_line(head + body)
+
+
+class Reply:
+    """What the receiver answered. kind: ACK, NAK, DUH, RSP, or NONE (nothing framed)."""
+
+    def __init__(self, kind, sequence=None, receiver_time=None, raw=b""):
+        self.kind = kind
+        self.sequence = sequence
+        self.receiver_time = receiver_time
+        self.raw = raw
+
+    def __repr__(self):
+        return "<DC-09 reply %s seq %s>" % (self.kind, self.sequence)
+
+
+# pysiaalarm writes a missing receiver number as "None": tolerated, it carries nothing.
+_REPLY = re.compile(r'^"(\*?)(ACK|NAK|DUH|RSP)"(\d{4})?(R[0-9A-F]{1,6}|None)?(L[0-9A-F]{1,6})?'
+                    r'(?:#([0-9A-F]{3,16})|A0)?\[(.*)$', re.S)
+_BARE = re.compile(r'^"(ACK|NAK|DUH)"$')
+_TIME = re.compile(r"_(\d{2}:\d{2}:\d{2},\d{2}-\d{2}-\d{4})")
+
+
+def reply_complete(data):
+    """True once `data` holds a whole reply: a framed line ends with CR; some receivers answer
+    an unknown account with a bare '"NAK"' and nothing more."""
+    return data.endswith(b"\r") or bool(_BARE.match(data.decode("ascii", "replace").strip()))
+
+
+def parse_reply(data, account):
+    """Read one reply line (with or without its LF/CR framing)."""
+    text = data.decode("ascii", "replace").strip("\n\r")
+    if not text:
+        return Reply("NONE", raw=data)
+    if _BARE.match(text):
+        return Reply(_BARE.match(text).group(1), raw=data)
+    if len(text) < 8:
+        raise Dc09Error("reply too short")
+    crc, length, message = text[:4], text[4:8], text[8:]
+    try:
+        if int(crc, 16) != crc16(message.encode("ascii", "replace")):
+            raise Dc09Error("reply CRC does not match")
+        if int(length, 16) != len(message):
+            raise Dc09Error("reply length does not match")
+    except ValueError:
+        raise Dc09Error("reply header is not hexadecimal") from None
+    if _BARE.match(message):
+        return Reply(_BARE.match(message).group(1), raw=data)
+    match = _REPLY.match(message)
+    if not match:
+        raise Dc09Error("reply is not a DC-09 response")
+    encrypted, kind, seq, _, _, _, rest = match.groups()
+    if encrypted:
+        if not account.key:
+            raise Dc09Error("encrypted reply for an account without a key")
+        rest = _decrypt(account.key, rest)
+    when = None
+    found = _TIME.search(rest)
+    if found:
+        when = datetime.datetime.strptime(found.group(1), "%H:%M:%S,%m-%d-%Y").replace(
+            tzinfo=datetime.timezone.utc)
+    return Reply(kind, int(seq) if seq else None, when, raw=data)

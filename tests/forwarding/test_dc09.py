@@ -1,0 +1,151 @@
+# DC-09 messages against a real receiver: pysiaalarm's, on loopback, plain and AES.
+import datetime
+import queue
+import socket
+import threading
+
+import pytest
+from pysiaalarm import SIAAccount, SIAClient
+
+from vigil_gateway import dc09
+
+KEY = "0123456789ABCDEF0123456789ABCDEF"  # 32 characters: AES-256
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def receiver():
+    """pysiaalarm's receiver with a plain account AAA and an encrypted account BBB."""
+    events = queue.Queue()
+    port = free_port()
+    client = SIAClient("127.0.0.1", port, [SIAAccount("AAA"), SIAAccount("BBB", KEY)],
+                       function=events.put)
+    client.start()
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=5)
+    while datetime.datetime.now() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            pass
+    yield port, events
+    client.stop()
+
+
+def exchange(port, line):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(line)
+        data = b""
+        while not dc09.reply_complete(data) and len(data) < 4096:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def test_crc_is_crc16_arc():
+    assert dc09.crc16(b"123456789") == 0xBB3D
+
+
+def test_plain_sia_dcs_panic_with_location_is_acknowledged(receiver):
+    port, events = receiver
+    account = dc09.Account("AAA")
+    event = dc09.Event("PA", 120, zone=7, location=(51.5007800, -0.1275700), text="SOS 00c0ffee")
+    reply = dc09.parse_reply(exchange(port, dc09.encode_event(account, 12, event, now())),
+                             account)
+    assert (reply.kind, reply.sequence) == ("ACK", 12)
+    got = events.get(timeout=5)
+    assert (got.code, got.account, got.ri) == ("PA", "AAA", "1")
+    assert "X-0.127570" in got.x_data and "Y51.500780" in got.x_data
+
+
+def test_encrypted_adm_cid_duress_is_acknowledged_encrypted(receiver):
+    port, events = receiver
+    account = dc09.Account("BBB", key=KEY)
+    line = dc09.encode_event(account, 13, dc09.Event("HA", 121, zone=7), now(), fmt="ADM-CID")
+    assert line.startswith(b"\n") and b'"*ADM-CID"0013L0#BBB[' in line
+    assert b"121" not in line  # the event is inside the ciphertext
+    reply = dc09.parse_reply(exchange(port, line), account)
+    assert (reply.kind, reply.sequence) == ("ACK", 13)
+    assert events.get(timeout=5).code == "HA"
+
+
+def test_every_aes_key_length_works(receiver):
+    port, _ = receiver
+    for key in ("0123456789ABCDEF", "0123456789ABCDEF01234567"):
+        client_account = dc09.Account("CCC", key=key)
+        events = queue.Queue()
+        p2 = free_port()
+        c = SIAClient("127.0.0.1", p2, [SIAAccount("CCC", key)], function=events.put)
+        c.start()
+        try:
+            for _ in range(50):
+                try:
+                    socket.create_connection(("127.0.0.1", p2), timeout=0.2).close()
+                    break
+                except OSError:
+                    pass
+            reply = dc09.parse_reply(exchange(p2, dc09.encode_event(
+                client_account, 1, dc09.Event("PA", 120, zone=1), now())), client_account)
+            assert reply.kind == "ACK"
+            assert events.get(timeout=5).code == "PA"
+        finally:
+            c.stop()
+
+
+def test_null_link_test_is_acknowledged(receiver):
+    port, _ = receiver
+    account = dc09.Account("BBB", key=KEY)
+    reply = dc09.parse_reply(exchange(port, dc09.encode_null(account, 14, now())), account)
+    assert reply.kind == "ACK"
+
+
+def test_a_stale_clock_gets_a_nak_carrying_the_receivers_time(receiver):
+    port, events = receiver
+    account = dc09.Account("AAA")
+    late = now() - datetime.timedelta(minutes=10)
+    reply = dc09.parse_reply(exchange(port, dc09.encode_event(
+        account, 15, dc09.Event("PA", 120, zone=1), late)), account)
+    assert reply.kind == "NAK"
+    assert abs((reply.receiver_time - now()).total_seconds()) < 5
+    assert events.empty()
+
+
+def test_unknown_account_and_unknown_code(receiver):
+    port, _ = receiver
+    unknown = dc09.Account("DDD")
+    reply = dc09.parse_reply(exchange(port, dc09.encode_event(
+        unknown, 16, dc09.Event("PA", 120, zone=1), now())), unknown)
+    assert reply.kind == "NAK" and reply.receiver_time is None
+    account = dc09.Account("AAA")
+    reply = dc09.parse_reply(exchange(port, dc09.encode_event(
+        account, 17, dc09.Event("AQ", 120, zone=1), now())), account)
+    assert reply.kind == "DUH"
+
+
+def test_a_corrupt_line_gets_no_framed_reply(receiver):
+    port, _ = receiver
+    account = dc09.Account("AAA")
+    line = bytearray(dc09.encode_event(account, 18, dc09.Event("PA", 120, zone=1), now()))
+    line[20] ^= 0x01
+    assert dc09.parse_reply(exchange(port, bytes(line)), account).kind == "NONE"
+
+
+def test_bad_settings_and_replies_are_clear_errors():
+    with pytest.raises(dc09.Dc09Error, match="16, 24 or 32"):
+        dc09.Account("AAA", key="short")
+    with pytest.raises(dc09.Dc09Error, match="hex digits"):
+        dc09.Account("XYZ!")
+    with pytest.raises(dc09.Dc09Error, match="CRC"):
+        dc09.parse_reply(b'\n00000005"ACK"\r', dc09.Account("AAA"))
+    assert "0123" not in repr(dc09.Account("AAA", key=KEY))
