@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import VIGIL, GatewayProcess, key_for
+from gateway_harness import VIGIL, GatewayProcess, key_for
 from vigil_gateway import ConfigError, config
 
 

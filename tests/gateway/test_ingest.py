@@ -7,7 +7,7 @@ import struct
 import pytest
 
 import vigil_protocol as p
-from conftest import key_for, sign_raw, wait_for
+from gateway_harness import key_for, sign_raw, wait_for
 
 DEV = 0x00C0FFEE
 OTHER = 0x00BADA55

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 import vigil_protocol as p
-from conftest import key_for
+from gateway_harness import key_for
 from vigil_gateway import StoreError
 from vigil_gateway.db import open_database
 from vigil_gateway.metrics import Metrics

@@ -4,7 +4,7 @@ import threading
 import time
 
 import vigil_protocol as p
-from conftest import key_for, wait_for
+from gateway_harness import key_for, wait_for
 
 DEV = 0x0000A11A
 
