@@ -20,7 +20,7 @@ import time
 from . import logs
 from .config import read_secret
 from .db import open_database
-from .errors import StoreError
+from .errors import ConfigError, GatewayError, StoreError
 from .http_server import serve
 from .incidents import STATES
 from .metrics import Metrics
@@ -65,8 +65,14 @@ class Gateway:
     # -- running --
     async def run(self):
         """Run until stop() (or SIGTERM/SIGINT when installed by main())."""
-        self.http = await serve(self.config.http.host, self.config.http.port,
-                                {"/metrics": self._metrics_page, "/healthz": self._health_page})
+        try:
+            self.http = await serve(self.config.http.host, self.config.http.port,
+                                    {"/metrics": self._metrics_page,
+                                     "/healthz": self._health_page})
+        except OSError as exc:
+            self.conn.close()
+            raise ConfigError("http.port", "cannot listen on %s:%d: %s" % (
+                self.config.http.host, self.config.http.port, exc.strerror)) from None
         logs.event(log, logging.INFO, "gateway_started", data_dir=self.config.gateway.data_dir,
                    devices=len(self.registry.devices()))
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
@@ -183,7 +189,7 @@ def main(config):
 
     try:
         asyncio.run(runner())
-    except StoreError as exc:
+    except GatewayError as exc:  # logged here, and printed by the CLI (exit status 2)
         logs.event(log, logging.ERROR, "gateway_failed", error=str(exc))
-        return 1
+        raise
     return 0

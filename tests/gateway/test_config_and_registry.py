@@ -111,3 +111,17 @@ def test_broker_config_lists_active_devices_with_a_password_only(tmp_path):
     assert os.stat(tmp_path / "out" / "passwords").st_mode & 0o777 == 0o600
     acl = (tmp_path / "out" / "acl").read_text()
     assert "pattern read vigil/down/%u" in acl and "user " not in acl  # anonymous gateway
+
+
+def test_the_gateway_says_when_its_http_port_is_taken(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gw = GatewayProcess(tmp_path / "gw", 1883, http={"port": taken.getsockname()[1]})
+        result = subprocess.run(VIGIL + ["gateway", "run", "--config", str(gw.config)],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "http.port: cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
