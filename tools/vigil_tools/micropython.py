@@ -12,14 +12,19 @@ from . import ToolError
 PROTOCOL_DIR = pathlib.Path(vigil_protocol.__file__).resolve().parent.parent
 
 
-def executable():
-    exe = pathlib.Path(sys.executable).parent / "micropython"
+def venv_tool(name, what):
+    """A command installed beside this Python (the venv's bin), else on PATH."""
+    exe = pathlib.Path(sys.executable).parent / name
     if exe.exists():
         return str(exe)
-    found = shutil.which("micropython")
+    found = shutil.which(name)
     if not found:
-        raise ToolError("the MicroPython unix port is not installed (run `make setup`)")
+        raise ToolError("%s is not installed (run `make setup`)" % what)
     return found
+
+
+def executable():
+    return venv_tool("micropython", "the MicroPython unix port")
 
 
 def run(script, args=(), stdin="", heapsize=None, timeout=120, path=()):
