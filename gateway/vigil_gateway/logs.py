@@ -14,14 +14,20 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}
 
 
+def _line(created, level_name, logger_name, event_name, fields):
+    entry = {"ts": round(created, 6), "level": level_name, "logger": logger_name,
+             "event": event_name}
+    entry.update(fields)
+    return json.dumps(entry, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record):
-        entry = {"ts": round(record.created, 6), "level": record.levelname.lower(),
-                 "logger": record.name, "event": record.getMessage()}
-        entry.update(getattr(record, "fields", {}))
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            entry["error"] = "%s: %s" % (record.exc_info[0].__name__, record.exc_info[1])
-        return json.dumps(entry, default=str)
+            fields["error"] = "%s: %s" % (record.exc_info[0].__name__, record.exc_info[1])
+        return _line(record.created, record.levelname.lower(), record.name,
+                     record.getMessage(), fields)
 
 
 class BatchingHandler(logging.Handler):
@@ -37,12 +43,14 @@ class BatchingHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            self.pending.append(self.format(record))
-            if (not self.holding or record.levelno >= logging.WARNING
-                    or len(self.pending) >= self.MAX_PENDING):
-                self.flush()
+            self.hold_line(self.format(record), record.levelno)
         except Exception:
             self.handleError(record)
+
+    def hold_line(self, line, levelno):
+        self.pending.append(line)
+        if not self.holding or levelno >= logging.WARNING or len(self.pending) >= self.MAX_PENDING:
+            self.flush()
 
     def flush(self):
         with self.lock:
@@ -50,6 +58,9 @@ class BatchingHandler(logging.Handler):
                 lines, self.pending = self.pending, []
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
+
+
+_held_by = []  # the BatchingHandler inside a batch, if any (the fast path in event())
 
 
 class batch:
@@ -60,8 +71,10 @@ class batch:
                          if isinstance(h, BatchingHandler)]
         for handler in self.handlers:
             handler.holding = True
+        _held_by[:] = self.handlers[:1] if len(self.handlers) == 1 else []
 
     def __exit__(self, *exc):
+        _held_by.clear()
         for handler in self.handlers:
             handler.holding = False
             handler.flush()
@@ -87,6 +100,13 @@ def setup(level="info", stream=None):
 
 
 def event(logger, level, name, **fields):
-    """Log `name` with structured fields, if the level is enabled (cheap when it is not)."""
-    if logger.isEnabledFor(level):
+    """Log `name` with structured fields, if the level is enabled (cheap when it is not).
+    Inside a batch an info line goes straight to the held lines: the same JSON, without a
+    LogRecord (one line per alarm must stay cheap)."""
+    if not logger.isEnabledFor(level):
+        return
+    if _held_by and level < logging.WARNING:
+        _held_by[0].hold_line(_line(time.time(), logging.getLevelName(level).lower(),
+                                    logger.name, name, fields), level)
+    else:
         logger.log(level, name, extra={"fields": fields})

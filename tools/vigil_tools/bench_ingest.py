@@ -347,7 +347,7 @@ def _percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0, rounds=3):
+def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0, rounds=5):
     figures = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as workdir:
         broker = _Broker(workdir)
@@ -388,7 +388,7 @@ def register_bench(bench_sub):
     cmd.add_argument("--rate", type=float, default=1000.0,
                      help="offered load for the latency measurement, alarms/s")
     cmd.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
-    cmd.add_argument("--rounds", type=int, default=3,
+    cmd.add_argument("--rounds", type=int, default=5,
                      help="rate measurements of each kind; the median is reported")
     cmd.set_defaults(func=ingest_command)
 
