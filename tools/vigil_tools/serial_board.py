@@ -49,7 +49,7 @@ def _last_line(text):
 
 class SerialBoard:
     READ_TIMEOUT_S = 1      # one serial read; keeps a silent board from blocking us forever
-    ANSWER_TIMEOUT_S = 5    # to get a raw REPL prompt
+    ANSWER_TIMEOUT_S = 4    # to get a raw REPL prompt (tried twice)
 
     def __init__(self, port, answer_timeout_s=None):
         self.port = port
@@ -72,14 +72,24 @@ class SerialBoard:
         return self
 
     def _enter_raw(self):
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read
-                self.transport.enter_raw_repl(soft_reset=False,
-                                              timeout_overall=self.answer_timeout_s)
-        except (TransportError, serial.SerialException, OSError):
-            raise ToolError("the board on %s does not answer (no MicroPython prompt within %d s):"
-                            " check it is powered, press its reset button and try again"
-                            % (self.port, self.answer_timeout_s)) from None
+        for attempt in range(2):
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read
+                    self.transport.enter_raw_repl(soft_reset=False,
+                                                  timeout_overall=self.answer_timeout_s)
+                return
+            except (TransportError, serial.SerialException, OSError):
+                pass
+            # A run killed mid-command can leave the REPL waiting for the end of a paste:
+            # end it (Ctrl-D), then interrupt whatever that started (Ctrl-C), and ask again.
+            try:
+                self.transport.serial.write(b"\x04\x03\x03")
+                time.sleep(0.2)
+            except (serial.SerialException, OSError):
+                break
+        raise ToolError("the board on %s does not answer (no MicroPython prompt within %d s): "
+                        "check it is powered, press its reset button and try again"
+                        % (self.port, 2 * self.answer_timeout_s))
 
     def close(self):
         if self.transport is None:

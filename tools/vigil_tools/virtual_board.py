@@ -54,6 +54,17 @@ def _become_terminal_owner():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def _catches_sigint(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
+
+
 class VirtualBoard:
     RESTART_PAUSE_S = 0.05  # a board in a crash loop must not spin the host
 
@@ -67,6 +78,7 @@ class VirtualBoard:
         self._frozen = False
         self._child = None
         self._child_fd = None
+        self._starting = False       # host bytes wait until MicroPython can take a Ctrl-C
         self._to_child = b""
         self._thread = None
         self._lock = threading.Lock()
@@ -135,6 +147,7 @@ class VirtualBoard:
             os.close(slave)  # only the child holds it: its exit shows up as EIO on master
         os.set_blocking(master, False)
         self._child_fd = master
+        self._starting = True
         if self._raw:
             # A reset from the raw REPL comes back to the raw REPL, as on a board.
             self._to_child = b"\x01" + self._to_child
@@ -191,6 +204,7 @@ class VirtualBoard:
                             raise
                         data = b""
                     if data:
+                        self._starting = False
                         self._to_port(data)
                     else:
                         self._restart()  # the process ended: that was a (soft) reset
@@ -200,6 +214,12 @@ class VirtualBoard:
     def _feed_child(self):
         if not self._to_child:
             return
+        if self._starting:
+            # A Ctrl-C sent before MicroPython handles SIGINT would be lost (a board's UART
+            # would still see it): hold input until it runs code or has printed something.
+            if not _catches_sigint(self._child.pid):
+                return
+            self._starting = False
         try:
             written = os.write(self._child_fd, self._to_child)
         except BlockingIOError:
