@@ -1,0 +1,141 @@
+"""micropython-lib's aioble interface over a bumble device, so the firmware's own BLE link
+(vigil_fw.ble_link.BleLink) runs on CPython as a real GATT peripheral in the emulated air.
+
+Implements what the firmware uses: Service, Characteristic, BufferedCharacteristic,
+register_services, advertise (returning a connection with is_connected() and mtu), notify,
+written() -> (connection, data) for capture characteristics, asyncio.TimeoutError on timeouts.
+"""
+import asyncio
+import struct
+
+from bumble.core import UUID as BumbleUUID
+from bumble.device import AdvertisingData
+from bumble.gatt import Characteristic as GattCharacteristic
+from bumble.gatt import CharacteristicValue
+from bumble.gatt import Service as GattService
+
+
+def UUID(text):
+    return text
+
+
+class Connection:
+    def __init__(self, bumble_connection):
+        self.bumble = bumble_connection
+        self.connected = True
+        bumble_connection.on(bumble_connection.EVENT_DISCONNECTION, self._gone)
+
+    def _gone(self, *_):
+        self.connected = False
+
+    def is_connected(self):
+        return self.connected
+
+    @property
+    def mtu(self):
+        return self.bumble.att_mtu
+
+
+class Aioble:
+    """An aioble-like module bound to one powered-on bumble Device."""
+
+    def __init__(self, device):
+        self.device = device
+        self._connections = {}
+        self._tasks = set()
+        adapter = self
+
+        class Service:
+            def __init__(self, uuid):
+                self.uuid = uuid
+                self.characteristics = []
+
+        class Characteristic:
+            def __init__(self, service, uuid, read=False, write=False, write_no_response=False,
+                         notify=False, indicate=False, initial=None, capture=False):
+                service.characteristics.append(self)
+                self.uuid = uuid
+                self.capture = capture
+                self._writes = asyncio.Queue()
+                properties = GattCharacteristic.Properties(0)
+                permissions = 0
+                if read:
+                    properties |= GattCharacteristic.Properties.READ
+                    permissions |= GattCharacteristic.READABLE
+                if write:
+                    properties |= GattCharacteristic.Properties.WRITE
+                    permissions |= GattCharacteristic.WRITEABLE
+                if notify:
+                    properties |= GattCharacteristic.Properties.NOTIFY
+                value = (CharacteristicValue(write=self._on_write) if write
+                         else (initial or b""))
+                self.gatt = GattCharacteristic(uuid, properties, permissions or
+                                               GattCharacteristic.READABLE, value)
+
+            def _on_write(self, bumble_connection, value):
+                # The stack's callback only hands the write over.
+                connection = adapter._connections.get(bumble_connection.handle)
+                self._writes.put_nowait((connection, bytes(value)))
+
+            def notify(self, connection, data=None):
+                if not connection.is_connected():
+                    raise ValueError("Not connected")
+                task = asyncio.ensure_future(adapter.device.notify_subscriber(
+                    connection.bumble, self.gatt, bytes(data)))
+                adapter._tasks.add(task)
+                task.add_done_callback(adapter._tasks.discard)
+
+            async def written(self, timeout_ms=None):
+                item = await asyncio.wait_for(self._writes.get(),
+                                              None if timeout_ms is None else timeout_ms / 1000)
+                return item if self.capture else item[0]
+
+        class BufferedCharacteristic(Characteristic):
+            def __init__(self, *args, max_len=20, append=False, **kwargs):
+                Characteristic.__init__(self, *args, **kwargs)
+
+        self.Service = Service
+        self.Characteristic = Characteristic
+        self.BufferedCharacteristic = BufferedCharacteristic
+        self.UUID = UUID
+
+    def register_services(self, *services):
+        for service in services:
+            self.device.add_service(GattService(service.uuid,
+                                                [c.gatt for c in service.characteristics]))
+
+    async def advertise(self, interval_us, adv_data=None, resp_data=None, connectable=True,
+                        limited_disc=False, br_edr=False, name=None, services=None,
+                        appearance=0, manufacturer=None, timeout_ms=None):
+        fields = [(AdvertisingData.FLAGS, bytes([0x06]))]
+        for uuid in services or ():
+            fields.append((AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                           bytes(BumbleUUID(uuid))))
+        if manufacturer:
+            fields.append((AdvertisingData.MANUFACTURER_SPECIFIC_DATA,
+                           struct.pack("<H", manufacturer[0]) + manufacturer[1]))
+        response = AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, name.encode())]
+                                   if name else [])
+        connected = asyncio.get_running_loop().create_future()
+
+        def on_connection(bumble_connection):
+            if not connected.done():
+                connected.set_result(bumble_connection)
+
+        self.device.on(self.device.EVENT_CONNECTION, on_connection)
+        await self.device.start_advertising(
+            advertising_data=bytes(AdvertisingData(fields)),
+            scan_response_data=bytes(response),
+            advertising_interval_min=interval_us / 1000,
+            advertising_interval_max=interval_us / 1000)
+        try:
+            bumble_connection = await asyncio.wait_for(
+                connected, None if timeout_ms is None else timeout_ms / 1000)
+        except asyncio.TimeoutError:
+            await self.device.stop_advertising()
+            raise
+        finally:
+            self.device.remove_listener(self.device.EVENT_CONNECTION, on_connection)
+        connection = Connection(bumble_connection)
+        self._connections[bumble_connection.handle] = connection
+        return connection
