@@ -13,19 +13,20 @@ through the host's network.
 How it is wired, and why:
   * the port is the slave side of pty A; the bridge keeps that slave open itself, so the master
     never reads EIO while no client has the port open (as a USB device stays put);
-  * MicroPython runs on its own pty B, as that terminal's session leader with ISIG on, so a
-    Ctrl-C that arrives while code runs becomes KeyboardInterrupt (the unix port's REPL turns
-    ISIG off while it reads a line, as on a terminal);
+  * MicroPython runs on its own raw pty B. A Ctrl-C that arrives while it runs code becomes a
+    SIGINT (its KeyboardInterrupt, as a board's UART IRQ gives); at a prompt it stays a byte
+    for the REPL. The bridge decides from the process's signal disposition, because the unix
+    port puts SIGINT back to "terminate" whenever it waits at a prompt;
   * output nobody reads is dropped once the port's buffer is full, as a board's would be.
 """
 import errno
-import fcntl
 import os
 import pathlib
 import select
+import shutil
 import signal
 import subprocess
-import termios
+import tempfile
 import threading
 import time
 import tty
@@ -35,26 +36,20 @@ from .micropython import executable
 
 DEVICE_SCRIPT = pathlib.Path(__file__).with_name("virtual_board_device.py")
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
-_CTRL_A, _CTRL_B = 0x01, 0x02
+_CTRL_A, _CTRL_B, _CTRL_C = 0x01, 0x02, 0x03
 
 
-def _board_terminal(fd):
-    """Raw, but with Ctrl-C as a signal (as a board's UART raises KeyboardInterrupt)."""
-    tty.setraw(fd)
-    attrs = termios.tcgetattr(fd)
-    attrs[3] |= termios.ISIG
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
-
-
-def _become_terminal_owner():
-    # Runs in the child, after setsid. The unix port is a CPython extension: an early Ctrl-C
-    # must not kill the CPython host before MicroPython installs its own SIGINT handler
-    # (CPython leaves an ignored SIGINT alone).
+def _new_session():
+    # Runs in the child: its own session, so a Ctrl-C typed at the technician's terminal
+    # reaches the bridge only; and no CPython KeyboardInterrupt (the unix port is a CPython
+    # extension) before MicroPython installs its own SIGINT handler.
+    os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _catches_sigint(pid):
+    """True while MicroPython runs code (its SIGINT handler is installed); at its prompt the
+    disposition is back to the default, which would end the process."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
@@ -87,6 +82,8 @@ class VirtualBoard:
 
     def start(self):
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._private = tempfile.mkdtemp(prefix="vigil-board-")
+        self._ready_marker = os.path.join(self._private, "ready")
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)
@@ -107,6 +104,7 @@ class VirtualBoard:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self._private, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -134,15 +132,18 @@ class VirtualBoard:
 
     def _spawn(self):
         master, slave = os.openpty()
-        _board_terminal(slave)
+        tty.setraw(slave)
+        if os.path.exists(self._ready_marker):
+            os.unlink(self._ready_marker)
         env = dict(os.environ, VIGIL_BOARD_FLASH=str(self.flash_dir),
+                   VIGIL_BOARD_READY=self._ready_marker,
                    VIGIL_BOARD_MODE="raw" if self._raw else "friendly")
         env.pop("MICROPYPATH", None)
         try:
             self._child = subprocess.Popen(
                 [executable(), "-X", "heapsize=%s" % self.heapsize, "-i", str(DEVICE_SCRIPT)],
                 stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
-                start_new_session=True, preexec_fn=_become_terminal_owner)
+                preexec_fn=_new_session)
         finally:
             os.close(slave)  # only the child holds it: its exit shows up as EIO on master
         os.set_blocking(master, False)
@@ -204,7 +205,6 @@ class VirtualBoard:
                             raise
                         data = b""
                     if data:
-                        self._starting = False
                         self._to_port(data)
                     else:
                         self._restart()  # the process ended: that was a (soft) reset
@@ -215,16 +215,27 @@ class VirtualBoard:
         if not self._to_child:
             return
         if self._starting:
-            # A Ctrl-C sent before MicroPython handles SIGINT would be lost (a board's UART
-            # would still see it): hold input until it runs code or has printed something.
-            if not _catches_sigint(self._child.pid):
+            # A Ctrl-C sent before the board has started would be lost, or would break the
+            # start-up itself: hold input until the start-up script says it is ready.
+            if not os.path.exists(self._ready_marker):
                 return
             self._starting = False
-        try:
-            written = os.write(self._child_fd, self._to_child)
-        except BlockingIOError:
-            return
-        self._to_child = self._to_child[written:]
+        while self._to_child:
+            if self._to_child[0] == _CTRL_C and _catches_sigint(self._child.pid):
+                # Running code: Ctrl-C interrupts it, as a board's UART IRQ does.
+                self._child.send_signal(signal.SIGINT)
+                self._to_child = self._to_child[1:]
+                continue
+            # Up to the next Ctrl-C (a REPL waiting for input reads that one as a byte).
+            end = self._to_child.find(b"\x03", 1)
+            chunk = self._to_child if end < 0 else self._to_child[:end]
+            try:
+                written = os.write(self._child_fd, chunk)
+            except BlockingIOError:
+                return
+            self._to_child = self._to_child[written:]
+            if written < len(chunk):
+                return
 
     def _restart(self):
         self._kill_child()

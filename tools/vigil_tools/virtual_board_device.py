@@ -160,10 +160,15 @@ def _start():
     vfs.mount(FlashVfs(flash), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    # Tell the bridge that a Ctrl-C may come now: it can only stop boot.py or main.py.
+    vfs.VfsPosix().open(os.getenv("VIGIL_BOARD_READY"), "w").close()
     _run_if_present("boot.py")
     if os.getenv("VIGIL_BOARD_MODE") != "raw":
         _run_if_present("main.py")
 
 
-_start()
+try:
+    _start()
+except KeyboardInterrupt:
+    pass  # a second Ctrl-C while the first was being reported: the REPL comes next anyway
 del _module, _run_if_present, _start, FlashVfs, Pin, I2C, ADC, WDT, WLAN, reset, soft_reset
