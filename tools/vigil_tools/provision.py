@@ -50,11 +50,16 @@ def _install(port, files, boot_timeout_s, out, err):
     """Sync `files` to the board on `port`, reset it and return (summary, Boot)."""
     port = port or find_port()
     _say(out, "board on %s" % port)
-    with SerialBoard(port) as board:
-        summary = board_sync.sync(board, files, stream=err)
-        _say(out, "files verified: %s" % _describe(summary))
-        _say(out, "restarting the board...")
-        boot = boot_check.watch(board, boot_timeout_s)
+    try:
+        with SerialBoard(port) as board:
+            summary = board_sync.sync(board, files, stream=err)
+            _say(out, "files verified: %s" % _describe(summary))
+            _say(out, "restarting the board...")
+            boot = boot_check.watch(board, boot_timeout_s)
+    except KeyboardInterrupt:
+        _say(err, "\ninterrupted: no file is left half-written; run the same command again to "
+                  "finish")
+        raise
     return summary, boot
 
 

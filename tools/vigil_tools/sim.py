@@ -55,6 +55,8 @@ def run(record_path, script=None, state_dir=None, out=sys.stdout, **options):
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     config = settings(record, state_dir=state_dir, echo=script is not None, **options)
     lines = _command_lines(script)
+    if script is None and sys.stdin.isatty():
+        print("type commands (help lists them, quit stops)", file=out)
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(
         [".frozen", str(FIRMWARE), str(PROTOCOL_DIR), str(MPY_LIB), str(TOOLS_DIR)]))
     proc = subprocess.Popen([executable(), "-X", "heapsize=1m", str(DEVICE_SCRIPT)],

@@ -18,20 +18,20 @@ from vigil_fw.outbox import Outbox
 
 import traces
 
-COMMANDS = {
-    "sos": "hold the SOS button until the alarm is raised",
-    "duress": "the covert duress gesture on the hidden button",
-    "tap": "a double tap on the wearable",
-    "battery PCT": "set the battery level (0-100)",
-    "silent": "the wearable goes silent: no traffic at all, the link is not closed",
-    "resume": "back from silence",
-    "wait MS": "do nothing for MS milliseconds",
-    "wait-sent [MS]": "until every queued alarm has gone out at least once (default 10000)",
-    "wait-acked [MS]": "until the gateway has acknowledged every queued alarm",
-    "status": "what the wearable holds",
-    "help": "this list",
-    "quit": "stop",
-}
+COMMANDS = (
+    ("sos", "hold the SOS button until the alarm is raised"),
+    ("duress", "the covert duress gesture on the hidden button"),
+    ("tap", "a double tap on the wearable"),
+    ("battery PCT", "set the battery level (0-100)"),
+    ("silent", "the wearable goes silent: no traffic at all, the link is not closed"),
+    ("resume", "back from silence"),
+    ("wait MS", "do nothing for MS milliseconds"),
+    ("wait-sent [MS]", "until every queued alarm has gone out at least once (default 10000)"),
+    ("wait-acked [MS]", "until the gateway has acknowledged every queued alarm"),
+    ("status", "what the wearable holds"),
+    ("help", "this list"),
+    ("quit", "stop"),
+)
 
 
 def say(text):
@@ -143,7 +143,7 @@ class Simulator:
                                      for a in w.alarms.open.values()],
                             "stats": w.stats}))
         elif name == "help":
-            for usage, what in COMMANDS.items():
+            for usage, what in COMMANDS:
                 say("%-16s %s" % (usage, what))
         else:
             say("unknown command %r (try help)" % name)
