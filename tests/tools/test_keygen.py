@@ -52,3 +52,15 @@ def test_the_gateway_imports_a_keygen_record(tmp_path, device_file, gateway_conf
     row = json.loads(listed.stdout.splitlines()[0])
     assert row["device"] == json.loads(device_file.read_text())["device_id"]
     assert row["broker_password"] is True
+
+
+def test_frame_decode_takes_the_key_from_a_device_record(tmp_path):
+    import vigil_protocol as p
+
+    out = tmp_path / "dev.json"
+    vigil("keygen", "--out", out, "--device", "00c0ffee")
+    record = json.loads(out.read_text())
+    frame = p.encode(p.Alarm(0x00C0FFEE, 7, p.DURESS), bytes.fromhex(record["key"])).hex()
+    proc = vigil("frame", "decode", frame, "--key-file", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "DURESS" in proc.stdout and record["key"] not in proc.stdout

@@ -235,3 +235,16 @@ def test_a_broken_device_record(tmp_path, board, gateway_config):
 def test_provision_without_a_gateway_config_says_how_to_go_on(tmp_path, board, device_file):
     proc = vigil(*provision_args(board, device_file), cwd=tmp_path)
     assert proc.returncode == 2 and "--no-register" in proc.stderr
+
+
+def test_provision_with_tls_puts_the_broker_ca_on_the_board(tmp_path, board, device_file,
+                                                            gateway_config):
+    ca = tmp_path / "site-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nnot checked by the tools\n"
+                  "-----END CERTIFICATE-----\n")
+    proc = provision(board, device_file, gateway_config, "--mqtt-ca", ca)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = json.loads((board.flash_dir / "vigil" / "vigil.json").read_text())
+    assert config["mqtt"]["tls"] is True
+    assert config["mqtt"]["ca_file"] == "/vigil/broker-ca.pem"
+    assert sha256(board.flash_dir / "vigil" / "broker-ca.pem") == sha256(ca)

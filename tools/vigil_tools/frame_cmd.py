@@ -47,11 +47,18 @@ def register(sub):
 
 
 def read_key_file(path):
+    """The key in hex: the whole file, or the "key" of a device record (`vigil keygen`)."""
     try:
         with open(path) as f:
-            return f.read().strip()
+            text = f.read().strip()
     except OSError as exc:
         raise ToolError("cannot read the key file: %s" % exc.strerror) from None
+    if text.startswith("{"):
+        try:
+            return str(json.loads(text)["key"])
+        except (ValueError, KeyError, TypeError):
+            raise ToolError("the key file is JSON but not a device record") from None
+    return text
 
 
 def decode_command(args):
