@@ -100,3 +100,33 @@ def test_sim_refuses_a_device_record_it_cannot_use(tmp_path, mosquitto):
     bad.write_text("{}")
     proc = vigil("sim", "--device-file", bad, "--mqtt-port", mosquitto.port)
     assert proc.returncode == 2 and "not a device record" in proc.stderr
+
+
+def test_the_gateway_accepts_the_sims_frames_and_its_acks_reach_the_wearable(
+        tmp_path, mosquitto, device_file):
+    import subprocess
+
+    from conftest import VIGIL
+
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\ndata_dir = "gw"\n[mqtt]\nport = %d\nclient_id = "gw-%s"\n'
+                      '[http]\nport = 0\n' % (mosquitto.port, tmp_path.name))
+    assert vigil("gateway", "device", "import", device_file, "--config", config).returncode == 0
+    gateway = subprocess.Popen([VIGIL, "gateway", "run", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc = run_sim(tmp_path, device_file, mosquitto,
+                       "sos\nwait-acked 20000\nduress\nwait-acked 20000\n")
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.count("sim: every alarm acknowledged") == 2, proc.stdout
+    assert "vigil: rx " in proc.stdout and "REJECTED" not in proc.stdout
+    # The wearer feels the SOS reach the gateway; the duress acknowledgement shows nothing.
+    assert "vigil: feedback received" in proc.stdout.split("sim: duress raised")[0]
+    assert "vigil: feedback" not in proc.stdout.split("sim: duress raised")[1]
+    dev = json.loads(device_file.read_text())["device_id"]
+    listed = vigil("gateway", "incidents", "--json", "--device", dev, "--config", config)
+    assert sorted(json.loads(line)["kind"] for line in listed.stdout.splitlines()) == \
+        ["DURESS", "SOS"]
