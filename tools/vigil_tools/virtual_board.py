@@ -77,6 +77,8 @@ class VirtualBoard:
         self._to_child = b""
         self._thread = None
         self._lock = threading.Lock()
+        self._private = self._ready_marker = None
+        self._master = self._slave = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -100,11 +102,11 @@ class VirtualBoard:
             self._thread.join(5)
         self._kill_child()
         for fd in (self._master, self._slave):
-            try:
+            if fd is not None:
                 os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self._private, ignore_errors=True)
+        self._master = self._slave = None
+        if self._private:
+            shutil.rmtree(self._private, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -119,6 +121,7 @@ class VirtualBoard:
         with self._lock:
             self._raw = False
             self._frozen = False
+            self._to_child = b""  # what was sent to the hung board is gone with it
             self._kill_child()
 
     def freeze(self):
