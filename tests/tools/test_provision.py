@@ -248,3 +248,26 @@ def test_provision_with_tls_puts_the_broker_ca_on_the_board(tmp_path, board, dev
     assert config["mqtt"]["tls"] is True
     assert config["mqtt"]["ca_file"] == "/vigil/broker-ca.pem"
     assert sha256(board.flash_dir / "vigil" / "broker-ca.pem") == sha256(ca)
+
+
+def test_a_board_that_was_another_device_is_only_reused_when_asked(
+        tmp_path, board, device_file, gateway_config):
+    assert provision(board, device_file, gateway_config).returncode == 0
+    first = json.loads(device_file.read_text())["device_id"]
+    state = board.flash_dir / "vigil" / "ob"  # the firmware's outbox, made when it started
+    (state / "00000009").write_bytes(b"an alarm signed by the first device")
+    other = tmp_path / "other.json"
+    assert vigil("keygen", "--out", other).returncode == 0
+    second = json.loads(other.read_text())["device_id"]
+
+    proc = provision(board, other, gateway_config)
+    assert proc.returncode == 2
+    assert "provisioned as device %s" % first in proc.stderr and "--replace" in proc.stderr
+    assert (state / "00000009").exists()
+    assert json.loads((board.flash_dir / "vigil" / "vigil.json").read_text())["device_id"] == first
+
+    proc = provision(board, other, gateway_config, "--replace")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "erased the state of device %s" % first in proc.stdout
+    assert "device %s is up" % second in proc.stdout
+    assert not (state / "00000009").exists()

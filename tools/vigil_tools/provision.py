@@ -46,12 +46,15 @@ def _describe(summary):
     return ", ".join(parts)
 
 
-def _install(port, files, boot_timeout_s, out, err):
-    """Sync `files` to the board on `port`, reset it and return (summary, Boot)."""
+def _install(port, files, boot_timeout_s, out, err, first=None):
+    """Sync `files` to the board on `port`, reset it and return (summary, Boot).
+    `first(board)`, if given, runs before any file is written."""
     port = port or find_port()
     _say(out, "board on %s" % port)
     try:
         with SerialBoard(port) as board:
+            if first is not None:
+                first(board)
             summary = board_sync.sync(board, files, stream=err)
             _say(out, "files verified: %s" % _describe(summary))
             _say(out, "restarting the board...")
@@ -78,7 +81,7 @@ def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stde
 
 def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vigil",
               mqtt_ca_path=None, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
-              low_battery_pct=None, gateway_config=None, broker_files=None,
+              low_battery_pct=None, gateway_config=None, broker_files=None, replace=False,
               boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
     started = time.monotonic()
     record = device_record.load(record_path)
@@ -97,7 +100,22 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
     if ca is not None:
         files[device_config.BOARD_CA_PATH] = ca
     _say(out, "provisioning device %s" % name)
-    _summary, boot = _install(port, files, boot_timeout_s, out, err)
+
+    def claim(board):
+        # A unit's flash holds its identity's state: counters, and alarms signed with its key
+        # that may still be waiting to go out. Another identity starts from a clean flash,
+        # and only when the technician says so.
+        current = board.provisioned_as(device_config.BOARD_PATH)
+        if current is None or current == name:
+            return
+        if not replace:
+            raise ToolError("the board is provisioned as device %s: to make it device %s, give "
+                            "--replace (its state as %s, unsent alarms included, is erased)"
+                            % (current, name, current))
+        board.remove_tree(device_config.BOARD_DIR)
+        _say(out, "erased the state of device %s" % current)
+
+    _summary, boot = _install(port, files, boot_timeout_s, out, err, first=claim)
     if boot.outcome == boot_check.CONFIG:
         raise ToolError("the wearable refuses its config: %s" % boot.detail)
     if boot.outcome != boot_check.UP:

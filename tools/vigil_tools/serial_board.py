@@ -174,6 +174,25 @@ class SerialBoard:
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n"
                   "os.rename(%r, %r)\n" % (path, part, path), "renaming %s" % path)
 
+    def provisioned_as(self, config_path):
+        """The device id (8 hex digits) in the board's config file, or None (no file, or not
+        readable as a config). Only the id crosses the wire back."""
+        code = ("import json\ntry:\n with open(%r) as f:\n  _d = json.load(f)['device_id']\n"
+                " print(_d if isinstance(_d, str) else '')\nexcept Exception:\n print('')\n"
+                % config_path)
+        return self.exec(code, "reading the board's device id").strip() or None
+
+    def remove_tree(self, path):
+        """Delete `path` and everything under it on the board (nothing if it is missing)."""
+        code = ("import os\n"
+                "def _rm(p):\n"
+                " try:\n  entries = list(os.ilistdir(p))\n except OSError:\n  return\n"
+                " for e in entries:\n"
+                "  q = p + '/' + e[0]\n"
+                "  if e[1] & 0x4000:\n   _rm(q)\n   os.rmdir(q)\n  else:\n   os.remove(q)\n"
+                "_rm(%r)\n" % path.rstrip("/"))
+        self.exec(code, "clearing %s" % path)
+
     def remove(self, path):
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % path,
                   "removing %s" % path)

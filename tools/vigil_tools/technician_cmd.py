@@ -46,6 +46,9 @@ def register(sub):
                                 "`vigil gateway device import`)")
     provision.add_argument("--broker-files", metavar="DIR",
                            help="also rewrite Mosquitto's password and ACL files here")
+    provision.add_argument("--replace", action="store_true",
+                           help="the board was another device: erase that device's state "
+                                "(counters, unsent alarms) and give it this identity")
     _boot_timeout_option(provision)
     provision.set_defaults(func=provision_command)
 
@@ -151,7 +154,8 @@ def provision_command(args):
                      mqtt_prefix=prefix, mqtt_ca_path=args.mqtt_ca, wifi_ssid=args.wifi_ssid,
                      wifi_password=wifi_password, checkin_interval_s=args.checkin_interval,
                      low_battery_pct=args.low_battery, gateway_config=gateway,
-                     broker_files=args.broker_files, boot_timeout_s=args.boot_timeout)
+                     broker_files=args.broker_files, replace=args.replace,
+                     boot_timeout_s=args.boot_timeout)
 
 
 def flash_command(args):
