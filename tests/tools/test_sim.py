@@ -2,6 +2,7 @@
 # real Mosquitto. What it publishes must be frames the gateway would accept.
 import json
 import queue
+import threading
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -31,10 +32,13 @@ def uplinks(mosquitto, device_file):
     dev = json.loads(device_file.read_text())["device_id"]
     got = queue.Queue()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-uplinks-" + dev)
+    subscribed = threading.Event()
     client.on_message = lambda c, u, m: got.put(m.payload)
+    client.on_subscribe = lambda *args: subscribed.set()
     client.connect("127.0.0.1", mosquitto.port)
     client.subscribe("vigil/up/%s" % dev, qos=1)
     client.loop_start()
+    assert subscribed.wait(10)
     yield got
     client.loop_stop()
     client.disconnect()
