@@ -237,14 +237,15 @@ def test_provision_without_a_gateway_config_says_how_to_go_on(tmp_path, board, d
     assert proc.returncode == 2 and "--no-register" in proc.stderr
 
 
-def test_provision_with_tls_puts_the_broker_ca_on_the_board(tmp_path, board, device_file,
+def test_provision_with_tls_and_no_ble(tmp_path, board, device_file,
                                                             gateway_config):
     ca = tmp_path / "site-ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nnot checked by the tools\n"
                   "-----END CERTIFICATE-----\n")
-    proc = provision(board, device_file, gateway_config, "--mqtt-ca", ca)
+    proc = provision(board, device_file, gateway_config, "--mqtt-ca", ca, "--no-ble")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     config = json.loads((board.flash_dir / "vigil" / "vigil.json").read_text())
+    assert config["ble"] is False
     assert config["mqtt"]["tls"] is True
     assert config["mqtt"]["ca_file"] == "/vigil/broker-ca.pem"
     assert sha256(board.flash_dir / "vigil" / "broker-ca.pem") == sha256(ca)

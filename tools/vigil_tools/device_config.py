@@ -28,7 +28,7 @@ def firmware_config_class():
 
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
-          low_battery_pct=None, keepalive_s=None):
+          low_battery_pct=None, keepalive_s=None, ble=None):
     """The config as a dict (secrets included: never print it)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
@@ -49,6 +49,8 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["checkin_interval_s"] = checkin_interval_s
     if low_battery_pct is not None:
         data["low_battery_pct"] = low_battery_pct
+    if ble is not None:
+        data["ble"] = ble
     return data
 
 

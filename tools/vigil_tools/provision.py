@@ -81,7 +81,8 @@ def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stde
 
 def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vigil",
               mqtt_ca_path=None, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
-              low_battery_pct=None, gateway_config=None, broker_files=None, replace=False,
+              low_battery_pct=None, ble=None, gateway_config=None, broker_files=None,
+              replace=False,
               boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
     started = time.monotonic()
     record = device_record.load(record_path)
@@ -90,7 +91,7 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
     config = device_config.build(
         record, mqtt_host, mqtt_port, mqtt_prefix, mqtt_tls=ca is not None, mqtt_ca=ca is not None,
         wifi_ssid=wifi_ssid, wifi_password=wifi_password, checkin_interval_s=checkin_interval_s,
-        low_battery_pct=low_battery_pct)
+        low_battery_pct=low_battery_pct, ble=ble)
     config_bytes = device_config.render(config)
     if gateway_config:
         gateway_registration.check(gateway_config, record)

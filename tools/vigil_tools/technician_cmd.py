@@ -37,6 +37,8 @@ def register(sub):
                            help="seconds between check-ins (firmware default 300)")
     provision.add_argument("--low-battery", type=int, metavar="PCT",
                            help="battery percentage that raises LOW_BATTERY (default 15)")
+    provision.add_argument("--no-ble", action="store_true",
+                           help="MQTT only: the wearable does not advertise over BLE")
     provision.add_argument("--gateway-config", metavar="FILE",
                            default=os.environ.get("VIGIL_GATEWAY_CONFIG"),
                            help="the gateway whose registry gets the device (default: "
@@ -153,7 +155,8 @@ def provision_command(args):
     return provision(args.device_file, args.mqtt_host, port=args.port, mqtt_port=port,
                      mqtt_prefix=prefix, mqtt_ca_path=args.mqtt_ca, wifi_ssid=args.wifi_ssid,
                      wifi_password=wifi_password, checkin_interval_s=args.checkin_interval,
-                     low_battery_pct=args.low_battery, gateway_config=gateway,
+                     low_battery_pct=args.low_battery, ble=False if args.no_ble else None,
+                     gateway_config=gateway,
                      broker_files=args.broker_files, replace=args.replace,
                      boot_timeout_s=args.boot_timeout)
 
