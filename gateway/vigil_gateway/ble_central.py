@@ -10,6 +10,8 @@ Rules:
     advertised one (device_mismatch)
   downlinks (acks, responder actions) are written with response to the downlink
     characteristic of a connected wearable; the MQTT path carries them too
+  one connection attempt at a time: controllers (and BlueZ, with "InProgress") refuse a second
+    LE Create Connection while one is pending
   a dropped connection is retried with backoff (1 s doubling to 30 s); the wearable's own
     retransmission then brings any unacknowledged alarm again
   scanner watchdog: no advertisement at all for scan_stall_s while scanning, or a scanner
@@ -69,7 +71,7 @@ class BleCentral:
         self._connecting = set()  # device ids with a connection task running
         self._retry_at = {}       # device_id -> (monotonic time, delay)
         self._tasks = set()
-        self._wake = asyncio.Event()
+        self._connect_lock = asyncio.Lock()
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -130,7 +132,8 @@ class BleCentral:
         disconnected = asyncio.Event()
         client = self.client_factory(ble_device, lambda _client=None: disconnected.set())
         try:
-            await asyncio.wait_for(client.connect(), self.connect_timeout_s)
+            async with self._connect_lock:
+                await asyncio.wait_for(client.connect(), self.connect_timeout_s)
             topic = self.topics.up(device_id)
 
             def on_notify(_characteristic, data):

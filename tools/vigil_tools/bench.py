@@ -97,7 +97,7 @@ def register(sub):
 
 
 # Modules with a register_bench(bench_subparsers) adding `vigil bench <what>`.
-BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest")
+BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest", "vigil_tools.bench_ble")
 
 
 def protocol_command(args):
