@@ -35,6 +35,13 @@ def _flag(value):
     return isinstance(value, bool)
 
 
+def _device_list(value):
+    if not isinstance(value, str):
+        return False
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return all(len(v) == 8 and all(c in "0123456789abcdefABCDEF" for c in v) for v in items)
+
+
 def _prefix(value):
     return (isinstance(value, str) and value != "" and not any(c in value for c in "#+")
             and not value.startswith("/") and not value.endswith("/"))
@@ -63,6 +70,13 @@ SETTINGS = {
     ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
     ("supervision", "grace_s"): (60, _count, "a whole number of seconds", False),
     ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),
+    ("ble", "enabled"): (False, _flag, "true or false", False),
+    ("ble", "allow"): ("", _device_list, "device ids as 8 hex digits, comma-separated "
+                       "(empty: every active registered device)", False),
+    ("ble", "max_connections"): (8, _count, "a count, at least 1", False),
+    ("ble", "mtu"): (247, lambda v: isinstance(v, int) and 23 <= v <= 517,
+                     "an ATT MTU from 23 to 517", False),
+    ("ble", "scan_stall_s"): (60.0, _positive, "a positive number of seconds", False),
     ("http", "host"): ("127.0.0.1", _text, "a host name or address", False),
     ("http", "port"): (9464, _port, "an integer from 0 to 65535 (0: any free port)", False),
     ("log", "level"): ("info", lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS),

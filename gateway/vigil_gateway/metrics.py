@@ -118,6 +118,12 @@ class Metrics:
         self.late_frames = Counter("vigil_gateway_late_frames_total",
                                    "Frames below the replay window, never seen, accepted")
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
+        self.ble_connected = Gauge("vigil_gateway_ble_connected",
+                                   "Wearables connected over BLE")
+        self.ble_scanning = Gauge("vigil_gateway_ble_scanning", "1 while the BLE scanner runs")
+        self.ble_events = Gauge("vigil_gateway_ble_events",
+                                "BLE link events since start (scanner_restarts, scanner_errors, "
+                                "connect_failures, ignored_adverts, adverts)", ["event"])
 
     def all(self):
         return [m for m in vars(self).values() if isinstance(m, _Metric)]

@@ -19,6 +19,7 @@ import time
 
 from . import logs
 from .config import read_secret
+from .ble_central import BleCentral
 from .db import open_database
 from .errors import ConfigError, GatewayError, StoreError
 from .http_server import serve
@@ -42,8 +43,19 @@ def open_state(config):
     return conn, registry, Store(conn)
 
 
+def bleak_factories(config):
+    """The BLE central's scanner and client factories on this machine's Bluetooth (bleak's
+    platform backend: BlueZ on Linux)."""
+    from bleak import BleakClient, BleakScanner
+
+    from .ble_central import SERVICE
+
+    return (lambda callback: BleakScanner(callback, [SERVICE]),
+            lambda device, gone: BleakClient(device, gone))
+
+
 class Gateway:
-    def __init__(self, config, link_factory=MqttLink, clock=time.time):
+    def __init__(self, config, link_factory=MqttLink, clock=time.time, ble_factories=None):
         self.config = config
         self.clock = clock
         self.metrics = Metrics(REASONS)
@@ -58,9 +70,23 @@ class Gateway:
         self.inbound = asyncio.Queue()
         self.link = link_factory(config.mqtt, self.topics, self.inbound.put_nowait, password,
                                  self.metrics)
+        self.ble = None
+        if config.ble.enabled:
+            scanner_factory, client_factory = ble_factories or bleak_factories(config)
+            self.ble = BleCentral(self.topics, self.inbound.put_nowait, self._ble_allowed,
+                                  scanner_factory, client_factory,
+                                  max_connections=config.ble.max_connections,
+                                  scan_stall_s=config.ble.scan_stall_s)
+        self._ble_writes = set()
         self.store_ok = True
         self.http = None
         self._stop = asyncio.Event()
+
+    def _ble_allowed(self):
+        """The BLE allow-list: configured ids, or every active registered device."""
+        if self.config.ble.allow:
+            return {int(v, 16) for v in self.config.ble.allow.split(",") if v.strip()}
+        return {d.device_id for d in self.registry.devices() if d.state == ACTIVE}
 
     # -- running --
     async def run(self):
@@ -78,6 +104,8 @@ class Gateway:
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._ingest(), name="ingest"),
                  asyncio.create_task(self._supervise(), name="supervision")]
+        if self.ble is not None:
+            tasks.append(asyncio.create_task(self.ble.run(), name="ble"))
         stop = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -114,11 +142,21 @@ class Gateway:
                 for outcome in outcomes:
                     if outcome.downlink is not None:
                         self.link.publish(*outcome.downlink)
+                        self._send_ble(outcome.device_id, outcome.downlink[1])
                         self.metrics.acks.inc("RECEIVED")
                         self.metrics.ack_latency.observe(now - outcome.message.arrived)
                 for outcome in outcomes:
-                    if not outcome.hold:
-                        self.link.ack(outcome.message.token)
+                    token = outcome.message.token
+                    if not outcome.hold and not (token and token[0] == "ble"):
+                        self.link.ack(token)
+
+    def _send_ble(self, device_id, frame):
+        """Downlinks go on every path: MQTT always, BLE too while the wearable is connected."""
+        if self.ble is None or device_id not in self.ble.status.connected:
+            return
+        task = asyncio.ensure_future(self.ble.send(device_id, frame))
+        self._ble_writes.add(task)
+        task.add_done_callback(self._ble_writes.discard)
 
     async def _commit(self, batch):
         delay = _STORE_RETRY_S[0]
@@ -149,6 +187,8 @@ class Gateway:
     # -- HTTP pages --
     def _health(self):
         checks = {"mqtt": self.link.connected.is_set(), "store": self.store_ok}
+        if self.ble is not None:
+            checks["ble_scanner"] = self.ble.status.scanning
         return all(checks.values()), checks
 
     def _health_page(self):
@@ -171,6 +211,15 @@ class Gateway:
                                      if c.lost_incident is not None)
         for state, n in counts.items():
             m.devices.set(n, state)
+        if self.ble is not None:
+            s = self.ble.status
+            m.ble_connected.set(len(s.connected))
+            m.ble_scanning.set(1 if s.scanning else 0)
+            for name, value in (("scanner_restarts", s.scanner_restarts),
+                                ("scanner_errors", s.scanner_errors),
+                                ("connect_failures", s.connect_failures),
+                                ("ignored_adverts", s.ignored), ("adverts", s.adverts)):
+                m.ble_events.set(value, name)
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)
