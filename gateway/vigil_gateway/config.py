@@ -74,6 +74,8 @@ SETTINGS = {
     ("ble", "allow"): ("", _device_list, "device ids as 8 hex digits, comma-separated "
                        "(empty: every active registered device)", False),
     ("ble", "max_connections"): (8, _count, "a count, at least 1", False),
+    ("ble", "hci"): ("", _text, "empty (this machine's Bluetooth, through bleak) or an "
+                     "emulated controller's transport, e.g. tcp-client:127.0.0.1:7001", False),
     ("ble", "scan_stall_s"): (60.0, _positive, "a positive number of seconds", False),
     ("http", "host"): ("127.0.0.1", _text, "a host name or address", False),
     ("http", "port"): (9464, _port, "an integer from 0 to 65535 (0: any free port)", False),

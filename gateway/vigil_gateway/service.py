@@ -54,6 +54,21 @@ def bleak_factories(config):
             lambda device, gone: BleakClient(device, gone))
 
 
+async def emulated_factories(transport):
+    """The same factories on an emulated controller (ble.hci): bleak with the bumble backend."""
+    from bleak import BleakClient, BleakScanner
+
+    from .bleak_bumble import BumbleClient, BumbleScanner
+    from .ble_central import SERVICE
+    from .bumble_air import open_device
+
+    device = await open_device(transport, "F0:00:00:00:00:01")
+    return (lambda callback: BleakScanner(callback, [SERVICE], backend=BumbleScanner,
+                                          bumble_device=device),
+            lambda d, gone: BleakClient(d, gone, backend=BumbleClient, bumble_device=device,
+                                        mtu=247))
+
+
 class Gateway:
     def __init__(self, config, link_factory=MqttLink, clock=time.time, ble_factories=None):
         self.config = config
@@ -72,7 +87,12 @@ class Gateway:
                                  self.metrics)
         self.ble = None
         if config.ble.enabled:
-            scanner_factory, client_factory = ble_factories or bleak_factories(config)
+            if ble_factories is not None:
+                scanner_factory, client_factory = ble_factories
+            elif config.ble.hci:  # opened in run(): it needs the event loop
+                scanner_factory, client_factory = None, None
+            else:
+                scanner_factory, client_factory = bleak_factories(config)
             self.ble = BleCentral(self.topics, self.inbound.put_nowait, self._ble_allowed,
                                   scanner_factory, client_factory,
                                   max_connections=config.ble.max_connections,
@@ -105,6 +125,9 @@ class Gateway:
                  asyncio.create_task(self._ingest(), name="ingest"),
                  asyncio.create_task(self._supervise(), name="supervision")]
         if self.ble is not None:
+            if self.ble.scanner_factory is None:  # ble.hci: an emulated controller
+                self.ble.scanner_factory, self.ble.client_factory = await emulated_factories(
+                    self.config.ble.hci)
             tasks.append(asyncio.create_task(self.ble.run(), name="ble"))
         stop = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)

@@ -10,8 +10,8 @@ from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
 from vigil_tools.aioble_bumble import Aioble
-from vigil_tools.bleak_bumble import BumbleClient, BumbleScanner
-from vigil_tools.bumble_air import Air
+from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bumble_air import Air
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 from vigil_fw import ble_link  # noqa: E402
 from vigil_fw.app import Wearable  # noqa: E402
 from vigil_fw.config import Config  # noqa: E402
-from vigil_fw.hal_sim import SimBoard  # noqa: E402
+from vigil_fw.hal_sim import SimBoard  # noqa: E402,F401  (used by other BLE tests)
 
 KEY = bytes(range(0x30, 0x50))
 DEVICE = "00c0ffee"

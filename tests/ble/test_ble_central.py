@@ -8,8 +8,8 @@ import vigil_protocol as p
 from test_ble_air import KEY, wearable
 from vigil_gateway.ble_central import BleCentral
 from vigil_gateway.topics import Topics
-from vigil_tools.bleak_bumble import BumbleClient, BumbleScanner
-from vigil_tools.bumble_air import Air
+from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bumble_air import Air
 
 
 async def central_for(air, allowed, messages, **kwargs):

@@ -10,8 +10,8 @@ import vigil_protocol as p
 from test_ble_air import KEY, wearable
 from vigil_gateway import config as gateway_config
 from vigil_gateway.service import Gateway
-from vigil_tools.bleak_bumble import BumbleClient, BumbleScanner
-from vigil_tools.bumble_air import Air
+from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bumble_air import Air
 
 DEVICE = 0x00C0FFEE
 
@@ -70,3 +70,60 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
         await air.close()
 
     asyncio.run(scenario())
+
+
+def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_path, mosquitto):
+    """`vigil ble-air` hosts the controllers; the gateway opens its own through ble.hci."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vigil_gateway.bumble_air import open_device
+    from vigil_tools.aioble_bumble import Aioble
+
+    from test_ble_air import Config, SimBoard, Wearable, ble_link
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    vigil = str(Path(sys.executable).parent / "vigil")
+    air = subprocess.Popen([vigil, "ble-air"] + ["tcp-server:127.0.0.1:%d" % p for p in ports],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert "emulated BLE air" in air.stdout.readline()
+
+        async def scenario():
+            cfg = gateway_config.load_dict(
+                {"gateway": {"data_dir": str(tmp_path / "gw")},
+                 "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-hci"},
+                 "http": {"port": 0},
+                 "ble": {"enabled": True, "hci": "tcp-client:127.0.0.1:%d" % ports[0]}},
+                str(tmp_path))
+            gateway = Gateway(cfg)
+            gateway.registry.add(DEVICE, KEY)
+            config = Config({"version": 1, "device_id": "%08x" % DEVICE, "key": KEY.hex(),
+                             "mqtt": {"host": "-", "username": "%08x" % DEVICE,
+                                      "password": "-"}})
+            w = Wearable(SimBoard(str(tmp_path / "flash")), config, [], log=lambda m: None)
+            aioble = Aioble(await open_device("tcp-client:127.0.0.1:%d" % ports[1],
+                                              "F1:00:00:00:00:09"))
+            w.links.append(ble_link.BleLink(config, aioble, aioble.UUID, log=lambda m: None,
+                                            urgent=lambda: len(w.outbox) > 0))
+            tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(w.run())]
+            assert await until(lambda: DEVICE in gateway.ble.status.connected, 20)
+            counter = w.raise_alarm(p.DURESS)
+            assert await until(lambda: len(w.outbox) == 0)
+            assert [(i.kind, i.counter) for i in gateway.store.incidents(device_id=DEVICE)] \
+                == [("DURESS", counter)]
+            gateway.stop()
+            tasks[1].cancel()
+            await asyncio.wait_for(tasks[0], 10)
+
+        (tmp_path / "flash").mkdir()
+        asyncio.run(scenario())
+    finally:
+        air.terminate()
+        air.wait(10)

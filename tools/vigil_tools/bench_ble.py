@@ -14,8 +14,8 @@ import time
 
 from bleak import BleakClient, BleakScanner
 
-from .bleak_bumble import BumbleClient, BumbleScanner
-from .bumble_air import Air
+from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bumble_air import Air
 from .firmware_build import FIRMWARE
 
 KEY = bytes(range(0x40, 0x60))

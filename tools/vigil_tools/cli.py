@@ -16,6 +16,7 @@ COMMANDS = (
     "vigil_tools.bench",
     "vigil_tools.demo",
     "vigil_tools.technician_cmd",
+    "vigil_tools.ble_air_cmd",
 )
 
 
