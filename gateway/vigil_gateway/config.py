@@ -77,6 +77,26 @@ SETTINGS = {
     ("ble", "hci"): ("", _text, "empty (this machine's Bluetooth, through bleak) or an "
                      "emulated controller's transport, e.g. tcp-client:127.0.0.1:7001", False),
     ("ble", "scan_stall_s"): (60.0, _positive, "a positive number of seconds", False),
+    ("forward", "max_event_age_s"): (120.0, _positive, "a positive number of seconds", False),
+    ("forward", "backoff_min_s"): (1.0, _positive, "a positive number of seconds", False),
+    ("forward", "backoff_max_s"): (300.0, _positive, "a positive number of seconds", False),
+    ("forward.webhook", "url"): ("", _text, "an https:// URL (empty: no webhook)", False),
+    ("forward.webhook", "secret_file"): ("", _text, "a file path", True),
+    ("forward.webhook", "ca_file"): ("", _text, "a file path (empty: the system's CAs)", True),
+    ("forward.webhook", "timeout_s"): (10.0, _positive, "a positive number of seconds", False),
+    ("forward.dc09", "host"): ("", _text, "a host name or address (empty: no DC-09)", False),
+    ("forward.dc09", "port"): (0, _port, "an integer from 1 to 65535", False),
+    ("forward.dc09", "account"): ("", _text, "3 to 16 hex digits", False),
+    ("forward.dc09", "key_file"): ("", _text, "a file path (empty: unencrypted)", True),
+    ("forward.dc09", "format"): ("SIA-DCS", lambda v: v in ("SIA-DCS", "ADM-CID"),
+                                 "one of SIA-DCS, ADM-CID", False),
+    ("forward.dc09", "receiver"): ("", _text, "1 to 6 hex digits (empty: none)", False),
+    ("forward.dc09", "line"): ("0", _text, "1 to 6 hex digits", False),
+    ("forward.dc09", "null_interval_s"): (60.0, _positive, "a positive number of seconds",
+                                          False),
+    ("forward.dc09", "timeout_s"): (10.0, _positive, "a positive number of seconds", False),
+    ("actions", "tokens_file"): ("", _text, "a file path (empty: no actions API)", True),
+    ("actions", "tolerance_s"): (300, _count, "a whole number of seconds", False),
     ("http", "host"): ("127.0.0.1", _text, "a host name or address", False),
     ("http", "port"): (9464, _port, "an integer from 0 to 65535 (0: any free port)", False),
     ("log", "level"): ("info", lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS),
@@ -158,6 +178,20 @@ def _check_together(config):
     if bool(config.mqtt.tls.cert_file) != bool(config.mqtt.tls.key_file):
         raise ConfigError("mqtt.tls.key_file", "a client certificate needs both cert_file and "
                           "key_file")
+    if config.forward.backoff_min_s > config.forward.backoff_max_s:
+        raise ConfigError("forward.backoff_min_s", "must not exceed forward.backoff_max_s")
+    if config.forward.webhook.url:
+        from .forward_webhook import check_url
+
+        check_url(config.forward.webhook.url)
+        if not config.forward.webhook.secret_file:
+            raise ConfigError("forward.webhook.secret_file", "is needed when "
+                              "forward.webhook.url is set")
+    if config.forward.dc09.host:
+        if not config.forward.dc09.port:
+            raise ConfigError("forward.dc09.port", "is needed when forward.dc09.host is set")
+        if not config.forward.dc09.account:
+            raise ConfigError("forward.dc09.account", "is needed when forward.dc09.host is set")
     if config.mqtt.password_file and not config.mqtt.username:
         raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
 

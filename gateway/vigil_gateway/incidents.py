@@ -8,8 +8,12 @@
 #     help is never ignored; a DOUBLE_TAP naming no known alarm is kept as a frame and logged;
 #   supervision raises LOST_CONTACT for a silent device (one open at a time per device); the
 #     device's next verified frame records "contact restored" and closes it;
-#   `resolved` (a responder's action, arriving with the forwarding work) closes any incident;
-#   an event with no rule for the incident's state is written to the audit trail as ignored.
+#   a responder's actions (the actions API): `acknowledged`, `prompt_double_tap` and
+#     `help_dispatched` are audited on an open incident and change no state; `resolved` closes it;
+#     none applies to a closed incident;
+#   an event with no rule for the incident's state is written to the audit trail as ignored;
+#   every applied event is handed to the forwarding outbox (when there is one) in the same
+#     transaction: the outbox keeps those it forwards (outbox.FORWARDED_EVENTS).
 OPEN = "open"
 NEEDS_HELP = "needs_help"
 CLOSED = "closed"
@@ -19,6 +23,9 @@ RAISED = "raised"
 WEARER_CONFIRMS = "wearer_confirms"
 CONTACT_RESTORED = "contact_restored"
 RESOLVED = "resolved"
+ACKNOWLEDGED = "acknowledged"
+PROMPT_DOUBLE_TAP = "prompt_double_tap"
+HELP_DISPATCHED = "help_dispatched"
 
 LOST_CONTACT = "LOST_CONTACT"
 CONFIRMS_TEXT = "wearer confirms they need help"
@@ -32,26 +39,44 @@ RULES = {
     (OPEN, CONTACT_RESTORED): (CLOSED, "contact restored"),
     (OPEN, RESOLVED): (CLOSED, "resolved"),
     (NEEDS_HELP, RESOLVED): (CLOSED, "resolved"),
+    (OPEN, ACKNOWLEDGED): (OPEN, "responder acknowledged"),
+    (NEEDS_HELP, ACKNOWLEDGED): (NEEDS_HELP, "responder acknowledged"),
+    (OPEN, PROMPT_DOUBLE_TAP): (OPEN, "responder asks the wearer to tap twice"),
+    (NEEDS_HELP, PROMPT_DOUBLE_TAP): (NEEDS_HELP, "responder asks the wearer to tap twice"),
+    (OPEN, HELP_DISPATCHED): (OPEN, "help dispatched"),
+    (NEEDS_HELP, HELP_DISPATCHED): (NEEDS_HELP, "help dispatched"),
 }
 
 
 class Incidents:
     """Applies RULES to incidents in the store; call inside the store's transaction."""
 
-    def __init__(self, store):
+    def __init__(self, store, outbox=None):
         self.store = store
+        self.outbox = outbox
 
-    def raise_alarm(self, device_id, counter, kind, at, detail=""):
+    def raise_alarm(self, device_id, counter, kind, at, detail="", location=None):
+        """location: (lat, lon, accuracy_m) in degrees and metres, when the alarm carried one."""
         state, text = RULES[(None, RAISED)]
         incident = self.store.create_incident(device_id, counter, kind, state, at)
         self.store.add_audit(incident.id, at, RAISED, _join(text, detail))
+        if self.outbox is not None:
+            if location is not None:
+                self.outbox.set_location(incident.id, location[0], location[1], location[2], at)
+            self.outbox.enqueue(self.store, incident, RAISED, at)
         return incident
 
     def raise_lost_contact(self, device_id, at, detail=""):
         state, text = RULES[(None, RAISED)]
         incident = self.store.create_incident(device_id, None, LOST_CONTACT, state, at)
         self.store.add_audit(incident.id, at, RAISED, _join(text, detail))
+        if self.outbox is not None:
+            self.outbox.enqueue(self.store, incident, RAISED, at)
         return incident
+
+    @staticmethod
+    def allows(incident, event):
+        return (incident.state, event) in RULES
 
     def wearer_confirms(self, device_id, alarm_counter, at, detail=""):
         """Attach a DOUBLE_TAP to the alarm it names; None when no such alarm is known."""
@@ -70,7 +95,10 @@ class Incidents:
         if state != incident.state:
             self.store.set_incident_state(incident.id, state, at)
         self.store.add_audit(incident.id, at, event, _join(text, detail))
-        return incident._replace(state=state, updated_at=at)
+        incident = incident._replace(state=state, updated_at=at)
+        if self.outbox is not None:
+            self.outbox.enqueue(self.store, incident, event, at)
+        return incident
 
 
 def _join(text, detail):

@@ -125,6 +125,32 @@ class Metrics:
                                 "BLE link events since start (scanner_restarts, scanner_errors, "
                                 "connect_failures, ignored_adverts, adverts)", ["event"])
 
+        self.forward_attempts = Counter("vigil_gateway_forward_attempts_total",
+                                        "Attempts to deliver an incident event, by destination "
+                                        "and result (delivered, failed)",
+                                        ["destination", "result"])
+        self.forward_pending = Gauge("vigil_gateway_forward_pending",
+                                     "Incident events waiting in the outbox, by destination",
+                                     ["destination"])
+        self.forward_overdue = Gauge("vigil_gateway_forward_overdue",
+                                     "Undelivered incident events older than "
+                                     "forward.max_event_age_s (operator alert)")
+        self.forward_alerts = Counter("vigil_gateway_forward_alerts_total",
+                                      "Operator alerts from forwarding, by destination and "
+                                      "reason (too_old, refused)", ["destination", "reason"])
+        self.dc09_link = Gauge("vigil_gateway_dc09_link_up",
+                               "1 while the alarm receiving centre answers (last exchange or "
+                               "NULL link test)")
+        self.dc09_clock_corrections = Counter("vigil_gateway_dc09_clock_corrections_total",
+                                              "NAKs whose receiver time corrected our clock")
+        self.downlinks = Counter("vigil_gateway_downlinks_total",
+                                 "DELIVERED acks and responder actions sent, by path and what",
+                                 ["path", "what"])
+        self.api_requests = Counter("vigil_gateway_api_requests_total",
+                                    "Responder actions API requests by result (applied, "
+                                    "no_effect, unauthorized, malformed, replayed, refused, "
+                                    "not_found, ...)", ["result"])
+
     def all(self):
         return [m for m in vars(self).values() if isinstance(m, _Metric)]
 

@@ -88,13 +88,13 @@ class Rejected(Exception):
 
 
 class Pipeline:
-    def __init__(self, registry, store, topics, metrics=None, clock=time.time):
+    def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None):
         self.registry = registry
         self.store = store
         self.topics = topics
         self.metrics = metrics
         self.clock = clock
-        self.incidents = Incidents(store)
+        self.incidents = Incidents(store, outbox)
         self._windows = {}  # device_id -> ReplayWindow, rebuilt from the store on first use
         self._devices = {}  # device_id -> registry row, dropped whenever the registry changes
         self._registry_version = None
@@ -163,6 +163,15 @@ class Pipeline:
             if device is not None:
                 self._devices[device_id] = device
         return device
+
+    def allocate_downlink(self, device_id):
+        """A fresh downlink counter for a downlink sent outside a batch (DELIVERED acks,
+        responder actions); call inside a store transaction: it is written at once. If that
+        transaction fails, call forget()."""
+        used = {}
+        counter = self._next_downlink_counter(device_id, used)
+        self.store.set_downlink_counter(device_id, counter)
+        return counter
 
     def _next_downlink_counter(self, device_id, used):
         last = self._downlink.get(device_id)
@@ -276,8 +285,12 @@ class Pipeline:
                            device=device_hex(device_id), counter=frame.counter, ref=frame.ref,
                            incident=incident.id if incident else None)
             else:
+                location = None
+                if frame.location is not None:
+                    location = (frame.location[0] / 1e7, frame.location[1] / 1e7,
+                                frame.location[2])
                 incident = self.incidents.raise_alarm(device_id, frame.counter, frame.kind_name,
-                                                      now, detail)
+                                                      now, detail, location)
                 logs.event(log, logging.INFO, "incident_raised", incident=incident.id,
                            kind=frame.kind_name, device=device_hex(device_id),
                            counter=frame.counter)

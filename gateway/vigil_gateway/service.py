@@ -9,7 +9,11 @@
 #   a batch the store cannot commit is retried until it can; /healthz says unhealthy meanwhile,
 #   and the broker keeps redelivering nothing new because nothing was acknowledged;
 #   the inbound queue is bounded by the broker: it sends at most mqtt.receive_maximum
-#   unacknowledged messages, so nothing is ever dropped here.
+#   unacknowledged messages, so nothing is ever dropped here;
+#   incident changes queue their forwarding in the outbox inside the batch's commit; the
+#   forwarding loops (forwarding.py) deliver them and store DELIVERED downlinks; responder
+#   actions (actions.py, under /v1/ on the HTTP port) store action downlinks; the downlink pump
+#   sends stored downlinks on MQTT once connected and over BLE while the wearable is connected.
 import asyncio
 import json
 import logging
@@ -17,10 +21,20 @@ import os
 import signal
 import time
 
+import vigil_protocol as p
+
 from . import logs
 from .config import read_secret
+from .actions import ActionsApi, read_tokens
 from .ble_central import BleCentral
 from .db import open_database
+from .dc09 import Account, Dc09Error
+from .downlinks import Downlinks
+from .forward_dc09 import Dc09State, Dc09Transport
+from .forward_webhook import WebhookTransport
+from .forwarding import Forwarding
+from .outbox import Outbox
+from .wearers import Wearers
 from .errors import ConfigError, GatewayError, StoreError
 from .http_server import serve
 from .incidents import STATES
@@ -70,13 +84,30 @@ async def emulated_factories(transport):
 
 
 class Gateway:
-    def __init__(self, config, link_factory=MqttLink, clock=time.time, ble_factories=None):
+    def __init__(self, config, link_factory=MqttLink, clock=time.time, ble_factories=None,
+                 transports=None):
         self.config = config
         self.clock = clock
         self.metrics = Metrics(REASONS)
         self.conn, self.registry, self.store = open_state(config)
         self.topics = Topics(config.mqtt.prefix)
-        self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock)
+        Wearers(self.conn)  # the profiles' table, for the outbox's snapshots
+        if transports is None:
+            transports = make_transports(config, self.conn, clock)
+        self.outbox = Outbox(self.conn, [t.name for t in transports],
+                             (config.forward.backoff_min_s, config.forward.backoff_max_s),
+                             config.forward.max_event_age_s)
+        self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock,
+                                 self.outbox)
+        self.downlinks = Downlinks(self.conn, self.registry, self.pipeline)
+        self._downlink_wake = asyncio.Event()
+        self.forwarding = Forwarding(self.store, self.outbox, self.downlinks, transports,
+                                     self.metrics, clock, self.pipeline, self._downlink_wake.set)
+        self.api = None
+        if config.actions.tokens_file:
+            self.api = ActionsApi(self.store, self.pipeline.incidents, self.downlinks,
+                                  read_tokens(config.actions.tokens_file), clock,
+                                  config.actions.tolerance_s, self._actions_done, self.pipeline)
         self.supervisor = Supervisor(self.store, self.registry,
                                      config.supervision.default_interval_s,
                                      config.supervision.grace_s, self.pipeline)
@@ -114,7 +145,8 @@ class Gateway:
         try:
             self.http = await serve(self.config.http.host, self.config.http.port,
                                     {"/metrics": self._metrics_page,
-                                     "/healthz": self._health_page})
+                                     "/healthz": self._health_page},
+                                    self._api if self.api is not None else None)
         except OSError as exc:
             self.conn.close()
             raise ConfigError("http.port", "cannot listen on %s:%d: %s" % (
@@ -123,7 +155,9 @@ class Gateway:
                    devices=len(self.registry.devices()))
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._ingest(), name="ingest"),
-                 asyncio.create_task(self._supervise(), name="supervision")]
+                 asyncio.create_task(self._supervise(), name="supervision"),
+                 asyncio.create_task(self._pump_downlinks(), name="downlinks")]
+        tasks += self.forwarding.tasks(self.config.forward.dc09.null_interval_s)
         if self.ble is not None:
             if self.ble.scanner_factory is None:  # ble.hci: an emulated controller
                 self.ble.scanner_factory, self.ble.client_factory = await emulated_factories(
@@ -142,6 +176,11 @@ class Gateway:
             pass
         for task in tasks[1:] + [stop]:
             task.cancel()
+        for transport in self.forwarding.transports:
+            try:
+                await transport.close()
+            except Exception:
+                pass
         self.http.close()
         self.conn.close()
         logs.event(log, logging.INFO, "gateway_stopped")
@@ -168,10 +207,61 @@ class Gateway:
                         self._send_ble(outcome.device_id, outcome.downlink[1])
                         self.metrics.acks.inc("RECEIVED")
                         self.metrics.ack_latency.observe(now - outcome.message.arrived)
+                self.forwarding.wake.set()
                 for outcome in outcomes:
                     token = outcome.message.token
                     if not outcome.hold and not (token and token[0] == "ble"):
                         self.link.ack(token)
+
+    def _actions_done(self):
+        self._downlink_wake.set()
+        self.forwarding.wake.set()
+
+    def _api(self, method, path, headers, body):
+        reply = self.api.handle(method, path, headers, body)
+        self.metrics.api_requests.inc(reply.result)
+        level = logging.INFO if reply.status < 400 else logging.WARNING
+        logs.event(log, level, "api_request", method=method, path=path.split("?", 1)[0][:100],
+                   status=reply.status, result=reply.result,
+                   message=reply.body.get("message"))
+        body = dict(reply.body)
+        body.pop("downlink_queued", None)
+        return reply.status, "application/json", json.dumps(body, sort_keys=True) + "\n"
+
+    async def _pump_downlinks(self):
+        while True:
+            self._downlink_wake.clear()
+            try:
+                self._flush_downlinks()
+            except Exception as exc:  # retried on the next round
+                logs.event(log, logging.ERROR, "downlink_pump_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._downlink_wake.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    def _flush_downlinks(self):
+        now = self.clock()
+        sent = []
+        if self.link.connected.is_set():
+            for d in self.downlinks.unsent_mqtt():
+                self.link.publish(self.topics.down(d.device_id), d.frame)
+                sent.append((d, "mqtt"))
+        if self.ble is not None:
+            for d in self.downlinks.unsent_ble(set(self.ble.status.connected), now):
+                self._send_ble(d.device_id, d.frame)
+                sent.append((d, "ble"))
+        if sent:
+            with self.store.transaction():
+                for d, path in sent:
+                    self.downlinks.mark(d.id, path, now)
+            for d, path in sent:
+                what = "DELIVERED" if d.kind == "ack" else p.ACTIONS.get(d.code, str(d.code))
+                self.metrics.downlinks.inc(path, what)
+                if d.kind == "ack" and path == "mqtt":
+                    self.metrics.acks.inc("DELIVERED")
+                logs.event(log, logging.INFO, "downlink_sent", path=path, what=what,
+                           device="%08x" % d.device_id, ref=d.ref, counter=d.counter)
 
     def _send_ble(self, device_id, frame):
         """Downlinks go on every path: MQTT always, BLE too while the wearable is connected."""
@@ -200,6 +290,7 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.supervision.check_every_s)
             try:
+                self.forwarding.wake.set()
                 for incident in self.supervisor.check(self.clock()):
                     self.metrics.lost_contact.inc()
                     logs.event(log, logging.WARNING, "lost_contact", incident=incident.id,
@@ -243,9 +334,34 @@ class Gateway:
                                 ("connect_failures", s.connect_failures),
                                 ("ignored_adverts", s.ignored), ("adverts", s.adverts)):
                 m.ble_events.set(value, name)
+        pending = self.outbox.pending_counts()
+        for transport in self.forwarding.transports:
+            m.forward_pending.set(pending.get(transport.name, 0), transport.name)
+            if isinstance(transport, Dc09Transport) and transport.link_up is not None:
+                m.dc09_link.set(1 if transport.link_up else 0)
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)
+
+
+def make_transports(config, conn, clock=time.time):
+    """The configured destinations: a webhook and/or a DC-09 receiver (secrets read here)."""
+    made = []
+    hook = config.forward.webhook
+    if hook.url:
+        secret = read_secret(hook.secret_file, "forward.webhook.secret_file").encode()
+        made.append(WebhookTransport(hook.url, secret, hook.timeout_s, hook.ca_file, clock))
+    arc = config.forward.dc09
+    if arc.host:
+        key = read_secret(arc.key_file, "forward.dc09.key_file") if arc.key_file else None
+        try:
+            account = Account(arc.account, key, arc.line, arc.receiver or None)
+        except Dc09Error as exc:
+            key_name = "forward.dc09.key_file" if "key" in str(exc) else "forward.dc09.account"
+            raise ConfigError(key_name, str(exc)) from None
+        made.append(Dc09Transport(arc.host, arc.port, account, Dc09State(conn), arc.format,
+                                  arc.timeout_s, clock))
+    return made
 
 
 def main(config):

@@ -20,7 +20,8 @@ class Supervisor:
         self.registry = registry
         self.default_interval_s = default_interval_s
         self.grace_s = grace_s
-        self.incidents = Incidents(store)
+        # the pipeline's incidents when there is one: they feed the forwarding outbox
+        self.incidents = pipeline.incidents if pipeline is not None else Incidents(store)
 
     def deadline(self, contact, device):
         interval = contact.interval_s or device.interval_s or self.default_interval_s

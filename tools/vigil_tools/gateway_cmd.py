@@ -61,6 +61,30 @@ def register(sub):
     inc.add_argument("--json", action="store_true", help="one JSON object per line")
     inc.set_defaults(func=_handler(incidents_command))
 
+    wearer = gw.add_parser("wearer", help="wearer profiles (forwarded with incidents)")
+    wr = wearer.add_subparsers(dest="wearer_command", required=True, metavar="ACTION")
+    wset = wr.add_parser("set", parents=[common], help="set a device's wearer profile")
+    wset.add_argument("device", help="device id, 8 hex digits")
+    wset.add_argument("--name", required=True, help="the wearer's name")
+    wset.add_argument("--contact", action="append", default=[], metavar="NAME,PHONE,RELATION",
+                      help="an escalation contact (repeat for several, in calling order)")
+    wset.add_argument("--notes", default="", help="what a responder should know")
+    wset.add_argument("--zone", type=int, default=1,
+                      help="the wearer's zone at the alarm receiving centre (1-999)")
+    wset.set_defaults(func=_handler(wearer_set_command))
+    wshow = wr.add_parser("show", parents=[common], help="show a device's wearer profile")
+    wshow.add_argument("device")
+    wshow.set_defaults(func=_handler(wearer_show_command))
+    wls = wr.add_parser("list", parents=[common], help="list wearer profiles")
+    wls.add_argument("--json", action="store_true", help="one JSON object per line")
+    wls.set_defaults(func=_handler(wearer_list_command))
+
+    out = gw.add_parser("outbox", parents=[common],
+                        help="incident events queued for responder backends")
+    out.add_argument("--pending", action="store_true", help="only those not yet delivered")
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.set_defaults(func=_handler(outbox_command))
+
     broker = gw.add_parser("broker-config", parents=[common],
                            help="write Mosquitto password and ACL files from the registry")
     broker.add_argument("--out", required=True, help="folder for `passwords` and `acl`")
@@ -268,4 +292,71 @@ def broker_config_command(args):
         args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password)
     print("wrote %s and %s; in mosquitto.conf:\n  allow_anonymous false\n  password_file %s\n"
           "  acl_file %s" % (passwords, acl, os.path.abspath(passwords), os.path.abspath(acl)))
+    return 0
+
+
+def _wearers(args):
+    from vigil_gateway.wearers import Wearers
+
+    conn, _, _ = _state(args)
+    return Wearers(conn)
+
+
+def _wearer_row(w):
+    return {"device": "%08x" % w.device_id, "name": w.name, "contacts": w.contacts,
+            "notes": w.notes, "zone": w.zone}
+
+
+def wearer_set_command(args):
+    from vigil_gateway import registry, wearers
+
+    device_id = registry.parse_device_id(args.device)
+    contacts = [wearers.parse_contact(c) for c in args.contact]
+    _wearers(args).set(device_id, args.name, contacts, args.notes, args.zone)
+    print("wearer profile set for %s (%d escalation contact%s)"
+          % (registry.device_hex(device_id), len(contacts), "" if len(contacts) == 1 else "s"))
+    return 0
+
+
+def wearer_show_command(args):
+    from vigil_gateway import registry
+
+    device_id = registry.parse_device_id(args.device)
+    w = _wearers(args).get(device_id)
+    if w is None:
+        raise ToolError("no wearer profile for %s (set one with `vigil gateway wearer set`)"
+                        % registry.device_hex(device_id))
+    print("device   %08x\nname     %s\nzone     %d\nnotes    %s" % (w.device_id, w.name,
+                                                                   w.zone, w.notes or "-"))
+    for i, c in enumerate(w.contacts, 1):
+        print("contact%d %s, %s (%s)" % (i, c["name"], c["phone"], c["relation"]))
+    return 0
+
+
+def wearer_list_command(args):
+    for w in _wearers(args).all():
+        if args.json:
+            print(json.dumps(_wearer_row(w)))
+        else:
+            print("%08x  %-24s zone %-3d %d contact(s)" % (w.device_id, w.name, w.zone,
+                                                         len(w.contacts)))
+    return 0
+
+
+def outbox_command(args):
+    from vigil_gateway.outbox import Outbox
+
+    conn, _, _ = _state(args)
+    for item in Outbox(conn).items(pending_only=args.pending):
+        row = {"id": item.id, "destination": item.destination, "incident": item.incident_id,
+               "key": item.key, "event": item.event, "attempts": item.attempts,
+               "created_at": item.created_at, "delivered_at": item.delivered_at,
+               "last_error": item.last_error}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print("%-5d %-8s #%-5d %-32s %-9s tries %-3d %s" % (
+                item.id, item.destination, item.incident_id, item.key,
+                "delivered" if item.delivered_at else "PENDING", item.attempts,
+                item.last_error or ""))
     return 0

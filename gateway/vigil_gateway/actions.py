@@ -1,0 +1,242 @@
+# The responder actions API: what a responder backend does to an incident, carried back to the
+# wearable as signed downlinks. Document: gateway/openapi.json.
+#
+#   POST /v1/incidents/{id}/actions   {"action", "request_id", "sent_at", ["note"]}
+#   GET  /v1/incidents/{id}           the incident, its state and audit trail
+#
+# Rules, in the order a request is checked (the first failure is its answer, and is counted):
+#   auth        "Authorization: Bearer <token>" equal to one backend's token (every token is
+#               compared, in constant time) else 401 unauthorized
+#   shape       JSON object, at most 8 KiB, fields as in ACTIONS/the OpenAPI document, else
+#               400 malformed (the message names the field)
+#   fresh       sent_at within tolerance_s of the gateway's clock, else 409 replayed ("stale")
+#   once        a request_id is used once per backend; again: 409 replayed
+#   incident    unknown: 404 not_found; closed (for anything but resolve): 409 refused
+#   duress      prompt_double_tap on a DURESS incident: 409 refused - the wearer must not be
+#               cued; acknowledged and help_dispatched are audited but send no downlink (the
+#               wearable would show nothing, and no downlink means no radio traffic tied to
+#               the responder's work); resolve is sent (the wearable shows nothing, but closes
+#               the alarm, which ends its duress silence)
+#   lost contact no alarm on the wearable to refer to: prompt_double_tap refused, the others
+#               audited with no downlink
+#   idempotent  the same action on the same incident a second time (another request_id) has no
+#               effect: 200 with "effect": "none" and the original downlink's counter
+#   effect      audit trail entry (with the backend's name), incident rule (resolve closes and is
+#               forwarded), and the signed downlink, all in one transaction: the downlink waits
+#               in the store until the wearable is reachable (downlinks.py)
+import hmac
+import json
+import re
+
+import vigil_protocol as p
+
+from .downlinks import ACTION
+from .errors import ConfigError
+from .incidents import CLOSED, LOST_CONTACT
+
+MAX_BODY = 8192
+ACTIONS = {
+    "acknowledge": ("acknowledged", p.ACKNOWLEDGED),
+    "prompt_double_tap": ("prompt_double_tap", p.PROMPT_DOUBLE_TAP),
+    "help_dispatched": ("help_dispatched", p.HELP_DISPATCHED),
+    "resolve": ("resolved", p.RESOLVED),
+}
+_FIELDS = {"action", "request_id", "sent_at", "note"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_PATH = re.compile(r"^/v1/incidents/([0-9]{1,12})(/actions)?$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_requests (
+    backend TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (backend, request_id)
+) WITHOUT ROWID;
+"""
+
+
+def read_tokens(path, key="actions.tokens_file"):
+    """{backend name: token} from lines "<name> <token>" (# comments, blank lines skipped)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(key, "cannot read %s: %s" % (path, exc.strerror)) from None
+    tokens = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[1]) < 16:
+            raise ConfigError(key, "%s line %d: write '<backend name> <token of 16+ "
+                                   "characters>'" % (path, number))
+        tokens[parts[0]] = parts[1]
+    if not tokens:
+        raise ConfigError(key, "%s holds no token" % path)
+    return tokens
+
+
+class Reply:
+    __slots__ = ("status", "body", "result")
+
+    def __init__(self, status, body, result):
+        self.status = status
+        self.body = body
+        self.result = result  # the metric label
+
+
+def _error(status, result, message):
+    return Reply(status, {"error": result, "message": message}, result)
+
+
+class ActionsApi:
+    def __init__(self, store, incidents, downlinks, tokens, clock, tolerance_s=300,
+                 downlink_ready=lambda: None, pipeline=None):
+        self.store = store
+        self.incidents = incidents
+        self.downlinks = downlinks
+        self.tokens = {name: token.encode() for name, token in tokens.items()}
+        self.clock = clock
+        self.tolerance_s = tolerance_s
+        self.downlink_ready = downlink_ready
+        self.pipeline = pipeline
+        store.conn.executescript(_SCHEMA)
+
+    def handle(self, method, path, headers, body):
+        match = _PATH.match(path.split("?", 1)[0])
+        if match is None:
+            return _error(404, "not_found", "no such endpoint")
+        backend = self._backend(headers.get("authorization", ""))
+        if backend is None:
+            return _error(401, "unauthorized", "missing or wrong bearer token")
+        incident_id, actions = int(match.group(1)), bool(match.group(2))
+        if not actions:
+            if method != "GET":
+                return _error(405, "method_not_allowed", "GET only")
+            return self._show(incident_id)
+        if method != "POST":
+            return _error(405, "method_not_allowed", "POST only")
+        return self._action(backend, incident_id, headers, body)
+
+    def _backend(self, header):
+        given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
+        found = None
+        for name, token in self.tokens.items():  # compare with every token, always
+            if hmac.compare_digest(given, token) and given:
+                found = name
+        return found
+
+    def _show(self, incident_id):
+        incident = self.store.incident(incident_id)
+        if incident is None:
+            return _error(404, "not_found", "no incident %d" % incident_id)
+        return Reply(200, dict(_incident_json(incident), audit=[
+            {"at": a.at, "event": a.event, "detail": a.detail}
+            for a in self.store.audit(incident_id)]), "shown")
+
+    def _parse(self, headers, body):
+        if "json" not in headers.get("content-type", ""):
+            return None, "Content-Type must be application/json"
+        if len(body) > MAX_BODY:
+            return None, "body over %d bytes" % MAX_BODY
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None, "body is not JSON"
+        if not isinstance(data, dict):
+            return None, "body must be a JSON object"
+        unknown = set(data) - _FIELDS
+        if unknown:
+            return None, "unknown field %s" % sorted(unknown)[0]
+        if data.get("action") not in ACTIONS:
+            return None, "action must be one of %s" % ", ".join(ACTIONS)
+        if not isinstance(data.get("request_id"), str) or not _REQUEST_ID.match(
+                data["request_id"]):
+            return None, "request_id must be 8-64 characters of A-Z a-z 0-9 . _ : -"
+        sent_at = data.get("sent_at")
+        if not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool):
+            return None, "sent_at must be a number (unix seconds)"
+        note = data.get("note", "")
+        if not isinstance(note, str) or len(note) > 500:
+            return None, "note must be a string of at most 500 characters"
+        return data, None
+
+    def _action(self, backend, incident_id, headers, body):
+        data, problem = self._parse(headers, body)
+        if data is None:
+            return _error(400, "malformed", problem)
+        now = self.clock()
+        if abs(now - data["sent_at"]) > self.tolerance_s:
+            return _error(409, "replayed", "sent_at is more than %d s from the gateway's clock: "
+                          "a stale or replayed request (check the backend's clock)"
+                          % self.tolerance_s)
+        event, code = ACTIONS[data["action"]]
+        try:
+            with self.store.transaction():
+                reply = self._apply(backend, incident_id, data, event, code, now)
+                if reply.status >= 400 and reply.result != "replayed":
+                    raise _Rollback(reply)
+        except _Rollback as rollback:
+            return rollback.reply
+        except Exception:
+            if self.pipeline is not None:
+                self.pipeline.forget()
+            raise
+        if reply.body.get("downlink_queued"):
+            self.downlink_ready()
+        return reply
+
+    def _apply(self, backend, incident_id, data, event, code, now):
+        seen = self.store.conn.execute(
+            "INSERT OR IGNORE INTO api_requests (backend, request_id, at) VALUES (?, ?, ?)",
+            (backend, data["request_id"], now)).rowcount == 0
+        if seen:
+            return _error(409, "replayed", "request_id %s was used already" % data["request_id"])
+        incident = self.store.incident(incident_id)
+        if incident is None:
+            return _error(404, "not_found", "no incident %d" % incident_id)
+        duress = incident.kind == "DURESS"
+        if code == p.PROMPT_DOUBLE_TAP and duress:
+            return _error(409, "refused", "incident %d is a duress alarm: the wearer must not be "
+                          "cued or contacted (no prompt is ever sent)" % incident_id)
+        if code == p.PROMPT_DOUBLE_TAP and incident.counter is None:
+            return _error(409, "refused", "incident %d (%s) has no alarm on the wearable to "
+                          "answer" % (incident_id, incident.kind))
+        already = self._already(incident, event)
+        if already:
+            found = (self.downlinks.find(incident.device_id, incident.counter, ACTION, code)
+                     if incident.counter is not None else None)
+            return Reply(200, dict(_incident_json(incident), action=data["action"],
+                                   effect="none", downlink=found.counter if found else None,
+                                   downlink_queued=False), "no_effect")
+        if incident.state == CLOSED:
+            return _error(409, "refused", "incident %d is closed" % incident_id)
+        note = data.get("note", "")
+        detail = "by %s, request %s%s" % (backend, data["request_id"],
+                                           "; " + note if note else "")
+        incident = self.incidents.apply(incident, event, now, detail)
+        downlink = None
+        silent = duress and code in (p.ACKNOWLEDGED, p.HELP_DISPATCHED)
+        if incident.counter is not None and not silent and incident.kind != LOST_CONTACT:
+            downlink = self.downlinks.make(incident.device_id, incident.counter, ACTION, code,
+                                           now)
+        return Reply(200, dict(_incident_json(incident), action=data["action"],
+                               effect="applied",
+                               downlink=downlink.counter if downlink else None,
+                               downlink_queued=downlink is not None), "applied")
+
+    def _already(self, incident, event):
+        return any(a.event == event and not a.detail.startswith("ignored")
+                   for a in self.store.audit(incident.id))
+
+
+class _Rollback(Exception):
+    def __init__(self, reply):
+        Exception.__init__(self, reply.result)
+        self.reply = reply
+
+
+def _incident_json(incident):
+    return {"incident": incident.id, "device": "%08x" % incident.device_id,
+            "kind": incident.kind, "state": incident.state, "alarm_counter": incident.counter}

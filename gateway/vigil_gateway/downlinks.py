@@ -1,0 +1,93 @@
+# Durable downlinks beyond the RECEIVED ack: DELIVERED acks and responder actions.
+#
+# Rules:
+#   a downlink is made (signed, with a fresh counter from the device's downlink counter) and
+#   stored in the same transaction as the change that causes it, so its counter is on disk
+#   before it is sent and never reused;
+#   one downlink per (device, alarm counter, stage or action): asking twice makes nothing new;
+#   it waits until the wearable is reachable: published to MQTT (QoS 1 to the device's down
+#   topic; the broker keeps it in the wearable's persistent session) once the gateway is
+#   connected, and written over BLE whenever the wearable is connected by BLE and has not had it
+#   that way yet; a BLE copy is offered for BLE_FOR_S after it was made;
+#   the wearable's replay window makes a second copy (MQTT and BLE) harmless.
+from collections import namedtuple
+
+import vigil_protocol as p
+
+ACK = "ack"
+ACTION = "action"
+BLE_FOR_S = 24 * 3600
+
+Downlink = namedtuple("Downlink", "id device_id counter ref kind code frame created_at "
+                                  "mqtt_sent_at ble_sent_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS downlinks (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    ref INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    code INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    mqtt_sent_at REAL,
+    ble_sent_at REAL,
+    UNIQUE (device_id, ref, kind, code)
+);
+"""
+_COLUMNS = ("id, device_id, counter, ref, kind, code, frame, created_at, mqtt_sent_at, "
+            "ble_sent_at")
+
+
+class Downlinks:
+    def __init__(self, conn, registry, pipeline):
+        self.conn = conn
+        self.registry = registry
+        self.pipeline = pipeline  # owns the downlink counters (allocate_downlink)
+        conn.executescript(_SCHEMA)
+
+    def make(self, device_id, ref, kind, code, at):
+        """Inside a transaction: the signed downlink, stored; None if it exists already."""
+        if self.find(device_id, ref, kind, code) is not None:
+            return None
+        device = self.registry.get(device_id)
+        key = self.registry.key(device)
+        counter = self.pipeline.allocate_downlink(device_id)
+        cls = p.Ack if kind == ACK else p.Action
+        frame = p.encode(cls(device_id, counter, ref, code), key)
+        cur = self.conn.execute(
+            "INSERT INTO downlinks (device_id, counter, ref, kind, code, frame, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (device_id, counter, ref, kind, code, frame, at))
+        return Downlink(cur.lastrowid, device_id, counter, ref, kind, code, frame, at, None, None)
+
+    def find(self, device_id, ref, kind, code):
+        row = self.conn.execute("SELECT %s FROM downlinks WHERE device_id = ? AND ref = ? AND "
+                                "kind = ? AND code = ?" % _COLUMNS,
+                                (device_id, ref, kind, code)).fetchone()
+        return Downlink(*row) if row else None
+
+    def unsent_mqtt(self, limit=200):
+        return [Downlink(*r) for r in self.conn.execute(
+            "SELECT %s FROM downlinks WHERE mqtt_sent_at IS NULL ORDER BY id LIMIT ?"
+            % _COLUMNS, (limit,))]
+
+    def unsent_ble(self, device_ids, now):
+        if not device_ids:
+            return []
+        ids = sorted(device_ids)
+        return [Downlink(*r) for r in self.conn.execute(
+            "SELECT %s FROM downlinks WHERE ble_sent_at IS NULL AND created_at > ? AND "
+            "device_id IN (%s) ORDER BY id" % (_COLUMNS, ",".join("?" * len(ids))),
+            [now - BLE_FOR_S] + ids)]
+
+    def mark(self, downlink_id, path, at):
+        column = "mqtt_sent_at" if path == "mqtt" else "ble_sent_at"
+        self.conn.execute("UPDATE downlinks SET %s = ? WHERE id = ?" % column, (at, downlink_id))
+
+    def all(self, device_id=None):
+        sql, args = "SELECT %s FROM downlinks" % _COLUMNS, []
+        if device_id is not None:
+            sql += " WHERE device_id = ?"
+            args.append(device_id)
+        return [Downlink(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]

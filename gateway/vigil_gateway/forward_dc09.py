@@ -1,0 +1,190 @@
+# The SIA DC-09 destination: an alarm receiving centre's receiver over TCP (dc09.py encodes).
+#
+# Rules (the mapping; also in gateway/README.md):
+#   kind/event          Contact ID        SIA-DCS   note
+#   SOS raised          1 120 (panic)     PA
+#   DURESS raised       1 121 (duress)    HA
+#   FALL raised         1 100 (medical)   MA        no standard fall code: medical
+#   NO_MOTION raised    1 100 (medical)   MA        I-text "no motion"
+#   LOW_BATTERY raised  1 384 (RF low battery) XT
+#   LOST_CONTACT raised 1 381 (supervision loss) YC
+#   contact_restored    3 381             YK
+#   wearer_confirms     1 101 (personal emergency: the wearer confirms) QA
+#   resolved            3 <the kind's event> <the kind's restore code: PH HH MH XR YK>
+#   zone = the wearer's zone (wearer profile, default 1); area/partition 1;
+#   location, when known, in [X lon][Y lat].
+# Rules (the exchange):
+#   one TCP connection per message; the sequence number (0001-9999, wrapping) is taken and
+#   persisted before sending, a new one for every attempt;
+#   ACK: delivered; NAK carrying the receiver's time: the clock offset is corrected (persisted)
+#   and the message resent at once, once; DUH, a bare NAK or an unreadable reply: a failed
+#   attempt with an operator alert (`alert` set), retried by the outbox with backoff;
+#   a NULL link test every null_interval_s keeps `link_up` true or false.
+import asyncio
+import datetime
+import time
+
+from . import dc09
+from .errors import GatewayError
+
+NAME = "dc09"
+
+# kind -> (SIA code, restore SIA code, Contact ID event, I-text)
+KINDS = {
+    "SOS": ("PA", "PH", 120, None),
+    "DURESS": ("HA", "HH", 121, None),
+    "FALL": ("MA", "MH", 100, "fall"),
+    "NO_MOTION": ("MA", "MH", 100, "no motion"),
+    "LOW_BATTERY": ("XT", "XR", 384, None),
+    "LOST_CONTACT": ("YC", "YK", 381, None),
+}
+CONFIRMS = ("QA", 101)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dc09_state (
+    destination TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    clock_offset REAL NOT NULL
+);
+"""
+
+
+def event_for(snapshot):
+    """The dc09.Event reporting one outbox snapshot."""
+    kind = snapshot["incident"]["kind"]
+    event = snapshot["event"]
+    if kind not in KINDS:
+        raise GatewayError("no DC-09 mapping for incident kind %s" % kind)
+    sia, restore_sia, cid, text = KINDS[kind]
+    restore = False
+    if event == "wearer_confirms":
+        sia, cid, text = CONFIRMS[0], CONFIRMS[1], "wearer confirms"
+    elif event in ("resolved", "contact_restored"):
+        sia, restore = restore_sia, True
+        text = "resolved" if event == "resolved" else None
+    location = snapshot.get("location")
+    where = (location["lat"], location["lon"]) if location else None
+    return dc09.Event(sia, cid, snapshot.get("zone") or 1, restore=restore, location=where,
+                      text=text)
+
+
+class Result:
+    __slots__ = ("ok", "error", "alert")
+
+    def __init__(self, ok, error=None, alert=False):
+        self.ok = ok
+        self.error = error
+        self.alert = alert
+
+
+class Dc09State:
+    """The destination's sequence number and clock offset, on disk."""
+
+    def __init__(self, conn, destination=NAME):
+        self.conn = conn
+        self.destination = destination
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO dc09_state VALUES (?, 0, 0.0)", (destination,))
+
+    def _row(self):
+        return self.conn.execute("SELECT sequence, clock_offset FROM dc09_state WHERE "
+                                 "destination = ?", (self.destination,)).fetchone()
+
+    def next_sequence(self):
+        seq = self._row()[0] % 9999 + 1
+        self.conn.execute("UPDATE dc09_state SET sequence = ? WHERE destination = ?",
+                          (seq, self.destination))
+        return seq
+
+    @property
+    def clock_offset(self):
+        return self._row()[1]
+
+    def set_clock_offset(self, offset):
+        self.conn.execute("UPDATE dc09_state SET clock_offset = ? WHERE destination = ?",
+                          (offset, self.destination))
+
+
+class Dc09Transport:
+    name = NAME
+
+    def __init__(self, host, port, account, state, fmt="SIA-DCS", timeout_s=10.0,
+                 clock=time.time):
+        self.host = host
+        self.port = port
+        self.account = account
+        self.state = state
+        self.fmt = fmt
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.link_up = None  # unknown until the first exchange
+        self.clock_corrections = 0
+
+    def _when(self):
+        return datetime.datetime.fromtimestamp(self.clock() + self.state.clock_offset,
+                                               datetime.timezone.utc)
+
+    async def deliver(self, item):
+        try:
+            event = event_for(item.snapshot)
+        except GatewayError as exc:
+            return Result(False, str(exc), alert=True)
+        return await self._send(lambda seq: dc09.encode_event(self.account, seq, event,
+                                                              self._when(), self.fmt))
+
+    async def link_test(self):
+        result = await self._send(lambda seq: dc09.encode_null(self.account, seq, self._when()))
+        return result
+
+    async def _send(self, build):
+        for _attempt in range(2):
+            seq = self.state.next_sequence()
+            try:
+                raw = await self._exchange(build(seq))
+                reply = dc09.parse_reply(raw, self.account)
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.link_up = False
+                return Result(False, "cannot reach the receiver at %s:%d: %s"
+                              % (self.host, self.port, type(exc).__name__))
+            except dc09.Dc09Error as exc:
+                self.link_up = True
+                return Result(False, "unreadable reply from the receiver: %s" % exc, alert=True)
+            self.link_up = True
+            if reply.kind == "ACK":
+                return Result(True)
+            if reply.kind == "NAK" and reply.receiver_time is not None:
+                offset = reply.receiver_time.timestamp() - self.clock()
+                self.state.set_clock_offset(offset)
+                self.clock_corrections += 1
+                continue  # resend at once with the corrected time
+            if reply.kind == "DUH":
+                return Result(False, "the receiver does not understand this event (DUH)",
+                              alert=True)
+            if reply.kind == "NAK":
+                return Result(False, "the receiver refused account %s (NAK: unknown account "
+                              "or wrong key)" % self.account.number, alert=True)
+            return Result(False, "the receiver answered %s" % reply.kind, alert=True)
+        return Result(False, "the receiver refused our time twice (NAK)", alert=True)
+
+    async def _exchange(self, line):
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), self.timeout_s)
+        try:
+            writer.write(line)
+            await writer.drain()
+            data = b""
+            while not dc09.reply_complete(data) and len(data) < 4096:
+                chunk = await asyncio.wait_for(reader.read(4096), self.timeout_s)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def close(self):
+        pass
