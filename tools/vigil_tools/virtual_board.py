@@ -250,7 +250,7 @@ class VirtualBoard:
         self._spawn()
 
 
-def run_forever(flash_dir, out=print):
+def run_forever(flash_dir, out=lambda text: print(text, flush=True)):
     """`vigil board virtual`: serve a virtual board until Ctrl-C."""
     try:
         board = VirtualBoard(flash_dir).start()
