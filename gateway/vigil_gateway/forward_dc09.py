@@ -12,7 +12,9 @@
 #   wearer_confirms     1 101 (personal emergency: the wearer confirms) QA
 #   resolved            3 <the kind's event> <the kind's restore code: PH HH MH XR YK>
 #   zone = the wearer's zone (wearer profile, default 1); area/partition 1;
-#   location, when known, in [X lon][Y lat].
+#   location, when known, in [X lon][Y lat] with SIA-DCS; ADM-CID messages carry at most one
+#   extended-data block (the I-text): receivers such as pysiaalarm refuse more after a Contact ID
+#   event, so choose SIA-DCS where the ARC should see the location.
 # Rules (the exchange):
 #   one TCP connection per message; the sequence number (0001-9999, wrapping) is taken and
 #   persisted before sending, a new one for every attempt;
@@ -129,6 +131,8 @@ class Dc09Transport:
             event = event_for(item.snapshot)
         except GatewayError as exc:
             return Result(False, str(exc), alert=True)
+        if self.fmt == "ADM-CID":
+            event.location = None
         return await self._send(lambda seq: dc09.encode_event(self.account, seq, event,
                                                               self._when(), self.fmt))
 

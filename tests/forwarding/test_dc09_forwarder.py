@@ -1,0 +1,151 @@
+# The DC-09 destination against a real receiver (pysiaalarm's, on loopback): every mapped
+# kind and event, plain and AES, both message formats; sequence numbers on disk; a NAK's time
+# corrects our clock; DUH and unknown accounts are alerts, not silent retries.
+import asyncio
+import datetime
+import queue
+import socket
+import time
+
+import pytest
+from pysiaalarm import SIAAccount, SIAClient
+
+from vigil_gateway import dc09
+from vigil_gateway.db import open_database
+from vigil_gateway.forward_dc09 import Dc09State, Dc09Transport, event_for
+from vigil_gateway.outbox import Item
+
+KEY = "0123456789ABCDEF0123456789ABCDEF"
+
+# (kind, event) -> (SIA-DCS code, Contact ID qualifier, Contact ID event)
+CASES = {
+    ("SOS", "raised"): ("PA", "1", "120"),
+    ("DURESS", "raised"): ("HA", "1", "121"),
+    ("FALL", "raised"): ("MA", "1", "100"),
+    ("NO_MOTION", "raised"): ("MA", "1", "100"),
+    ("LOW_BATTERY", "raised"): ("XT", "1", "384"),
+    ("LOST_CONTACT", "raised"): ("YC", "1", "381"),
+    ("LOST_CONTACT", "contact_restored"): ("YK", "3", "381"),
+    ("SOS", "wearer_confirms"): ("QA", "1", "101"),
+    ("SOS", "resolved"): ("PH", "3", "120"),
+    ("DURESS", "resolved"): ("HH", "3", "121"),
+    ("FALL", "resolved"): ("MH", "3", "100"),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    events = queue.Queue()
+    port = free_port()
+    client = SIAClient("127.0.0.1", port, [SIAAccount("AAA"), SIAAccount("BBB", KEY)],
+                       function=events.put)
+    client.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    yield port, events
+    client.stop()
+
+
+def item(kind, event, location=None, zone=3):
+    snapshot = {"event": event, "device_id": 0xC0FFEE,
+                "incident": {"id": 1, "kind": kind, "state": "open", "counter": 5,
+                             "opened_at": 0, "updated_at": 0},
+                "wearer": {}, "zone": zone, "location": location, "audit": []}
+    return Item(1, "dc09", 1, 0xC0FFEE, "k", event, snapshot, 0, 0, 0, None, None, None)
+
+
+def transport(tmp_path, port, encrypted, fmt, clock=time.time):
+    conn = open_database(str(tmp_path))
+    account = dc09.Account("BBB", KEY) if encrypted else dc09.Account("AAA")
+    return Dc09Transport("127.0.0.1", port, account, Dc09State(conn), fmt, 5.0, clock)
+
+
+def drain(events):
+    while not events.empty():
+        events.get_nowait()
+
+
+@pytest.mark.parametrize("fmt", ["SIA-DCS", "ADM-CID"])
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "aes"])
+def test_every_mapped_kind_is_acknowledged_and_understood(receiver, tmp_path, fmt, encrypted):
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, encrypted, fmt)
+    for (kind, event), (code, qualifier, cid) in CASES.items():
+        location = {"lat": 51.5, "lon": -0.12, "accuracy_m": 5, "at": 0} \
+            if kind == "SOS" else None
+        result = asyncio.run(t.deliver(item(kind, event, location)))
+        assert result.ok, (kind, event, result.error)
+        got = events.get(timeout=5)
+        assert got.account == ("BBB" if encrypted else "AAA")
+        if fmt == "SIA-DCS":
+            assert got.code == code, (kind, event)
+            assert got.ri == "1" and got.message.startswith("003")  # area 1, zone 3
+        else:  # the raw Contact ID (pysiaalarm's table lacks 384: not its translation)
+            assert (got.event_qualifier, got.event_type) == (qualifier, cid), (kind, event)
+        if location and fmt == "SIA-DCS":  # ADM-CID: one extended-data block at most
+            assert "Y51.500000" in got.x_data and "X-0.120000" in got.x_data
+    assert t.state._row()[0] == len(CASES)  # one sequence number each, on disk
+
+
+def test_sequence_numbers_persist_and_wrap(tmp_path):
+    conn = open_database(str(tmp_path))
+    state = Dc09State(conn)
+    assert [state.next_sequence() for _ in range(2)] == [1, 2]
+    state2 = Dc09State(open_database(str(tmp_path)))
+    assert state2.next_sequence() == 3
+    conn.execute("UPDATE dc09_state SET sequence = 9999")
+    assert state2.next_sequence() == 1
+
+
+def test_a_nak_corrects_the_clock_and_the_event_is_resent(receiver, tmp_path):
+    port, events = receiver
+    drain(events)
+    ten_min_slow = lambda: time.time() - 600  # noqa: E731
+    t = transport(tmp_path, port, True, "SIA-DCS", clock=ten_min_slow)
+    result = asyncio.run(t.deliver(item("SOS", "raised")))
+    assert result.ok
+    assert t.clock_corrections == 1
+    assert 590 < t.state.clock_offset < 610          # kept for the next message
+    assert events.get(timeout=5).code == "PA"
+    assert asyncio.run(t.link_test()).ok
+    assert t.clock_corrections == 1
+
+
+def test_unknown_account_is_an_alert(receiver, tmp_path):
+    port, _ = receiver
+    conn = open_database(str(tmp_path))
+    t = Dc09Transport("127.0.0.1", port, dc09.Account("DDD"), Dc09State(conn))
+    result = asyncio.run(t.deliver(item("SOS", "raised")))
+    assert not result.ok and result.alert and "DDD" in result.error
+
+
+def test_duh_is_an_alert(receiver, tmp_path, monkeypatch):
+    port, _ = receiver
+    t = transport(tmp_path, port, False, "SIA-DCS")
+    monkeypatch.setattr("vigil_gateway.forward_dc09.event_for",
+                        lambda snapshot: dc09.Event("AQ", 120, 1))
+    result = asyncio.run(t.deliver(item("SOS", "raised")))
+    assert not result.ok and result.alert and "DUH" in result.error
+
+
+def test_receiver_down_is_a_plain_failure(tmp_path):
+    t = transport(tmp_path, free_port(), False, "SIA-DCS")
+    result = asyncio.run(t.deliver(item("SOS", "raised")))
+    assert not result.ok and not result.alert and "cannot reach" in result.error
+    assert t.link_up is False
+
+
+def test_no_motion_says_so_in_text():
+    event = event_for(item("NO_MOTION", "raised").snapshot)
+    assert (event.sia_code, event.cid_event, event.text) == ("MA", 100, "no motion")
