@@ -24,6 +24,14 @@ async def central_for(air, allowed, messages, **kwargs):
     return central
 
 
+async def next_message(messages, timeout=5):
+    """The next pipeline message carrying an alarm (check-ins flow in between)."""
+    while True:
+        message = await asyncio.wait_for(messages.get(), timeout)
+        if p.peek(message.payload).name == "alarm":
+            return message
+
+
 async def until(predicate, timeout=5.0):
     for _ in range(int(timeout / 0.02)):
         if predicate():
@@ -43,7 +51,7 @@ def test_allowed_wearable_is_connected_and_its_alarm_arrives_as_a_message(tmp_pa
         tasks = [asyncio.create_task(t) for t in (w.run(), other.run(), central.run())]
         assert await until(lambda: 0x00C0FFEE in central.status.connected)
         counter = w.raise_alarm(p.DURESS)
-        message = await asyncio.wait_for(messages.get(), 5)
+        message = await next_message(messages)
         assert message.topic == "vigil/up/00c0ffee" and message.token == ("ble", 0x00C0FFEE)
         frame = p.decode(message.payload, KEY, p.UP)
         assert (frame.kind, frame.counter) == (p.DURESS, counter)
@@ -72,10 +80,10 @@ def test_link_drop_mid_alarm_reconnects_and_the_alarm_comes_again(tmp_path):
         tasks = [asyncio.create_task(t) for t in (w.run(), central.run())]
         assert await until(lambda: link.up)
         w.raise_alarm(p.SOS)
-        first = await asyncio.wait_for(messages.get(), 5)
+        first = await next_message(messages)
         await central._clients[0x00C0FFEE].disconnect()  # the link drops before any ack
         assert await until(lambda: link.connects == 2, 15)
-        again = await asyncio.wait_for(messages.get(), 15)  # the wearable's retransmission
+        again = await next_message(messages, 15)  # the wearable's retransmission
         assert again.payload == first.payload
         assert central.status.connect_failures == 0
         await central.close()

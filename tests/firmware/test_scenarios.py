@@ -213,5 +213,6 @@ def test_alarm_goes_out_on_ble_and_mqtt_and_one_ack_settles_both(scenario, fake_
     assert [f.kind for f in over_mqtt] == [p.DURESS]
     assert bytes.fromhex(report["over_ble"])[-8:] == over_mqtt[0].tag  # the very same frame
     assert report["acked"] is True
-    assert report["downlinks_after"] == report["downlinks_before"] == 1
+    # The ack arriving again over BLE is the same downlink: nothing new is counted.
+    assert report["downlinks_after"] == report["downlinks_before"] >= 1
     assert report["played"] == []
