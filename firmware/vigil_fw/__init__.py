@@ -2,6 +2,9 @@
 # and on CPython (the simulator); only hal_esp32.py touches machine, network and bluetooth.
 
 
+FIRMWARE_VERSION = "0.1.0"
+
+
 class FirmwareError(Exception):
     """Root of the firmware's own errors."""
 

@@ -36,6 +36,7 @@ from vigil_protocol import (
     encode,
 )
 
+from . import FIRMWARE_VERSION
 from . import alarms as fsm
 from .clock import sleep_ms, ticks_diff, ticks_ms, wait_event
 from .counters import CounterStore
@@ -54,6 +55,10 @@ class Wearable:
     SUPERVISE_MS = 1000
     STALL_MS = 10000      # a task silent this long stops the watchdog being fed
     WATCHDOG_MS = 30000
+    # The watchdog arms this long after boot: a technician who stops the firmware at the
+    # console right after a reset (as provisioning does) is not reset in the middle of a copy.
+    # A machine.WDT cannot be stopped once started.
+    WATCHDOG_ARM_MS = 20000
     SENDER_IDLE_MS = 200
     BUTTON_TICK_MS = 50
     LOW_BATTERY_HYSTERESIS = 5
@@ -271,7 +276,7 @@ class Wearable:
     async def supervisor(self):
         """Feed the watchdog only while every task and link shows progress."""
         seen = {}  # type: dict[str, tuple]
-        now = ticks_ms()
+        await sleep_ms(self.WATCHDOG_ARM_MS)
         self.board.watchdog_start(self.WATCHDOG_MS)
         while True:
             await sleep_ms(self.SUPERVISE_MS)
@@ -298,6 +303,7 @@ class Wearable:
         return coros
 
     async def run(self):
+        self.log("vigil: firmware %s" % FIRMWARE_VERSION)
         self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
                  % (self.config.device_hex, len(self.outbox)))
         await asyncio.gather(*[asyncio.create_task(c) for c in self.tasks()])

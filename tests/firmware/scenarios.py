@@ -287,6 +287,7 @@ class StalledLink:
 async def watchdog():
     Wearable.SUPERVISE_MS = 100
     Wearable.STALL_MS = 500
+    Wearable.WATCHDOG_ARM_MS = 50
     w, board = boot(S["device"], S["fs"], links=False)
     task = asyncio.create_task(w.run())
     await asyncio.sleep_ms(2000)
