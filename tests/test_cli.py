@@ -51,15 +51,20 @@ def test_frame_decode_bad_input_is_a_clear_error():
     assert proc.returncode == 2 and "cannot read the key file" in proc.stderr
 
 
-def test_demo_runs_both_sides_and_rejects_what_it_should():
+def test_demo_runs_both_procedures_end_to_end():
     proc = vigil("demo")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "SOS sent again (ack lost): alarm SOS counter 1 from 00c0ffee -> retransmission" in out
-    assert "SOS altered in transit: rejected (bad_mac)" in out
-    assert "reflected back at it: rejected: wrong_direction" in out
-    assert "shows nothing (duress)" in out
-    assert "DOUBLE_TAP answers alarm 1" in out
+    duress = out[out.index("Procedure 1"):out.index("Procedure 2")]
+    assert "event 'raised' of incident #1 (DURESS, open), signature verified" in duress
+    assert "refuses a prompt on duress: HTTP 409" in duress
+    assert "plays" not in duress  # no pattern at all on the wearable
+    assert "patterns played during the duress alarm: none at all" in duress
+    sos = out[out.index("Procedure 2"):]
+    assert "verifies a signed action PROMPT_DOUBLE_TAP" in sos
+    assert "plays the 'prompt' pattern" in sos
+    assert "is now 'needs_help'" in sos
+    assert "both procedures went as they must" in out
 
 
 def test_bench_protocol_prints_figures_and_a_key_value_line():
