@@ -134,3 +134,50 @@ def test_the_gateway_accepts_the_sims_frames_and_its_acks_reach_the_wearable(
     listed = vigil("gateway", "incidents", "--json", "--device", dev, "--config", config)
     assert sorted(json.loads(line)["kind"] for line in listed.stdout.splitlines()) == \
         ["DURESS", "SOS"]
+
+
+def test_sim_over_ble_reaches_the_gateway_through_an_emulated_radio(tmp_path, mosquitto,
+                                                                    device_file):
+    """`vigil sim --link ble`: the firmware's BLE link (on CPython, over `vigil ble-air`) and
+    the gateway's bleak central on the same emulated radio; no Bluetooth hardware."""
+    import socket
+    import subprocess
+
+    from conftest import VIGIL
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    air = subprocess.Popen([VIGIL, "ble-air"] + ["tcp-server:127.0.0.1:%d" % n for n in ports],
+                           stdout=subprocess.PIPE, text=True)
+    assert "emulated BLE air" in air.stdout.readline()
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\ndata_dir = "gw"\n[mqtt]\nport = %d\nclient_id = "gw-%s"\n'
+                      '[http]\nport = 0\n[ble]\nenabled = true\nhci = "tcp-client:127.0.0.1:%d"\n'
+                      % (mosquitto.port, tmp_path.name, ports[0]))
+    assert vigil("gateway", "device", "import", device_file, "--config", config).returncode == 0
+    gateway = subprocess.Popen([VIGIL, "gateway", "run", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        script = tmp_path / "ble.txt"
+        script.write_text("wait 3000\nduress\nwait-acked 30000\nstatus\n")
+        proc = vigil("sim", "--device-file", device_file, "--script", script, "--quick",
+                     "--link", "ble", "--ble-hci", "tcp-client:127.0.0.1:%d" % ports[1])
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        air.terminate()
+        air.wait(10)
+    assert proc.returncode == 0, proc.stdout
+    assert "sim: every alarm acknowledged" in proc.stdout, proc.stdout
+    assert "vigil: feedback" not in proc.stdout  # duress: nothing, ever
+    dev = json.loads(device_file.read_text())["device_id"]
+    listed = vigil("gateway", "incidents", "--json", "--device", dev, "--config", config)
+    assert [json.loads(line)["kind"] for line in listed.stdout.splitlines()] == ["DURESS"]
+
+
+def test_sim_over_ble_needs_an_emulated_controller(tmp_path, device_file):
+    proc = vigil("sim", "--device-file", device_file, "--link", "ble")
+    assert proc.returncode == 2 and "--ble-hci" in proc.stderr

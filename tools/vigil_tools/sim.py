@@ -30,12 +30,16 @@ def default_state_dir(record_path):
 
 def settings(record, mqtt_host="127.0.0.1", mqtt_port=1883, mqtt_prefix="vigil",
              state_dir=None, quick=False, battery=90, checkin_interval_s=None,
-             hardware_taps=False, echo=False):
+             hardware_taps=False, echo=False, link="mqtt", ble_hci=None):
     config = device_config.build(record, mqtt_host, mqtt_port, mqtt_prefix,
                                  checkin_interval_s=checkin_interval_s)
     device_config.render(config)  # the firmware's own check, with its words
+    if link == "ble" and not ble_hci:
+        raise ToolError("--link ble needs --ble-hci (an emulated controller from `vigil ble-air`"
+                        ", e.g. tcp-client:127.0.0.1:7002)")
     return {"config": config, "state_dir": str(pathlib.Path(state_dir).resolve()),
-            "quick": quick, "battery": battery, "hardware_taps": hardware_taps, "echo": echo}
+            "quick": quick, "battery": battery, "hardware_taps": hardware_taps, "echo": echo,
+            "link": link, "ble_hci": ble_hci}
 
 
 def _command_lines(script):
@@ -57,9 +61,17 @@ def run(record_path, script=None, state_dir=None, out=sys.stdout, **options):
     lines = _command_lines(script)
     if script is None and sys.stdin.isatty():
         print("type commands (help lists them, quit stops)", file=out)
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-        [".frozen", str(FIRMWARE), str(PROTOCOL_DIR), str(MPY_LIB), str(TOOLS_DIR)]))
-    proc = subprocess.Popen([executable(), "-X", "heapsize=1m", str(DEVICE_SCRIPT)],
+    if config["link"] == "ble":
+        # BLE: the same core on CPython over an emulated controller (no MicroPython build here
+        # has `bluetooth`).
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(FIRMWARE), str(TOOLS_DIR)]),
+                   PYTHONUNBUFFERED="1")
+        command = [sys.executable, str(DEVICE_SCRIPT)]
+    else:
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+            [".frozen", str(FIRMWARE), str(PROTOCOL_DIR), str(MPY_LIB), str(TOOLS_DIR)]))
+        command = [executable(), "-X", "heapsize=1m", str(DEVICE_SCRIPT)]
+    proc = subprocess.Popen(command,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     reader = threading.Thread(target=_print_output, args=(proc.stdout, record.key, out),

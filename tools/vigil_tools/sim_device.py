@@ -1,5 +1,7 @@
 # `vigil sim`'s wearable: the real firmware core (vigil_fw.app.Wearable) on a simulated board
-# (vigil_fw.hal_sim) with its real MQTT link, on the MicroPython unix port. MicroPython only.
+# (vigil_fw.hal_sim) with its real MQTT link, on the MicroPython unix port; or, with
+# "link": "ble", its real BLE link on CPython, as a GATT peripheral on an emulated controller
+# (`vigil ble-air`; no MicroPython build here has `bluetooth`).
 #
 # stdin: one JSON line of settings, then one command per line (see COMMANDS). stdout: what the
 # wearable does, one line each: its own log ("vigil: raised <hex>", "vigil: tx <hex>",
@@ -10,10 +12,10 @@ import json
 import sys
 
 from vigil_fw.app import Wearable
+from vigil_fw.clock import sleep_ms
 from vigil_fw.config import Config
 from vigil_fw.gestures import DuressGesture, SosButton
 from vigil_fw.hal_sim import SimBoard
-from vigil_fw.mqtt_link import MqttLink
 from vigil_fw.outbox import Outbox
 
 import traces
@@ -43,7 +45,7 @@ async def until(predicate, timeout_ms, step_ms=20):
     while not predicate():
         if waited >= timeout_ms:
             return False
-        await asyncio.sleep_ms(step_ms)
+        await sleep_ms(step_ms)
         waited += step_ms
     return True
 
@@ -57,15 +59,33 @@ class Simulator:
             SosButton.CANCEL_MS = 400
             Outbox.RETRY_FIRST_MS = 500
             Outbox.RETRY_MAX_MS = 4000
-            MqttLink.RETRY_FIRST_MS = 100
-            MqttLink.RETRY_MAX_MS = 1000
         self.config = Config(settings["config"])
         self.board = SimBoard(settings["state_dir"], hardware_taps=settings.get("hardware_taps",
                                                                                False))
         self.board.battery = settings.get("battery", 90)
-        self.link = MqttLink(self.config)
-        self.wearable = Wearable(self.board, self.config, [self.link])
+        self.wearable = Wearable(self.board, self.config, [])
+        self.link = None
         self.task = None
+
+    async def open_link(self):
+        if self.settings.get("link") == "ble":
+            from vigil_fw.ble_link import BleLink
+            from vigil_gateway.bumble_air import open_device
+            from vigil_tools.aioble_bumble import Aioble
+            dev = self.config.device_id
+            device = await open_device(self.settings["ble_hci"], "F1:%02X:%02X:%02X:%02X:00" % (
+                dev >> 24, (dev >> 16) & 255, (dev >> 8) & 255, dev & 255))
+            aioble = Aioble(device)
+            w = self.wearable
+            self.link = BleLink(self.config, aioble, aioble.UUID,
+                                urgent=lambda: len(w.outbox) > 0)
+        else:
+            from vigil_fw.mqtt_link import MqttLink
+            if self.settings.get("quick"):
+                MqttLink.RETRY_FIRST_MS = 100
+                MqttLink.RETRY_MAX_MS = 1000
+            self.link = MqttLink(self.config)
+        self.wearable.links.append(self.link)
 
     def start(self):
         self.task = asyncio.create_task(self.wearable.run())
@@ -83,7 +103,7 @@ class Simulator:
             while shown < len(played):
                 print("vigil: feedback %s" % played[shown])
                 shown += 1
-            await asyncio.sleep_ms(20)
+            await sleep_ms(20)
 
     async def raised_after(self, action, timeout_ms):
         stats = self.wearable.stats
@@ -128,7 +148,7 @@ class Simulator:
                 self.start()
             say("resumed")
         elif name == "wait":
-            await asyncio.sleep_ms(int(args[0]))
+            await sleep_ms(int(args[0]))
         elif name == "wait-sent":
             ok = await until(lambda: all(e.attempts for e in w.outbox.oldest_first()),
                              int(args[0]) if args else 10000)
@@ -149,10 +169,24 @@ class Simulator:
             say("unknown command %r (try help)" % name)
 
 
+class LineReader:
+    """stdin lines without blocking the loop, on MicroPython and on CPython."""
+
+    def __init__(self):
+        self.stream = asyncio.StreamReader(sys.stdin) if sys.implementation.name == \
+            "micropython" else None
+
+    async def readline(self):
+        if self.stream is not None:
+            return await self.stream.readline()
+        return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.readline)
+
+
 async def main():
-    stdin = asyncio.StreamReader(sys.stdin)
+    stdin = LineReader()
     settings = json.loads(await stdin.readline())
     sim = Simulator(settings)
+    await sim.open_link()
     sim.start()
     asyncio.create_task(sim.watch_feedback())
     say("device %s ready" % sim.config.device_hex)
@@ -172,8 +206,9 @@ async def main():
         except (ValueError, IndexError):
             say("bad arguments for %s (try help)" % words[0])
     sim.stop()
-    await asyncio.sleep_ms(50)  # last output
+    await sleep_ms(50)  # last output
     say("bye")
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -86,6 +86,11 @@ def register(sub):
                           "detector")
     sim.add_argument("--quick", action="store_true",
                      help="short hold and retry times (same rules), for demos and tests")
+    sim.add_argument("--link", choices=["mqtt", "ble"], default="mqtt",
+                     help="mqtt (default): the firmware's MQTT link on the MicroPython unix port; "
+                          "ble: its BLE link on an emulated radio (see `vigil ble-air`)")
+    sim.add_argument("--ble-hci", metavar="TRANSPORT",
+                     help="with --link ble: the emulated controller, e.g. tcp-client:127.0.0.1:7002")
     sim.set_defaults(func=sim_command)
 
     board = sub.add_parser("board", help="boards for rehearsal and tests")
@@ -183,7 +188,7 @@ def sim_command(args):
     return run(args.device_file, script=args.script, state_dir=args.state_dir,
                mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_prefix=args.mqtt_prefix,
                quick=args.quick, battery=args.battery, checkin_interval_s=args.checkin_interval,
-               hardware_taps=args.hardware_taps)
+               hardware_taps=args.hardware_taps, link=args.link, ble_hci=args.ble_hci)
 
 
 def board_virtual_command(args):
