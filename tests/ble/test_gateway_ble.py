@@ -127,3 +127,50 @@ def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_p
     finally:
         air.terminate()
         air.wait(10)
+
+
+def test_link_drop_mid_alarm_brings_a_retransmission_and_no_second_incident(tmp_path, mosquitto):
+    async def scenario():
+        air = Air()
+        w, board, link = await wearable(air, tmp_path / "flash")
+        w.outbox.RETRY_FIRST_MS = 300
+        radio = await air.device("F0:00:00:00:00:01")
+        cfg = gateway_config.load_dict(
+            {"gateway": {"data_dir": str(tmp_path / "gw")},
+             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-drop"},
+             "http": {"port": 0}, "ble": {"enabled": True}}, str(tmp_path))
+        factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
+                     lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
+                                                 bumble_device=radio, mtu=247))
+        gateway = Gateway(cfg, ble_factories=factories)
+        gateway.ble.RETRY_FIRST_S = 0.2
+        gateway.registry.add(DEVICE, KEY)
+        tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(w.run())]
+        assert await until(lambda: DEVICE in gateway.ble.status.connected)
+
+        # The link drops between the alarm's notification and its ack: the ack is lost.
+        real_send = gateway.ble.send
+        dropped = []
+
+        async def drop_first(device_id, frame):
+            if not dropped and p.peek(frame).name == "ack":
+                dropped.append(frame)
+                await gateway.ble._clients[device_id].disconnect()
+                return False
+            return await real_send(device_id, frame)
+
+        gateway.ble.send = drop_first
+        counter = w.raise_alarm(p.SOS)
+        assert await until(lambda: dropped, 10)
+        assert await until(lambda: link.connects >= 2, 20)       # reconnected
+        assert await until(lambda: len(w.outbox) == 0, 20)        # the retransmission's ack
+        assert gateway.metrics.frames.get("retransmission") >= 1
+        assert [(i.kind, i.counter) for i in gateway.store.incidents(device_id=DEVICE)] \
+            == [("SOS", counter)]
+
+        gateway.stop()
+        tasks[1].cancel()
+        await asyncio.wait_for(tasks[0], 10)
+        await air.close()
+
+    asyncio.run(scenario())
