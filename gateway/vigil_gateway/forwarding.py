@@ -79,7 +79,7 @@ class Forwarding:
             if level == logging.ERROR:
                 self.metrics.forward_alerts.inc(transport.name, "refused")
             logs.event(log, level, "forward_failed", destination=transport.name,
-                       incident=item.incident_id, event=item.event, key=item.key,
+                       incident=item.incident_id, what=item.event, key=item.key,
                        attempts=item.attempts + 1, error=result.error,
                        retry_in_s=round(delay, 3))
         return delivered
@@ -98,7 +98,7 @@ class Forwarding:
             raise
         self.metrics.forward_attempts.inc(transport.name, "delivered")
         logs.event(log, logging.INFO, "forward_delivered", destination=transport.name,
-                   incident=item.incident_id, event=item.event, key=item.key,
+                   incident=item.incident_id, what=item.event, key=item.key,
                    device=device_hex(item.device_id))
         if downlink is not None:
             self.downlink_ready()
@@ -111,7 +111,7 @@ class Forwarding:
             for item in old:
                 self.metrics.forward_alerts.inc(item.destination, "too_old")
                 logs.event(log, logging.ERROR, "forward_overdue", destination=item.destination,
-                           incident=item.incident_id, event=item.event, key=item.key,
+                           incident=item.incident_id, what=item.event, key=item.key,
                            age_s=round(now - item.created_at, 1), attempts=item.attempts,
                            last_error=item.last_error)
             self.metrics.forward_overdue.set(self.outbox.overdue_count(now))

@@ -17,6 +17,7 @@ Rules (what every backend must do; see the README's "For integrators of responde
 """
 import http.server
 import json
+import ssl
 import threading
 import time
 import urllib.error
@@ -27,7 +28,8 @@ from vigil_gateway import webhook
 
 
 class ResponderBackend:
-    def __init__(self, secret, host="127.0.0.1", port=0, fail=False, on_event=None):
+    def __init__(self, secret, host="127.0.0.1", port=0, fail=False, on_event=None, tls=None):
+        """tls: {"certfile", "keyfile"} to serve https (the gateway verifies the certificate)."""
         self.secret = secret
         self.events = []          # accepted bodies (dicts), one per idempotency key
         self.keys = set()
@@ -51,7 +53,13 @@ class ResponderBackend:
                 pass
 
         self.server = http.server.ThreadingHTTPServer((host, port), Handler)
-        self.url = "http://%s:%d/vigil" % (host, self.server.server_address[1])
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls["certfile"], tls["keyfile"])
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = "%s://%s:%d/vigil" % (scheme, host, self.server.server_address[1])
         self.thread = None
 
     def _receive(self, headers, body):

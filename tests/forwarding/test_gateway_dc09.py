@@ -1,0 +1,90 @@
+# The real gateway forwarding to a real ARC receiver (pysiaalarm's) over SIA DC-09 with AES:
+# an event the receiver cannot take raises the age alert and waits; once the receiver is up it
+# is delivered, the wearable gets DELIVERED, and NULL link tests keep the link gauge up.
+import os
+import queue
+import socket
+import sys
+import time
+
+import pytest
+from pysiaalarm import SIAAccount, SIAClient
+
+import vigil_protocol as p
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
+from gateway_harness import Device, GatewayProcess, key_for, wait_for  # noqa: E402
+
+DEV = 0x00C0FFEE
+KEY = key_for(DEV)
+AES_KEY = "0123456789ABCDEF0123456789ABCDEF"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_receiver(port, events):
+    client = SIAClient("127.0.0.1", port, [SIAAccount("1234AB", AES_KEY)], function=events.put)
+    client.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return client
+
+
+def test_arc_down_then_up(tmp_path, mosquitto):
+    port = free_port()
+    (tmp_path / "arc.key").write_text(AES_KEY + "\n")
+    gw = GatewayProcess(tmp_path / "gw", mosquitto.port,
+                        forward={"backoff_min_s": 0.05, "backoff_max_s": 0.3,
+                                 "max_event_age_s": 0.5},
+                        **{"forward.dc09": {"host": "127.0.0.1", "port": port,
+                                            "account": "1234AB",
+                                            "key_file": str(tmp_path / "arc.key"),
+                                            "null_interval_s": 0.2}})
+    gw.add_device(DEV, KEY)
+    gw.cli("wearer", "set", "%08x" % DEV, "--name", "W", "--zone", "12")
+    gw.start()
+    device = Device(mosquitto.port, DEV, KEY)
+    receiver = None
+    try:
+        sos = device.next_counter()
+        device.publish(p.encode(p.Alarm(DEV, sos, p.SOS, location=(515007000, -1246000, 9)),
+                                device.key))
+        device.wait_acked([sos])
+        wait_for(lambda: gw.metrics().get(
+            'vigil_gateway_forward_alerts_total{destination="dc09",reason="too_old"}', 0) == 1,
+            what="the age alert")
+        assert gw.metrics()["vigil_gateway_forward_overdue"] == 1
+        assert any(e["event"] == "forward_overdue" for e in gw.log_events())
+        assert "PENDING" in gw.cli("outbox").stdout   # still queued
+        events = queue.Queue()
+        receiver = start_receiver(port, events)
+        got = events.get(timeout=20)
+        assert (got.code, got.account) == ("PA", "1234AB")
+        assert got.message.startswith("012")                       # the wearer's zone
+        assert "Y51.500700" in got.x_data and "X-0.124600" in got.x_data
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            frame = device.downlinks.get(timeout=10)
+            if isinstance(frame, p.Ack) and frame.stage == p.DELIVERED:
+                assert frame.ref == sos
+                break
+        else:
+            pytest.fail("no DELIVERED downlink")
+        wait_for(lambda: gw.metrics().get("vigil_gateway_dc09_link_up") == 1,
+                 what="NULL link tests answered")
+        wait_for(lambda: gw.metrics()["vigil_gateway_forward_overdue"] == 0,
+                 what="nothing overdue")
+        assert AES_KEY not in gw.log()
+    finally:
+        device.close()
+        gw.stop()
+        if receiver is not None:
+            receiver.stop()
