@@ -22,6 +22,17 @@ log = logging.getLogger("vigil_gateway.forwarding")
 _IDLE_S = 1.0
 
 
+class _Wake:
+    """One asyncio.Event per destination loop; set() wakes them all."""
+
+    def __init__(self, names):
+        self.events = {name: asyncio.Event() for name in names}
+
+    def set(self):
+        for event in self.events.values():
+            event.set()
+
+
 class Forwarding:
     def __init__(self, store, outbox, downlinks, transports, metrics, clock, pipeline,
                  downlink_ready):
@@ -33,7 +44,7 @@ class Forwarding:
         self.clock = clock
         self.pipeline = pipeline
         self.downlink_ready = downlink_ready  # called after a downlink is stored
-        self.wake = asyncio.Event()
+        self.wake = _Wake([t.name for t in self.transports])
 
     def tasks(self, null_interval_s=None):
         made = [asyncio.create_task(self.run(t), name="forward-" + t.name)
@@ -46,7 +57,9 @@ class Forwarding:
         return made
 
     async def run(self, transport):
+        wake = self.wake.events[transport.name]
         while True:
+            wake.clear()  # before the round: a commit during it wakes the next one at once
             try:
                 await self.round(transport)
             except Exception as exc:  # a forwarding fault must not stop the gateway
@@ -55,10 +68,9 @@ class Forwarding:
                 await asyncio.sleep(_IDLE_S)
             next_at = self.outbox.next_due_at(transport.name)
             delay = _IDLE_S if next_at is None else max(0.0, min(_IDLE_S, next_at - self.clock()))
-            self.wake.clear()
             if delay > 0:
                 try:
-                    await asyncio.wait_for(self.wake.wait(), delay)
+                    await asyncio.wait_for(wake.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
 

@@ -135,3 +135,17 @@ def test_a_second_double_tap_is_audited_not_forwarded_again(site):
     site.alarm(p.DOUBLE_TAP, ref=sos)
     site.alarm(p.DOUBLE_TAP, ref=sos)
     assert [i.event for i in site.outbox.items()] == ["raised", "wearer_confirms"]
+
+
+def test_backoff_doubles_with_jitter_up_to_the_max(tmp_path):
+    draws = iter([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    site = Site(tmp_path, rng=lambda: next(draws))
+    site.alarm(p.SOS)
+    delays = []
+    for _ in range(9):
+        item = site.outbox.items(pending_only=True)[0]
+        delays.append(site.outbox.failed(item, site.clock.now, "down"))
+    # step 1, 2, 4, ... capped at 60 s; jitter keeps 50-100 % of the step
+    assert delays[:3] == [0.5, 2.0, 3.0]
+    assert delays[3:6] == [8.0, 16.0, 32.0]
+    assert delays[6:] == [60.0, 60.0, 60.0]
