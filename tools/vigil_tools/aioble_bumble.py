@@ -43,6 +43,10 @@ class Aioble:
         self.device = device
         self._connections = {}
         self._tasks = set()
+        # Like aioble's IRQ handler: a connection that lands while nobody is advertising (the
+        # window just timed out) is kept for the next advertise() call, never lost.
+        self._incoming = asyncio.Queue()
+        device.on(device.EVENT_CONNECTION, self._incoming.put_nowait)
         adapter = self
 
         class Service:
@@ -116,13 +120,8 @@ class Aioble:
                            struct.pack("<H", manufacturer[0]) + manufacturer[1]))
         response = AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, name.encode())]
                                    if name else [])
-        connected = asyncio.get_running_loop().create_future()
-
-        def on_connection(bumble_connection):
-            if not connected.done():
-                connected.set_result(bumble_connection)
-
-        self.device.on(self.device.EVENT_CONNECTION, on_connection)
+        if not self._incoming.empty():
+            return self._accept(self._incoming.get_nowait())
         await self.device.start_advertising(
             advertising_data=bytes(AdvertisingData(fields)),
             scan_response_data=bytes(response),
@@ -130,12 +129,13 @@ class Aioble:
             advertising_interval_max=interval_us / 1000)
         try:
             bumble_connection = await asyncio.wait_for(
-                connected, None if timeout_ms is None else timeout_ms / 1000)
+                self._incoming.get(), None if timeout_ms is None else timeout_ms / 1000)
         except asyncio.TimeoutError:
             await self.device.stop_advertising()
             raise
-        finally:
-            self.device.remove_listener(self.device.EVENT_CONNECTION, on_connection)
+        return self._accept(bumble_connection)
+
+    def _accept(self, bumble_connection):
         connection = Connection(bumble_connection)
         self._connections[bumble_connection.handle] = connection
         return connection

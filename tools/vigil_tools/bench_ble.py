@@ -16,6 +16,7 @@ from bleak import BleakClient, BleakScanner
 
 from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
 from vigil_gateway.bumble_air import Air
+from . import ToolError
 from .firmware_build import FIRMWARE
 
 KEY = bytes(range(0x40, 0x60))
@@ -93,13 +94,21 @@ async def _bench(wearables, alarms):
     await asyncio.sleep(0.5)  # let the first check-ins settle
 
     latencies = []
-    for n in range(alarms):
-        device_id, w = devices[n % len(devices)]
+    lost = 0
+    connected = [(d, w) for d, w in devices if d in central.status.connected]
+    for n in range(alarms if connected else 0):
+        device_id, w = connected[n % len(connected)]
         t0 = time.perf_counter()
         w.raise_alarm(p.SOS)
-        while len(w.outbox):
+        while len(w.outbox) and time.perf_counter() - t0 < 10:
             await asyncio.sleep(0.0005)
+        if len(w.outbox):
+            lost += 1  # not acknowledged within 10 s (counted, not timed)
+            continue
         latencies.append((time.perf_counter() - t0) * 1000)
+    if not latencies:
+        raise ToolError("no alarm was acknowledged over BLE (%d of %d wearables connected)"
+                        % (held, wearables))
 
     baseline = await _baseline(central, devices[0][0], p)
     for task in tasks:
@@ -109,6 +118,7 @@ async def _bench(wearables, alarms):
     conn.close()
     tmp.cleanup()
     return {"wearables": wearables, "connected": held, "connect_all_s": connect_s,
+            "alarms_unacked": lost,
             "ack_p50_ms": statistics.median(latencies),
             "ack_p99_ms": _percentile(latencies, 0.99),
             "baseline_roundtrip_ms": baseline,
