@@ -37,6 +37,15 @@ async def wearable(air, flash_dir, address="F1:00:00:00:00:01", device=DEVICE):
     return w, board, link
 
 
+async def until(predicate, timeout=10.0):
+    """Poll `predicate` on the event loop until it holds or `timeout` seconds pass."""
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
 async def next_alarm(frames, timeout=5):
     """The next alarm frame from a queue of uplink bytes (check-ins flow in between)."""
     while True:

@@ -5,7 +5,7 @@ import asyncio
 from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
-from test_ble_air import KEY, wearable
+from test_ble_air import KEY, until, wearable
 from vigil_gateway.ble_central import BleCentral
 from vigil_gateway.topics import Topics
 from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
@@ -30,14 +30,6 @@ async def next_message(messages, timeout=5):
         message = await asyncio.wait_for(messages.get(), timeout)
         if p.peek(message.payload).name == "alarm":
             return message
-
-
-async def until(predicate, timeout=5.0):
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 def test_allowed_wearable_is_connected_and_its_alarm_arrives_as_a_message(tmp_path):

@@ -7,21 +7,13 @@ import paho.mqtt.client as mqtt
 from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
-from test_ble_air import KEY, wearable
+from test_ble_air import KEY, until, wearable
 from vigil_gateway import config as gateway_config
 from vigil_gateway.service import Gateway
 from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
 from vigil_gateway.bumble_air import Air
 
 DEVICE = 0x00C0FFEE
-
-
-async def until(predicate, timeout=10.0):
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
