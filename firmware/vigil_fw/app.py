@@ -100,6 +100,11 @@ class Wearable:
     def _update_silence(self):
         self.feedback.duress_open = any(a.kind == DURESS for a in self.alarms.open.values())
 
+    def urgent(self):
+        """An alarm is waiting to be sent or is still open: links should be reachable fast
+        (the BLE link advertises quickly), so acks and responder actions get through."""
+        return len(self.outbox) > 0 or bool(self.alarms.open)
+
     def beat(self, name):
         self.beats[name] = self.beats.get(name, 0) + 1
 

@@ -3,7 +3,8 @@
 #
 # Rules:
 #   advertise the Vigil service, the name "Vigil" and the device id in manufacturer data;
-#     fast (ADV_FAST_US) while an alarm waits in the outbox, slow otherwise. Nothing in the
+#     fast (ADV_FAST_US) while an alarm is waiting to be sent or still open (acks and the
+#     responder's actions must get through), slow otherwise. Nothing in the
 #     advertisement says whether an alarm is open, or of what kind
 #   uplinks go out as notifications on the uplink characteristic; a frame longer than the
 #     connection's ATT payload (MTU - 3) is not sent on this link (the core alarm frame, 20
@@ -35,7 +36,7 @@ class BleLink:
 
     def __init__(self, config, aioble, uuid, urgent=lambda: False, log=print):
         """`aioble` is micropython-lib's module (or a stand-in with its interface), `uuid` is
-        bluetooth.UUID, and `urgent()` says whether an alarm is waiting to be sent."""
+        bluetooth.UUID, and `urgent()` says whether an alarm is waiting or open."""
         self.config = config
         self.aioble = aioble
         self.urgent = urgent

@@ -30,5 +30,5 @@ def run(flash_root=pins.FLASH_ROOT):
         else:
             from .ble_link import BleLink
             wearable.links.append(BleLink(config, aioble, bluetooth.UUID,
-                                          urgent=lambda: len(wearable.outbox) > 0))
+                                          urgent=wearable.urgent))
     asyncio.run(wearable.run())

@@ -31,7 +31,7 @@ async def wearable(air, flash_dir, address="F1:00:00:00:00:01", device=DEVICE):
     board = SimBoard(str(flash_dir))
     w = Wearable(board, config, [], log=lambda m: None)
     aioble = Aioble(await air.device(address))
-    link = ble_link.BleLink(config, aioble, aioble.UUID, urgent=lambda: len(w.outbox) > 0,
+    link = ble_link.BleLink(config, aioble, aioble.UUID, urgent=w.urgent,
                             log=lambda m: None)
     w.links.append(link)
     return w, board, link

@@ -103,7 +103,7 @@ def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_p
             aioble = Aioble(await open_device("tcp-client:127.0.0.1:%d" % ports[1],
                                               "F1:00:00:00:00:09"))
             w.links.append(ble_link.BleLink(config, aioble, aioble.UUID, log=lambda m: None,
-                                            urgent=lambda: len(w.outbox) > 0))
+                                            urgent=w.urgent))
             tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(w.run())]
             assert await until(lambda: DEVICE in gateway.ble.status.connected, 20)
             counter = w.raise_alarm(p.DURESS)

@@ -324,7 +324,7 @@ def ble_boot(with_mqtt=False):
     BleLink.ADV_WINDOW_MS = 200
     BleLink.WRITE_WAIT_MS = 100
     w, board = boot(S["device"], S["fs"], links=with_mqtt)
-    link = BleLink(w.config, aioble, aioble.UUID, urgent=lambda: len(w.outbox) > 0,
+    link = BleLink(w.config, aioble, aioble.UUID, urgent=w.urgent,
                    log=lambda m: None)
     w.links.append(link)
     return w, board, link, aioble
@@ -332,7 +332,7 @@ def ble_boot(with_mqtt=False):
 
 async def ble():
     """SOS over BLE only: advertising rates, notify, a link drop mid-alarm, the ack by write."""
-    from vigil_protocol import RECEIVED, UP, Ack, DeviceKey, decode, encode
+    from vigil_protocol import RECEIVED, RESOLVED, UP, Ack, Action, DeviceKey, decode, encode
     from vigil_fw.ble_link import DOWNLINK
     w, board, link, aioble = ble_boot()
     key = DeviceKey(bytes.fromhex(S["key"]))
@@ -361,8 +361,17 @@ async def ble():
     central.disconnect()
     await until(lambda: not link.up, 3000)
     await asyncio.sleep_ms(500)
+    open_rate = aioble.adverts[-1][0]  # received, not resolved: still open, still fast
+    await central.connect(mtu=S["mtu"])
+    await central.write(DOWNLINK, encode(Action(alarm.device_id, 2, alarm.counter, RESOLVED),
+                                         key))
+    await until(lambda: not w.alarms.open, 3000)
+    central.disconnect()
+    await until(lambda: not link.up, 3000)
+    await asyncio.sleep_ms(500)
     task.cancel()
     report(idle_rate=idle_rate, urgent_rate=urgent_rate, after_rate=aioble.adverts[-1][0],
+           open_rate=open_rate,
            manufacturer=[manufacturer[0], manufacturer[1].hex()], first=first.hex(),
            again=again.hex(), kind=alarm.kind, acked=acked, checkin_sent=checkin_sent,
            feedback=w.feedback.played, connects=link.connects,

@@ -197,11 +197,12 @@ def test_ble_link_advertises_notifies_survives_a_drop_and_takes_acks(scenario):
         report = scenario("ble", mtu=mtu)
         assert report["kind"] == p.SOS
         assert report["idle_rate"] == 1000000 and report["urgent_rate"] == 100000
-        assert report["after_rate"] == 1000000  # back to slow once the alarm is acknowledged
+        assert report["open_rate"] == 100000    # acknowledged but still open: still fast
+        assert report["after_rate"] == 1000000  # back to slow once it is resolved
         assert report["manufacturer"] == [0xFFFF, "00c0ffee"] and report["names"] == ["Vigil"]
         assert report["again"] == report["first"]  # the same bytes after the reconnect
-        assert report["acked"] and report["connects"] == 2
-        assert report["feedback"] == ["sos_armed", "sos_raised", "received"]
+        assert report["acked"] and report["connects"] == 3
+        assert report["feedback"] == ["sos_armed", "sos_raised", "received", "resolved"]
         # A 21-byte check-in needs an MTU exchange: not sent at the default ATT MTU of 23.
         assert report["checkin_sent"] is (mtu == 247)
 

@@ -60,7 +60,7 @@ async def _bench(wearables, alarms):
         w = Wearable(SimBoard(flash), config, [], log=lambda m: None)
         aioble = Aioble(await air.device("F1:00:00:00:%02X:%02X" % (i // 256, i % 256)))
         w.links.append(ble_link.BleLink(config, aioble, aioble.UUID, log=lambda m: None,
-                                        urgent=lambda w=w: len(w.outbox) > 0))
+                                        urgent=w.urgent))
         devices.append((device_id, w))
     central_device = await air.device("F0:00:00:00:00:01")
     inbound = asyncio.Queue()

@@ -78,7 +78,7 @@ class Simulator:
             aioble = Aioble(device)
             w = self.wearable
             self.link = BleLink(self.config, aioble, aioble.UUID,
-                                urgent=lambda: len(w.outbox) > 0)
+                                urgent=w.urgent)
         else:
             from vigil_fw.mqtt_link import MqttLink
             if self.settings.get("quick"):
