@@ -35,7 +35,8 @@ def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
         radio = await air.device("F0:00:00:00:00:01")
         cfg = gateway_config.load_dict(
             {"gateway": {"data_dir": str(tmp_path / "gw")},
-             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-forwarding"},
+             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-forwarding",
+                      "prefix": "fwd-ble"},  # its downlinks stay off other tests' topics
              "http": {"port": 0}, "ble": {"enabled": True, "scan_stall_s": 30.0},
              "forward": {"backoff_min_s": 0.05, "backoff_max_s": 0.5},
              "forward.webhook": {"url": backend.url, "secret_file": "secret"},

@@ -42,8 +42,11 @@ class Site:
     def __init__(self, tmp_path, broker_port, backend):
         (tmp_path / "secret").write_bytes(SECRET)
         (tmp_path / "tokens").write_text("# backend token\nresponder %s\n" % TOKEN)
+        # a topic prefix and a device session of its own: the shared broker may hold other
+        # tests' downlinks for this device id (signed with other keys) in its sessions
+        self.prefix = "fwd-" + uuid.uuid4().hex[:8]
         self.gw = GatewayProcess(
-            tmp_path / "gw", broker_port,
+            tmp_path / "gw", broker_port, mqtt={"prefix": self.prefix},
             forward={"backoff_min_s": 0.05, "backoff_max_s": 0.5},
             **{"forward.webhook": {"url": backend.url, "secret_file": str(tmp_path / "secret")},
                "actions": {"tokens_file": str(tmp_path / "tokens")}})
@@ -103,7 +106,7 @@ def test_sos_procedure_end_to_end(site, backend, mosquitto, devices):
     site.gw.cli("wearer", "set", "%08x" % DEV, "--name", "A. Worker",
                 "--contact", "B. Lead,+44 1234 567890,supervisor", "--notes", "asthma")
     site.gw.start()
-    device = devices(mosquitto.port, DEV, KEY)
+    device = devices(mosquitto.port, DEV, KEY, prefix=site.prefix, client_id=site.prefix)
     sos = device.next_counter()
     device.publish(p.encode(p.Alarm(DEV, sos, p.SOS, location=(515007000, -1246000, 9)),
                             device.key))
@@ -150,7 +153,7 @@ def test_duress_reaches_the_backend_and_nothing_cues_the_wearer(site, backend, m
     site.gw.cli("wearer", "set", "%08x" % DEV, "--name", "A. Worker",
                 "--contact", "B. Lead,+44 1234 567890,supervisor")
     site.gw.start()
-    device = devices(mosquitto.port, DEV, KEY)
+    device = devices(mosquitto.port, DEV, KEY, prefix=site.prefix, client_id=site.prefix)
     duress = device.next_counter()
     device.publish(p.encode(p.Alarm(DEV, duress, p.DURESS), device.key))
     event = backend.wait_for(lambda e: e["event"] == "raised")
@@ -175,7 +178,7 @@ def test_duress_reaches_the_backend_and_nothing_cues_the_wearer(site, backend, m
 def test_wrong_token_malformed_and_replayed_requests_are_refused_and_counted(site, mosquitto,
                                                                              devices, backend):
     site.gw.start()
-    device = devices(mosquitto.port, DEV, KEY)
+    device = devices(mosquitto.port, DEV, KEY, prefix=site.prefix, client_id=site.prefix)
     sos = device.next_counter()
     device.publish(p.encode(p.Alarm(DEV, sos, p.SOS), device.key))
     device.wait_acked([sos])
@@ -215,7 +218,7 @@ def test_kill_during_forwarding_loses_nothing_and_duplicates_nothing(site, backe
                                                                       devices):
     backend.fail = True                      # the backend is down
     site.gw.start()
-    device = devices(mosquitto.port, DEV, KEY)
+    device = devices(mosquitto.port, DEV, KEY, prefix=site.prefix, client_id=site.prefix)
     counters = []
     for kind in (p.SOS, p.FALL, p.DURESS, p.SOS, p.NO_MOTION):
         c = device.next_counter()
@@ -257,7 +260,7 @@ def test_backend_with_wrong_secret_refuses_and_the_event_waits(tmp_path, mosquit
     try:
         site = Site(tmp_path, mosquitto.port, wrong)
         site.gw.start()
-        device = devices(mosquitto.port, DEV, KEY)
+        device = devices(mosquitto.port, DEV, KEY, prefix=site.prefix, client_id=site.prefix)
         device.publish(device.alarm(p.SOS))
         wait_for(lambda: len(wrong.rejected) >= 2, what="rejected deliveries")
         assert wrong.events == []

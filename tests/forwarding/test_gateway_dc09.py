@@ -41,7 +41,7 @@ def start_receiver(port, events):
 def test_arc_down_then_up(tmp_path, mosquitto):
     port = free_port()
     (tmp_path / "arc.key").write_text(AES_KEY + "\n")
-    gw = GatewayProcess(tmp_path / "gw", mosquitto.port,
+    gw = GatewayProcess(tmp_path / "gw", mosquitto.port, mqtt={"prefix": "fwd-dc09"},
                         forward={"backoff_min_s": 0.05, "backoff_max_s": 0.3,
                                  "max_event_age_s": 0.5},
                         **{"forward.dc09": {"host": "127.0.0.1", "port": port,
@@ -51,7 +51,7 @@ def test_arc_down_then_up(tmp_path, mosquitto):
     gw.add_device(DEV, KEY)
     gw.cli("wearer", "set", "%08x" % DEV, "--name", "W", "--zone", "12")
     gw.start()
-    device = Device(mosquitto.port, DEV, KEY)
+    device = Device(mosquitto.port, DEV, KEY, prefix="fwd-dc09", client_id="fwd-dc09")
     receiver = None
     try:
         sos = device.next_counter()

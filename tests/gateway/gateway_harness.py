@@ -158,7 +158,7 @@ class Device:
     persistent session, QoS 1; decodes every downlink with its key."""
 
     def __init__(self, port, device_id, key, password=None, prefix="vigil", tls_ca=None,
-                 user=None):
+                 user=None, client_id=None):
         self.device_id = device_id
         self.key = p.DeviceKey(key)
         self.dev = "%08x" % device_id
@@ -170,7 +170,8 @@ class Device:
         self.bad_downlinks = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="vigil-" + self.dev,
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or "vigil-" + self.dev,
                                   protocol=mqtt.MQTTv311, clean_session=False)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
