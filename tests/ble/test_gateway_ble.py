@@ -14,6 +14,9 @@ from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
 from vigil_gateway.bumble_air import Air
 
 DEVICE = 0x00C0FFEE
+# A topic prefix of their own: the session broker is shared with suites that use the same
+# device id under other keys.
+PREFIX = "vigil-ble-tests"
 
 
 def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
@@ -23,7 +26,7 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
         radio = await air.device("F0:00:00:00:00:01")
         cfg = gateway_config.load_dict(
             {"gateway": {"data_dir": str(tmp_path / "gw")},
-             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-test"},
+             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-test", "prefix": PREFIX},
              "http": {"port": 0}, "ble": {"enabled": True, "scan_stall_s": 30.0}},
             str(tmp_path))
         factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
@@ -47,7 +50,7 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-copy")
         client.connect("127.0.0.1", mosquitto.port)
         client.loop_start()
-        client.publish("vigil/up/%08x" % DEVICE, raw, qos=1).wait_for_publish(5)
+        client.publish("%s/up/%08x" % (PREFIX, DEVICE), raw, qos=1).wait_for_publish(5)
         assert await until(lambda: gateway.metrics.frames.get("retransmission") >= 1)
         client.loop_stop()
         assert len(gateway.store.incidents(device_id=DEVICE)) == 1
@@ -90,7 +93,7 @@ def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_p
         async def scenario():
             cfg = gateway_config.load_dict(
                 {"gateway": {"data_dir": str(tmp_path / "gw")},
-                 "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-hci"},
+                 "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-hci", "prefix": PREFIX},
                  "http": {"port": 0},
                  "ble": {"enabled": True, "hci": "tcp-client:127.0.0.1:%d" % ports[0]}},
                 str(tmp_path))
@@ -129,7 +132,7 @@ def test_link_drop_mid_alarm_brings_a_retransmission_and_no_second_incident(tmp_
         radio = await air.device("F0:00:00:00:00:01")
         cfg = gateway_config.load_dict(
             {"gateway": {"data_dir": str(tmp_path / "gw")},
-             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-drop"},
+             "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-drop", "prefix": PREFIX},
              "http": {"port": 0}, "ble": {"enabled": True}}, str(tmp_path))
         factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
                      lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
