@@ -1,14 +1,7 @@
 # The `vigil` command through its real entry point (the installed console script).
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-VIGIL = str(Path(sys.executable).parent / "vigil")
-
-
-def vigil(*args, timeout=120):
-    return subprocess.run([VIGIL, *args], capture_output=True, text=True, timeout=timeout)
+from vigil_cli import vigil
 
 
 def vectors(root):

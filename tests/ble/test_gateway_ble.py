@@ -69,23 +69,17 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
 
 def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_path, mosquitto):
     """`vigil ble-air` hosts the controllers; the gateway opens its own through ble.hci."""
-    import socket
     import subprocess
-    import sys
-    from pathlib import Path
 
+    from vigil_cli import VIGIL
     from vigil_gateway.bumble_air import open_device
     from vigil_tools.aioble_bumble import Aioble
+    from vigil_tools.broker import free_port
 
     from test_ble_air import Config, SimBoard, Wearable, ble_link
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    vigil = str(Path(sys.executable).parent / "vigil")
-    air = subprocess.Popen([vigil, "ble-air"] + ["tcp-server:127.0.0.1:%d" % p for p in ports],
+    ports = [free_port(), free_port()]
+    air = subprocess.Popen([VIGIL, "ble-air"] + ["tcp-server:127.0.0.1:%d" % p for p in ports],
                            stdout=subprocess.PIPE, text=True)
     try:
         assert "emulated BLE air" in air.stdout.readline()

@@ -1,39 +1,21 @@
 # DC-09 messages against a real receiver: pysiaalarm's, on loopback, plain and AES.
 import datetime
-import queue
 import socket
-import threading
 
 import pytest
-from pysiaalarm import SIAAccount, SIAClient
-
+from sia_receiver import start_receiver
 from vigil_gateway import dc09
+from vigil_tools.broker import free_port
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"  # 32 characters: AES-256
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def receiver():
     """pysiaalarm's receiver with a plain account AAA and an encrypted account BBB."""
-    events = queue.Queue()
     port = free_port()
-    client = SIAClient("127.0.0.1", port, [SIAAccount("AAA"), SIAAccount("BBB", KEY)],
-                       function=events.put)
-    client.start()
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=5)
-    while datetime.datetime.now() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            pass
-    yield port, events
+    client = start_receiver(port, {"AAA": None, "BBB": KEY})
+    yield port, client.events
     client.stop()
 
 
@@ -84,21 +66,13 @@ def test_every_aes_key_length_works(receiver):
     port, _ = receiver
     for key in ("0123456789ABCDEF", "0123456789ABCDEF01234567"):
         client_account = dc09.Account("CCC", key=key)
-        events = queue.Queue()
         p2 = free_port()
-        c = SIAClient("127.0.0.1", p2, [SIAAccount("CCC", key)], function=events.put)
-        c.start()
+        c = start_receiver(p2, {"CCC": key})
         try:
-            for _ in range(50):
-                try:
-                    socket.create_connection(("127.0.0.1", p2), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
             reply = dc09.parse_reply(exchange(p2, dc09.encode_event(
                 client_account, 1, dc09.Event("PA", 120, zone=1), now())), client_account)
             assert reply.kind == "ACK"
-            assert events.get(timeout=5).code == "PA"
+            assert c.events.get(timeout=5).code == "PA"
         finally:
             c.stop()
 

@@ -2,18 +2,15 @@
 # kind and event, plain and AES, both message formats; sequence numbers on disk; a NAK's time
 # corrects our clock; DUH and unknown accounts are alerts, not silent retries.
 import asyncio
-import datetime
-import queue
-import socket
 import time
 
 import pytest
-from pysiaalarm import SIAAccount, SIAClient
-
+from sia_receiver import start_receiver
 from vigil_gateway import dc09
 from vigil_gateway.db import open_database
 from vigil_gateway.forward_dc09 import Dc09State, Dc09Transport, event_for
 from vigil_gateway.outbox import Item
+from vigil_tools.broker import free_port
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"
 
@@ -33,26 +30,11 @@ CASES = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    events = queue.Queue()
     port = free_port()
-    client = SIAClient("127.0.0.1", port, [SIAAccount("AAA"), SIAAccount("BBB", KEY)],
-                       function=events.put)
-    client.start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    yield port, events
+    client = start_receiver(port, {"AAA": None, "BBB": KEY})
+    yield port, client.events
     client.stop()
 
 

@@ -3,39 +3,21 @@
 # is delivered, the wearable gets DELIVERED, and NULL link tests keep the link gauge up.
 import os
 import queue
-import socket
 import sys
 import time
 
 import pytest
-from pysiaalarm import SIAAccount, SIAClient
 
 import vigil_protocol as p
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
 from gateway_harness import Device, GatewayProcess, key_for, wait_for  # noqa: E402
+from sia_receiver import start_receiver  # noqa: E402
+from vigil_tools.broker import free_port  # noqa: E402
 
 DEV = 0x00C0FFEE
 KEY = key_for(DEV)
 AES_KEY = "0123456789ABCDEF0123456789ABCDEF"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_receiver(port, events):
-    client = SIAClient("127.0.0.1", port, [SIAAccount("1234AB", AES_KEY)], function=events.put)
-    client.start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return client
 
 
 def test_arc_down_then_up(tmp_path, mosquitto):
@@ -65,7 +47,7 @@ def test_arc_down_then_up(tmp_path, mosquitto):
         assert any(e["event"] == "forward_overdue" for e in gw.log_events())
         assert "PENDING" in gw.cli("outbox").stdout   # still queued
         events = queue.Queue()
-        receiver = start_receiver(port, events)
+        receiver = start_receiver(port, {"1234AB": AES_KEY}, events)
         got = events.get(timeout=20)
         while got.code == "RP":  # a NULL link test may come first
             got = events.get(timeout=20)

@@ -1,19 +1,7 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from vigil_cli import vigil
 from vigil_tools.virtual_board import VirtualBoard
-
-BIN = Path(sys.executable).parent
-VIGIL = str(BIN / "vigil")
-
-
-def vigil(*args, timeout=120, **kwargs):
-    """The real `vigil` command; returns the CompletedProcess (text)."""
-    return subprocess.run([VIGIL, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import json
 import stat
 
-from conftest import vigil
+from vigil_cli import vigil
 
 
 def test_keygen_writes_a_private_record_and_prints_no_secret(tmp_path):

@@ -3,7 +3,7 @@ import json
 import signal
 import subprocess
 
-from conftest import VIGIL
+from vigil_cli import VIGIL
 from vigil_tools.monitor import annotate
 from vigil_tools.virtual_board import VirtualBoard
 

@@ -11,7 +11,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import VIGIL, vigil
+from vigil_cli import VIGIL, vigil
 from vigil_tools.firmware_build import build
 
 

@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import vigil_protocol as p
-from conftest import vigil
+from vigil_cli import vigil
 
 SCRIPT = """\
 # a wearer in trouble
@@ -110,7 +110,7 @@ def test_the_gateway_accepts_the_sims_frames_and_its_acks_reach_the_wearable(
         tmp_path, mosquitto, device_file):
     import subprocess
 
-    from conftest import VIGIL
+    from vigil_cli import VIGIL
 
     config = tmp_path / "gateway.toml"
     config.write_text('[gateway]\ndata_dir = "gw"\n[mqtt]\nport = %d\nclient_id = "gw-%s"\n'
@@ -140,16 +140,12 @@ def test_sim_over_ble_reaches_the_gateway_through_an_emulated_radio(tmp_path, mo
                                                                     device_file):
     """`vigil sim --link ble`: the firmware's BLE link (on CPython, over `vigil ble-air`) and
     the gateway's bleak central on the same emulated radio; no Bluetooth hardware."""
-    import socket
     import subprocess
 
-    from conftest import VIGIL
+    from vigil_cli import VIGIL
+    from vigil_tools.broker import free_port
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = [free_port(), free_port()]
     air = subprocess.Popen([VIGIL, "ble-air"] + ["tcp-server:127.0.0.1:%d" % n for n in ports],
                            stdout=subprocess.PIPE, text=True)
     assert "emulated BLE air" in air.stdout.readline()

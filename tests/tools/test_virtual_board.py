@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mpremote.transport_serial import SerialTransport
 
-from conftest import VIGIL
+from vigil_cli import VIGIL
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 

@@ -25,15 +25,10 @@ import time
 import urllib.request
 
 from . import ToolError
+from .broker import free_port
 
 _PREFIX = "vigil"
 _FIRST_DEVICE = 0x00B00000
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _no_delay(client, userdata, sock):
@@ -46,7 +41,7 @@ def _key(device_id):
 
 class _Broker:
     def __init__(self, workdir):
-        self.port = _free_port()
+        self.port = free_port()
         conf = os.path.join(workdir, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write("%slistener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -286,7 +281,7 @@ def _start_gateway(workdir, broker, devices):
     from vigil_gateway import config as gateway_config
     from vigil_gateway.service import open_state
 
-    http_port = _free_port()
+    http_port = free_port()
     path = os.path.join(workdir, "gateway.toml")
     with open(path, "w") as f:
         f.write('[gateway]\ndata_dir = "data"\n[mqtt]\nport = %d\n[http]\nport = %d\n'
