@@ -28,7 +28,7 @@ def micropython():
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory):
     """A shared anonymous Mosquitto broker on loopback for the whole session."""
-    from mosquitto import Mosquitto
+    from vigil_tools.broker import Mosquitto
 
     broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
     yield broker
@@ -38,7 +38,7 @@ def mosquitto(tmp_path_factory):
 @pytest.fixture
 def mosquitto_factory(tmp_path):
     """Start brokers with custom settings (passwords, ACL, TLS); all stopped after the test."""
-    from mosquitto import Mosquitto
+    from vigil_tools.broker import Mosquitto
 
     brokers = []
 

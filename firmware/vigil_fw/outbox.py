@@ -14,6 +14,7 @@
 import random
 
 from vigil_protocol import LOW_BATTERY, NO_MOTION, peek
+from vigil_protocol.frames import HEADER_LEN
 
 from . import FirmwareError
 from .clock import ticks_add, ticks_diff, ticks_ms
@@ -56,7 +57,7 @@ class Outbox:
             if unseal(flash.read(name)) != frame or flash.read(name + TMP) is not None:
                 write_atomic(flash, name, frame)  # finish what a power cut interrupted
             counter = peek(frame).counter
-            self.entries[counter] = Entry(counter, frame[9], frame)
+            self.entries[counter] = Entry(counter, frame[HEADER_LEN], frame)  # the kind byte
 
     def __len__(self):
         return len(self.entries)

@@ -18,7 +18,6 @@ sys.path.append(ROOT + "/tools/vigil_tools")  # traces.py
 
 import asyncio  # noqa: E402
 
-from vigil_protocol import DOUBLE_TAP  # noqa: E402
 from vigil_fw import alarms as fsm  # noqa: E402
 from vigil_fw.app import Wearable  # noqa: E402
 from vigil_fw.config import Config  # noqa: E402

@@ -3,7 +3,6 @@
 # MQTT downlinks, /metrics, /healthz, its JSON log, and `vigil gateway ...` commands.
 # (A module of its own, not conftest.py: test folders' conftest modules shadow each other.)
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 import vigil_protocol as p
-from mosquitto import free_port
+from vigil_tools.broker import free_port
 
 VIGIL = [sys.executable, "-m", "vigil_tools.cli"]
 
