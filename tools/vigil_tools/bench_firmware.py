@@ -1,8 +1,11 @@
 """`vigil bench firmware` and `vigil bench taps`: the wearable's budgets, printed as figures.
 
-firmware: builds the mpy-cross bundle, then boots the real firmware core (simulated board,
-real MQTT link to a local Mosquitto) on the MicroPython unix port with the heap capped at
-64 KiB, and prints the heap in use after boot and the growth per raised alarm.
+firmware: builds the mpy-cross bundle and its ROMFS image, then boots the real firmware core
+(simulated board, real MQTT link to a local Mosquitto) on the MicroPython unix port with the
+heap capped at 64 KiB and the image mapped as a board's ROMFS partition (romfs.py), and
+prints the heap in use after boot and the growth per raised alarm. The baseline, in the same
+run: the same boot with the bundle loaded from the filesystem (bytecode copied into the heap,
+as on a board without ROMFS), with a heap large enough for it.
 taps: scores the software double-tap detector on synthetic traces.
 """
 import json
@@ -54,24 +57,42 @@ asyncio.run(main())
 """
 
 
+BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
+
+
+def _boot(tmp, broker, alarms, **layout):
+    flash = tempfile.mkdtemp(dir=tmp)
+    try:
+        out = micropython.run(_HEAP_SCRIPT, stdin=json.dumps(
+            {"port": broker.port, "alarms": alarms, "fs": flash}), **layout)
+    except ToolError as exc:
+        if "MemoryError" in str(exc):
+            raise ToolError("the firmware ran out of heap (%s): %s" % (
+                layout.get("heapsize"), str(exc).strip().splitlines()[-1])) from None
+        raise
+    return {k: int(v) for k, v in (pair.split("=") for pair in out.split())}
+
+
 def firmware(heapsize="64k", alarms=6):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         files = firmware_build.build(tmp / "bundle")
+        image_bytes = firmware_build.build_romfs(tmp / "bundle", tmp / "firmware.romfs")
         broker = Mosquitto(tmp / "broker").start()
         try:
-            (tmp / "flash").mkdir()
-            out = micropython.run(_HEAP_SCRIPT, heapsize=heapsize,
-                                  path=[str(tmp / "bundle" / "lib")],
-                                  stdin=json.dumps({"port": broker.port, "alarms": alarms,
-                                                    "fs": str(tmp / "flash")}))
+            baseline = _boot(tmp, broker, alarms, heapsize=BASELINE_HEAPSIZE,
+                             path=[str(tmp / "bundle" / "lib")])
+            figures = _boot(tmp, broker, alarms, heapsize=heapsize, rom=tmp / "firmware.romfs")
         finally:
             broker.stop()
-    figures = dict(pair.split("=") for pair in out.split())
-    figures = {k: int(v) for k, v in figures.items()}
+    figures["files_heap_imported_bytes"] = baseline["heap_imported_bytes"]
+    figures["files_heap_after_boot_bytes"] = baseline["heap_after_boot_bytes"]
+    figures["romfs_vs_files_after_boot"] = round(
+        figures["heap_after_boot_bytes"] / baseline["heap_after_boot_bytes"], 3)
     figures["heapsize_bytes"] = _size(heapsize)
     figures["bundle_bytes"] = sum(files.values())
     figures["bundle_files"] = len(files)
+    figures["romfs_image_bytes"] = image_bytes
     return figures, files
 
 
@@ -83,14 +104,20 @@ def _size(text):
 def firmware_command(args):
     figures, files = firmware(args.heapsize)
     print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
-    print("  bundle: %d files, %d bytes compiled with mpy-cross -O2" % (
-        figures["bundle_files"], figures["bundle_bytes"]))
+    print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
+        figures["bundle_files"], figures["bundle_bytes"], figures["romfs_image_bytes"]))
     for name in sorted(files):
         print("    %6d  %s" % (files[name], name))
-    print("  heap in use after boot:   %d bytes (%d free)" % (
+    print("  firmware in ROMFS (run in place, as flashed):")
+    print("    heap after imports:     %d bytes" % figures["heap_imported_bytes"])
+    print("    heap in use after boot: %d bytes (%d free)" % (
         figures["heap_after_boot_bytes"], figures["heap_free_after_boot_bytes"]))
-    print("  heap growth per alarm:    %d bytes (while waiting for its ack)" %
+    print("    heap growth per alarm:  %d bytes (while waiting for its ack)" %
           figures["heap_per_alarm_bytes"])
+    print("  baseline, firmware loaded from the filesystem (heap %s):" % BASELINE_HEAPSIZE)
+    print("    heap after imports:     %d bytes" % figures["files_heap_imported_bytes"])
+    print("    heap in use after boot: %d bytes (ROMFS uses %.2f of it)" % (
+        figures["files_heap_after_boot_bytes"], figures["romfs_vs_files_after_boot"]))
     if not figures["link_up"]:
         raise ToolError("the MQTT link did not come up during the benchmark")
     print(" ".join("%s=%s" % kv for kv in sorted(figures.items())))

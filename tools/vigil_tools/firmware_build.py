@@ -5,6 +5,9 @@ Layout (what goes onto the board's flash):
     lib/vigil_fw/*.mpy                  the firmware
     lib/vigil_protocol/*.mpy            the shared protocol
     lib/umqtt/simple.mpy, lib/ussl.mpy  the MQTT client (micropython-lib) and its TLS shim
+
+On a board with a ROMFS partition the lib/ folder goes there instead, as one image
+(build_romfs): MicroPython runs it in place from flash, and the heap keeps only objects.
 """
 import pathlib
 import shutil
@@ -59,3 +62,13 @@ def build(out_dir, optimise=True):
         shutil.copy(FIRMWARE / entry, out / entry)
         files[entry] = (out / entry).stat().st_size
     return files
+
+
+def build_romfs(bundle_dir, image_path):
+    """The bundle's lib/ folder as a ROMFS image at image_path; returns its size in bytes.
+    Call build(bundle_dir) first. On the board it is mounted at /rom, so lib/vigil_fw
+    becomes /rom/vigil_fw."""
+    from .romfs import build_image
+    image = build_image(pathlib.Path(bundle_dir) / "lib")
+    pathlib.Path(image_path).write_bytes(image)
+    return len(image)

@@ -27,13 +27,20 @@ def executable():
     return venv_tool("micropython", "the MicroPython unix port")
 
 
-def run(script, args=(), stdin="", heapsize=None, timeout=120, path=()):
+def run(script, args=(), stdin="", heapsize=None, timeout=120, path=(), rom=None):
     """Run `script` (source text) under MicroPython; return its stdout, raise on failure.
+
+    `rom`: a ROMFS image file, mapped outside the heap and mounted at /rom as on a board
+    (see romfs.py); /rom comes before the folders in `path`.
 
     Keep each argument short: the unix port (1.28.0.2 wheel) dies with "FATAL: uncaught NLR"
     when one command-line argument is longer than about 255 characters. Pass data on stdin.
     """
     cmd = [executable()]
+    if rom is not None:
+        from .romfs import MOUNT_SOURCE, command
+        cmd = command(rom)
+        script = MOUNT_SOURCE + script
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
     cmd += ["-c", script] + [str(a) for a in args]
