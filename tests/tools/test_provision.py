@@ -1,6 +1,8 @@
 # `vigil provision` and `vigil flash` against a virtual board: the MicroPython unix port's own
 # REPL behind a pty, reached by the real mpremote and pyserial. The firmware really starts on
 # it after a reset, and really connects to Mosquitto with the credentials provisioning gave it.
+# The `board` fixture has a ROMFS partition (the firmware's /lib goes there as one image);
+# `files_board` has none (the firmware goes to /lib as files).
 import hashlib
 import json
 import queue
@@ -12,15 +14,28 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from vigil_cli import VIGIL, vigil
-from vigil_tools.firmware_build import build
+from vigil_tools.firmware_build import build, build_romfs
+from vigil_tools.virtual_board import VirtualBoard
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    """{path on the board: sha256} of the firmware as provisioning builds it."""
+    """{path on the board: sha256} of the firmware as provisioning builds it, and "ROMFS": its
+    /lib part as the ROMFS image."""
     out = tmp_path_factory.mktemp("bundle")
-    build(out)
-    return {str(path.relative_to(out)): sha256(path) for path in out.rglob("*") if path.is_file()}
+    build(out / "b")
+    build_romfs(out / "b", out / "fw.romfs")
+    files = {str(path.relative_to(out / "b")): sha256(path)
+             for path in (out / "b").rglob("*") if path.is_file()}
+    files["ROMFS"] = (out / "fw.romfs").read_bytes()
+    return files
+
+
+@pytest.fixture
+def files_board(tmp_path):
+    """A virtual wearable without a ROMFS partition."""
+    with VirtualBoard(tmp_path / "flash", romfs_kib=0) as vb:
+        yield vb
 
 
 def sha256(path):
@@ -37,14 +52,24 @@ def provision(board, device_file, gateway_config, *extra, port=1883):
                                  *extra))
 
 
-def flash_state(flash, bundle):
-    """(hash, mtime) of every provisioned file: equal before and after means nothing changed."""
-    paths = list(bundle) + ["vigil/vigil.json"]
-    return {p: (sha256(flash / p), (flash / p).stat().st_mtime_ns) for p in paths}
+def flash_state(board):
+    """(hash, mtime) of every file on the board and of its ROMFS partition: equal before and
+    after means nothing changed."""
+    paths = [p for p in board.flash_dir.rglob("*") if p.is_file()] + [board.romfs_partition]
+    return {p: (sha256(p), p.stat().st_mtime_ns) for p in paths}
 
 
-def assert_bundle_landed(flash, bundle):
-    assert {p: sha256(flash / p) for p in bundle if (flash / p).exists()} == bundle
+def assert_bundle_landed(board, bundle):
+    """The firmware is on the board byte for byte: /lib in the ROMFS partition (and not in
+    the filesystem) when the board has one, else as files."""
+    flash = board.flash_dir
+    files = {p: digest for p, digest in bundle.items() if p != "ROMFS"}
+    if board.romfs_kib:
+        image = bundle["ROMFS"]
+        assert board.romfs_partition.read_bytes()[:len(image)] == image
+        files = {p: digest for p, digest in files.items() if not p.startswith("lib/")}
+        assert not list(flash.rglob("*.mpy"))
+    assert {p: sha256(flash / p) for p in files if (flash / p).exists()} == files
     assert not list(flash.rglob("*.part"))
 
 
@@ -86,13 +111,14 @@ def test_provision_end_to_end(tmp_path, board, device_file, bundle, mosquitto_fa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "device %s is up with its config" % dev in proc.stdout
     assert "gateway: device %s registered" % dev in proc.stdout
-    assert "copying" in proc.stderr  # the progress bar
+    assert "writing ROMFS" in proc.stderr and "copying" in proc.stderr  # the progress bars
+    assert "ROMFS: firmware image written and verified" in proc.stdout
     printed = proc.stdout + proc.stderr
     assert record["key"] not in printed and record["mqtt_password"] not in printed
 
     # The files and the config landed, byte for byte.
     flash = board.flash_dir
-    assert_bundle_landed(flash, bundle)
+    assert_bundle_landed(board, bundle)
     config = json.loads((flash / "vigil" / "vigil.json").read_text())
     assert (config["device_id"], config["key"]) == (dev, record["key"])
     assert config["mqtt"] == {"host": "127.0.0.1", "port": broker.port, "prefix": "vigil",
@@ -121,23 +147,48 @@ def test_provision_end_to_end(tmp_path, board, device_file, bundle, mosquitto_fa
         watcher.disconnect()
 
     # A second run finds everything right: nothing copied, nothing rewritten, still up.
-    before = flash_state(flash, bundle)
+    before = flash_state(board)
     again = provision(board, device_file, gateway_config, "--broker-files", files,
                       "--checkin-interval", 60, port=broker.port)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to copy" in again.stdout
+    assert "nothing to copy" in again.stdout and "image already right" in again.stdout
     assert "device %s already registered" % dev in again.stdout
     assert "device %s is up" % dev in again.stdout
-    assert flash_state(flash, bundle) == before
+    changed = {p for p, state in flash_state(board).items() if before.get(p) != state}
+    # Only what the running firmware itself wrote (its counters, outbox, logs) may differ.
+    assert all("vigil" in p.relative_to(flash).parts for p in changed), changed
 
 
-def test_flash_installs_the_firmware_and_says_the_board_needs_provisioning(board, bundle):
+@pytest.mark.parametrize("romfs", [True, False], ids=["romfs", "files"])
+def test_flash_installs_the_firmware_and_says_the_board_needs_provisioning(
+        romfs, board, files_board, bundle):
+    board = board if romfs else files_board
     proc = vigil("flash", "--port", board.port)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not provisioned yet" in proc.stdout and "vigil.json is missing" in proc.stdout
-    assert_bundle_landed(board.flash_dir, bundle)
+    assert_bundle_landed(board, bundle)
+    if not romfs:
+        assert "no ROMFS partition for the firmware (none on the board)" in proc.stdout
     again = vigil("flash", "--port", board.port)
     assert again.returncode == 0 and "nothing to copy" in again.stdout
+
+
+def test_flash_moves_a_firmware_installed_as_files_into_romfs(tmp_path, bundle):
+    with VirtualBoard(tmp_path / "flash", romfs_kib=0) as old:
+        assert vigil("flash", "--port", old.port).returncode == 0
+    with VirtualBoard(tmp_path / "flash") as board:  # the same flash, now with a partition
+        proc = vigil("flash", "--port", board.port)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "stale removed" in proc.stdout
+        assert_bundle_landed(board, bundle)
+
+
+def test_a_romfs_partition_too_small_for_the_image_gets_the_files(tmp_path, bundle):
+    with VirtualBoard(tmp_path / "flash", romfs_kib=8) as small:
+        proc = vigil("flash", "--port", small.port)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "no ROMFS partition for the firmware (8 kB, image" in proc.stdout
+        assert (small.flash_dir / "lib" / "vigil_fw" / "app.mpy").exists()
 
 
 def test_flash_keeps_the_config_and_reports_what_the_firmware_says(board, bundle):
@@ -176,7 +227,9 @@ def test_a_board_that_does_not_answer(board, device_file, gateway_config):
     assert "is up with its config" in again.stdout
 
 
-def test_a_board_reset_in_the_middle_of_the_copy(board, device_file, gateway_config, bundle):
+def test_a_board_reset_in_the_middle_of_the_copy(files_board, device_file, gateway_config,
+                                                 bundle):
+    board = files_board
     copy_watcher(board.flash_dir, 5, board.hard_reset)
     proc = provision(board, device_file, gateway_config)
     assert proc.returncode == 2
@@ -184,11 +237,12 @@ def test_a_board_reset_in_the_middle_of_the_copy(board, device_file, gateway_con
     again = provision(board, device_file, gateway_config)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already right" in again.stdout  # what landed before the reset is kept
-    assert_bundle_landed(board.flash_dir, bundle)
+    assert_bundle_landed(board, bundle)
 
 
-def test_a_provisioning_killed_in_the_middle_of_the_copy(board, device_file, gateway_config,
-                                                         bundle):
+def test_a_provisioning_killed_in_the_middle_of_the_copy(files_board, device_file,
+                                                         gateway_config, bundle):
+    board = files_board
     proc = subprocess.Popen([VIGIL, *map(str, provision_args(
         board, device_file, 1883, "--gateway-config", gateway_config))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -197,7 +251,44 @@ def test_a_provisioning_killed_in_the_middle_of_the_copy(board, device_file, gat
     assert proc.returncode != 0
     again = provision(board, device_file, gateway_config)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_bundle_landed(board.flash_dir, bundle)
+    assert_bundle_landed(board, bundle)
+
+
+def romfs_watcher(board, action):
+    """Run action() once the ROMFS write has begun (some block past the first is written)."""
+    def watch():
+        while not board.romfs_partition.read_bytes()[4096:].rstrip(b"\xff"):
+            threading.Event().wait(0.005)
+        action()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_board_reset_in_the_middle_of_the_romfs_write(board, device_file, gateway_config,
+                                                        bundle):
+    romfs_watcher(board, board.hard_reset)
+    proc = provision(board, device_file, gateway_config)
+    assert proc.returncode == 2
+    assert "lost the board" in proc.stderr and "run the same command again" in proc.stderr
+    # The image's first block goes last: the half-written partition is no ROMFS at all.
+    assert not board.romfs_partition.read_bytes().startswith(bundle["ROMFS"][:3])
+    again = provision(board, device_file, gateway_config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_bundle_landed(board, bundle)
+
+
+def test_a_provisioning_killed_in_the_middle_of_the_romfs_write(board, device_file,
+                                                               gateway_config, bundle):
+    proc = subprocess.Popen([VIGIL, *map(str, provision_args(
+        board, device_file, 1883, "--gateway-config", gateway_config))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    romfs_watcher(board, proc.kill).join(60)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    again = provision(board, device_file, gateway_config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_bundle_landed(board, bundle)
 
 
 def test_a_config_the_wearable_would_refuse(board, device_file, gateway_config):

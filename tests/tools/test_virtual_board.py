@@ -29,6 +29,21 @@ def test_mpremote_runs_code_and_copies_files(board, tmp_path):
     assert hashlib.sha256(local.read_bytes()).hexdigest() in listed
 
 
+def test_mpremote_deploys_a_romfs_image_that_mounts_at_rom_after_a_reset(board, tmp_path):
+    query = mpremote(board.port, "romfs", "query").stdout
+    assert "ROMFS0 partition has size 262144 bytes" in query and "Not a valid ROMFS" in query
+    (tmp_path / "img" / "lib").mkdir(parents=True)
+    (tmp_path / "img" / "lib" / "hello.py").write_text("WHO = 'from rom'\n")
+    deploy = mpremote(board.port, "romfs", "deploy", tmp_path / "img")
+    assert deploy.returncode == 0 and "ROMFS image deployed" in deploy.stdout, deploy.stderr
+    assert board.romfs_partition.read_bytes().startswith(b"\xd2\xcd\x31")
+    # The partition is kept by the board (a file beside its flash) and mounted at every reset.
+    out = mpremote(board.port, "soft-reset", "exec",
+                   "import sys, hello; print(hello.WHO, hello.__file__, sys.path)").stdout
+    assert out.strip() == ("from rom /rom/lib/hello.mpy "
+                           "['', '.frozen', '/rom', '/rom/lib', '/lib']")
+
+
 def test_resets_run_main_py_only_from_the_friendly_repl(board):
     (board.flash_dir / "boot.py").write_text("print('boot ran')\n")
     (board.flash_dir / "main.py").write_text("print('main ran')\n")

@@ -14,8 +14,10 @@ from collections import namedtuple
 from . import ToolError
 from .progress import Progress
 
-# Folders on the board that hold nothing but the firmware bundle.
+# Folders on the board that hold nothing but the firmware bundle, and the bundle's files
+# outside them.
 BUNDLE_DIRS = ("/lib/vigil_fw", "/lib/vigil_protocol", "/lib/umqtt")
+BUNDLE_FILES = ("/lib/ussl.mpy",)
 
 Summary = namedtuple("Summary", "copied unchanged removed bytes_copied")
 
@@ -31,13 +33,17 @@ def bundle_files(bundle_dir):
             for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def stale_files(board, wanted, dirs):
+def stale_files(board, wanted, dirs, owned=BUNDLE_FILES):
     stale = []
     for folder in dirs:
         for name in board.listdir(folder):
             path = folder + "/" + name
             if path not in wanted:
                 stale.append(path)
+    unwanted = [path for path in owned if path not in wanted]
+    if unwanted:
+        present = board.hashes(unwanted)
+        stale += [path for path in unwanted if present.get(path) is not None]
     return stale
 
 

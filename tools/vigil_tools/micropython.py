@@ -38,9 +38,9 @@ def run(script, args=(), stdin="", heapsize=None, timeout=120, path=(), rom=None
     """
     cmd = [executable()]
     if rom is not None:
-        from .romfs import MOUNT_SOURCE, command
+        from .romfs import MOUNT_FILE, command
         cmd = command(rom)
-        script = MOUNT_SOURCE + script
+        script = MOUNT_FILE.read_text() + script
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
     cmd += ["-c", script] + [str(a) for a in args]

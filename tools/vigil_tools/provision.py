@@ -1,6 +1,7 @@
 """Flash and provision a wearable over USB serial.
 
-`flash`: build the firmware bundle (mpy-cross), copy what differs, verify, reset, watch it start.
+`flash`: build the firmware bundle (mpy-cross), write its ROMFS image where the board has a
+ROMFS partition, copy the files that differ, verify, reset, watch it start.
 `provision`: the same, plus the device config (/vigil/vigil.json) and the broker's CA file, then
 register the device with the gateway.
 
@@ -12,24 +13,61 @@ Order, and why:
   3. the board is soft-reset and its console read until the firmware says it is up, or why not;
   4. the gateway learns the device last, once the wearable is known to start with its config.
 """
+import pathlib
 import sys
 import tempfile
 import time
 
 from . import ToolError, board_sync, boot_check, device_config, device_record
 from . import gateway_registration
-from .firmware_build import build
+from .firmware_build import build, build_romfs
+from .progress import Progress
 from .serial_board import SerialBoard, find_port
 
 BOOT_TIMEOUT_S = 20
 
 
-def _build_bundle():
-    """{board path: bytes} of the firmware, freshly compiled (mpy-cross output is stable, so
-    an unchanged firmware gives unchanged files)."""
-    with tempfile.TemporaryDirectory(prefix="vigil-bundle-") as workdir:
-        build(workdir)
-        return board_sync.bundle_files(workdir)
+class Firmware:
+    """The firmware, freshly compiled (mpy-cross output is stable, so an unchanged firmware
+    gives unchanged files): `files` {board path: bytes}, and `image`, the ROMFS image of its
+    /lib part for boards with a ROMFS partition."""
+
+    def __init__(self):
+        with tempfile.TemporaryDirectory(prefix="vigil-bundle-") as workdir:
+            bundle = pathlib.Path(workdir) / "bundle"
+            build(bundle)
+            build_romfs(bundle, pathlib.Path(workdir) / "firmware.romfs")
+            self.files = board_sync.bundle_files(bundle)
+            self.image = (pathlib.Path(workdir) / "firmware.romfs").read_bytes()
+
+
+def _place_lib(board, firmware, files, out, err):
+    """Put the firmware's /lib part into the board's ROMFS partition when it has one that is
+    big enough (MicroPython runs it in place there: about 30 kB less heap); returns the files
+    still to copy to the filesystem."""
+    size = board.romfs_size()
+    if size is None or size < len(firmware.image):
+        _say(out, "no ROMFS partition for the firmware (%s): it goes to /lib as files and needs "
+                  "about 30 kB more heap" % ("%d kB, image %d kB" % (
+                      size / 1000, len(firmware.image) / 1000) if size else "none on the board"))
+        return files
+    digest = board_sync.sha256_hex(firmware.image)
+    if board.romfs_hash(len(firmware.image)) == digest:
+        _say(out, "ROMFS: firmware image already right (%.1f kB)" % (len(firmware.image) / 1000))
+    else:
+        bar = Progress(len(firmware.image), "writing ROMFS", err)
+        board.write_romfs(firmware.image,
+                          progress=lambda done, _total: bar.update(done, "firmware image"))
+        bar.item_done(len(firmware.image), "firmware image")
+        bar.finish()
+        if board.romfs_hash(len(firmware.image)) != digest:
+            raise ToolError("verification failed: the ROMFS partition differs from the image "
+                            "sent; run the same command again")
+        _say(out, "ROMFS: firmware image written and verified (%.1f kB)"
+             % (len(firmware.image) / 1000))
+    # Copies left in /lib from a flash without ROMFS go as stale files (/rom comes first on
+    # sys.path anyway).
+    return {path: data for path, data in files.items() if not path.startswith("/lib/")}
 
 
 def _say(out, text):
@@ -46,15 +84,17 @@ def _describe(summary):
     return ", ".join(parts)
 
 
-def _install(port, files, boot_timeout_s, out, err, first=None):
-    """Sync `files` to the board on `port`, reset it and return (summary, Boot).
-    `first(board)`, if given, runs before any file is written."""
+def _install(port, firmware, files, boot_timeout_s, out, err, first=None):
+    """Install `firmware` (ROMFS where the board has it) and sync `files` (the firmware's and
+    any others) to the board on `port`, reset it and return (summary, Boot).
+    `first(board)`, if given, runs before anything is written."""
     port = port or find_port()
     _say(out, "board on %s" % port)
     try:
         with SerialBoard(port) as board:
             if first is not None:
                 first(board)
+            files = _place_lib(board, firmware, files, out, err)
             summary = board_sync.sync(board, files, stream=err)
             _say(out, "files verified: %s" % _describe(summary))
             _say(out, "restarting the board...")
@@ -67,8 +107,8 @@ def _install(port, files, boot_timeout_s, out, err, first=None):
 
 
 def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
-    files = _build_bundle()
-    _summary, boot = _install(port, files, boot_timeout_s, out, err)
+    firmware = Firmware()
+    _summary, boot = _install(port, firmware, firmware.files, boot_timeout_s, out, err)
     if boot.outcome == boot_check.UP:
         _say(out, "firmware installed; device %s is up" % boot.detail)
         return 0
@@ -96,7 +136,8 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
     if gateway_config:
         gateway_registration.check(gateway_config, record)
 
-    files = _build_bundle()
+    firmware = Firmware()
+    files = dict(firmware.files)
     files[device_config.BOARD_PATH] = config_bytes
     if ca is not None:
         files[device_config.BOARD_CA_PATH] = ca
@@ -116,7 +157,7 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         board.remove_tree(device_config.BOARD_DIR)
         _say(out, "erased the state of device %s" % current)
 
-    _summary, boot = _install(port, files, boot_timeout_s, out, err, first=claim)
+    _summary, boot = _install(port, firmware, files, boot_timeout_s, out, err, first=claim)
     if boot.outcome == boot_check.CONFIG:
         raise ToolError("the wearable refuses its config: %s" % boot.detail)
     if boot.outcome != boot_check.UP:

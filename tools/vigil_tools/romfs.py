@@ -7,7 +7,7 @@ bytecode into the heap. That is what lets the wearable fit its 64 KiB heap budge
 The unix port has no flash, so a host file stands in for the partition: this module maps it
 into the process (outside MicroPython's GC heap, where flash would be) and starts the unix
 port in the same process. The port is a CPython extension, so the address is simply passed
-on in the environment, and device-side code mounts it with MOUNT_SOURCE.
+on in the environment (VIGIL_ROMFS), and device-side code mounts it with MOUNT_FILE.
 
     python -m vigil_tools.romfs PARTITION_FILE [--writable] MICROPYTHON_ARG...
 
@@ -16,6 +16,7 @@ on in the environment, and device-side code mounts it with MOUNT_SOURCE.
 import ctypes
 import mmap
 import os
+import pathlib
 import sys
 
 from . import ToolError
@@ -23,26 +24,8 @@ from . import ToolError
 ENV = "VIGIL_ROMFS"
 HEADER = b"\xd2\xcd\x31"  # what every ROMFS image starts with
 
-# MicroPython source: mount the mapped partition at /rom as a ROMFS-enabled board does at
-# boot, with /rom and /rom/lib ahead of /lib on sys.path (ahead of everything but the
-# current folder when there is no /lib). Nothing happens without a mapping,
-# or when the partition holds no image yet.
-MOUNT_SOURCE = """
-def _vigil_mount_rom():
-    import os, sys, uctypes, vfs
-    where = os.getenv("%s")
-    if not where:
-        return
-    address, size = where.split(":")
-    rom = uctypes.bytearray_at(int(address), int(size))
-    if rom[:3] != %r:
-        return
-    vfs.mount(vfs.VfsRom(rom), "/rom")
-    at = sys.path.index("/lib") if "/lib" in sys.path else 1
-    sys.path[at:at] = ["/rom", "/rom/lib"]
-_vigil_mount_rom()
-del _vigil_mount_rom
-""" % (ENV, HEADER)
+# MicroPython source that mounts the mapped partition at /rom (see romfs_mount.py).
+MOUNT_FILE = pathlib.Path(__file__).with_name("romfs_mount.py")
 
 
 def build_image(folder):

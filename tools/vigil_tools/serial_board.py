@@ -3,6 +3,7 @@
     with SerialBoard(port) as board:          # opens the port, interrupts what runs, raw REPL
         board.hashes(["main.py"])             # {"main.py": "<sha256 hex>" or None}
         board.write_file("lib/x.mpy", data)   # lands whole or not at all (temp file + rename)
+        board.write_romfs(image)              # the firmware image into the ROMFS partition
         lines = board.reset_and_watch(until)  # soft reset, read the console
 
 Every failure becomes a ToolError that says what the technician can do. Nothing written to the
@@ -10,6 +11,7 @@ board (keys, passwords) is ever part of a message: board-side errors are reporte
 line only, which MicroPython makes from the exception, never from the code sent.
 """
 import ast
+import binascii
 import contextlib
 import io
 import os
@@ -26,6 +28,7 @@ from . import ToolError
 KNOWN_USB_VENDORS = {0x303A: "Espressif", 0x10C4: "Silicon Labs CP210x", 0x1A86: "WCH CH34x",
                      0x0403: "FTDI", 0x2E8A: "Raspberry Pi"}
 CHUNK = 512
+ROMFS_CHUNK = 2048  # raw bytes per write into the ROMFS partition (base64 on the wire)
 
 
 def find_port():
@@ -196,6 +199,48 @@ class SerialBoard:
     def remove(self, path):
         self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass\n" % path,
                   "removing %s" % path)
+
+    # -- ROMFS partition (MicroPython >= 1.25: vfs.rom_ioctl) --------------------------------
+
+    def romfs_size(self):
+        """Bytes in the board's first ROMFS partition, or None when it has none."""
+        code = ("import vfs\n"
+                "_n = vfs.rom_ioctl(1) if hasattr(vfs, 'rom_ioctl') else 0\n"
+                "_d = vfs.rom_ioctl(2, 0) if _n > 0 else -1\n"
+                "print(len(_d) if not isinstance(_d, int) else 0)\n")
+        size = int(self.exec(code, "looking for a ROMFS partition").strip() or 0)
+        return size or None
+
+    def romfs_hash(self, length):
+        """sha256 hex of the partition's first `length` bytes (what an image there hashes to)."""
+        code = ("import vfs, hashlib, binascii\n"
+                "print(binascii.hexlify(hashlib.sha256(memoryview(vfs.rom_ioctl(2, 0))[:%d])"
+                ".digest()).decode())\n" % length)
+        return self.exec(code, "reading the ROMFS partition's hash").strip()
+
+    def write_romfs(self, image, progress=None):
+        """Erase the partition and write `image`. Its first block goes last: MicroPython mounts
+        a partition only when it starts with the ROMFS header, so a write cut short leaves
+        a partition the board ignores, never half an image it would run."""
+        min_write = int(self.exec(
+            "import vfs\ntry:\n vfs.umount('/rom')\nexcept OSError:\n pass\n"
+            "_r = vfs.rom_ioctl(3, 0, %d)\nif _r < 0:\n raise OSError(-_r)\nprint(_r)\n"
+            % len(image), "erasing the ROMFS partition").strip() or 1)
+        # Writes come in whole units of the flash's smallest write; the zeros padding the
+        # tail lie beyond the image's length (its header holds it) and are never read.
+        image += bytes(-len(image) % max(min_write, 1))
+        self.exec("from binascii import a2b_base64\nimport vfs\n", "preparing to write")
+        offsets = list(range(0, len(image), ROMFS_CHUNK))
+        written = 0
+        for offset in offsets[1:] + offsets[:1]:
+            chunk = image[offset:offset + ROMFS_CHUNK]
+            self.exec("_r = vfs.rom_ioctl(4, 0, %d, a2b_base64(%r))\nif _r < 0:\n"
+                      " raise OSError(-_r)\n" % (offset, binascii.b2a_base64(chunk).strip()),
+                      "writing the ROMFS partition")
+            written += len(chunk)
+            if progress is not None:
+                progress(written, len(image))
+        self.exec("vfs.rom_ioctl(5, 0)\n", "finishing the ROMFS partition")
 
     # -- reset and console -------------------------------------------------------------------
 

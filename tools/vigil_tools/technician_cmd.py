@@ -99,6 +99,9 @@ def register(sub):
                                                    "MicroPython unix port behind a pty)")
     virtual.add_argument("--flash", required=True, metavar="DIR",
                          help="host folder that is the board's flash")
+    virtual.add_argument("--romfs-kib", type=int, default=256, metavar="KIB",
+                         help="size of its ROMFS partition, kept in <flash>.romfs (default "
+                              "256; 0: a board without one)")
     virtual.set_defaults(func=board_virtual_command)
 
 
@@ -194,4 +197,4 @@ def sim_command(args):
 def board_virtual_command(args):
     from .virtual_board import run_forever
 
-    return run_forever(args.flash)
+    return run_forever(args.flash, romfs_kib=args.romfs_kib)

@@ -8,7 +8,9 @@ raw-paste modes come from MicroPython itself), whose "/" is the folder `flash_di
 (Ctrl-D) restarts the MicroPython process, prints "MPY: soft reboot" like a board, runs boot.py
 and, unless the reset came from the raw REPL, main.py. `machine` and `network` are inert
 stand-ins (see virtual_board_device.py), so a provisioned firmware really starts and talks MQTT
-through the host's network.
+through the host's network. Like the boards Vigil targets it has a ROMFS partition (the file
+`<flash_dir>.romfs`, mapped into the port as flash is; see romfs.py): `vfs.rom_ioctl` writes
+it (as `mpremote romfs deploy` and `vigil flash` do) and every reset mounts its image at /rom.
 
 How it is wired, and why:
   * the port is the slave side of pty A; the bridge keeps that slave open itself, so the master
@@ -31,11 +33,12 @@ import threading
 import time
 import tty
 
-from . import ToolError
+from . import ToolError, romfs
 from .micropython import executable
 
 DEVICE_SCRIPT = pathlib.Path(__file__).with_name("virtual_board_device.py")
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
+ROMFS_KIB = 256  # the ROMFS partition of the boards Vigil targets (0: none)
 _CTRL_A, _CTRL_B, _CTRL_C = 0x01, 0x02, 0x03
 
 
@@ -63,9 +66,13 @@ def _catches_sigint(pid):
 class VirtualBoard:
     RESTART_PAUSE_S = 0.05  # a board in a crash loop must not spin the host
 
-    def __init__(self, flash_dir, heapsize="2m"):
+    def __init__(self, flash_dir, heapsize="2m", romfs_kib=ROMFS_KIB):
         self.flash_dir = pathlib.Path(flash_dir).resolve()
         self.heapsize = heapsize
+        # The ROMFS partition: a host file beside the flash folder, kept across resets and
+        # runs as flash is. romfs_kib=0: a board built without one.
+        self.romfs_kib = romfs_kib
+        self.romfs_partition = self.flash_dir.with_name(self.flash_dir.name + ".romfs")
         self.port = None
         self.resets = 0
         self._raw = False            # which REPL the last reset left (decides main.py)
@@ -84,6 +91,7 @@ class VirtualBoard:
 
     def start(self):
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_romfs()
         self._private = tempfile.mkdtemp(prefix="vigil-board-")
         self._ready_marker = os.path.join(self._private, "ready")
         self._master, self._slave = os.openpty()
@@ -133,6 +141,14 @@ class VirtualBoard:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _prepare_romfs(self):
+        size = self.romfs_kib * 1024
+        if not size:
+            return
+        part = self.romfs_partition
+        if not part.exists() or part.stat().st_size != size:
+            part.write_bytes(b"\xff" * size)  # erased flash
+
     def _spawn(self):
         master, slave = os.openpty()
         tty.setraw(slave)
@@ -140,11 +156,17 @@ class VirtualBoard:
             os.unlink(self._ready_marker)
         env = dict(os.environ, VIGIL_BOARD_FLASH=str(self.flash_dir),
                    VIGIL_BOARD_READY=self._ready_marker,
-                   VIGIL_BOARD_MODE="raw" if self._raw else "friendly")
+                   VIGIL_BOARD_MODE="raw" if self._raw else "friendly",
+                   VIGIL_ROMFS_MOUNT=str(romfs.MOUNT_FILE))
         env.pop("MICROPYPATH", None)
+        env.pop(romfs.ENV, None)
+        # With a partition, the port runs in-process behind the mapping of the partition file
+        # (writable: a ROMFS deploy writes through it), as a board's flash is mapped.
+        launcher = (romfs.command(self.romfs_partition, writable=True) if self.romfs_kib
+                    else [executable()])
         try:
             self._child = subprocess.Popen(
-                [executable(), "-X", "heapsize=%s" % self.heapsize, "-i", str(DEVICE_SCRIPT)],
+                launcher + ["-X", "heapsize=%s" % self.heapsize, "-i", str(DEVICE_SCRIPT)],
                 stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
                 preexec_fn=_new_session)
         finally:
@@ -250,10 +272,10 @@ class VirtualBoard:
         self._spawn()
 
 
-def run_forever(flash_dir, out=lambda text: print(text, flush=True)):
+def run_forever(flash_dir, romfs_kib=ROMFS_KIB, out=lambda text: print(text, flush=True)):
     """`vigil board virtual`: serve a virtual board until Ctrl-C."""
     try:
-        board = VirtualBoard(flash_dir).start()
+        board = VirtualBoard(flash_dir, romfs_kib=romfs_kib).start()
     except OSError as exc:
         raise ToolError("cannot start the virtual board: %s" % exc.strerror) from None
     out("virtual board on %s (flash: %s); Ctrl-C to stop" % (board.port, board.flash_dir))

@@ -3,6 +3,8 @@
 #
 # It gives the firmware what a wearable gives it:
 #   "/" is the board's flash (a host folder) and sys.path is ['', '.frozen', '/lib'];
+#   a ROMFS partition when the launcher mapped one: vfs.rom_ioctl() as a ROMFS-enabled port
+#     has it, and its image (if any) mounted at /rom with /rom and /rom/lib before /lib;
 #   machine and network are inert stand-ins: buttons never pressed, nothing answering on I2C
 #     (the firmware falls back to sampling), a full battery, a watchdog that never bites, and
 #     Wi-Fi "connected" through the host's own network;
@@ -113,6 +115,53 @@ class WLAN:
         return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
 
 
+# vfs.rom_ioctl operations (MicroPython's ROMFS interface, as mpremote uses it)
+_ROM_COUNT, _ROM_BUFFER, _ROM_ERASE, _ROM_WRITE, _ROM_DONE, _ROM_BLOCK = 1, 2, 3, 4, 5, 6
+_ROM_BLOCK_SIZE = 4096
+_ENODEV, _EINVAL = 19, 22
+
+
+def _rom_partition():
+    where = os.getenv("VIGIL_ROMFS")
+    if not where:
+        return None
+    import uctypes
+    address, size = where.split(":")
+    return uctypes.bytearray_at(int(address), int(size))
+
+
+_ROM = _rom_partition()
+
+
+def rom_ioctl(op, *args):
+    """The board's one ROMFS partition: writes go through the mapping to the partition file."""
+    if op == _ROM_COUNT:
+        return 1 if _ROM is not None else 0
+    if _ROM is None or not args or args[0] != 0:
+        return -_ENODEV
+    if op == _ROM_BUFFER:
+        return memoryview(_ROM)
+    if op == _ROM_BLOCK:
+        return _ROM_BLOCK_SIZE
+    if op == _ROM_ERASE:
+        offset, length = (0, args[1]) if len(args) == 2 else (args[1], args[2])
+        if offset < 0 or offset + length > len(_ROM):
+            return -_EINVAL
+        for at in range(offset, offset + length, _ROM_BLOCK_SIZE):
+            end = min(at + _ROM_BLOCK_SIZE, len(_ROM))
+            _ROM[at:end] = b"\xff" * (end - at)
+        return 4  # smallest write the partition takes
+    if op == _ROM_WRITE:
+        offset, data = args[1], args[2]
+        if offset < 0 or offset + len(data) > len(_ROM):
+            return -_EINVAL
+        _ROM[offset:offset + len(data)] = data
+        return 0
+    if op == _ROM_DONE:
+        return 0
+    return -_EINVAL
+
+
 class FlashVfs:
     """The board's flash: VfsPosix on a host folder, except rename. This unix port's VfsPosix
     loses the first path when both are absolute (they share one buffer), and the firmware's
@@ -155,11 +204,16 @@ def _start():
     network = _module("network", WLAN)
     network.STA_IF = 0
     network.AP_IF = 1
+    if _ROM is not None:
+        _module("vfs", rom_ioctl)  # a port built without ROMFS has no vfs.rom_ioctl
     flash = os.getenv("VIGIL_BOARD_FLASH")
     vfs.umount("/")
     vfs.mount(FlashVfs(flash), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    host = vfs.VfsPosix()
+    with host.open(os.getenv("VIGIL_ROMFS_MOUNT"), "r") as f:
+        exec(f.read(), {})  # mounts the partition's image at /rom, as a board does
     # Tell the bridge that a Ctrl-C may come now: it can only stop boot.py or main.py.
     vfs.VfsPosix().open(os.getenv("VIGIL_BOARD_READY"), "w").close()
     _run_if_present("boot.py")
@@ -172,3 +226,4 @@ try:
 except KeyboardInterrupt:
     pass  # a second Ctrl-C while the first was being reported: the REPL comes next anyway
 del _module, _run_if_present, _start, FlashVfs, Pin, I2C, ADC, WDT, WLAN, reset, soft_reset
+del rom_ioctl, _rom_partition
