@@ -77,6 +77,42 @@ class Gestures(unittest.TestCase):
         self.assertIsNone(b.feed(TICK, 5000))
 
 
+LIFECYCLE = {
+    (fsm.RAISED, fsm.EV_SENT): (fsm.SENT, None),
+    (fsm.RAISED, fsm.EV_RECEIVED): (fsm.RECEIVED, "received"),
+    (fsm.RAISED, fsm.EV_DELIVERED): (fsm.DELIVERED, "delivered"),
+    (fsm.RAISED, fsm.EV_ACKNOWLEDGED): (fsm.ACKNOWLEDGED, "acknowledged"),
+    (fsm.RAISED, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.RAISED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.RAISED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.SENT, fsm.EV_RECEIVED): (fsm.RECEIVED, "received"),
+    (fsm.SENT, fsm.EV_DELIVERED): (fsm.DELIVERED, "delivered"),
+    (fsm.SENT, fsm.EV_ACKNOWLEDGED): (fsm.ACKNOWLEDGED, "acknowledged"),
+    (fsm.SENT, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.SENT, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.SENT, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.RECEIVED, fsm.EV_DELIVERED): (fsm.DELIVERED, "delivered"),
+    (fsm.RECEIVED, fsm.EV_ACKNOWLEDGED): (fsm.ACKNOWLEDGED, "acknowledged"),
+    (fsm.RECEIVED, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.RECEIVED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.RECEIVED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.DELIVERED, fsm.EV_ACKNOWLEDGED): (fsm.ACKNOWLEDGED, "acknowledged"),
+    (fsm.DELIVERED, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.DELIVERED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.DELIVERED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.ACKNOWLEDGED, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.ACKNOWLEDGED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.ACKNOWLEDGED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.PROMPTED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.PROMPTED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.PROMPTED, fsm.EV_DOUBLE_TAP): (fsm.CONFIRMED, "confirmed"),
+    (fsm.CONFIRMED, fsm.EV_HELP): (fsm.HELP_DISPATCHED, "help_dispatched"),
+    (fsm.CONFIRMED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+    (fsm.HELP_DISPATCHED, fsm.EV_PROMPT): (fsm.PROMPTED, "prompt"),
+    (fsm.HELP_DISPATCHED, fsm.EV_RESOLVED): (fsm.CLOSED, "resolved"),
+}
+
+
 class AlarmTable(unittest.TestCase):
     def setUp(self):
         self.flash = MemoryFlash()
@@ -120,6 +156,22 @@ class AlarmTable(unittest.TestCase):
         for step, result in fsm.TRANSITIONS.items():
             self.assertTrue(step >> 4 < len(fsm.STATES) and result >> 4 < len(fsm.STATES))
             self.assertTrue(result & 0xF < len(fsm.PATTERN_NAMES))
+
+    def test_every_state_and_event_does_what_the_lifecycle_says(self):
+        # The whole table, cell by cell: (state, event) -> (next state, pattern shown);
+        # every pair not listed changes nothing and shows nothing.
+        for state in range(fsm.CLOSED):
+            for event in range(fsm.EV_DOUBLE_TAP + 1):
+                alarms = fsm.Alarms(MemoryFlash())
+                alarms.add(5, SOS)
+                alarms.open[5].state = state
+                shown = alarms.apply(5, event)
+                want_state, want_shown = LIFECYCLE.get((state, event), (state, None))
+                self.assertEqual(shown, want_shown, (state, event))
+                if want_state == fsm.CLOSED:
+                    self.assertNotIn(5, alarms.open)
+                else:
+                    self.assertEqual(alarms.open[5].state, want_state, (state, event))
 
 
 class Patterns(unittest.TestCase):
