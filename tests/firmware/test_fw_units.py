@@ -169,7 +169,7 @@ class AlarmTable(unittest.TestCase):
                 want_state, want_shown = LIFECYCLE.get((state, event), (state, None))
                 self.assertEqual(shown, want_shown, (state, event))
                 if want_state == fsm.CLOSED:
-                    self.assertNotIn(5, alarms.open)
+                    self.assertFalse(5 in alarms.open, (state, event))
                 else:
                     self.assertEqual(alarms.open[5].state, want_state, (state, event))
 
