@@ -13,77 +13,56 @@
 #   open alarms are persisted (sealed, atomic) after every change, so a reboot keeps the state
 import struct
 
-from vigil_protocol import DURESS, DOUBLE_TAP
+from vigil_protocol._compat import const
+from vigil_protocol.frames import DOUBLE_TAP, DURESS
 
 from .flash import read_sealed, write_atomic
 
 # States and events are small ints (no heap objects on the device); names are for logs.
-RAISED = 0           # on flash, not yet handed to a link
-SENT = 1             # handed to a link at least once
-RECEIVED = 2         # the gateway has it on disk
-DELIVERED = 3        # a responder backend has it
-ACKNOWLEDGED = 4     # a responder has taken it
-PROMPTED = 5         # the responder asks: tap twice if you need help
-CONFIRMED = 6        # the wearer tapped twice
-HELP_DISPATCHED = 7
-CLOSED = 8
+RAISED = const(0)           # on flash, not yet handed to a link
+SENT = const(1)             # handed to a link at least once
+RECEIVED = const(2)         # the gateway has it on disk
+DELIVERED = const(3)        # a responder backend has it
+ACKNOWLEDGED = const(4)     # a responder has taken it
+PROMPTED = const(5)         # the responder asks: tap twice if you need help
+CONFIRMED = const(6)        # the wearer tapped twice
+HELP_DISPATCHED = const(7)
+CLOSED = const(8)
 STATES = ("raised", "sent", "received", "delivered", "acknowledged", "prompted", "confirmed",
           "help_dispatched", "closed")
 
-EV_SENT = 0
-EV_RECEIVED = 1       # ack RECEIVED
-EV_DELIVERED = 2      # ack DELIVERED
-EV_ACKNOWLEDGED = 3   # action ACKNOWLEDGED
-EV_PROMPT = 4         # action PROMPT_DOUBLE_TAP
-EV_HELP = 5           # action HELP_DISPATCHED
-EV_RESOLVED = 6       # action RESOLVED
-EV_DOUBLE_TAP = 7     # the wearer tapped twice
+EV_SENT = const(0)
+EV_RECEIVED = const(1)       # ack RECEIVED
+EV_DELIVERED = const(2)      # ack DELIVERED
+EV_ACKNOWLEDGED = const(3)   # action ACKNOWLEDGED
+EV_PROMPT = const(4)         # action PROMPT_DOUBLE_TAP
+EV_HELP = const(5)           # action HELP_DISPATCHED
+EV_RESOLVED = const(6)       # action RESOLVED
+EV_DOUBLE_TAP = const(7)     # the wearer tapped twice
+_EVENTS = const(8)
 
-# Feedback patterns (names in feedback.PATTERNS); 0 = show nothing.
-NOTHING = 0
-PATTERN_NAMES = (None, "received", "delivered", "acknowledged", "prompt", "confirmed",
+# TRANSITIONS[state * 8 + event]: the state the event moves an alarm to, as a digit
+# (the numbers above); "-": the event changes nothing and shows nothing. A bytes table, so it
+# stays in flash with the code rather than taking heap as a dict would.
+#          event: SENT RECEIVED DELIVERED ACKNOWLEDGED PROMPT HELP RESOLVED DOUBLE_TAP
+TRANSITIONS = (
+    b"1234578-"  # RAISED
+    b"-234578-"  # SENT
+    b"--34578-"  # RECEIVED
+    b"---4578-"  # DELIVERED
+    b"----578-"  # ACKNOWLEDGED
+    b"-----786"  # PROMPTED
+    b"-----78-"  # CONFIRMED
+    b"----5-8-"  # HELP_DISPATCHED
+    b"--------"  # CLOSED
+)
+_DIGIT_0 = const(48)  # ord("0")
+_NO_CHANGE = const(45)  # ord("-")
+
+# The feedback pattern (names in feedback.PATTERNS) shown on entering each state: each claims
+# only what the event that leads there proves. None = show nothing.
+PATTERN_NAMES = (None, None, "received", "delivered", "acknowledged", "prompt", "confirmed",
                  "help_dispatched", "resolved")
-
-
-def _step(state, event):
-    return state << 4 | event
-
-
-# _step(state, event): next state << 4 | pattern index
-TRANSITIONS = {
-    _step(RAISED, EV_SENT): SENT << 4 | 0,
-    _step(RAISED, EV_RECEIVED): RECEIVED << 4 | 1,
-    _step(SENT, EV_RECEIVED): RECEIVED << 4 | 1,
-    _step(RAISED, EV_DELIVERED): DELIVERED << 4 | 2,
-    _step(SENT, EV_DELIVERED): DELIVERED << 4 | 2,
-    _step(RECEIVED, EV_DELIVERED): DELIVERED << 4 | 2,
-    _step(RAISED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
-    _step(SENT, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
-    _step(RECEIVED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
-    _step(DELIVERED, EV_ACKNOWLEDGED): ACKNOWLEDGED << 4 | 3,
-    _step(RAISED, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(SENT, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(RECEIVED, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(DELIVERED, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(ACKNOWLEDGED, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(HELP_DISPATCHED, EV_PROMPT): PROMPTED << 4 | 4,
-    _step(PROMPTED, EV_DOUBLE_TAP): CONFIRMED << 4 | 5,
-    _step(RAISED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(SENT, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(RECEIVED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(DELIVERED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(ACKNOWLEDGED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(PROMPTED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(CONFIRMED, EV_HELP): HELP_DISPATCHED << 4 | 6,
-    _step(RAISED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(SENT, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(RECEIVED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(DELIVERED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(ACKNOWLEDGED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(PROMPTED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(CONFIRMED, EV_RESOLVED): CLOSED << 4 | 7,
-    _step(HELP_DISPATCHED, EV_RESOLVED): CLOSED << 4 | 7,
-}
 
 FILE = "alarms"
 _RECORD = ">IBB"  # counter, kind, state
@@ -146,11 +125,11 @@ class Alarms:
             return None
         if alarm.kind == DURESS and event in (EV_PROMPT, EV_DOUBLE_TAP):
             return None
-        step = TRANSITIONS.get(_step(alarm.state, event))
-        if step is None:
+        step = TRANSITIONS[alarm.state * _EVENTS + event]
+        if step == _NO_CHANGE:
             return None
-        alarm.state = step >> 4
-        pattern = PATTERN_NAMES[step & 0xF]
+        alarm.state = step - _DIGIT_0
+        pattern = PATTERN_NAMES[alarm.state]
         if alarm.state == CLOSED:
             del self.open[counter]
         self._save()
