@@ -11,30 +11,28 @@
 #   the board's IRQs only set flags; these tasks do the work
 import asyncio
 
-from vigil_protocol import (
+from vigil_protocol.errors import RemoteProtocolError
+from vigil_protocol.frames import (
     ACKNOWLEDGED,
     DELIVERED,
     DOUBLE_TAP,
-    DOWN,
     DURESS,
     FLAG_ALARM_OPEN,
     FLAG_LOW_BATTERY,
     FLAG_OUTBOX_PENDING,
     HELP_DISPATCHED,
     LOW_BATTERY,
-    NEW,
     PROMPT_DOUBLE_TAP,
     RECEIVED,
     RESOLVED,
     SOS,
     Alarm,
     CheckIn,
-    DeviceKey,
-    RemoteProtocolError,
-    ReplayWindow,
     decode,
     encode,
 )
+from vigil_protocol.mac import DOWN, DeviceKey
+from vigil_protocol.window import NEW, ReplayWindow
 
 from . import FIRMWARE_VERSION
 from . import alarms as fsm

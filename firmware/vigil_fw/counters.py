@@ -2,7 +2,7 @@
 # The protocol's CounterReservation decides what to persist; this file does the persisting.
 import struct
 
-from vigil_protocol import CounterReservation
+from vigil_protocol.counters import CounterReservation
 
 from .flash import read_sealed, write_atomic
 

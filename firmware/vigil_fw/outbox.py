@@ -13,8 +13,7 @@
 #     enter the outbox.
 import random
 
-from vigil_protocol import LOW_BATTERY, NO_MOTION, peek
-from vigil_protocol.frames import HEADER_LEN
+from vigil_protocol.frames import HEADER_LEN, LOW_BATTERY, NO_MOTION, peek
 
 from . import FirmwareError
 from .clock import ticks_add, ticks_diff, ticks_ms

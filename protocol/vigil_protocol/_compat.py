@@ -5,3 +5,7 @@ except ImportError:
 
     def const(value):  # type: ignore[misc]  # CPython: a plain value
         return value
+
+# False when running; mypy takes a condition on this name as true, so a branch for MicroPython
+# alone stays out of type checking.
+TYPE_CHECKING = False

@@ -143,3 +143,36 @@ class Rejections(unittest.TestCase):
                     lambda: p.decode(b"", KEY, "sideways")):
             with self.assertRaises(p.LocalProtocolError):
                 bad()
+
+
+# Every name the package exports. On MicroPython they are resolved on first use (the package's
+# __getattr__), so the list is spelled out here and checked against CPython's package.
+EXPORTS = (
+    "ACKNOWLEDGED ACTIONS BATTERY_UNKNOWN DELIVERED DOUBLE_TAP DOWN DURESS FALL FLAG_ALARM_OPEN "
+    "FLAG_CHARGING FLAG_FAULT FLAG_LOW_BATTERY FLAG_OUTBOX_PENDING HELP_DISPATCHED KEY_LEN KINDS "
+    "LOW_BATTERY MAX_FRAME NEW NO_MOTION PROMPT_DOUBLE_TAP PROTOCOL_VERSION RECEIVED REJECTIONS "
+    "RESOLVED RETRANSMISSION SOS STAGES TAG_LEN TYPE_NAMES UP Ack Action Alarm BadExtension "
+    "BadField BadMac CheckIn CounterReservation CounterReuse DeviceKey LocalProtocolError "
+    "Oversized ProtocolError RemoteProtocolError ReplayWindow StaleCounter Truncated UnknownKind "
+    "UnknownType UnsupportedVersion WrongDirection decode encode peek "
+    "counters errors frames mac window"
+).split()
+
+
+class PackageNames(unittest.TestCase):
+    def test_every_exported_name_resolves_on_this_interpreter(self):
+        for name in EXPORTS:
+            self.assertTrue(getattr(p, name) is not None, name)
+        self.assertTrue(p.SOS == p.frames.SOS and p.NEW == p.window.NEW)
+        self.assertTrue(p.RemoteProtocolError is p.errors.RemoteProtocolError)
+
+    def test_unknown_names_are_attribute_errors(self):
+        with self.assertRaises(AttributeError):
+            p.NO_SUCH_NAME
+
+    def test_the_list_is_what_cpython_exports(self):
+        import sys
+        if sys.implementation.name != "cpython":
+            return
+        public = set(n for n in dir(p) if not n.startswith("_"))
+        self.assertEqual(public, set(EXPORTS))
