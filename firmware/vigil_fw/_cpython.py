@@ -1,4 +1,5 @@
 # CPython stand-ins for MicroPython's time functions, used only by the simulator.
+import asyncio
 import time
 
 
@@ -12,3 +13,7 @@ def ticks_diff(a, b):
 
 def ticks_add(a, delta):
     return a + delta
+
+
+async def sleep_ms(ms):
+    await asyncio.sleep(ms / 1000)

@@ -7,14 +7,14 @@ try:
 except ImportError:
     from ._cpython import ticks_add, ticks_diff, ticks_ms  # type: ignore[no-redef]  # noqa
 
+try:
+    # MicroPython's own: no wrapper coroutine, whose frame would sit on the heap for as long
+    # as each task sleeps.
+    from asyncio import sleep_ms  # noqa: F401
+except ImportError:
+    from ._cpython import sleep_ms  # type: ignore[no-redef]  # noqa
+
 _TIMEOUT = getattr(asyncio, "TimeoutError", OSError)
-
-
-async def sleep_ms(ms):
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 async def wait_event(event, ms):
