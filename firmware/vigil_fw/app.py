@@ -36,7 +36,7 @@ from vigil_protocol.window import NEW, ReplayWindow
 
 from . import FIRMWARE_VERSION
 from . import alarms as fsm
-from .clock import sleep_ms, ticks_diff, ticks_ms, wait_event
+from .clock import Flag, sleep_ms, ticks_diff, ticks_ms, wait_event
 from .counters import CounterStore
 from .feedback import Feedback
 from .gestures import DOWN as PRESS, TICK, DuressGesture, SosButton
@@ -78,7 +78,7 @@ class Wearable:
         self.sos = SosButton()
         self.duress = DuressGesture()
         self.taps = DoubleTapDetector()
-        self.wake = asyncio.Event()
+        self.wake = Flag()
         self.beats = {}  # type: dict[str, int]
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
                       "taps_ignored": 0, "rejected": {}}  # type: dict

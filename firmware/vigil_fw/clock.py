@@ -1,7 +1,5 @@
 # Time for the firmware core: MicroPython's wrapping ticks and sleep_ms, or CPython
 # stand-ins so the same core runs in the simulator.
-import asyncio
-
 try:
     from time import ticks_add, ticks_diff, ticks_ms  # noqa: F401
 except ImportError:
@@ -14,24 +12,35 @@ try:
 except ImportError:
     from ._cpython import sleep_ms  # type: ignore[no-redef]  # noqa
 
-# How often a waiting task looks at its event on MicroPython (the MQTT link polls its socket at
-# the same rate). asyncio.wait_for_ms would answer at once, but puts two more tasks and three
-# coroutine frames on the heap for every waiting task (~700 bytes each on 64-bit).
+# How often a waiting task looks at its flag (the MQTT link polls its socket at the same rate).
+# asyncio.wait_for_ms would answer at once, but puts two more tasks and three coroutine frames
+# on the heap for every waiting task (~700 bytes each on 64-bit MicroPython).
 POLL_MS = 20
 
 
-async def wait_event(event, ms):
-    """Wait at most `ms` for an asyncio.Event; True if it was set."""
-    if hasattr(asyncio, "sleep_ms"):
-        end = ticks_add(ticks_ms(), ms)
-        while not event.is_set():
-            left = ticks_diff(end, ticks_ms())
-            if left <= 0:
-                return False
-            await sleep_ms(min(left, POLL_MS))
-        return True
-    try:
-        await asyncio.wait_for(event.wait(), ms / 1000)
-        return True
-    except asyncio.TimeoutError:
-        return False
+class Flag:
+    """Set by an input or a task, cleared by the task that waits on it with wait_event.
+    Lighter than asyncio.Event, whose module and task queue take ~1.5 KB of heap."""
+
+    def __init__(self):
+        self.state = False
+
+    def set(self):
+        self.state = True
+
+    def clear(self):
+        self.state = False
+
+    def is_set(self):
+        return self.state
+
+
+async def wait_event(flag, ms):
+    """Wait at most `ms` for `flag` to be set; True if it was."""
+    end = ticks_add(ticks_ms(), ms)
+    while not flag.state:
+        left = ticks_diff(end, ticks_ms())
+        if left <= 0:
+            return False
+        await sleep_ms(min(left, POLL_MS))
+    return True

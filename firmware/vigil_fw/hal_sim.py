@@ -1,9 +1,7 @@
 # A simulated board with the same interface as hal_esp32.Board: buttons, accelerometer,
 # battery, vibration/LED, watchdog and flash. It lets the firmware core run unchanged on the
 # MicroPython unix port (tests, benchmarks) and on CPython (the simulator).
-import asyncio
-
-from .clock import sleep_ms, ticks_ms, wait_event
+from .clock import Flag, sleep_ms, ticks_ms, wait_event
 from .flash import Flash
 
 REST = (0, 0, 1000)  # a still wrist: 1 g on z
@@ -12,7 +10,7 @@ REST = (0, 0, 1000)  # a still wrist: 1 g on z
 class SimButton:
     def __init__(self):
         self._events = []
-        self._flag = asyncio.Event()
+        self._flag = Flag()
 
     def _push(self, level):
         self._events.append((level, ticks_ms()))  # what the IRQ + pin read would give
@@ -39,7 +37,7 @@ class SimAccel:
     def __init__(self, hardware_taps=False):
         self.hardware_taps = hardware_taps
         self._queue = []
-        self._flag = asyncio.Event()
+        self._flag = Flag()
 
     def feed(self, samples):
         """Queue raw samples (mg) for the software detector."""

@@ -6,7 +6,7 @@
 #   link.progress       grows while the link's task is alive (the supervisor watches it)
 #   await link.run(inbox)   supervised loop that never returns; puts downlinks in inbox
 #   await link.send(frame)  True once the transport has taken the frame (e.g. MQTT PUBACK)
-import asyncio
+from .clock import Flag
 
 
 class Inbox:
@@ -17,7 +17,7 @@ class Inbox:
     def __init__(self):
         self.frames = []
         self.dropped = 0
-        self.event = asyncio.Event()
+        self.event = Flag()
 
     def put(self, frame, link_name):
         # Called from link tasks and transport callbacks: only hands the frame over.
