@@ -309,4 +309,18 @@ class Wearable:
         self.log("vigil: firmware %s" % FIRMWARE_VERSION)
         self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
                  % (self.config.device_hex, len(self.outbox)))
-        await asyncio.gather(*[asyncio.create_task(c) for c in self.tasks()])
+        tasks = [asyncio.create_task(c) for c in self.tasks()]
+        # Every task runs for ever: one that ends has failed, and run() raises its exception,
+        # as asyncio.gather would; cancelling run() cancels them all. Checked once a
+        # supervision period rather than with gather, whose module and per-task bookkeeping
+        # take ~1.5 KB of heap.
+        try:
+            while True:
+                await sleep_ms(self.SUPERVISE_MS)
+                for task in tasks:
+                    if task.done():
+                        await task
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
