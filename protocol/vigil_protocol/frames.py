@@ -14,31 +14,20 @@
 #   inside an unauthenticated frame is interpreted beyond what is needed to find its key.
 import struct
 
+from . import errors
 from ._compat import const
-from .errors import (
-    BadExtension,
-    BadField,
-    LocalProtocolError,
-    Oversized,
-    Truncated,
-    UnknownKind,
-    UnknownType,
-    UnsupportedVersion,
-    WrongDirection,
-    BadMac,
-)
 from .mac import DOWN, TAG_LEN, UP, as_key
 
-VERSION = const(1)
+# Private const() names are folded into the code by MicroPython: no heap on the wearable.
+_VERSION = const(1)
 MAX_FRAME = const(64)
 HEADER_LEN = const(9)
-MAX_U32 = const(0xFFFFFFFF)
-_HEADER = ">BII"
+_MAX_U32 = const(0xFFFFFFFF)
 
-TYPE_ALARM = const(0x1)
-TYPE_CHECKIN = const(0x2)
-TYPE_ACK = const(0x8)
-TYPE_ACTION = const(0x9)
+_TYPE_ALARM = const(0x1)
+_TYPE_CHECKIN = const(0x2)
+_TYPE_ACK = const(0x8)
+_TYPE_ACTION = const(0x9)
 
 # Alarm kinds. DOUBLE_TAP answers an open alarm: its `ref` names that alarm's counter.
 SOS = const(1)
@@ -72,11 +61,11 @@ FLAG_FAULT = const(0x10)
 
 BATTERY_UNKNOWN = const(255)
 
-# Extensions: type -> (attribute, value length).
-EXT_LOCATION = const(0x01)  # lat_e7 i32 | lon_e7 i32 | accuracy_m u16
-EXT_AGE = const(0x02)       # seconds between raising the alarm and encoding this frame, u32
-EXT_BATTERY = const(0x03)   # battery percent u8
-_EXT_LEN = {EXT_LOCATION: 10, EXT_AGE: 4, EXT_BATTERY: 1}
+# Extensions: type -> value length.
+_EXT_LOCATION = const(0x01)  # lat_e7 i32 | lon_e7 i32 | accuracy_m u16
+_EXT_AGE = const(0x02)       # seconds between raising the alarm and encoding this frame, u32
+_EXT_BATTERY = const(0x03)   # battery percent u8
+_EXT_LEN = {_EXT_LOCATION: 10, _EXT_AGE: 4, _EXT_BATTERY: 1}
 
 
 def _name_of(table, value):
@@ -91,12 +80,12 @@ def _code_of(table, name_or_code, what):
         for code, name in table.items():
             if name == name_or_code:
                 return code
-    raise LocalProtocolError("unknown %s %r" % (what, name_or_code))
+    raise errors.LocalProtocolError("unknown %s %r" % (what, name_or_code))
 
 
 def _check_u32(value, what):
-    if not isinstance(value, int) or value < 1 or value > MAX_U32:
-        raise LocalProtocolError("%s must be an integer from 1 to 2**32-1" % what)
+    if not isinstance(value, int) or value < 1 or value > _MAX_U32:
+        raise errors.LocalProtocolError("%s must be an integer from 1 to 2**32-1" % what)
 
 
 class Frame:
@@ -132,24 +121,24 @@ class Frame:
     def _extensions(self):
         out = b""
         if self.location is not None:
-            if EXT_LOCATION not in self.EXTENSIONS:
-                raise LocalProtocolError("%s frames carry no location" % self.NAME)
+            if _EXT_LOCATION not in self.EXTENSIONS:
+                raise errors.LocalProtocolError("%s frames carry no location" % self.NAME)
             lat, lon, acc = self.location
             if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000
                     and 0 <= acc <= 0xFFFF):
-                raise LocalProtocolError("location out of range")
-            out += struct.pack(">BBiiH", EXT_LOCATION, 10, lat, lon, acc)
+                raise errors.LocalProtocolError("location out of range")
+            out += struct.pack(">BBiiH", _EXT_LOCATION, 10, lat, lon, acc)
         if self.age is not None:
-            if EXT_AGE not in self.EXTENSIONS:
-                raise LocalProtocolError("%s frames carry no age" % self.NAME)
-            if not (0 <= self.age <= MAX_U32):
-                raise LocalProtocolError("age out of range")
-            out += struct.pack(">BBI", EXT_AGE, 4, self.age)
+            if _EXT_AGE not in self.EXTENSIONS:
+                raise errors.LocalProtocolError("%s frames carry no age" % self.NAME)
+            if not (0 <= self.age <= _MAX_U32):
+                raise errors.LocalProtocolError("age out of range")
+            out += struct.pack(">BBI", _EXT_AGE, 4, self.age)
         if self.battery_ext is not None:
-            if EXT_BATTERY not in self.EXTENSIONS:
-                raise LocalProtocolError("%s frames carry no battery extension" % self.NAME)
+            if _EXT_BATTERY not in self.EXTENSIONS:
+                raise errors.LocalProtocolError("%s frames carry no battery extension" % self.NAME)
             _check_battery_local(self.battery_ext)
-            out += struct.pack(">BBB", EXT_BATTERY, 1, self.battery_ext)
+            out += struct.pack(">BBB", _EXT_BATTERY, 1, self.battery_ext)
         return out
 
     def _parse_extensions(self, data, start, end):
@@ -157,33 +146,34 @@ class Frame:
         i = start
         while i < end:
             if end - i < 2:
-                raise BadExtension("extension header cut short")
+                raise errors.BadExtension("extension header cut short")
             ext_type = data[i]
             length = data[i + 1]
             i += 2
             if i + length > end:
-                raise BadExtension("extension 0x%02x runs past the tag" % ext_type)
+                raise errors.BadExtension("extension 0x%02x runs past the tag" % ext_type)
             if ext_type == 0:
-                raise BadExtension("extension type 0 is reserved")
+                raise errors.BadExtension("extension type 0 is reserved")
             if ext_type in seen:
-                raise BadExtension("extension 0x%02x appears twice" % ext_type)
+                raise errors.BadExtension("extension 0x%02x appears twice" % ext_type)
             seen.append(ext_type)
             if ext_type not in _EXT_LEN:
                 self.unknown_extensions.append(ext_type)  # newer peer: skip it
             elif ext_type not in self.EXTENSIONS:
-                raise BadExtension("extension 0x%02x is not allowed in %s" % (ext_type, self.NAME))
+                raise errors.BadExtension("extension 0x%02x is not allowed in %s"
+                                          % (ext_type, self.NAME))
             elif length != _EXT_LEN[ext_type]:
-                raise BadExtension("extension 0x%02x has length %d" % (ext_type, length))
-            elif ext_type == EXT_LOCATION:
+                raise errors.BadExtension("extension 0x%02x has length %d" % (ext_type, length))
+            elif ext_type == _EXT_LOCATION:
                 lat, lon, acc = struct.unpack_from(">iiH", data, i)
                 if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000):
-                    raise BadExtension("location out of range")
+                    raise errors.BadExtension("location out of range")
                 self.location = (lat, lon, acc)
-            elif ext_type == EXT_AGE:
+            elif ext_type == _EXT_AGE:
                 self.age = struct.unpack_from(">I", data, i)[0]
             else:
                 if data[i] > 100 and data[i] != BATTERY_UNKNOWN:
-                    raise BadExtension("battery %d%% out of range" % data[i])
+                    raise errors.BadExtension("battery %d%% out of range" % data[i])
                 self.battery_ext = data[i]
             i += length
 
@@ -208,16 +198,16 @@ class Frame:
 
 def _check_battery_local(value):
     if not isinstance(value, int) or not (0 <= value <= 100 or value == BATTERY_UNKNOWN):
-        raise LocalProtocolError("battery is 0-100 percent or 255 (unknown)")
+        raise errors.LocalProtocolError("battery is 0-100 percent or 255 (unknown)")
 
 
 class Alarm(Frame):
-    TYPE = TYPE_ALARM
+    TYPE = _TYPE_ALARM
     NAME = "alarm"
     DIRECTION = UP
     BODY = ">BH"
     BODY_LEN = 3
-    EXTENSIONS = (EXT_LOCATION, EXT_AGE, EXT_BATTERY)
+    EXTENSIONS = (_EXT_LOCATION, _EXT_AGE, _EXT_BATTERY)
 
     def __init__(self, device_id, counter, kind, ref=0, location=None, age=None, battery=None):
         Frame.__init__(self, device_id, counter)
@@ -235,26 +225,26 @@ class Alarm(Frame):
         kind = _code_of(KINDS, self.kind, "alarm kind")
         if kind == DOUBLE_TAP:
             if not isinstance(self.ref, int) or not (1 <= self.counter - self.ref <= 0xFFFF):
-                raise LocalProtocolError("DOUBLE_TAP must name an earlier alarm counter "
+                raise errors.LocalProtocolError("DOUBLE_TAP must name an earlier alarm counter "
                                          "within 65535 of its own")
             delta = self.counter - self.ref
         else:
             if self.ref:
-                raise LocalProtocolError("only DOUBLE_TAP names another alarm")
+                raise errors.LocalProtocolError("only DOUBLE_TAP names another alarm")
             delta = 0
         return struct.pack(self.BODY, kind, delta)
 
     def _parse_body(self, values):
         kind, delta = values
         if kind not in KINDS:
-            raise UnknownKind("alarm kind %d" % kind)
+            raise errors.UnknownKind("alarm kind %d" % kind)
         if kind == DOUBLE_TAP:
             if delta == 0 or delta >= self.counter:
-                raise BadField("DOUBLE_TAP must name an earlier alarm counter")
+                raise errors.BadField("DOUBLE_TAP must name an earlier alarm counter")
             self.ref = self.counter - delta
         else:
             if delta:
-                raise BadField("only DOUBLE_TAP names another alarm")
+                raise errors.BadField("only DOUBLE_TAP names another alarm")
             self.ref = 0
         self.kind = kind
 
@@ -264,12 +254,12 @@ class Alarm(Frame):
 
 
 class CheckIn(Frame):
-    TYPE = TYPE_CHECKIN
+    TYPE = _TYPE_CHECKIN
     NAME = "checkin"
     DIRECTION = UP
     BODY = ">BBH"
     BODY_LEN = 4
-    EXTENSIONS = (EXT_LOCATION,)
+    EXTENSIONS = (_EXT_LOCATION,)
 
     def __init__(self, device_id, counter, battery=BATTERY_UNKNOWN, flags=0, interval=0,
                  location=None):
@@ -282,13 +272,13 @@ class CheckIn(Frame):
     def _body(self):
         _check_battery_local(self.battery)
         if not (0 <= self.flags <= 0xFF and 0 <= self.interval <= 0xFFFF):
-            raise LocalProtocolError("flags is a byte and interval at most 65535 s")
+            raise errors.LocalProtocolError("flags is a byte and interval at most 65535 s")
         return struct.pack(self.BODY, self.battery, self.flags, self.interval)
 
     def _parse_body(self, values):
         self.battery, self.flags, self.interval = values
         if self.battery > 100 and self.battery != BATTERY_UNKNOWN:
-            raise BadField("battery %d%% out of range" % self.battery)
+            raise errors.BadField("battery %d%% out of range" % self.battery)
 
     def _body_fields(self, fields):
         fields["battery"] = self.battery
@@ -321,9 +311,9 @@ class _Reply(Frame):
     def _parse_body(self, values):
         self.ref, self.code = values
         if self.ref == 0:
-            raise BadField("%s names counter 0" % self.NAME)
+            raise errors.BadField("%s names counter 0" % self.NAME)
         if self.code not in self.CODES:
-            raise UnknownKind("%s %d" % (self.FIELD, self.code))
+            raise errors.UnknownKind("%s %d" % (self.FIELD, self.code))
 
     def _body_fields(self, fields):
         fields["ref"] = self.ref
@@ -331,7 +321,7 @@ class _Reply(Frame):
 
 
 class Ack(_Reply):
-    TYPE = TYPE_ACK
+    TYPE = _TYPE_ACK
     NAME = "ack"
     CODES = STAGES
     FIELD = "stage"
@@ -342,7 +332,7 @@ class Ack(_Reply):
 
 
 class Action(_Reply):
-    TYPE = TYPE_ACTION
+    TYPE = _TYPE_ACTION
     NAME = "action"
     CODES = ACTIONS
     FIELD = "action"
@@ -352,8 +342,8 @@ class Action(_Reply):
         return self.code
 
 
-TYPES = {TYPE_ALARM: Alarm, TYPE_CHECKIN: CheckIn, TYPE_ACK: Ack,
-         TYPE_ACTION: Action}  # type: dict[int, type[Frame]]
+TYPES = {_TYPE_ALARM: Alarm, _TYPE_CHECKIN: CheckIn, _TYPE_ACK: Ack,
+         _TYPE_ACTION: Action}  # type: dict[int, type[Frame]]
 TYPE_NAMES = {cls.NAME: cls for cls in TYPES.values()}
 
 
@@ -374,40 +364,41 @@ def peek(data):
     """Check a frame's size, version and type and return its Header. Verifies nothing."""
     n = len(data)
     if n > MAX_FRAME:
-        raise Oversized("%d bytes, at most %d" % (n, MAX_FRAME))
+        raise errors.Oversized("%d bytes, at most %d" % (n, MAX_FRAME))
     if n < HEADER_LEN + TAG_LEN:
-        raise Truncated("%d bytes, at least %d" % (n, HEADER_LEN + TAG_LEN))
-    ver_type, device_id, counter = struct.unpack_from(_HEADER, data, 0)
-    if ver_type >> 4 != VERSION:
-        raise UnsupportedVersion("version %d, this side speaks %d" % (ver_type >> 4, VERSION))
+        raise errors.Truncated("%d bytes, at least %d" % (n, HEADER_LEN + TAG_LEN))
+    ver_type, device_id, counter = struct.unpack_from(">BII", data, 0)
+    if ver_type >> 4 != _VERSION:
+        raise errors.UnsupportedVersion("version %d, this side speaks %d"
+                                        % (ver_type >> 4, _VERSION))
     frame_type = ver_type & 0x0F
     if frame_type not in TYPES:
-        raise UnknownType("type 0x%x" % frame_type)
-    return Header(VERSION, frame_type, device_id, counter)
+        raise errors.UnknownType("type 0x%x" % frame_type)
+    return Header(_VERSION, frame_type, device_id, counter)
 
 
 def decode(data, key, direction):
     """Verify and parse one frame received in `direction` ("up" at a gateway, "down" at a
     wearable). Raises a RemoteProtocolError subclass naming the reason on any fault."""
     if direction != UP and direction != DOWN:
-        raise LocalProtocolError("direction must be 'up' or 'down'")
+        raise errors.LocalProtocolError("direction must be 'up' or 'down'")
     header = peek(data)
     cls = header.cls
     if cls.DIRECTION != direction:
-        raise WrongDirection("%s is a %s frame, received as %s" % (cls.NAME, cls.DIRECTION,
-                                                                   direction))
+        raise errors.WrongDirection("%s is a %s frame, received as %s"
+                                    % (cls.NAME, cls.DIRECTION, direction))
     body_end = HEADER_LEN + cls.BODY_LEN
     tag_start = len(data) - TAG_LEN
     if tag_start < body_end:
-        raise Truncated("%s needs at least %d bytes" % (cls.NAME, body_end + TAG_LEN))
+        raise errors.Truncated("%s needs at least %d bytes" % (cls.NAME, body_end + TAG_LEN))
     message = data[:tag_start]
     tag = bytes(data[tag_start:])
     if not as_key(key).verify(direction, message, tag):
-        raise BadMac("MAC does not verify")
+        raise errors.BadMac("MAC does not verify")
     frame = object.__new__(cls)
     Frame.__init__(frame, header.device_id, header.counter)
     if header.device_id == 0 or header.counter == 0:
-        raise BadField("device id and counter 0 are reserved")
+        raise errors.BadField("device id and counter 0 are reserved")
     frame._parse_body(struct.unpack_from(cls.BODY, data, HEADER_LEN))
     frame._parse_extensions(data, body_end, tag_start)
     frame.tag = tag
@@ -418,10 +409,10 @@ def encode(frame, key):
     """Sign and serialise a frame. Raises LocalProtocolError for values it cannot carry."""
     _check_u32(frame.device_id, "device_id")
     _check_u32(frame.counter, "counter")
-    message = (struct.pack(_HEADER, (VERSION << 4) | frame.TYPE, frame.device_id, frame.counter)
+    message = (struct.pack(">BII", (_VERSION << 4) | frame.TYPE, frame.device_id, frame.counter)
                + frame._body() + frame._extensions())
     if len(message) + TAG_LEN > MAX_FRAME:
-        raise LocalProtocolError("frame would be %d bytes, at most %d"
+        raise errors.LocalProtocolError("frame would be %d bytes, at most %d"
                                  % (len(message) + TAG_LEN, MAX_FRAME))
     tag = as_key(key).tag(frame.DIRECTION, message)
     frame.tag = tag

@@ -54,7 +54,7 @@ def build():
     v.append(valid("alarm_all_extensions",
                    p.Alarm(DEVICE, 23, "SOS", location=(-338688000, 1512093000, 5000), age=3600,
                            battery=255)))
-    unknown_ext = header(p.frames.TYPE_ALARM, 24) + struct.pack(">BH", p.SOS, 0) + bytes(
+    unknown_ext = header(p.Alarm.TYPE, 24) + struct.pack(">BH", p.SOS, 0) + bytes(
         [0x40, 3, 1, 2, 3])
     v.append({"name": "alarm_unknown_extension_skipped", "type": "alarm", "direction": "up",
               "key": KEY.hex(), "frame": signed(unknown_ext, "up").hex(), "valid": True,
@@ -78,15 +78,15 @@ def build():
     v += [
         invalid("truncated_header", "alarm", "up", sos[:12], "truncated",
                 "shorter than any frame"),
-        invalid("truncated_body", "ack", "down", signed(header(p.frames.TYPE_ACK, 9) +
+        invalid("truncated_body", "ack", "down", signed(header(p.Ack.TYPE, 9) +
                                                         b"\x00\x00", "down"),
                 "truncated", "ack body cut to 2 bytes, validly signed"),
-        invalid("oversized", "alarm", "up", signed(header(p.frames.TYPE_ALARM, 41) +
+        invalid("oversized", "alarm", "up", signed(header(p.Alarm.TYPE, 41) +
                                                    struct.pack(">BH", p.SOS, 0) +
                                                    bytes([0x41, 43]) + bytes(43), "up"),
                 "oversized", "65 bytes: over the 64-byte hard maximum"),
         invalid("unsupported_version", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 42, version=2) +
+                signed(header(p.Alarm.TYPE, 42, version=2) +
                        struct.pack(">BH", p.SOS, 0), "up"),
                 "unsupported_version", "version nibble 2"),
         invalid("unknown_type", "alarm", "up",
@@ -107,33 +107,33 @@ def build():
                 signed(sos[:-8], "down"), "bad_mac",
                 "alarm bytes MACed with the downlink label: direction is bound into the MAC"),
         invalid("unknown_alarm_kind", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 44) + struct.pack(">BH", 0x7F, 0), "up"),
+                signed(header(p.Alarm.TYPE, 44) + struct.pack(">BH", 0x7F, 0), "up"),
                 "unknown_kind", "kind 0x7F, validly signed"),
         invalid("unknown_action", "action", "down",
-                signed(header(p.frames.TYPE_ACTION, 10) + struct.pack(">IB", 40, 9), "down"),
+                signed(header(p.Action.TYPE, 10) + struct.pack(">IB", 40, 9), "down"),
                 "unknown_kind", "action 9, validly signed"),
         invalid("checkin_battery_out_of_range", "checkin", "up",
-                signed(header(p.frames.TYPE_CHECKIN, 45) + struct.pack(">BBH", 150, 0, 60),
+                signed(header(p.CheckIn.TYPE, 45) + struct.pack(">BBH", 150, 0, 60),
                        "up"), "bad_field", "battery 150%"),
         invalid("sos_with_reference", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 46) + struct.pack(">BH", p.SOS, 3), "up"),
+                signed(header(p.Alarm.TYPE, 46) + struct.pack(">BH", p.SOS, 3), "up"),
                 "bad_field", "only DOUBLE_TAP may name another alarm"),
         invalid("double_tap_without_reference", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 47) + struct.pack(">BH", p.DOUBLE_TAP, 0),
+                signed(header(p.Alarm.TYPE, 47) + struct.pack(">BH", p.DOUBLE_TAP, 0),
                        "up"), "bad_field", "DOUBLE_TAP must name the alarm it answers"),
         invalid("counter_zero", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 0) + struct.pack(">BH", p.SOS, 0), "up"),
+                signed(header(p.Alarm.TYPE, 0) + struct.pack(">BH", p.SOS, 0), "up"),
                 "bad_field", "counter 0 is reserved"),
         invalid("extension_twice", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 48) + struct.pack(">BH", p.SOS, 0) +
+                signed(header(p.Alarm.TYPE, 48) + struct.pack(">BH", p.SOS, 0) +
                        bytes([2, 4, 0, 0, 0, 1, 2, 4, 0, 0, 0, 2]), "up"),
                 "bad_extension", "age extension appears twice"),
         invalid("extension_cut_short", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 49) + struct.pack(">BH", p.SOS, 0) +
+                signed(header(p.Alarm.TYPE, 49) + struct.pack(">BH", p.SOS, 0) +
                        bytes([1, 10, 0, 0]), "up"),
                 "bad_extension", "location says 10 bytes, 2 follow"),
         invalid("location_wrong_length", "alarm", "up",
-                signed(header(p.frames.TYPE_ALARM, 50) + struct.pack(">BH", p.SOS, 0) +
+                signed(header(p.Alarm.TYPE, 50) + struct.pack(">BH", p.SOS, 0) +
                        bytes([1, 8]) + bytes(8), "up"),
                 "bad_extension", "location must be 10 bytes"),
     ]
