@@ -11,7 +11,7 @@
 #   the board's IRQs only set flags; these tasks do the work
 import asyncio
 
-from vigil_protocol.errors import RemoteProtocolError
+import vigil_protocol
 from vigil_protocol.frames import (
     ACKNOWLEDGED,
     DELIVERED,
@@ -212,7 +212,7 @@ class Wearable:
                 self._reject("device_mismatch")
                 return
             verdict = self.window.check(frame.counter, frame.tag)
-        except RemoteProtocolError as exc:
+        except vigil_protocol.RemoteProtocolError as exc:  # loads the error classes if need be
             self._reject(exc.reason)
             return
         self.window.record(frame.counter, frame.tag)

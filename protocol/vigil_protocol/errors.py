@@ -6,6 +6,10 @@
 #
 # Every rejection reason has its own class and a short, stable `reason` code: the code is what
 # gateways count in metrics and what protocol/vectors.json names in its "error" field.
+#
+# The other modules look these classes up when they raise one (`protocol.BadMac(...)`), never
+# at import: on MicroPython the package then loads this module on first use, so a wearable
+# that has rejected nothing keeps these 14 classes (~4 KB) out of its heap.
 
 
 class ProtocolError(Exception):

@@ -14,7 +14,8 @@
 #   inside an unauthenticated frame is interpreted beyond what is needed to find its key.
 import struct
 
-from . import errors
+import vigil_protocol as protocol  # errors are looked up when raised (see errors.py)
+
 from ._compat import const
 from .mac import DOWN, TAG_LEN, UP, as_key
 
@@ -80,12 +81,12 @@ def _code_of(table, name_or_code, what):
         for code, name in table.items():
             if name == name_or_code:
                 return code
-    raise errors.LocalProtocolError("unknown %s %r" % (what, name_or_code))
+    raise protocol.LocalProtocolError("unknown %s %r" % (what, name_or_code))
 
 
 def _check_u32(value, what):
     if not isinstance(value, int) or value < 1 or value > _MAX_U32:
-        raise errors.LocalProtocolError("%s must be an integer from 1 to 2**32-1" % what)
+        raise protocol.LocalProtocolError("%s must be an integer from 1 to 2**32-1" % what)
 
 
 class Frame:
@@ -122,21 +123,22 @@ class Frame:
         out = b""
         if self.location is not None:
             if _EXT_LOCATION not in self.EXTENSIONS:
-                raise errors.LocalProtocolError("%s frames carry no location" % self.NAME)
+                raise protocol.LocalProtocolError("%s frames carry no location" % self.NAME)
             lat, lon, acc = self.location
             if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000
                     and 0 <= acc <= 0xFFFF):
-                raise errors.LocalProtocolError("location out of range")
+                raise protocol.LocalProtocolError("location out of range")
             out += struct.pack(">BBiiH", _EXT_LOCATION, 10, lat, lon, acc)
         if self.age is not None:
             if _EXT_AGE not in self.EXTENSIONS:
-                raise errors.LocalProtocolError("%s frames carry no age" % self.NAME)
+                raise protocol.LocalProtocolError("%s frames carry no age" % self.NAME)
             if not (0 <= self.age <= _MAX_U32):
-                raise errors.LocalProtocolError("age out of range")
+                raise protocol.LocalProtocolError("age out of range")
             out += struct.pack(">BBI", _EXT_AGE, 4, self.age)
         if self.battery_ext is not None:
             if _EXT_BATTERY not in self.EXTENSIONS:
-                raise errors.LocalProtocolError("%s frames carry no battery extension" % self.NAME)
+                raise protocol.LocalProtocolError("%s frames carry no battery extension"
+                                                  % self.NAME)
             _check_battery_local(self.battery_ext)
             out += struct.pack(">BBB", _EXT_BATTERY, 1, self.battery_ext)
         return out
@@ -146,34 +148,34 @@ class Frame:
         i = start
         while i < end:
             if end - i < 2:
-                raise errors.BadExtension("extension header cut short")
+                raise protocol.BadExtension("extension header cut short")
             ext_type = data[i]
             length = data[i + 1]
             i += 2
             if i + length > end:
-                raise errors.BadExtension("extension 0x%02x runs past the tag" % ext_type)
+                raise protocol.BadExtension("extension 0x%02x runs past the tag" % ext_type)
             if ext_type == 0:
-                raise errors.BadExtension("extension type 0 is reserved")
+                raise protocol.BadExtension("extension type 0 is reserved")
             if ext_type in seen:
-                raise errors.BadExtension("extension 0x%02x appears twice" % ext_type)
+                raise protocol.BadExtension("extension 0x%02x appears twice" % ext_type)
             seen.append(ext_type)
             if ext_type not in _EXT_LEN:
                 self.unknown_extensions.append(ext_type)  # newer peer: skip it
             elif ext_type not in self.EXTENSIONS:
-                raise errors.BadExtension("extension 0x%02x is not allowed in %s"
-                                          % (ext_type, self.NAME))
+                raise protocol.BadExtension("extension 0x%02x is not allowed in %s"
+                                            % (ext_type, self.NAME))
             elif length != _EXT_LEN[ext_type]:
-                raise errors.BadExtension("extension 0x%02x has length %d" % (ext_type, length))
+                raise protocol.BadExtension("extension 0x%02x has length %d" % (ext_type, length))
             elif ext_type == _EXT_LOCATION:
                 lat, lon, acc = struct.unpack_from(">iiH", data, i)
                 if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000):
-                    raise errors.BadExtension("location out of range")
+                    raise protocol.BadExtension("location out of range")
                 self.location = (lat, lon, acc)
             elif ext_type == _EXT_AGE:
                 self.age = struct.unpack_from(">I", data, i)[0]
             else:
                 if data[i] > 100 and data[i] != BATTERY_UNKNOWN:
-                    raise errors.BadExtension("battery %d%% out of range" % data[i])
+                    raise protocol.BadExtension("battery %d%% out of range" % data[i])
                 self.battery_ext = data[i]
             i += length
 
@@ -198,7 +200,7 @@ class Frame:
 
 def _check_battery_local(value):
     if not isinstance(value, int) or not (0 <= value <= 100 or value == BATTERY_UNKNOWN):
-        raise errors.LocalProtocolError("battery is 0-100 percent or 255 (unknown)")
+        raise protocol.LocalProtocolError("battery is 0-100 percent or 255 (unknown)")
 
 
 class Alarm(Frame):
@@ -225,26 +227,26 @@ class Alarm(Frame):
         kind = _code_of(KINDS, self.kind, "alarm kind")
         if kind == DOUBLE_TAP:
             if not isinstance(self.ref, int) or not (1 <= self.counter - self.ref <= 0xFFFF):
-                raise errors.LocalProtocolError("DOUBLE_TAP must name an earlier alarm counter "
-                                         "within 65535 of its own")
+                raise protocol.LocalProtocolError("DOUBLE_TAP must name an earlier alarm counter "
+                                                  "within 65535 of its own")
             delta = self.counter - self.ref
         else:
             if self.ref:
-                raise errors.LocalProtocolError("only DOUBLE_TAP names another alarm")
+                raise protocol.LocalProtocolError("only DOUBLE_TAP names another alarm")
             delta = 0
         return struct.pack(self.BODY, kind, delta)
 
     def _parse_body(self, values):
         kind, delta = values
         if kind not in KINDS:
-            raise errors.UnknownKind("alarm kind %d" % kind)
+            raise protocol.UnknownKind("alarm kind %d" % kind)
         if kind == DOUBLE_TAP:
             if delta == 0 or delta >= self.counter:
-                raise errors.BadField("DOUBLE_TAP must name an earlier alarm counter")
+                raise protocol.BadField("DOUBLE_TAP must name an earlier alarm counter")
             self.ref = self.counter - delta
         else:
             if delta:
-                raise errors.BadField("only DOUBLE_TAP names another alarm")
+                raise protocol.BadField("only DOUBLE_TAP names another alarm")
             self.ref = 0
         self.kind = kind
 
@@ -272,13 +274,13 @@ class CheckIn(Frame):
     def _body(self):
         _check_battery_local(self.battery)
         if not (0 <= self.flags <= 0xFF and 0 <= self.interval <= 0xFFFF):
-            raise errors.LocalProtocolError("flags is a byte and interval at most 65535 s")
+            raise protocol.LocalProtocolError("flags is a byte and interval at most 65535 s")
         return struct.pack(self.BODY, self.battery, self.flags, self.interval)
 
     def _parse_body(self, values):
         self.battery, self.flags, self.interval = values
         if self.battery > 100 and self.battery != BATTERY_UNKNOWN:
-            raise errors.BadField("battery %d%% out of range" % self.battery)
+            raise protocol.BadField("battery %d%% out of range" % self.battery)
 
     def _body_fields(self, fields):
         fields["battery"] = self.battery
@@ -311,9 +313,9 @@ class _Reply(Frame):
     def _parse_body(self, values):
         self.ref, self.code = values
         if self.ref == 0:
-            raise errors.BadField("%s names counter 0" % self.NAME)
+            raise protocol.BadField("%s names counter 0" % self.NAME)
         if self.code not in self.CODES:
-            raise errors.UnknownKind("%s %d" % (self.FIELD, self.code))
+            raise protocol.UnknownKind("%s %d" % (self.FIELD, self.code))
 
     def _body_fields(self, fields):
         fields["ref"] = self.ref
@@ -364,16 +366,16 @@ def peek(data):
     """Check a frame's size, version and type and return its Header. Verifies nothing."""
     n = len(data)
     if n > MAX_FRAME:
-        raise errors.Oversized("%d bytes, at most %d" % (n, MAX_FRAME))
+        raise protocol.Oversized("%d bytes, at most %d" % (n, MAX_FRAME))
     if n < HEADER_LEN + TAG_LEN:
-        raise errors.Truncated("%d bytes, at least %d" % (n, HEADER_LEN + TAG_LEN))
+        raise protocol.Truncated("%d bytes, at least %d" % (n, HEADER_LEN + TAG_LEN))
     ver_type, device_id, counter = struct.unpack_from(">BII", data, 0)
     if ver_type >> 4 != _VERSION:
-        raise errors.UnsupportedVersion("version %d, this side speaks %d"
-                                        % (ver_type >> 4, _VERSION))
+        raise protocol.UnsupportedVersion("version %d, this side speaks %d"
+                                          % (ver_type >> 4, _VERSION))
     frame_type = ver_type & 0x0F
     if frame_type not in TYPES:
-        raise errors.UnknownType("type 0x%x" % frame_type)
+        raise protocol.UnknownType("type 0x%x" % frame_type)
     return Header(_VERSION, frame_type, device_id, counter)
 
 
@@ -381,24 +383,24 @@ def decode(data, key, direction):
     """Verify and parse one frame received in `direction` ("up" at a gateway, "down" at a
     wearable). Raises a RemoteProtocolError subclass naming the reason on any fault."""
     if direction != UP and direction != DOWN:
-        raise errors.LocalProtocolError("direction must be 'up' or 'down'")
+        raise protocol.LocalProtocolError("direction must be 'up' or 'down'")
     header = peek(data)
     cls = header.cls
     if cls.DIRECTION != direction:
-        raise errors.WrongDirection("%s is a %s frame, received as %s"
-                                    % (cls.NAME, cls.DIRECTION, direction))
+        raise protocol.WrongDirection("%s is a %s frame, received as %s"
+                                      % (cls.NAME, cls.DIRECTION, direction))
     body_end = HEADER_LEN + cls.BODY_LEN
     tag_start = len(data) - TAG_LEN
     if tag_start < body_end:
-        raise errors.Truncated("%s needs at least %d bytes" % (cls.NAME, body_end + TAG_LEN))
+        raise protocol.Truncated("%s needs at least %d bytes" % (cls.NAME, body_end + TAG_LEN))
     message = data[:tag_start]
     tag = bytes(data[tag_start:])
     if not as_key(key).verify(direction, message, tag):
-        raise errors.BadMac("MAC does not verify")
+        raise protocol.BadMac("MAC does not verify")
     frame = object.__new__(cls)
     Frame.__init__(frame, header.device_id, header.counter)
     if header.device_id == 0 or header.counter == 0:
-        raise errors.BadField("device id and counter 0 are reserved")
+        raise protocol.BadField("device id and counter 0 are reserved")
     frame._parse_body(struct.unpack_from(cls.BODY, data, HEADER_LEN))
     frame._parse_extensions(data, body_end, tag_start)
     frame.tag = tag
@@ -412,8 +414,8 @@ def encode(frame, key):
     message = (struct.pack(">BII", (_VERSION << 4) | frame.TYPE, frame.device_id, frame.counter)
                + frame._body() + frame._extensions())
     if len(message) + TAG_LEN > MAX_FRAME:
-        raise errors.LocalProtocolError("frame would be %d bytes, at most %d"
-                                 % (len(message) + TAG_LEN, MAX_FRAME))
+        raise protocol.LocalProtocolError("frame would be %d bytes, at most %d"
+                                          % (len(message) + TAG_LEN, MAX_FRAME))
     tag = as_key(key).tag(frame.DIRECTION, message)
     frame.tag = tag
     return message + tag

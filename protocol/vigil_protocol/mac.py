@@ -9,7 +9,7 @@
 # both paths give RFC 4231's answers.
 import hashlib
 
-from .errors import LocalProtocolError
+import vigil_protocol as protocol  # errors are looked up when raised (see errors.py)
 
 try:
     from hmac import digest as _stdlib_digest  # type: ignore[import-not-found]  # CPython only
@@ -54,7 +54,8 @@ def label(direction):
     try:
         return _LABELS[direction]
     except KeyError:
-        raise LocalProtocolError("direction must be 'up' or 'down', not %r" % (direction,))
+        raise protocol.LocalProtocolError("direction must be 'up' or 'down', not %r"
+                                          % (direction,))
 
 
 class DeviceKey:
@@ -62,7 +63,7 @@ class DeviceKey:
 
     def __init__(self, key):
         if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
-            raise LocalProtocolError("a device key is exactly %d bytes" % KEY_LEN)
+            raise protocol.LocalProtocolError("a device key is exactly %d bytes" % KEY_LEN)
         self._key = bytes(key)
         # Precomputed pads save two 64-byte XORs per MAC on MicroPython.
         self._ipad = _pad(self._key + bytes(_BLOCK - KEY_LEN), 0x36)

@@ -11,7 +11,7 @@
 #
 # check() decides without changing anything; record() remembers a frame once the caller has
 # made it durable. A gateway persists first, then records, then acknowledges.
-from .errors import CounterReuse, LocalProtocolError, StaleCounter
+import vigil_protocol as protocol  # errors are looked up when raised (see errors.py)
 
 NEW = "new"
 RETRANSMISSION = "retransmission"
@@ -20,7 +20,7 @@ RETRANSMISSION = "retransmission"
 class ReplayWindow:
     def __init__(self, size=64, top=0):
         if size < 1:
-            raise LocalProtocolError("window size must be at least 1")
+            raise protocol.LocalProtocolError("window size must be at least 1")
         self.size = size
         self.top = top  # highest counter recorded
         self._tags = {}  # counter -> tag, for counters in (top - size, top]
@@ -29,14 +29,14 @@ class ReplayWindow:
         if counter > self.top:
             return NEW
         if counter <= self.top - self.size:
-            raise StaleCounter("counter %d is below the window (%d..%d)"
-                               % (counter, self.top - self.size + 1, self.top))
+            raise protocol.StaleCounter("counter %d is below the window (%d..%d)"
+                                        % (counter, self.top - self.size + 1, self.top))
         seen = self._tags.get(counter)
         if seen is None:
             return NEW
         if seen == tag:
             return RETRANSMISSION
-        raise CounterReuse("counter %d already used by another frame" % counter)
+        raise protocol.CounterReuse("counter %d already used by another frame" % counter)
 
     def record(self, counter, tag):
         if counter > self.top:
