@@ -31,6 +31,8 @@ CLOSED = const(8)
 STATES = ("raised", "sent", "received", "delivered", "acknowledged", "prompted", "confirmed",
           "help_dispatched", "closed")
 
+# The ack stages and the responder actions follow in the protocol's own order (RECEIVED,
+# DELIVERED; ACKNOWLEDGED .. RESOLVED), so a downlink's event is its code plus an offset.
 EV_SENT = const(0)
 EV_RECEIVED = const(1)       # ack RECEIVED
 EV_DELIVERED = const(2)      # ack DELIVERED

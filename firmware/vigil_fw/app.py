@@ -12,19 +12,16 @@
 import asyncio
 
 import vigil_protocol
+from vigil_protocol._compat import const
 from vigil_protocol.frames import (
     ACKNOWLEDGED,
-    DELIVERED,
     DOUBLE_TAP,
     DURESS,
     FLAG_ALARM_OPEN,
     FLAG_LOW_BATTERY,
     FLAG_OUTBOX_PENDING,
-    HELP_DISPATCHED,
     LOW_BATTERY,
-    PROMPT_DOUBLE_TAP,
     RECEIVED,
-    RESOLVED,
     SOS,
     Alarm,
     CheckIn,
@@ -44,23 +41,21 @@ from .link import Inbox
 from .outbox import Outbox, OutboxFull
 from .taps import DoubleTapDetector
 
-_ACK_EVENTS = {RECEIVED: fsm.EV_RECEIVED, DELIVERED: fsm.EV_DELIVERED}
-_ACTION_EVENTS = {ACKNOWLEDGED: fsm.EV_ACKNOWLEDGED, PROMPT_DOUBLE_TAP: fsm.EV_PROMPT,
-                  HELP_DISPATCHED: fsm.EV_HELP, RESOLVED: fsm.EV_RESOLVED}
+_WATCHDOG_MS = const(30000)
+_SENDER_IDLE_MS = const(200)
+_BUTTON_TICK_MS = const(50)
+_LOW_BATTERY_HYSTERESIS = const(5)
+_CHECKIN_RETRY_MS = const(2000)
 
 
 class Wearable:
+    # Tests shorten these three; the fixed timings above are const(): no heap.
     SUPERVISE_MS = 1000
     STALL_MS = 10000      # a task silent this long stops the watchdog being fed
-    WATCHDOG_MS = 30000
     # The watchdog arms this long after boot: a technician who stops the firmware at the
     # console right after a reset (as provisioning does) is not reset in the middle of a copy.
     # A machine.WDT cannot be stopped once started.
     WATCHDOG_ARM_MS = 20000
-    SENDER_IDLE_MS = 200
-    BUTTON_TICK_MS = 50
-    LOW_BATTERY_HYSTERESIS = 5
-    CHECKIN_RETRY_MS = 2000
 
     def __init__(self, board, config, links, log=print):
         self.board = board
@@ -128,7 +123,7 @@ class Wearable:
         button = self.board.sos_button
         while True:
             self.beat("sos")
-            event = await button.event(self.BUTTON_TICK_MS)
+            event = await button.event(_BUTTON_TICK_MS)
             if event is None:
                 out = self.sos.feed(TICK, ticks_ms())
             else:
@@ -190,7 +185,7 @@ class Wearable:
                     self.stats["sent"] += 1
                     self.log("vigil: tx %s" % entry.frame.hex())
                     await self.feedback.show(self.alarms.apply(entry.counter, fsm.EV_SENT))
-            await wait_event(self.wake, self.SENDER_IDLE_MS)
+            await wait_event(self.wake, _SENDER_IDLE_MS)
             self.wake.clear()
 
     async def downlink_task(self):
@@ -222,10 +217,11 @@ class Wearable:
         self.log("vigil: rx %s" % data.hex())
         # Any verified downlink naming a counter proves the gateway has that frame.
         self.outbox.remove(frame.ref)
+        # Stages and actions are numbered in the order of their lifecycle events (alarms.py).
         if frame.NAME == "ack":
-            event = _ACK_EVENTS[frame.stage]
+            event = fsm.EV_RECEIVED + frame.stage - RECEIVED
         else:
-            event = _ACTION_EVENTS[frame.action]
+            event = fsm.EV_ACKNOWLEDGED + frame.action - ACKNOWLEDGED
         pattern = self.alarms.apply(frame.ref, event)
         self._update_silence()
         await self.feedback.show(pattern)
@@ -242,12 +238,12 @@ class Wearable:
                 if self.alarms.pending_kind(LOW_BATTERY) is None:
                     self.raise_alarm(LOW_BATTERY)
                     await self.feedback.show("low_battery")
-            elif battery > self.config.low_battery_pct + self.LOW_BATTERY_HYSTERESIS:
+            elif battery > self.config.low_battery_pct + _LOW_BATTERY_HYSTERESIS:
                 self.low_battery_reported = False
             # No link yet: try again soon rather than a whole interval later.
             wait_ms = self.config.checkin_interval_s * 1000
             if not await self.send_checkin(battery, low):
-                wait_ms = min(wait_ms, self.CHECKIN_RETRY_MS)
+                wait_ms = min(wait_ms, _CHECKIN_RETRY_MS)
             start = ticks_ms()
             while ticks_diff(ticks_ms(), start) < wait_ms:
                 self.beat("checkin")
@@ -280,7 +276,7 @@ class Wearable:
         """Feed the watchdog only while every task and link shows progress."""
         seen = {}  # type: dict[str, tuple]
         await sleep_ms(self.WATCHDOG_ARM_MS)
-        self.board.watchdog_start(self.WATCHDOG_MS)
+        self.board.watchdog_start(_WATCHDOG_MS)
         while True:
             await sleep_ms(self.SUPERVISE_MS)
             now = ticks_ms()

@@ -158,6 +158,19 @@ class AlarmTable(unittest.TestCase):
         for cell in fsm.TRANSITIONS:
             self.assertTrue(cell == ord("-") or 0 <= cell - ord("0") < len(fsm.STATES), cell)
 
+    def test_downlink_codes_give_their_events_by_an_offset(self):
+        # app.on_downlink: event = first event of its kind + (code - first code)
+        import vigil_protocol as p
+        stages = {p.RECEIVED: fsm.EV_RECEIVED, p.DELIVERED: fsm.EV_DELIVERED}
+        actions = {p.ACKNOWLEDGED: fsm.EV_ACKNOWLEDGED, p.PROMPT_DOUBLE_TAP: fsm.EV_PROMPT,
+                   p.HELP_DISPATCHED: fsm.EV_HELP, p.RESOLVED: fsm.EV_RESOLVED}
+        self.assertEqual(sorted(stages), sorted(p.STAGES))
+        self.assertEqual(sorted(actions), sorted(p.ACTIONS))
+        for code, event in stages.items():
+            self.assertEqual(fsm.EV_RECEIVED + code - p.RECEIVED, event)
+        for code, event in actions.items():
+            self.assertEqual(fsm.EV_ACKNOWLEDGED + code - p.ACKNOWLEDGED, event)
+
     def test_every_state_and_event_does_what_the_lifecycle_says(self):
         # The whole table, cell by cell: (state, event) -> (next state, pattern shown);
         # every pair not listed changes nothing and shows nothing.
