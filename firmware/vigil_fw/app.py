@@ -33,7 +33,7 @@ from vigil_protocol.window import NEW, ReplayWindow
 
 from . import FIRMWARE_VERSION
 from . import alarms as fsm
-from .clock import Flag, sleep_ms, ticks_diff, ticks_ms, wait_event
+from .clock import Flag, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_event
 from .counters import CounterStore
 from .feedback import Feedback
 from .gestures import DOWN as PRESS, TICK, DuressGesture, SosButton
@@ -272,50 +272,51 @@ class Wearable:
 
     # -- supervision --------------------------------------------------------------------------
 
-    async def supervisor(self):
-        """Feed the watchdog only while every task and link shows progress."""
-        seen = {}  # type: dict[str, tuple]
-        await sleep_ms(self.WATCHDOG_ARM_MS)
-        self.board.watchdog_start(_WATCHDOG_MS)
-        while True:
-            await sleep_ms(self.SUPERVISE_MS)
-            now = ticks_ms()
-            stalled = []
-            counts = dict(self.beats)
-            for link in self.links:
-                counts["link:" + link.name] = link.progress
-            for name, count in counts.items():
-                last = seen.get(name)
-                if last is None or last[0] != count:
-                    seen[name] = (count, now)
-                elif ticks_diff(now, last[1]) > self.STALL_MS:
-                    stalled.append(name)
-            if stalled:
-                self.log("vigil: stalled %s: watchdog will reset" % ",".join(stalled))
-            else:
-                self.board.watchdog_feed()
-
     def tasks(self):
         coros = [self.sos_task(), self.duress_task(), self.tap_task(), self.sender_task(),
-                 self.downlink_task(), self.checkin_task(), self.supervisor()]
+                 self.downlink_task(), self.checkin_task()]
         coros += [link.run(self.inbox) for link in self.links]
         return coros
 
     async def run(self):
+        """Start every task, then supervise them: feed the watchdog only while every task and
+        link shows progress, and raise the exception of a task that has ended (they all run
+        for ever), as asyncio.gather would. Cancelling run() cancels every task. One loop
+        here, checked once a period: gather, or a supervisor task of its own, would keep
+        more on the heap."""
         self.log("vigil: firmware %s" % FIRMWARE_VERSION)
         self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
                  % (self.config.device_hex, len(self.outbox)))
         tasks = [asyncio.create_task(c) for c in self.tasks()]
-        # Every task runs for ever: one that ends has failed, and run() raises its exception,
-        # as asyncio.gather would; cancelling run() cancels them all. Checked once a
-        # supervision period rather than with gather, whose module and per-task bookkeeping
-        # take ~1.5 KB of heap.
+        seen = {}  # type: dict[str, tuple]
+        arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
+        armed = False
         try:
             while True:
                 await sleep_ms(self.SUPERVISE_MS)
                 for task in tasks:
                     if task.done():
                         await task
+                now = ticks_ms()
+                if not armed:
+                    if ticks_diff(now, arm_at) < 0:
+                        continue
+                    self.board.watchdog_start(_WATCHDOG_MS)
+                    armed = True
+                stalled = []
+                counts = dict(self.beats)
+                for link in self.links:
+                    counts["link:" + link.name] = link.progress
+                for name, count in counts.items():
+                    last = seen.get(name)
+                    if last is None or last[0] != count:
+                        seen[name] = (count, now)
+                    elif ticks_diff(now, last[1]) > self.STALL_MS:
+                        stalled.append(name)
+                if stalled:
+                    self.log("vigil: stalled %s: watchdog will reset" % ",".join(stalled))
+                else:
+                    self.board.watchdog_feed()
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
