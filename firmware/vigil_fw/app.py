@@ -304,10 +304,9 @@ class Wearable:
                     self.board.watchdog_start(_WATCHDOG_MS)
                     armed = True
                 stalled = []
-                counts = dict(self.beats)
-                for link in self.links:
-                    counts["link:" + link.name] = link.progress
-                for name, count in counts.items():
+                for link in self.links:  # links count as tasks
+                    self.beats["link:" + link.name] = link.progress
+                for name, count in self.beats.items():
                     last = seen.get(name)
                     if last is None or last[0] != count:
                         seen[name] = (count, now)

@@ -31,9 +31,6 @@ class Flag:
     def clear(self):
         self.state = False
 
-    def is_set(self):
-        return self.state
-
 
 async def wait_event(flag, ms):
     """Wait at most `ms` for `flag` to be set; True if it was."""

@@ -8,12 +8,6 @@ from . import ConfigError
 
 FILE = "vigil.json"
 
-DEFAULTS = {
-    "checkin_interval_s": 300,
-    "low_battery_pct": 15,
-    "mqtt": {"port": 1883, "tls": False, "prefix": "vigil", "keepalive_s": 60,
-             "ca_file": None},
-}
 
 
 def _hex(value, digits):
@@ -48,7 +42,9 @@ class Config:
                                and wifi["ssid"]), "wifi.ssid must be a non-empty string")
         self.wifi = wifi
 
-        mqtt = dict(DEFAULTS["mqtt"])  # type: ignore[call-overload]
+        # The defaults are written out here rather than kept in a module-level dict.
+        mqtt = {"port": 1883, "tls": False, "prefix": "vigil", "keepalive_s": 60,
+                "ca_file": None}
         given = data.get("mqtt")
         _need(isinstance(given, dict), "mqtt must be an object with host, username, password")
         mqtt.update(given)
@@ -69,14 +65,14 @@ class Config:
               "mqtt.keepalive_s must be from 5 to 3600")
         self.mqtt = mqtt
 
-        interval = data.get("checkin_interval_s", DEFAULTS["checkin_interval_s"])
+        interval = data.get("checkin_interval_s", 300)
         _need(isinstance(interval, int) and 10 <= interval <= 65535,
               "checkin_interval_s must be from 10 to 65535")
         self.checkin_interval_s = interval
         ble = data.get("ble", True)
         _need(isinstance(ble, bool), "ble must be true or false")
         self.ble = ble
-        low = data.get("low_battery_pct", DEFAULTS["low_battery_pct"])
+        low = data.get("low_battery_pct", 15)
         _need(isinstance(low, int) and 0 <= low <= 100, "low_battery_pct must be 0-100")
         self.low_battery_pct = low
 

@@ -12,8 +12,12 @@ import binascii
 import random
 
 from umqtt.simple import MQTTClient, MQTTException
+from vigil_protocol._compat import const
 
 from .clock import sleep_ms, ticks_diff, ticks_ms
+
+_POLL_MS = const(20)
+_IO_TIMEOUT_S = const(5)
 
 
 def der(cert):
@@ -28,8 +32,6 @@ class MqttLink:
     name = "mqtt"
     RETRY_FIRST_MS = 500
     RETRY_MAX_MS = 30000
-    POLL_MS = 20
-    IO_TIMEOUT_S = 5
 
     def __init__(self, config, network=None, log=print):
         self.config = config
@@ -47,7 +49,7 @@ class MqttLink:
         self._status_topic = config.topic("status").encode()
         self._keepalive = m["keepalive_s"]
 
-    def _make_client(self):
+    def _connect(self):
         m = self.config.mqtt
         ssl_params = {}
         if m["tls"]:
@@ -60,17 +62,9 @@ class MqttLink:
                             keepalive=self._keepalive, ssl=m["tls"], ssl_params=ssl_params)
         client.set_callback(self._on_message)
         client.set_last_will(self._status_topic, b"offline", retain=True, qos=1)
-        return client
-
-    def _on_message(self, topic, msg):
-        if topic == self._down_topic and self._inbox is not None:
-            self._inbox.put(msg, self.name)
-
-    def _connect(self):
-        client = self._make_client()
         self._client = client
         client.connect(clean_session=False)
-        if self.config.mqtt["tls"]:
+        if m["tls"]:
             import ussl
             self._raw = ussl.last_raw_socket
         else:
@@ -82,11 +76,15 @@ class MqttLink:
         self.connects += 1
         self.up = True
 
+    def _on_message(self, topic, msg):
+        if topic == self._down_topic and self._inbox is not None:
+            self._inbox.put(msg, self.name)
+
     def _timeout(self):
         # umqtt's check_msg() leaves the socket blocking with no timeout: set it back.
         raw = self._raw
         if raw is not None:
-            raw.settimeout(self.IO_TIMEOUT_S)
+            raw.settimeout(_IO_TIMEOUT_S)
 
     def _drop(self, why):
         if self.up:
@@ -127,7 +125,7 @@ class MqttLink:
             if ticks_diff(ticks_ms(), last_ping) > self._keepalive * 500:
                 self._client.ping()
                 last_ping = ticks_ms()
-            await sleep_ms(self.POLL_MS)
+            await sleep_ms(_POLL_MS)
 
     async def send(self, frame):
         if not self.up or self._client is None:
