@@ -93,9 +93,10 @@ class Alarms:
                 self.open[counter] = Alarm(counter, kind, state)
 
     def _save(self):
-        data = b"".join(struct.pack(_RECORD, a.counter, a.kind, a.state)
-                        for a in self.open.values())
-        write_atomic(self.flash, FILE, data)
+        data = bytearray()
+        for a in self.open.values():
+            data += struct.pack(_RECORD, a.counter, a.kind, a.state)
+        write_atomic(self.flash, FILE, bytes(data))
 
     def add(self, counter, kind):
         if kind == DOUBLE_TAP:

@@ -91,7 +91,11 @@ class Wearable:
         self._update_silence()
 
     def _update_silence(self):
-        self.feedback.duress_open = any(a.kind == DURESS for a in self.alarms.open.values())
+        duress_open = False
+        for alarm in self.alarms.open.values():
+            if alarm.kind == DURESS:
+                duress_open = True
+        self.feedback.duress_open = duress_open
 
     def urgent(self):
         """An alarm is waiting to be sent or is still open: links should be reachable fast
@@ -255,7 +259,11 @@ class Wearable:
 
     async def send_checkin(self, battery, low):
         """Best effort: a check-in that finds no link up is skipped, never stored."""
-        if not any(link.up for link in self.links):
+        up = False
+        for link in self.links:
+            if link.up:
+                up = True
+        if not up:
             return False
         flags = ((FLAG_ALARM_OPEN if self.alarms.open else 0)
                  | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
@@ -275,7 +283,8 @@ class Wearable:
     def tasks(self):
         coros = [self.sos_task(), self.duress_task(), self.tap_task(), self.sender_task(),
                  self.downlink_task(), self.checkin_task()]
-        coros += [link.run(self.inbox) for link in self.links]
+        for link in self.links:
+            coros.append(link.run(self.inbox))
         return coros
 
     async def run(self):
@@ -287,7 +296,9 @@ class Wearable:
         self.log("vigil: firmware %s" % FIRMWARE_VERSION)
         self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
                  % (self.config.device_hex, len(self.outbox)))
-        tasks = [asyncio.create_task(c) for c in self.tasks()]
+        tasks = []
+        for coro in self.tasks():
+            tasks.append(asyncio.create_task(coro))
         seen = {}  # type: dict[str, tuple]
         arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
         armed = False

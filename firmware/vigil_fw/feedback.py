@@ -26,7 +26,10 @@ PATTERNS = {
 
 def pulses(pattern):
     """(vibrate_ms, pause_ms) pairs of a pattern."""
-    return [(pattern[i] * 10, pattern[i + 1] * 10) for i in range(1, len(pattern) - 1, 2)]
+    out = []
+    for i in range(1, len(pattern) - 1, 2):
+        out.append((pattern[i] * 10, pattern[i + 1] * 10))
+    return out
 
 
 class Feedback:

@@ -30,8 +30,12 @@ class DuressGesture:
 
     def press(self, t_ms):
         """Feed one press; True when it completes the gesture."""
-        self._presses = [p for p in self._presses if ticks_diff(t_ms, p) < self.WINDOW_MS]
-        self._presses.append(t_ms)
+        recent = []
+        for p in self._presses:
+            if ticks_diff(t_ms, p) < self.WINDOW_MS:
+                recent.append(p)
+        recent.append(t_ms)
+        self._presses = recent
         if len(self._presses) >= self.PRESSES:
             self._presses = []
             return True

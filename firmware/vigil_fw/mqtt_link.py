@@ -24,7 +24,10 @@ def der(cert):
     """MicroPython's ssl takes the CA in DER form; provisioning may write PEM."""
     if not cert.startswith(b"-----BEGIN"):
         return cert
-    body = b"".join(line for line in cert.split(b"\n") if line and not line.startswith(b"-----"))
+    body = b""
+    for line in cert.split(b"\n"):
+        if line and not line.startswith(b"-----"):
+            body += line
     return binascii.a2b_base64(body)
 
 

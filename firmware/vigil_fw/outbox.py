@@ -45,7 +45,9 @@ class Outbox:
         self.flash = flash
         flash.mkdir(DIR)
         self.entries = {}
-        bases = set(n[:-len(TMP)] if n.endswith(TMP) else n for n in flash.listdir(DIR))
+        bases = set()
+        for n in flash.listdir(DIR):
+            bases.add(n[:-len(TMP)] if n.endswith(TMP) else n)
         for base in sorted(bases):
             name = DIR + "/" + base
             frame = read_sealed(flash, name)
@@ -85,11 +87,18 @@ class Outbox:
         return False
 
     def oldest_first(self):
-        return [self.entries[c] for c in sorted(self.entries)]
+        entries = []
+        for counter in sorted(self.entries):
+            entries.append(self.entries[counter])
+        return entries
 
     def due(self, now=None):
         now = ticks_ms() if now is None else now
-        return [e for e in self.oldest_first() if ticks_diff(now, e.next_try) >= 0]
+        due = []
+        for entry in self.oldest_first():
+            if ticks_diff(now, entry.next_try) >= 0:
+                due.append(entry)
+        return due
 
     def sent(self, entry, now=None):
         """`entry` went out on a link: schedule its retransmission."""

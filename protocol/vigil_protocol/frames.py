@@ -346,7 +346,7 @@ class Action(_Reply):
 
 TYPES = {_TYPE_ALARM: Alarm, _TYPE_CHECKIN: CheckIn, _TYPE_ACK: Ack,
          _TYPE_ACTION: Action}  # type: dict[int, type[Frame]]
-TYPE_NAMES = {cls.NAME: cls for cls in TYPES.values()}
+TYPE_NAMES = {Alarm.NAME: Alarm, CheckIn.NAME: CheckIn, Ack.NAME: Ack, Action.NAME: Action}
 
 
 class Header:

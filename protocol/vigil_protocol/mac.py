@@ -25,7 +25,10 @@ _BLOCK = 64
 
 
 def _pad(key, byte):
-    return bytes([b ^ byte for b in key])
+    out = bytearray(key)
+    for i in range(len(out)):
+        out[i] ^= byte
+    return bytes(out)
 
 
 def hmac_sha256(key, message):

@@ -42,8 +42,12 @@ class ReplayWindow:
         if counter > self.top:
             self.top = counter
             floor = counter - self.size
-            for old in [c for c in self._tags if c <= floor]:
-                del self._tags[old]
+            old = []
+            for c in self._tags:
+                if c <= floor:
+                    old.append(c)
+            for c in old:
+                del self._tags[c]
         if counter > self.top - self.size:
             self._tags[counter] = bytes(tag)
 
