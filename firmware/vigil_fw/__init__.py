@@ -5,9 +5,5 @@
 FIRMWARE_VERSION = "0.1.0"
 
 
-class FirmwareError(Exception):
-    """Root of the firmware's own errors."""
-
-
-class ConfigError(FirmwareError):
+class ConfigError(Exception):
     """The config file on flash is missing or wrong; the message says what to fix."""

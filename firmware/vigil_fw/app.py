@@ -38,7 +38,7 @@ from .counters import CounterStore
 from .feedback import Feedback
 from .gestures import DOWN as PRESS, TICK, DuressGesture, SosButton
 from .link import Inbox
-from .outbox import Outbox, OutboxFull
+from .outbox import Outbox
 from .taps import DoubleTapDetector
 
 _WATCHDOG_MS = const(30000)
@@ -109,10 +109,8 @@ class Wearable:
         """Make an alarm durable, then wake the sender. Returns its counter."""
         counter = self.counters.next()
         frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key)
-        try:
-            self.outbox.add(counter, kind, frame)
-        except OutboxFull as exc:
-            self.log("vigil: alarm not queued: %s" % exc)
+        if not self.outbox.add(counter, kind, frame):
+            self.log("vigil: alarm not queued: outbox full of undelivered alarms")
             return None
         self.alarms.add(counter, kind)
         self._update_silence()

@@ -15,16 +15,11 @@ import random
 
 from vigil_protocol.frames import HEADER_LEN, LOW_BATTERY, NO_MOTION, peek
 
-from . import FirmwareError
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .flash import TMP, read_sealed, unseal, write_atomic
 
 DIR = "ob"
 EVICTABLE = (LOW_BATTERY, NO_MOTION)
-
-
-class OutboxFull(FirmwareError):
-    pass
 
 
 class Entry:
@@ -64,7 +59,8 @@ class Outbox:
         return len(self.entries)
 
     def add(self, counter, kind, frame):
-        """Put an encoded alarm on flash. Returns once it is durable."""
+        """Put an encoded alarm on flash: True once it is durable, False when the outbox is
+        full and nothing may be evicted for it."""
         if len(self.entries) >= self.CAPACITY:
             victim = None
             for entry in self.oldest_first():
@@ -72,10 +68,11 @@ class Outbox:
                     victim = entry
                     break
             if victim is None or kind in EVICTABLE:
-                raise OutboxFull("outbox full of undelivered alarms")
+                return False
             self.remove(victim.counter)
         write_atomic(self.flash, DIR + "/%08x" % counter, frame)
         self.entries[counter] = Entry(counter, kind, frame)
+        return True
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""

@@ -188,6 +188,26 @@ class AlarmTable(unittest.TestCase):
                     self.assertEqual(alarms.open[5].state, want_state, (state, event))
 
 
+class OutboxBound(unittest.TestCase):
+    def test_a_full_outbox_evicts_only_low_battery_and_no_motion(self):
+        import vigil_protocol as p
+        from vigil_fw.outbox import Outbox
+
+        def add(counter, kind):
+            frame = p.encode(p.Alarm(0x00C0FFEE, counter, kind), bytes(32))
+            return box.add(counter, kind, frame)
+
+        box = Outbox(MemoryFlash())
+        self.assertTrue(add(1, p.LOW_BATTERY))
+        for counter in range(2, Outbox.CAPACITY + 1):
+            self.assertTrue(add(counter, SOS))
+        self.assertFalse(add(100, p.NO_MOTION))  # an evictable kind never evicts another
+        self.assertTrue(add(101, DURESS))  # takes the LOW_BATTERY alarm's place
+        self.assertEqual((len(box), 1 in box.entries), (Outbox.CAPACITY, False))
+        self.assertFalse(add(102, SOS))  # nothing left that may go
+        self.assertEqual(len(box), Outbox.CAPACITY)
+
+
 class Patterns(unittest.TestCase):
     def test_every_pattern_is_whole_and_the_prompt_is_unlike_any_other(self):
         for name, pattern in PATTERNS.items():
