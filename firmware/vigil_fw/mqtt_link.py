@@ -46,11 +46,9 @@ class MqttLink:
         self._client = None
         self._raw = None  # the socket under TLS, which is where timeouts are set
         self._inbox = None
-        m = config.mqtt
         self._up_topic = config.topic("up").encode()
         self._down_topic = config.topic("down").encode()
         self._status_topic = config.topic("status").encode()
-        self._keepalive = m["keepalive_s"]
 
     def _connect(self):
         m = self.config.mqtt
@@ -62,7 +60,7 @@ class MqttLink:
                               "cadata": der(f.read())}
         client = MQTTClient("vigil-" + self.config.device_hex, m["host"], port=m["port"],
                             user=m["username"], password=m["password"],
-                            keepalive=self._keepalive, ssl=m["tls"], ssl_params=ssl_params)
+                            keepalive=m["keepalive_s"], ssl=m["tls"], ssl_params=ssl_params)
         client.set_callback(self._on_message)
         client.set_last_will(self._status_topic, b"offline", retain=True, qos=1)
         self._client = client
@@ -125,7 +123,7 @@ class MqttLink:
             self.progress += 1
             self._client.check_msg()  # non-blocking; dispatches downlinks to _on_message
             self._timeout()
-            if ticks_diff(ticks_ms(), last_ping) > self._keepalive * 500:
+            if ticks_diff(ticks_ms(), last_ping) > self.config.mqtt["keepalive_s"] * 500:
                 self._client.ping()
                 last_ping = ticks_ms()
             await sleep_ms(_POLL_MS)

@@ -62,15 +62,10 @@ FLAG_FAULT = const(0x10)
 
 BATTERY_UNKNOWN = const(255)
 
-# Extensions: type -> value length.
+# Extension types (their value lengths: Frame._EXT_LEN).
 _EXT_LOCATION = const(0x01)  # lat_e7 i32 | lon_e7 i32 | accuracy_m u16
 _EXT_AGE = const(0x02)       # seconds between raising the alarm and encoding this frame, u32
 _EXT_BATTERY = const(0x03)   # battery percent u8
-_EXT_LEN = {_EXT_LOCATION: 10, _EXT_AGE: 4, _EXT_BATTERY: 1}
-
-
-def _name_of(table, value):
-    return table.get(value, "UNKNOWN(%d)" % value)
 
 
 def _code_of(table, name_or_code, what):
@@ -98,6 +93,7 @@ class Frame:
     BODY = ""
     BODY_LEN = 0
     EXTENSIONS = ()  # type: tuple  # extension types this frame may carry
+    _EXT_LEN = {_EXT_LOCATION: 10, _EXT_AGE: 4, _EXT_BATTERY: 1}  # known type -> value length
 
     def __init__(self, device_id, counter):
         self.device_id = device_id
@@ -159,12 +155,12 @@ class Frame:
             if ext_type in seen:
                 raise protocol.BadExtension("extension 0x%02x appears twice" % ext_type)
             seen.append(ext_type)
-            if ext_type not in _EXT_LEN:
+            if ext_type not in self._EXT_LEN:
                 self.unknown_extensions.append(ext_type)  # newer peer: skip it
             elif ext_type not in self.EXTENSIONS:
                 raise protocol.BadExtension("extension 0x%02x is not allowed in %s"
                                             % (ext_type, self.NAME))
-            elif length != _EXT_LEN[ext_type]:
+            elif length != self._EXT_LEN[ext_type]:
                 raise protocol.BadExtension("extension 0x%02x has length %d" % (ext_type, length))
             elif ext_type == _EXT_LOCATION:
                 lat, lon, acc = struct.unpack_from(">iiH", data, i)
@@ -221,7 +217,7 @@ class Alarm(Frame):
 
     @property
     def kind_name(self):
-        return _name_of(KINDS, self.kind)
+        return KINDS.get(self.kind, "UNKNOWN(%d)" % self.kind)
 
     def _body(self):
         kind = _code_of(KINDS, self.kind, "alarm kind")
@@ -304,7 +300,7 @@ class _Reply(Frame):
 
     @property
     def code_name(self):
-        return _name_of(self.CODES, self.code)
+        return self.CODES.get(self.code, "UNKNOWN(%d)" % self.code)
 
     def _body(self):
         _check_u32(self.ref, "ref")
