@@ -74,7 +74,7 @@ class Wearable:
         self.duress = DuressGesture()
         self.taps = DoubleTapDetector()
         self.wake = Flag()
-        self.beats = {}  # type: dict[str, int]
+        self.beats = {}  # type: dict[str, int]  # task name -> when it last showed progress
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
                       "taps_ignored": 0, "rejected": {}}  # type: dict
         self.low_battery_reported = False
@@ -103,7 +103,7 @@ class Wearable:
         return len(self.outbox) > 0 or bool(self.alarms.open)
 
     def beat(self, name):
-        self.beats[name] = self.beats.get(name, 0) + 1
+        self.beats[name] = ticks_ms()
 
     def raise_alarm(self, kind, ref=0):
         """Make an alarm durable, then wake the sender. Returns its counter."""
@@ -297,7 +297,7 @@ class Wearable:
         tasks = []
         for coro in self.tasks():
             tasks.append(asyncio.create_task(coro))
-        seen = {}  # type: dict[str, tuple]
+        progress = {}  # type: dict[str, int]  # link -> its progress count when last seen
         arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
         armed = False
         try:
@@ -312,14 +312,14 @@ class Wearable:
                         continue
                     self.board.watchdog_start(_WATCHDOG_MS)
                     armed = True
+                for link in self.links:  # a link shows progress by its count growing
+                    name = "link:" + link.name
+                    if progress.get(name) != link.progress:
+                        progress[name] = link.progress
+                        self.beats[name] = now
                 stalled = []
-                for link in self.links:  # links count as tasks
-                    self.beats["link:" + link.name] = link.progress
-                for name, count in self.beats.items():
-                    last = seen.get(name)
-                    if last is None or last[0] != count:
-                        seen[name] = (count, now)
-                    elif ticks_diff(now, last[1]) > self.STALL_MS:
+                for name, when in self.beats.items():
+                    if ticks_diff(now, when) > self.STALL_MS:
                         stalled.append(name)
                 if stalled:
                     self.log("vigil: stalled %s: watchdog will reset" % ",".join(stalled))
