@@ -74,7 +74,7 @@ class Wearable:
         self.duress = DuressGesture()
         self.taps = DoubleTapDetector()
         self.wake = Flag()
-        self.beats = {}  # type: dict[str, int]  # task name -> when it last showed progress
+        self.beats = {}  # type: dict  # task name -> when (ticks_ms) it last showed progress
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
                       "taps_ignored": 0, "rejected": {}}  # type: dict
         self.low_battery_reported = False
