@@ -193,7 +193,7 @@ class Wearable:
     async def downlink_task(self):
         while True:
             self.beat("downlink")
-            if not await wait_event(self.inbox.event, 1000):
+            if not await wait_event(self.inbox.frames, 1000):
                 continue
             for frame, link_name in self.inbox.take():
                 await self.on_downlink(frame, link_name)

@@ -12,7 +12,7 @@ try:
 except ImportError:
     from ._cpython import sleep_ms  # type: ignore[no-redef]  # noqa
 
-# How often a waiting task looks at its flag (the MQTT link polls its socket at the same rate).
+# How often a waiting task looks at what it waits for (the MQTT link polls its socket at the same rate).
 # asyncio.wait_for_ms would answer at once, but puts two more tasks and three coroutine frames
 # on the heap for every waiting task (~700 bytes each on 64-bit MicroPython).
 POLL_MS = 20
@@ -31,11 +31,15 @@ class Flag:
     def clear(self):
         self.state = False
 
+    def __bool__(self):
+        return self.state
 
-async def wait_event(flag, ms):
-    """Wait at most `ms` for `flag` to be set; True if it was."""
+
+async def wait_event(what, ms):
+    """Wait at most `ms` for `what` to become true (a Flag that is set, a queue that is not
+    empty); True if it did."""
     end = ticks_add(ticks_ms(), ms)
-    while not flag.state:
+    while not what:
         left = ticks_diff(end, ticks_ms())
         if left <= 0:
             return False

@@ -10,16 +10,13 @@ REST = (0, 0, 1000)  # a still wrist: 1 g on z
 class SimButton:
     def __init__(self):
         self._events = []
-        self._flag = Flag()
 
     def _push(self, level):
         self._events.append((level, ticks_ms()))  # what the IRQ + pin read would give
-        self._flag.set()
 
     async def event(self, timeout_ms):
         if not self._events:
-            await wait_event(self._flag, timeout_ms)
-            self._flag.clear()
+            await wait_event(self._events, timeout_ms)
         return self._events.pop(0) if self._events else None
 
     async def hold(self, ms):

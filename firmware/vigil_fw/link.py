@@ -6,7 +6,6 @@
 #   link.progress       grows while the link's task is alive (the supervisor watches it)
 #   await link.run(inbox)   supervised loop that never returns; puts downlinks in inbox
 #   await link.send(frame)  True once the transport has taken the frame (e.g. MQTT PUBACK)
-from .clock import Flag
 
 
 class Inbox:
@@ -17,7 +16,6 @@ class Inbox:
     def __init__(self):
         self.frames = []
         self.dropped = 0
-        self.event = Flag()
 
     def put(self, frame, link_name):
         # Called from link tasks and transport callbacks: only hands the frame over.
@@ -25,10 +23,8 @@ class Inbox:
             self.dropped += 1  # the gateway resends unacknowledged downlinks
             return
         self.frames.append((bytes(frame), link_name))
-        self.event.set()
 
     def take(self):
         frames = self.frames
         self.frames = []
-        self.event.clear()
         return frames
