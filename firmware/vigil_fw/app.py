@@ -36,7 +36,7 @@ from . import alarms as fsm
 from .clock import Flag, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_event
 from .counters import CounterStore
 from .feedback import Feedback
-from .gestures import DOWN as PRESS, TICK, DuressGesture, SosButton
+from . import gestures
 from .link import Inbox
 from .outbox import Outbox
 from .taps import DoubleTapDetector
@@ -70,8 +70,8 @@ class Wearable:
         self.feedback = Feedback(board)
         self.inbox = Inbox()
         self.window = ReplayWindow(size=32)
-        self.sos = SosButton()
-        self.duress = DuressGesture()
+        self.sos = gestures.SosButton()
+        self.duress = gestures.DuressGesture()
         self.taps = DoubleTapDetector()
         self.wake = Flag()
         self.beats = {}  # type: dict  # task name -> when (ticks_ms) it last showed progress
@@ -127,7 +127,7 @@ class Wearable:
             self.beat("sos")
             event = await button.event(_BUTTON_TICK_MS)
             if event is None:
-                out = self.sos.feed(TICK, ticks_ms())
+                out = self.sos.feed(gestures.TICK, ticks_ms())
             else:
                 out = self.sos.feed(event[0], event[1])
             if out == "armed":
@@ -144,7 +144,7 @@ class Wearable:
         while True:
             self.beat("duress")
             event = await button.event(1000)
-            if event is not None and event[0] == PRESS and self.duress.press(event[1]):
+            if event is not None and event[0] == gestures.DOWN and self.duress.press(event[1]):
                 # No cue of any kind, and nothing on the device can cancel it.
                 if self.alarms.pending_kind(DURESS) is None:
                     self.raise_alarm(DURESS)

@@ -12,9 +12,9 @@ try:
 except ImportError:
     from ._cpython import sleep_ms  # type: ignore[no-redef]  # noqa
 
-# How often a waiting task looks at what it waits for (the MQTT link polls its socket at the same rate).
-# asyncio.wait_for_ms would answer at once, but puts two more tasks and three coroutine frames
-# on the heap for every waiting task (~700 bytes each on 64-bit MicroPython).
+# How often a waiting task looks at what it waits for (the MQTT link polls its socket at the
+# same rate). asyncio.wait_for_ms would answer at once, but puts two more tasks and three
+# coroutine frames on the heap for every waiting task (~700 bytes each on 64-bit MicroPython).
 POLL_MS = 20
 
 

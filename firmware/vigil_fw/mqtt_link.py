@@ -110,23 +110,20 @@ class MqttLink:
                 self.log("mqtt: connected to %s:%d" % (self.config.mqtt["host"],
                                                        self.config.mqtt["port"]))
                 delay = self.RETRY_FIRST_MS
-                await self._serve()
+                last_ping = ticks_ms()
+                while self._client is not None:  # until a failed send drops the link
+                    self.progress += 1
+                    self._client.check_msg()  # non-blocking; dispatches downlinks to _on_message
+                    self._timeout()
+                    if ticks_diff(ticks_ms(), last_ping) > self.config.mqtt["keepalive_s"] * 500:
+                        self._client.ping()
+                        last_ping = ticks_ms()
+                    await sleep_ms(_POLL_MS)
             except (OSError, MQTTException, IndexError) as exc:
                 # IndexError: umqtt reads an empty socket as b""[0] when the broker goes away
                 self._drop(repr(exc))
             await sleep_ms(delay + random.getrandbits(8) * delay // 512)
             delay = min(delay * 2, self.RETRY_MAX_MS)
-
-    async def _serve(self):
-        last_ping = ticks_ms()
-        while self._client is not None:
-            self.progress += 1
-            self._client.check_msg()  # non-blocking; dispatches downlinks to _on_message
-            self._timeout()
-            if ticks_diff(ticks_ms(), last_ping) > self.config.mqtt["keepalive_s"] * 500:
-                self._client.ping()
-                last_ping = ticks_ms()
-            await sleep_ms(_POLL_MS)
 
     async def send(self, frame):
         if not self.up or self._client is None:

@@ -18,7 +18,6 @@ from vigil_protocol.frames import HEADER_LEN, LOW_BATTERY, NO_MOTION, peek
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .flash import TMP, read_sealed, unseal, write_atomic
 
-DIR = "ob"
 EVICTABLE = (LOW_BATTERY, NO_MOTION)
 
 
@@ -43,13 +42,13 @@ class Outbox:
 
     def __init__(self, flash):
         self.flash = flash
-        flash.mkdir(DIR)
+        flash.mkdir("ob")
         self.entries = {}
         bases = set()
-        for n in flash.listdir(DIR):
+        for n in flash.listdir("ob"):
             bases.add(n[:-len(TMP)] if n.endswith(TMP) else n)
         for base in sorted(bases):
-            name = DIR + "/" + base
+            name = "ob/" + base
             frame = read_sealed(flash, name)
             if frame is None:  # torn before it was whole: it was never sent
                 flash.remove(name)
@@ -75,14 +74,14 @@ class Outbox:
             if victim is None or kind in EVICTABLE:
                 return False
             self.remove(victim.counter)
-        write_atomic(self.flash, DIR + "/%08x" % counter, frame)
+        write_atomic(self.flash, "ob/%08x" % counter, frame)
         self.entries[counter] = Entry(counter, frame)
         return True
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""
         if self.entries.pop(counter, None) is not None:
-            name = DIR + "/%08x" % counter
+            name = "ob/%08x" % counter
             self.flash.remove(name)
             self.flash.remove(name + TMP)
             return True

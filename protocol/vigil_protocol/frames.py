@@ -85,7 +85,8 @@ def _check_u32(value, what):
 
 
 class Frame:
-    """Common header and extensions. Subclasses say their type, direction and body."""
+    """Common header and extensions. Subclasses say their type and body, and downlinks their
+    direction."""
 
     TYPE = 0
     NAME = ""
@@ -202,7 +203,6 @@ def _check_battery_local(value):
 class Alarm(Frame):
     TYPE = _TYPE_ALARM
     NAME = "alarm"
-    DIRECTION = UP
     BODY = ">BH"
     BODY_LEN = 3
     EXTENSIONS = (_EXT_LOCATION, _EXT_AGE, _EXT_BATTERY)
@@ -254,7 +254,6 @@ class Alarm(Frame):
 class CheckIn(Frame):
     TYPE = _TYPE_CHECKIN
     NAME = "checkin"
-    DIRECTION = UP
     BODY = ">BBH"
     BODY_LEN = 4
     EXTENSIONS = (_EXT_LOCATION,)
