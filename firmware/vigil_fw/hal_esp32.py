@@ -1,12 +1,11 @@
 # The real board: the only module that touches machine and network. IRQ handlers only set
-# a ThreadSafeFlag; the tasks read the pins and do the work.
-import asyncio
-
+# a clock.Flag (a plain attribute store, safe in an IRQ); the tasks, polling it with
+# wait_event, read the pins and do the work.
 import machine
 import network
 
 from . import board as pins
-from .clock import sleep_ms, ticks_ms
+from .clock import Flag, sleep_ms, ticks_ms, wait_event
 from .flash import Flash
 from .lis3dh import LIS3DH, AccelError
 
@@ -14,15 +13,14 @@ from .lis3dh import LIS3DH, AccelError
 class Button:
     def __init__(self, pin_no):
         self.pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
-        self.flag = asyncio.ThreadSafeFlag()
+        self.flag = Flag()
         self.level = self.pin.value()
         self.pin.irq(lambda _pin: self.flag.set(), machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING)
 
     async def event(self, timeout_ms):
-        try:
-            await asyncio.wait_for_ms(self.flag.wait(), timeout_ms)
-        except asyncio.TimeoutError:
+        if not await wait_event(self.flag, timeout_ms):
             return None
+        self.flag.clear()
         await sleep_ms(pins.DEBOUNCE_MS)
         level = self.pin.value()
         if level == self.level:
@@ -35,7 +33,7 @@ class Accel:
     def __init__(self, i2c):
         self.part = LIS3DH(i2c, pins.ACCEL_ADDRESS)
         self.hardware_taps = True
-        self.flag = asyncio.ThreadSafeFlag()
+        self.flag = Flag()
         try:
             self.part.start()
         except (OSError, AccelError):
@@ -45,10 +43,9 @@ class Accel:
         self.int_pin.irq(lambda _pin: self.flag.set(), machine.Pin.IRQ_RISING)
 
     async def double_tap(self, timeout_ms):
-        try:
-            await asyncio.wait_for_ms(self.flag.wait(), timeout_ms)
-        except asyncio.TimeoutError:
+        if not await wait_event(self.flag, timeout_ms):
             return False
+        self.flag.clear()
         return self.part.double_tapped()
 
     def samples(self):
