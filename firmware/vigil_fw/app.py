@@ -31,12 +31,11 @@ from vigil_protocol.frames import (
 from vigil_protocol.mac import DOWN, DeviceKey
 from vigil_protocol.window import NEW, ReplayWindow
 
-from . import FIRMWARE_VERSION
+from . import FIRMWARE_VERSION, gestures
 from . import alarms as fsm
 from .clock import Flag, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_event
 from .counters import CounterStore
 from .feedback import Feedback
-from . import gestures
 from .link import Inbox
 from .outbox import Outbox
 from .taps import DoubleTapDetector
