@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import logs
+from .mqtt_client import BufferedClient
 from .pipeline import Message
 
 log = logging.getLogger("vigil_gateway.mqtt")
@@ -35,6 +36,7 @@ SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 _CONNECT_TIMEOUT_S = 10.0
 _MISC_EVERY_S = 1.0
 _READS_PER_WAKEUP = 100
+_TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
 
 
 class MqttLink:
@@ -48,7 +50,6 @@ class MqttLink:
         self._stopping = False
         self._loop = None
         self._loop_thread = None
-        self._received = 0
         self.unconfirmed = 0  # downlinks published, not yet confirmed by the broker
         self._generation = 0
         self._down = None
@@ -164,8 +165,9 @@ class MqttLink:
     # -- paho's callbacks, all on the event loop (socket ones may come from the connect thread) --
     def _make_client(self):
         s = self.settings
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True, reconnect_on_failure=False)
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                                protocol=mqtt.MQTTv5, manual_ack=True,
+                                reconnect_on_failure=False)
         # 0 = no limit on our unacknowledged ack publishes: paho rescans its whole outgoing
         # queue on every PUBACK while below a limit, which costs more than the acks themselves.
         client.max_inflight_messages_set(0)
@@ -213,18 +215,26 @@ class MqttLink:
         self._on_loop(self._loop.remove_writer, sock)
 
     def _readable(self, sock):
-        # paho reads only a few packets per call: keep reading while messages come, so the
-        # ingest loop gets whole batches (one commit each) rather than a trickle.
+        # paho reads only a few packets per call: go on while the client holds bytes it has
+        # read (the selector does not see those), so the ingest loop gets whole batches (one
+        # commit each) rather than a trickle.
         for _ in range(_READS_PER_WAKEUP):
-            before = self._received
             self.client.loop_read()
             if self.client.socket() is not sock:
                 return
-            if self._received == before and not (hasattr(sock, "pending") and sock.pending()):
-                return  # (TLS may hold decrypted bytes the selector cannot see)
+            if not self.client.buffered():
+                return
+        self._loop.call_soon(self._readable, sock)  # more buffered: after the others' turn
 
     def _writable(self):
-        self.client.loop_write()
+        # paho sends each queued packet on its own (a batch's acks and PUBACKs are a thousand
+        # small packets): corked, the kernel sends them in full segments when uncorked.
+        sock = self.client.socket()
+        _cork(sock, 1)
+        try:
+            self.client.loop_write()
+        finally:
+            _cork(sock, 0)
 
     def _resolve(self, future, value):
         if future is not None and not future.done():
@@ -248,8 +258,15 @@ class MqttLink:
         except UnicodeDecodeError:
             topic = "<not utf-8>"
         token = (self._generation, message.mid) if message.qos else None
-        self._received += 1
         self.deliver(Message(topic, message.payload, token))
+
+
+def _cork(sock, on):
+    if _TCP_CORK is not None and isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+        except OSError:
+            pass
 
 
 def _no_delay(sock):
