@@ -1,7 +1,13 @@
 # One SQLite database per gateway, in WAL mode so the CLI can read and edit the registry while
 # the service runs. The registry and the store each own their tables; both share this file.
+#
+# The service commits its ingest batches in a writer thread (commit_in()): the COMMIT and its
+# fsync release the GIL, so the event loop goes on with the broker meanwhile. While such a
+# COMMIT is in flight every other statement on the connection waits for it (a short wait, on
+# the loop's thread), so nothing else sees or joins the transaction being committed.
 import os
 import sqlite3
+import threading
 
 from .errors import StoreError
 
@@ -13,7 +19,7 @@ def open_database(data_dir, synchronous="full"):
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None,
-                               timeout=10.0)
+                               timeout=10.0, factory=Connection, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (fsync) before we acknowledge anything, even on power loss.
         conn.execute("PRAGMA synchronous=%s" % ("FULL" if synchronous == "full" else "NORMAL"))
@@ -21,6 +27,69 @@ def open_database(data_dir, synchronous="full"):
     except (OSError, sqlite3.Error) as exc:
         raise StoreError("cannot open the gateway database in %s: %s" % (data_dir, exc)) from None
     return conn
+
+
+class Connection(sqlite3.Connection):
+    """sqlite3's connection, whose open transaction can be committed in another thread."""
+
+    def __init__(self, *args, **kwargs):
+        sqlite3.Connection.__init__(self, *args, **kwargs)
+        self._in_flight = False
+        self._done = threading.Event()
+        self._done.set()
+
+    def commit_in(self, executor):
+        """commit_or_rollback() in `executor` (one thread); returns its
+        concurrent.futures.Future. Call from the thread that uses the connection; until the
+        commit is done, its statements wait."""
+        self._done.clear()
+        self._in_flight = True
+        return executor.submit(self._commit_and_release)
+
+    def commit_or_rollback(self):
+        """COMMIT the open transaction, if any; ROLLBACK it if that fails (and raise)."""
+        self._wait()
+        self._commit()
+
+    def _commit_and_release(self):
+        try:
+            self._commit()
+        finally:
+            self._in_flight = False
+            self._done.set()
+
+    def _commit(self):
+        try:
+            if self.in_transaction:
+                sqlite3.Connection.execute(self, "COMMIT")
+        except sqlite3.Error:
+            if self.in_transaction:
+                sqlite3.Connection.execute(self, "ROLLBACK")
+            raise
+
+    def _wait(self):
+        if self._in_flight:
+            self._done.wait()
+
+    def execute(self, *args):
+        self._wait()
+        return sqlite3.Connection.execute(self, *args)
+
+    def executemany(self, *args):
+        self._wait()
+        return sqlite3.Connection.executemany(self, *args)
+
+    def executescript(self, *args):
+        self._wait()
+        return sqlite3.Connection.executescript(self, *args)
+
+    def cursor(self, *args):
+        self._wait()
+        return sqlite3.Connection.cursor(self, *args)
+
+    def close(self):
+        self._wait()
+        sqlite3.Connection.close(self)
 
 
 class Transaction:

@@ -19,9 +19,10 @@
 #              downlink counter, allocated in the same transaction
 # A new frame enters its replay window as soon as it is written into the batch's transaction
 # (so a later frame of the same batch is judged against it); process() returns the acks only
-# once the batch has committed: nothing is acknowledged that is not on disk. If the commit
-# fails, the windows are dropped (rebuilt from the store on next use) and nothing is returned
-# (StoreError): the caller retries the same batch.
+# once the batch has committed: nothing is acknowledged that is not on disk. (The service
+# splits it: write() leaves the transaction open, the service commits it in its writer thread,
+# then committed() gives the acks.) If the commit fails, the windows are dropped (rebuilt from
+# the store on next use) and nothing is returned (StoreError): the caller retries the batch.
 import logging
 import sqlite3
 import time
@@ -103,37 +104,61 @@ class Pipeline:
 
     def process(self, batch):
         """Verify, persist and acknowledge a batch of Messages; one commit for all of them."""
+        return self.committed(self._write_and_commit(batch))
+
+    def write(self, batch):
+        """process() up to the commit: verify the batch and write it in a transaction left
+        open. The caller commits it (store.conn.commit_or_rollback(), or commit_in() a writer
+        thread), then hands the outcomes to committed(), or the error to commit_failed()."""
         now = self.clock()
         outcomes = []
         used = {}  # device_id -> last downlink counter allocated in this batch
         touched = set()  # devices whose contact changed in this batch
         try:
             self._check_registry_version()
-            with self.store.transaction():
-                for message in batch:
-                    outcomes.append(self._one(message, now, used, touched))
-                for device_id, counter in used.items():
-                    self.store.set_downlink_counter(device_id, counter)
-                for device_id in touched:
-                    self.store.write_contact(self._contacts[device_id])
+            self.store.begin()
+            for message in batch:
+                outcomes.append(self._one(message, now, used, touched))
+            for device_id, counter in used.items():
+                self.store.set_downlink_counter(device_id, counter)
+            for device_id in touched:
+                self.store.write_contact(self._contacts[device_id])
         except sqlite3.Error as exc:
-            # The windows saw frames, and counters were allocated, that are not on disk after
-            # all: forget them, they are read again from the store on next use.
-            self.forget()
-            raise StoreError("cannot commit %d frames: %s" % (len(batch), exc)) from None
+            self.store.rollback()
+            raise self.commit_failed(batch, exc) from None
         except Exception as exc:  # a bug here, not bad input (that is rejected above)
+            self.store.rollback()
             self.forget()
             if len(batch) > 1:  # find the message that trips it; commit the others
-                return [o for message in batch for o in self.process([message])]
+                return [o for message in batch for o in self._write_and_commit([message])]
             logs.event(log, logging.ERROR, "internal_error", topic=batch[0].topic[:200],
                        error="%s: %s" % (type(exc).__name__, exc))
             outcomes = [Outcome(batch[0], REJECTED, reason=INTERNAL_ERROR, hold=True)]
+        return outcomes
+
+    def committed(self, outcomes):
+        """The outcomes of a batch now on disk: counted, and returned for sending."""
         if self.metrics is not None:
             self.metrics.batches.inc()
             for outcome in outcomes:
                 self.metrics.frames.inc(outcome.result)
                 if outcome.reason:
                     self.metrics.rejections.inc(outcome.reason)
+        return outcomes
+
+    def commit_failed(self, batch, exc):
+        """The StoreError to raise for a batch whose transaction failed (and was rolled back).
+        The windows saw frames, and counters were allocated, that are not on disk after all:
+        they are forgotten, and read again from the store on next use."""
+        self.forget()
+        return StoreError("cannot commit %d frames: %s" % (len(batch), exc))
+
+    def _write_and_commit(self, batch):
+        outcomes = self.write(batch)
+        try:
+            self.store.conn.commit_or_rollback()
+        except sqlite3.Error as exc:
+            raise self.commit_failed(batch, exc) from None
         return outcomes
 
     def forget(self):

@@ -1,11 +1,14 @@
 # The gateway service: wires the link, the pipeline, supervision and the HTTP endpoints
 # together on one asyncio loop.
 #
-#   link (paho thread) --Message--> inbound queue --batch--> pipeline (commit) --> acks published
-#                                                                            --> broker PUBACKs
+#   link --Message--> inbound queue --batch--> pipeline (write) --> commit (writer thread)
+#                                                         --> acks published --> broker PUBACKs
 # Rules:
 #   the ingest loop takes whatever is queued (up to store.batch_max) as one batch: one commit,
 #   then the RECEIVED acks, then the broker acknowledgements, in that order;
+#   a large batch's commit runs in one writer thread (its fsync releases the GIL) while the
+#   loop goes on with the link; meanwhile every other statement on the database waits for it
+#   (db.py);
 #   a batch the store cannot commit is retried until it can; /healthz says unhealthy meanwhile,
 #   and the broker keeps redelivering nothing new because nothing was acknowledged;
 #   the inbound queue is bounded by the broker: it sends at most mqtt.receive_maximum
@@ -20,7 +23,9 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import vigil_protocol as p
 
@@ -49,6 +54,11 @@ from .topics import Topics
 
 log = logging.getLogger("vigil_gateway.service")
 _STORE_RETRY_S = (0.1, 5.0)
+# A batch this large means uplinks arrive faster than single commits go: its COMMIT (and fsync)
+# runs in the writer thread while the loop goes on reading uplinks and sending acks. A smaller
+# one is committed at once: the hand-off's two thread switches would only add to its acks'
+# latency (at 1,000 alarms/s: p50 0.75 -> 0.95 ms, p99 up to 2x).
+_WRITER_MIN_BATCH = 32
 
 
 def open_state(config):
@@ -91,6 +101,7 @@ class Gateway:
         self.clock = clock
         self.metrics = Metrics(REASONS)
         self.conn, self.registry, self.store = open_state(config)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="vigil-store")
         self.topics = Topics(config.mqtt.prefix)
         Wearers(self.conn)  # the profiles' table, for the outbox's snapshots
         if transports is None:
@@ -183,7 +194,8 @@ class Gateway:
             except Exception:
                 pass
         self.http.close()
-        self.conn.close()
+        self.conn.close()  # after the COMMIT in flight, if any
+        self._writer.shutdown()
         logs.event(log, logging.INFO, "gateway_stopped")
 
     def stop(self):
@@ -276,9 +288,17 @@ class Gateway:
         delay = _STORE_RETRY_S[0]
         while True:
             try:
-                outcomes = self.pipeline.process(batch)
+                outcomes = self.pipeline.write(batch)
+                try:
+                    if len(batch) < _WRITER_MIN_BATCH:
+                        self.conn.commit_or_rollback()
+                    else:  # shielded: a COMMIT once handed over always runs to its end
+                        await asyncio.shield(asyncio.wrap_future(
+                            self.conn.commit_in(self._writer)))
+                except sqlite3.Error as exc:
+                    raise self.pipeline.commit_failed(batch, exc) from None
                 self.store_ok = True
-                return outcomes
+                return self.pipeline.committed(outcomes)
             except StoreError as exc:
                 self.store_ok = False
                 self.metrics.store_errors.inc()

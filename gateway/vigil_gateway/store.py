@@ -71,6 +71,14 @@ class Store:
     def transaction(self):
         return Transaction(self.conn)
 
+    def begin(self):
+        """Open a transaction the caller commits itself (the pipeline's batches)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def rollback(self):
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
     # -- frames --
     def insert_frame(self, device_id, counter, tag, type_name, kind, ref, payload, at):
         self.conn.execute("INSERT INTO frames (device_id, counter, tag, type, kind, ref, payload, "
