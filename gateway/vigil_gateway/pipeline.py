@@ -335,7 +335,9 @@ class Pipeline:
             contact = contact._replace(lost_incident=None)
         if isinstance(frame, p.CheckIn) and frame.interval:
             contact = contact._replace(interval_s=frame.interval)
-        self._contacts[device_id] = contact._replace(last_seen=max(now, contact.last_seen))
+        if contact.last_seen < now:  # (a batch's later frames of the device change nothing)
+            contact = contact._replace(last_seen=now)
+        self._contacts[device_id] = contact
         touched.add(device_id)
 
 
