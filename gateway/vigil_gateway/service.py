@@ -165,6 +165,11 @@ class Gateway:
                 self.config.http.host, self.config.http.port, exc.strerror)) from None
         logs.event(log, logging.INFO, "gateway_started", data_dir=self.config.gateway.data_dir,
                    devices=len(self.registry.devices()))
+        if self.config.mqtt.shared_group:
+            # Gateways in a group share no state: retransmissions landing on another gateway,
+            # colliding downlink counters, supervision on a share (README, "Several gateways").
+            logs.event(log, logging.WARNING, "shared_group_shares_no_state",
+                       group=self.config.mqtt.shared_group)
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._ingest(), name="ingest"),
                  asyncio.create_task(self._supervise(), name="supervision"),
