@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import logs
-from .mqtt_client import BufferedClient
+from .mqtt_client import LeanClient
 from .pipeline import Message
 
 log = logging.getLogger("vigil_gateway.mqtt")
@@ -165,7 +165,7 @@ class MqttLink:
     # -- paho's callbacks, all on the event loop (socket ones may come from the connect thread) --
     def _make_client(self):
         s = self.settings
-        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+        client = LeanClient(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
                                 protocol=mqtt.MQTTv5, manual_ack=True,
                                 reconnect_on_failure=False)
         # 0 = no limit on our unacknowledged ack publishes: paho rescans its whole outgoing
