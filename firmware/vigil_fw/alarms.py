@@ -70,14 +70,24 @@ FILE = "alarms"
 _RECORD = ">IBB"  # counter, kind, state
 
 
-class Alarm:
-    def __init__(self, counter, kind, state=RAISED):
-        self.counter = counter
-        self.kind = kind
-        self.state = state
+# An open alarm is one small int, kind << 8 | state: MicroPython keeps small ints out of the
+# heap, so an open alarm costs its dict slot only (an object each took ~100 bytes, and the
+# firmware must hold every alarm raised while out of reach inside its 64 KiB heap).
 
-    def __repr__(self):
-        return "<alarm %d kind %d %s>" % (self.counter, self.kind, STATES[self.state])
+
+_ROOM = const(40)  # open alarms the table holds before it ever has to grow
+
+
+def _presized(n):
+    # An empty dict whose table already has room for n keys: deleting keys keeps the table,
+    # so alarms raised while out of reach never make it grow into a larger block than a
+    # fragmented 64 KiB heap may have just then.
+    table = {}
+    for i in range(n):
+        table[i] = 0
+    for i in range(n):
+        del table[i]
+    return table
 
 
 class Alarms:
@@ -85,40 +95,60 @@ class Alarms:
 
     def __init__(self, flash):
         self.flash = flash
-        self.open = {}
+        self.open = _presized(_ROOM)  # counter -> kind << 8 | state
         data = read_sealed(flash, FILE)
         if data:
             for i in range(0, len(data), 6):
                 counter, kind, state = struct.unpack_from(_RECORD, data, i)
-                self.open[counter] = Alarm(counter, kind, state)
+                self.open[counter] = kind << 8 | state
 
     def _save(self):
         data = bytearray()
-        for a in self.open.values():
-            data += struct.pack(_RECORD, a.counter, a.kind, a.state)
+        for counter, alarm in self.open.items():
+            data += struct.pack(_RECORD, counter, alarm >> 8, alarm & 0xFF)
         write_atomic(self.flash, FILE, bytes(data))
 
+    def state(self, counter):
+        """The state of open alarm `counter`; None once it is closed (or was never open)."""
+        alarm = self.open.get(counter)
+        return None if alarm is None else alarm & 0xFF
+
+    def listing(self):
+        """(counter, kind, state) of every open alarm, oldest first."""
+        out = []
+        for counter in sorted(self.open):
+            out.append((counter, self.open[counter] >> 8, self.open[counter] & 0xFF))
+        return out
+
     def add(self, counter, kind):
+        """Open alarm `counter` in RAISED; False for a DOUBLE_TAP, which is an answer, not an
+        alarm with a lifecycle of its own."""
         if kind == DOUBLE_TAP:
-            return None  # an answer, not an alarm with a lifecycle of its own
-        alarm = Alarm(counter, kind)
-        self.open[counter] = alarm
+            return False
+        self.open[counter] = kind << 8 | RAISED
         self._save()
-        return alarm
+        return True
+
+    def any_of_kind(self, kind):
+        for alarm in self.open.values():
+            if alarm >> 8 == kind:
+                return True
+        return False
 
     def pending_kind(self, kind):
-        """An open alarm of `kind` that the gateway has not yet received, if any."""
-        for alarm in self.open.values():
-            if alarm.kind == kind and alarm.state in (RAISED, SENT):
-                return alarm
+        """The counter of an open alarm of `kind` that the gateway has not yet received, or
+        None."""
+        for counter, alarm in self.open.items():
+            if alarm >> 8 == kind and alarm & 0xFF in (RAISED, SENT):
+                return counter
         return None
 
     def prompted(self):
-        """The most recent alarm awaiting the wearer's double tap, or None."""
+        """The counter of the most recent alarm awaiting the wearer's double tap, or None."""
         best = None
-        for alarm in self.open.values():
-            if alarm.state == PROMPTED and (best is None or alarm.counter > best.counter):
-                best = alarm
+        for counter, alarm in self.open.items():
+            if alarm & 0xFF == PROMPTED and (best is None or counter > best):
+                best = counter
         return best
 
     def apply(self, counter, event):
@@ -126,14 +156,16 @@ class Alarms:
         alarm = self.open.get(counter)
         if alarm is None:
             return None
-        if alarm.kind == DURESS and event in (EV_PROMPT, EV_DOUBLE_TAP):
+        kind = alarm >> 8
+        if kind == DURESS and event in (EV_PROMPT, EV_DOUBLE_TAP):
             return None
-        step = TRANSITIONS[alarm.state * _EVENTS + event]
+        step = TRANSITIONS[(alarm & 0xFF) * _EVENTS + event]
         if step == _NO_CHANGE:
             return None
-        alarm.state = step - _DIGIT_0
-        pattern = PATTERN_NAMES[alarm.state]
-        if alarm.state == CLOSED:
+        state = step - _DIGIT_0
+        if state == CLOSED:
             del self.open[counter]
+        else:
+            self.open[counter] = kind << 8 | state
         self._save()
-        return None if alarm.kind == DURESS else pattern
+        return None if kind == DURESS else PATTERN_NAMES[state]

@@ -90,11 +90,7 @@ class Wearable:
         self._update_silence()
 
     def _update_silence(self):
-        duress_open = False
-        for alarm in self.alarms.open.values():
-            if alarm.kind == DURESS:
-                duress_open = True
-        self.feedback.duress_open = duress_open
+        self.feedback.duress_open = self.alarms.any_of_kind(DURESS)
 
     def urgent(self):
         """An alarm is waiting to be sent or is still open: links should be reachable fast
@@ -164,12 +160,12 @@ class Wearable:
             await sleep_ms(period)
 
     async def on_double_tap(self):
-        alarm = self.alarms.prompted()
-        if alarm is None:
+        counter = self.alarms.prompted()
+        if counter is None:
             self.stats["taps_ignored"] += 1  # no prompt open: a tap must never raise anything
             return
-        self.raise_alarm(DOUBLE_TAP, ref=alarm.counter)
-        await self.feedback.show(self.alarms.apply(alarm.counter, fsm.EV_DOUBLE_TAP))
+        self.raise_alarm(DOUBLE_TAP, ref=counter)
+        await self.feedback.show(self.alarms.apply(counter, fsm.EV_DOUBLE_TAP))
 
     # -- links --------------------------------------------------------------------------------
 
@@ -177,14 +173,19 @@ class Wearable:
         while True:
             self.beat("sender")
             for entry in self.outbox.due():
+                frame = self.outbox.frame(entry)
+                if frame is None:
+                    self.log("vigil: outbox entry %d unreadable on flash" % entry.counter)
+                    self.outbox.sent(entry)  # try again after its backoff
+                    continue
                 took = False
                 for link in self.links:
-                    if link.up and await link.send(entry.frame):
+                    if link.up and await link.send(frame):
                         took = True
                 if took:
                     self.outbox.sent(entry)
                     self.stats["sent"] += 1
-                    self.log("vigil: tx %s" % entry.frame.hex())
+                    self.log("vigil: tx %s" % frame.hex())
                     await self.feedback.show(self.alarms.apply(entry.counter, fsm.EV_SENT))
             await wait_event(self.wake, _SENDER_IDLE_MS)
             self.wake.clear()

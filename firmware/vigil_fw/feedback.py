@@ -33,7 +33,10 @@ def pulses(pattern):
 
 
 class Feedback:
-    """Plays patterns on the board's vibration motor and LED. Records what it played."""
+    """Plays patterns on the board's vibration motor and LED. Records the last PLAYED_KEPT
+    patterns it played (for the console and tests; a record that grew forever would leak)."""
+
+    PLAYED_KEPT = 16
 
     def __init__(self, board):
         self.board = board
@@ -44,5 +47,7 @@ class Feedback:
         if name is None or self.duress_open:
             return
         pattern = PATTERNS[name]
+        if len(self.played) >= self.PLAYED_KEPT:
+            self.played.pop(0)
         self.played.append(name)
         await self.board.play(pulses(pattern), COLOURS[pattern[0]])

@@ -3,7 +3,7 @@
 #
 # Rules:
 #   one entry = one file "ob/<counter, 8 hex digits>" holding the encoded frame, sealed and
-#     written atomically (flash.write_atomic); a retransmission resends those exact bytes
+#     written atomically (flash.write_atomic); every send reads those exact bytes back
 #   at boot: intact entries are loaded (an intact .tmp twin counts: its rename was cut short);
 #     torn ones are deleted
 #   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter
@@ -22,17 +22,17 @@ EVICTABLE = (LOW_BATTERY, NO_MOTION)
 
 
 class Entry:
-    def __init__(self, counter, frame):
+    # The frame itself stays on flash (Outbox.frame reads it for each send): a full outbox
+    # in RAM would otherwise hold ~2.4 KB of frames on a heap that has ~4 KB to spare.
+    def __init__(self, counter, kind):
         self.counter = counter
-        self.frame = frame
+        self.kind = kind
         self.attempts = 0
         self.next_try = ticks_ms()  # due at once
 
-    @property
-    def kind(self):
-        # Read from the frame rather than stored: with four attributes an entry's attribute
-        # table is 32 bytes smaller, for every queued alarm.
-        return self.frame[HEADER_LEN]  # the kind byte
+
+def _order(entry):
+    return -1 if entry is None else entry.counter  # empty slots first
 
 
 class Outbox:
@@ -43,7 +43,10 @@ class Outbox:
     def __init__(self, flash):
         self.flash = flash
         flash.mkdir("ob")
-        self.entries = {}
+        # Fixed slots, allocated once at boot: a dict that grows while alarms pile up (out of
+        # reach) needs a larger contiguous block each time, which a fragmented 64 KiB heap
+        # may not have just when the wearer needs it.
+        self.slots: list = [None] * self.CAPACITY  # Entry or None
         bases = set()
         for n in flash.listdir("ob"):
             bases.add(n[:-len(TMP)] if n.endswith(TMP) else n)
@@ -56,16 +59,29 @@ class Outbox:
                 continue
             if unseal(flash.read(name)) != frame or flash.read(name + TMP) is not None:
                 write_atomic(flash, name, frame)  # finish what a power cut interrupted
-            counter = peek(frame).counter
-            self.entries[counter] = Entry(counter, frame)
+            # More entries than slots only if a firmware with a larger CAPACITY wrote them:
+            # the rest stay on flash and load at a later boot, once these are acknowledged.
+            if len(self) < self.CAPACITY:
+                counter = peek(frame).counter
+                self.slots[self.slots.index(None)] = Entry(counter, frame[HEADER_LEN])
 
     def __len__(self):
-        return len(self.entries)
+        return self.CAPACITY - self.slots.count(None)
+
+    def has(self, counter):
+        return self._find(counter) is not None
+
+    def _find(self, counter):
+        for i in range(self.CAPACITY):
+            entry = self.slots[i]
+            if entry is not None and entry.counter == counter:
+                return i
+        return None
 
     def add(self, counter, kind, frame):
         """Put an encoded alarm on flash: True once it is durable, False when the outbox is
         full and nothing may be evicted for it."""
-        if len(self.entries) >= self.CAPACITY:
+        if len(self) >= self.CAPACITY:
             victim = None
             for entry in self.oldest_first():
                 if entry.kind in EVICTABLE:
@@ -75,12 +91,18 @@ class Outbox:
                 return False
             self.remove(victim.counter)
         write_atomic(self.flash, "ob/%08x" % counter, frame)
-        self.entries[counter] = Entry(counter, frame)
+        self.slots[self.slots.index(None)] = Entry(counter, kind)
         return True
+
+    def frame(self, entry):
+        """The exact bytes stored for `entry` (None if flash no longer reads back intact)."""
+        return read_sealed(self.flash, "ob/%08x" % entry.counter)
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""
-        if self.entries.pop(counter, None) is not None:
+        i = self._find(counter)
+        if i is not None:
+            self.slots[i] = None
             name = "ob/%08x" % counter
             self.flash.remove(name)
             self.flash.remove(name + TMP)
@@ -88,18 +110,19 @@ class Outbox:
         return False
 
     def oldest_first(self):
-        entries = []
-        for counter in sorted(self.entries):
-            entries.append(self.entries[counter])
-        return entries
+        """The entries in counter order. The slots are sorted in place and walked, so no list
+        is built each round (a list of every entry, made while the heap is at its fullest,
+        is exactly the block that may not be there)."""
+        self.slots.sort(key=_order)
+        for entry in self.slots:
+            if entry is not None:
+                yield entry
 
     def due(self, now=None):
         now = ticks_ms() if now is None else now
-        due = []
         for entry in self.oldest_first():
             if ticks_diff(now, entry.next_try) >= 0:
-                due.append(entry)
-        return due
+                yield entry
 
     def sent(self, entry, now=None):
         """`entry` went out on a link: schedule its retransmission."""

@@ -95,7 +95,7 @@ async def duress():
 
     acked = await with_running(w, body)
     report(acked=acked, played=board.played, feedback=w.feedback.played, stats=w.stats,
-           open=[(a.counter, a.kind, fsm.STATES[a.state]) for a in w.alarms.open.values()])
+           open=[(c, k, fsm.STATES[st]) for c, k, st in w.alarms.listing()])
 
 
 async def duress_three_presses():
@@ -123,7 +123,7 @@ async def retransmit():
     raised, done, sent_at_ack = await with_running(w, body)
     report(raised=raised, acked=done, sent_at_ack=sent_at_ack, sent_after=w.stats["sent"],
            rejected=w.stats["rejected"], feedback=w.feedback.played,
-           open=[(a.counter, a.kind, fsm.STATES[a.state]) for a in w.alarms.open.values()])
+           open=[(c, k, fsm.STATES[st]) for c, k, st in w.alarms.listing()])
 
 
 async def prompt_and_double_tap():
@@ -137,10 +137,10 @@ async def prompt_and_double_tap():
         raised_before = w.stats["raised"]
         await board.sos_button.hold(400)
         prompted = await until(lambda: w.alarms.prompted() is not None)
-        alarm = w.alarms.prompted()
-        sos_counter = alarm.counter if alarm else None
+        sos_counter = w.alarms.prompted()
         board.accel.feed(traces.double_tap(1500))
-        confirmed = await until(lambda: alarm is not None and alarm.state == fsm.CONFIRMED)
+        confirmed = await until(lambda: sos_counter is not None
+                                and w.alarms.state(sos_counter) == fsm.CONFIRMED)
         answered = await until(lambda: len(w.outbox) == 0)
         return ignored, raised_before, prompted, sos_counter, confirmed, answered
 

@@ -113,6 +113,19 @@ LIFECYCLE = {
 }
 
 
+# Events that take a fresh SOS alarm to each open state.
+PATH_TO = {
+    fsm.RAISED: (),
+    fsm.SENT: (fsm.EV_SENT,),
+    fsm.RECEIVED: (fsm.EV_RECEIVED,),
+    fsm.DELIVERED: (fsm.EV_DELIVERED,),
+    fsm.ACKNOWLEDGED: (fsm.EV_ACKNOWLEDGED,),
+    fsm.PROMPTED: (fsm.EV_PROMPT,),
+    fsm.CONFIRMED: (fsm.EV_PROMPT, fsm.EV_DOUBLE_TAP),
+    fsm.HELP_DISPATCHED: (fsm.EV_HELP,),
+}
+
+
 class AlarmTable(unittest.TestCase):
     def setUp(self):
         self.flash = MemoryFlash()
@@ -123,7 +136,7 @@ class AlarmTable(unittest.TestCase):
         shown = [self.alarms.apply(7, e) for e in (fsm.EV_SENT, fsm.EV_RECEIVED,
                                                    fsm.EV_DELIVERED, fsm.EV_PROMPT)]
         self.assertEqual(shown, [None, "received", "delivered", "prompt"])
-        self.assertEqual(self.alarms.prompted().counter, 7)
+        self.assertEqual(self.alarms.prompted(), 7)
         self.assertEqual(self.alarms.apply(7, fsm.EV_DOUBLE_TAP), "confirmed")
         self.assertEqual(self.alarms.apply(7, fsm.EV_RESOLVED), "resolved")
         self.assertEqual(self.alarms.open, {})
@@ -139,7 +152,7 @@ class AlarmTable(unittest.TestCase):
         self.alarms.add(3, SOS)
         self.alarms.apply(3, fsm.EV_DELIVERED)
         self.assertIsNone(self.alarms.apply(3, fsm.EV_RECEIVED))
-        self.assertEqual(self.alarms.open[3].state, fsm.DELIVERED)
+        self.assertEqual(self.alarms.state(3), fsm.DELIVERED)
 
     def test_double_tap_without_prompt_changes_nothing(self):
         self.alarms.add(3, SOS)
@@ -150,7 +163,8 @@ class AlarmTable(unittest.TestCase):
         self.alarms.add(3, SOS)
         self.alarms.apply(3, fsm.EV_PROMPT)
         again = fsm.Alarms(self.flash)
-        self.assertEqual(again.prompted().counter, 3)
+        self.assertEqual(again.prompted(), 3)
+        self.assertEqual(again.listing(), [(3, SOS, fsm.PROMPTED)])
 
     def test_every_transition_moves_between_known_states(self):
         self.assertEqual(len(fsm.TRANSITIONS), len(fsm.STATES) * (fsm.EV_DOUBLE_TAP + 1))
@@ -178,14 +192,16 @@ class AlarmTable(unittest.TestCase):
             for event in range(fsm.EV_DOUBLE_TAP + 1):
                 alarms = fsm.Alarms(MemoryFlash())
                 alarms.add(5, SOS)
-                alarms.open[5].state = state
+                for step in PATH_TO[state]:  # reach the state through the table itself
+                    alarms.apply(5, step)
+                self.assertEqual(alarms.state(5), state)
                 shown = alarms.apply(5, event)
                 want_state, want_shown = LIFECYCLE.get((state, event), (state, None))
                 self.assertEqual(shown, want_shown, (state, event))
                 if want_state == fsm.CLOSED:
                     self.assertFalse(5 in alarms.open, (state, event))
                 else:
-                    self.assertEqual(alarms.open[5].state, want_state, (state, event))
+                    self.assertEqual(alarms.state(5), want_state, (state, event))
 
 
 class OutboxBound(unittest.TestCase):
@@ -203,7 +219,7 @@ class OutboxBound(unittest.TestCase):
             self.assertTrue(add(counter, SOS))
         self.assertFalse(add(100, p.NO_MOTION))  # an evictable kind never evicts another
         self.assertTrue(add(101, DURESS))  # takes the LOW_BATTERY alarm's place
-        self.assertEqual((len(box), 1 in box.entries), (Outbox.CAPACITY, False))
+        self.assertEqual((len(box), box.has(1)), (Outbox.CAPACITY, False))
         self.assertFalse(add(102, SOS))  # nothing left that may go
         self.assertEqual(len(box), Outbox.CAPACITY)
 

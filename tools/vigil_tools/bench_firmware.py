@@ -42,6 +42,7 @@ async def main():
     await asyncio.sleep_ms(300)
     gc.collect()
     booted = gc.mem_alloc()
+    free_after_boot = gc.mem_free()
     n = S["alarms"]
     for i in range(n):
         w.raise_alarm((1, 2, 4)[i % 3])
@@ -50,9 +51,10 @@ async def main():
     grown = gc.mem_alloc()
     t.cancel()
     print("heap_base_bytes=%d heap_imported_bytes=%d heap_after_boot_bytes=%d "
-          "heap_per_alarm_bytes=%d heap_free_after_boot_bytes=%d link_up=%d alarms_sent=%d"
-          % (base, imported, booted, (grown - booted) // n, gc.mem_free(),
-             1 if w.links[0].up else 0, w.stats["sent"]))
+          "heap_per_alarm_bytes=%d heap_free_after_boot_bytes=%d link_up=%d alarms_sent=%d "
+          "alarms_queued=%d heap_free_at_end_bytes=%d"
+          % (base, imported, booted, (grown - booted) // n, free_after_boot,
+             1 if w.links[0].up else 0, w.stats["sent"], len(w.outbox), gc.mem_free()))
 asyncio.run(main())
 """
 
@@ -67,8 +69,10 @@ def _boot(tmp, broker, alarms, **layout):
             {"port": broker.port, "alarms": alarms, "fs": flash}), **layout)
     except ToolError as exc:
         if "MemoryError" in str(exc):
-            raise ToolError("the firmware ran out of heap (%s): %s" % (
-                layout.get("heapsize"), str(exc).strip().splitlines()[-1])) from None
+            where = [line.strip() for line in str(exc).splitlines() if "File" in line][-2:]
+            raise ToolError("the firmware ran out of heap (%s): %s (at %s)" % (
+                layout.get("heapsize"), str(exc).strip().splitlines()[-1],
+                "; ".join(where))) from None
         raise
     return {k: int(v) for k, v in (pair.split("=") for pair in out.split())}
 
@@ -102,7 +106,7 @@ def _size(text):
 
 
 def firmware_command(args):
-    figures, files = firmware(args.heapsize)
+    figures, files = firmware(args.heapsize, args.alarms)
     print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
         figures["bundle_files"], figures["bundle_bytes"], figures["romfs_image_bytes"]))
@@ -114,6 +118,8 @@ def firmware_command(args):
         figures["heap_after_boot_bytes"], figures["heap_free_after_boot_bytes"]))
     print("    heap growth per alarm:  %d bytes (while waiting for its ack)" %
           figures["heap_per_alarm_bytes"])
+    print("    %d alarms raised with no gateway to ack them: %d queued, %d bytes free" % (
+        args.alarms, figures["alarms_queued"], figures["heap_free_at_end_bytes"]))
     print("  baseline, firmware loaded from the filesystem (heap %s):" % BASELINE_HEAPSIZE)
     print("    heap after imports:     %d bytes" % figures["files_heap_imported_bytes"])
     print("    heap in use after boot: %d bytes (ROMFS uses %.2f of it)" % (
@@ -170,6 +176,8 @@ def taps_command(args):
 def register_bench(bench_sub):
     fw = bench_sub.add_parser("firmware", help="firmware heap and bundle size (MicroPython)")
     fw.add_argument("--heapsize", default="64k", help="MicroPython heap cap (default 64k)")
+    fw.add_argument("--alarms", type=int, default=6,
+                    help="alarms to raise, none acknowledged (the outbox holds 24)")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")

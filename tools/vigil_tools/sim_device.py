@@ -159,8 +159,7 @@ class Simulator:
         elif name == "status":
             say(json.dumps({"device": self.config.device_hex, "link_up": self.link.up,
                             "battery": board.battery, "outbox": len(w.outbox),
-                            "open": [(a.counter, a.kind, a.state)
-                                     for a in w.alarms.open.values()],
+                            "open": w.alarms.listing(),
                             "stats": w.stats}))
         elif name == "help":
             for usage, what in COMMANDS:
