@@ -63,7 +63,7 @@ class Wearable:
         self.log = log
         flash = board.flash
         self.key = DeviceKey(config.key)
-        self.counters = CounterStore(flash)
+        self.counters = CounterStore(flash, config.counter_floor)
         self.outbox = Outbox(flash)
         self.alarms = fsm.Alarms(flash)
         self.feedback = Feedback(board)

@@ -75,6 +75,12 @@ class Config:
         low = data.get("low_battery_pct", 15)
         _need(isinstance(low, int) and 0 <= low <= 100, "low_battery_pct must be 0-100")
         self.low_battery_pct = low
+        # Set by provisioning when the unit's flash holds no counters but the gateway has
+        # seen this device id: counters start here, not at 1, which the gateway would refuse.
+        floor = data.get("counter_floor", 0)
+        _need(isinstance(floor, int) and 0 <= floor <= 0xFFFFFFFF,
+              "counter_floor must be from 0 to 4294967295")
+        self.counter_floor = floor
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

@@ -17,10 +17,12 @@ def _limit(payload):
 class CounterStore:
     BLOCK = 32  # counters reserved per flash write: a reboot skips at most this many
 
-    def __init__(self, flash):
+    def __init__(self, flash, floor=0):
+        """`floor`: no counter below it is used, whatever the flash says (config.counter_floor)."""
         self.flash = flash
         saved = read_sealed(flash, FILE, newest=_limit)
-        self.reservation = CounterReservation(0 if saved is None else _limit(saved), self.BLOCK)
+        start = 0 if saved is None else _limit(saved)
+        self.reservation = CounterReservation(max(start, floor), self.BLOCK)
 
     def _persist(self, limit):
         write_atomic(self.flash, FILE, struct.pack(_FORMAT, limit))

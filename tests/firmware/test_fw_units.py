@@ -7,6 +7,7 @@ import traces
 from vigil_fw import ConfigError
 from vigil_fw import alarms as fsm
 from vigil_fw.config import Config
+from vigil_fw.counters import CounterStore
 from vigil_fw.feedback import COLOURS, PATTERNS, pulses
 from vigil_fw.flash import TMP, read_sealed, seal, unseal, write_atomic
 from vigil_fw.gestures import DOWN, TICK, UP, DuressGesture, SosButton
@@ -275,12 +276,28 @@ class ConfigChecks(unittest.TestCase):
                  (with_(mqtt_username="someone"), "mqtt.username"),
                  (with_(mqtt_tls=True), "mqtt.ca_file"), (with_(mqtt_prefix="a/b"), "mqtt.prefix"),
                  (with_(checkin_interval_s=1), "checkin_interval_s"),
+                 (with_(counter_floor=-1), "counter_floor"),
                  (with_(mqtt_password=""), "mqtt.password")]
         for data, key in cases:
             msg = self.message(data)
             self.assertIsNotNone(msg, key)
             self.assertIn(key, msg)
             self.assertTrue("ab" * 32 not in msg and "pw" not in msg.split(":", 1)[1])
+
+
+class CounterFloor(unittest.TestCase):
+    def test_a_fresh_flash_starts_at_the_floor_and_a_used_one_never_goes_back(self):
+        f = MemoryFlash()
+        self.assertEqual(CounterStore(f).next(), 1)
+        fresh = MemoryFlash()
+        store = CounterStore(fresh, 5000)
+        self.assertEqual([store.next(), store.next()], [5000, 5001])
+        # After a reboot: the flash's reservation (past 5001) wins over a lower floor, and
+        # a higher floor wins over the flash.
+        self.assertTrue(CounterStore(fresh, 10).next() > 5001)
+        self.assertEqual(CounterStore(fresh, 90000).next(), 90000)
+        self.assertEqual(Config(with_(counter_floor=7)).counter_floor, 7)
+        self.assertEqual(Config(GOOD).counter_floor, 0)
 
 
 class FlashRecords(unittest.TestCase):

@@ -363,3 +363,47 @@ def test_a_board_that_was_another_device_is_only_reused_when_asked(
     assert "erased the state of device %s" % first in proc.stdout
     assert "device %s is up" % second in proc.stdout
     assert not (state / "00000009").exists()
+
+
+def test_a_fresh_unit_for_a_device_the_gateway_knows_starts_past_its_counters(
+        tmp_path, board, device_file, gateway_config, mosquitto):
+    import time as _time
+
+    import vigil_protocol as p
+    from vigil_gateway import config as gateway_cfg, service
+
+    # The gateway has this device id and stored its frames up to counter 5000: an earlier
+    # unit (broken, or wiped with --replace) had it.
+    record = json.loads(device_file.read_text())
+    dev = int(record["device_id"], 16)
+    assert vigil("gateway", "device", "import", device_file, "--config",
+                 gateway_config).returncode == 0
+    conn, _registry, store = service.open_state(gateway_cfg.load(gateway_config))
+    with store.transaction():
+        store.insert_frame(dev, 5000, b"t" * 16, "alarm", "SOS", 0, b"", _time.time())
+    conn.close()
+
+    uplinks = queue.Queue()
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="floor-watcher")
+    watcher.on_message = lambda c, u, m: uplinks.put(m.payload)
+    watcher.connect("127.0.0.1", mosquitto.port)
+    watcher.subscribe("floortest/up/%s" % record["device_id"], qos=1)
+    watcher.loop_start()
+    try:
+        proc = provision(board, device_file, gateway_config, "--mqtt-prefix", "floortest",
+                         port=mosquitto.port)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "counters start at 9097" in proc.stdout
+        config = json.loads((board.flash_dir / "vigil" / "vigil.json").read_text())
+        assert config["counter_floor"] == 9097
+        # The unit's first frame (its check-in) is past everything the gateway stored.
+        assert p.peek(uplinks.get(timeout=40)).counter >= 9097
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+
+    # Provisioned again, the unit keeps its counters and its config is left as it is.
+    again = provision(board, device_file, gateway_config, "--mqtt-prefix", "floortest",
+                      port=mosquitto.port)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to copy" in again.stdout and "counters start at" not in again.stdout

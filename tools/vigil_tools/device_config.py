@@ -28,7 +28,7 @@ def firmware_config_class():
 
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
-          low_battery_pct=None, keepalive_s=None, ble=None):
+          low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None):
     """The config as a dict (secrets included: never print it)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
@@ -51,6 +51,8 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["low_battery_pct"] = low_battery_pct
     if ble is not None:
         data["ble"] = ble
+    if counter_floor:
+        data["counter_floor"] = counter_floor
     return data
 
 

@@ -20,20 +20,27 @@ _PROBE = b"vigil provisioning: same key?"
 
 
 @contextlib.contextmanager
-def _registry(config_path):
+def _state(config_path):
+    """(registry, store) of the gateway, with its errors as ToolErrors."""
     from vigil_gateway import GatewayError, config, service
 
     try:
         cfg = config.load(config_path)
-        conn, registry, _store = service.open_state(cfg)
+        conn, registry, store = service.open_state(cfg)
     except GatewayError as exc:
         raise ToolError("gateway config: %s" % exc) from None
     try:
-        yield registry
+        yield registry, store
     except GatewayError as exc:
         raise ToolError("gateway registry: %s" % exc) from None
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _registry(config_path):
+    with _state(config_path) as (registry, _store):
+        yield registry
 
 
 def _same_key(registry, device, key):
@@ -58,6 +65,20 @@ def check(config_path, record):
             raise ToolError("device %s is registered without a broker password: set one with "
                             "`vigil gateway device rotate-key`" % name)
         return ALREADY
+
+
+# Counters a unit may have used beyond the highest one the gateway has stored (frames still at
+# the broker, or sent but lost): a unit that starts over is set this far past it.
+COUNTER_MARGIN = 4096
+
+
+def counter_floor(config_path, record):
+    """Where a unit with no counters on its flash must start for this device id: past every
+    counter the gateway has stored for it (it refuses older ones as replays), or 0 when the
+    gateway has none."""
+    with _state(config_path) as (_registry_, store):
+        highest = store.recent_tags(record.device_id, 1)
+    return highest[0][0] + 1 + COUNTER_MARGIN if highest else 0
 
 
 def register(config_path, record, interval_s=None):

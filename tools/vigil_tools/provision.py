@@ -133,8 +133,10 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         wifi_ssid=wifi_ssid, wifi_password=wifi_password, checkin_interval_s=checkin_interval_s,
         low_battery_pct=low_battery_pct, ble=ble)
     config_bytes = device_config.render(config)
+    floor = 0
     if gateway_config:
         gateway_registration.check(gateway_config, record)
+        floor = gateway_registration.counter_floor(gateway_config, record)
 
     firmware = Firmware()
     files = dict(firmware.files)
@@ -148,6 +150,16 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         # that may still be waiting to go out. Another identity starts from a clean flash,
         # and only when the technician says so.
         current = board.provisioned_as(device_config.BOARD_PATH)
+        # Counters: a unit that already is this device keeps its own (and the floor it was
+        # given); one that starts over as this device id starts past what the gateway has seen.
+        keep = board.config_counter_floor(device_config.BOARD_PATH) if current == name else 0
+        start = keep or (floor if current != name else 0)
+        if start:
+            config["counter_floor"] = start
+            files[device_config.BOARD_PATH] = device_config.render(config)
+            if not keep:
+                _say(out, "counters start at %d: the gateway has seen this device id before"
+                     % start)
         if current is None or current == name:
             return
         if not replace:

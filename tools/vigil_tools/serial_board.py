@@ -185,6 +185,13 @@ class SerialBoard:
                 % config_path)
         return self.exec(code, "reading the board's device id").strip() or None
 
+    def config_counter_floor(self, config_path):
+        """The counter_floor in the board's config file (0 when absent or unreadable)."""
+        code = ("import json\ntry:\n with open(%r) as f:\n  _v = json.load(f).get("
+                "'counter_floor', 0)\n print(_v if isinstance(_v, int) else 0)\n"
+                "except Exception:\n print(0)\n" % config_path)
+        return int(self.exec(code, "reading the board's counter floor").strip() or 0)
+
     def remove_tree(self, path):
         """Delete `path` and everything under it on the board (nothing if it is missing)."""
         code = ("import os\n"
