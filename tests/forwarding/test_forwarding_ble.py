@@ -52,8 +52,7 @@ def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
             counter = w.raise_alarm(p.SOS)
 
             def state():
-                alarm = w.alarms.open.get(counter)
-                return alarm.state if alarm is not None else None
+                return w.alarms.state(counter)
 
             assert await until(lambda: state() == fw_alarms.DELIVERED), state()
             incident = gateway.store.incident_for_alarm(DEVICE, counter).id
