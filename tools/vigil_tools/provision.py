@@ -149,25 +149,23 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         # A unit's flash holds its identity's state: counters, and alarms signed with its key
         # that may still be waiting to go out. Another identity starts from a clean flash,
         # and only when the technician says so.
-        current = board.provisioned_as(device_config.BOARD_PATH)
+        current, board_floor = board.provisioned_as(device_config.BOARD_PATH)
+        if current is not None and current != name:
+            if not replace:
+                raise ToolError("the board is provisioned as device %s: to make it device %s, "
+                                "give --replace (its state as %s, unsent alarms included, is "
+                                "erased)" % (current, name, current))
+            board.remove_tree(device_config.BOARD_DIR)
+            _say(out, "erased the state of device %s" % current)
         # Counters: a unit that already is this device keeps its own (and the floor it was
         # given); one that starts over as this device id starts past what the gateway has seen.
-        keep = board.config_counter_floor(device_config.BOARD_PATH) if current == name else 0
-        start = keep or (floor if current != name else 0)
+        start = board_floor if current == name else floor
         if start:
             config["counter_floor"] = start
             files[device_config.BOARD_PATH] = device_config.render(config)
-            if not keep:
+            if current != name:
                 _say(out, "counters start at %d: the gateway has seen this device id before"
                      % start)
-        if current is None or current == name:
-            return
-        if not replace:
-            raise ToolError("the board is provisioned as device %s: to make it device %s, give "
-                            "--replace (its state as %s, unsent alarms included, is erased)"
-                            % (current, name, current))
-        board.remove_tree(device_config.BOARD_DIR)
-        _say(out, "erased the state of device %s" % current)
 
     _summary, boot = _install(port, firmware, files, boot_timeout_s, out, err, first=claim)
     if boot.outcome == boot_check.CONFIG:

@@ -178,19 +178,15 @@ class SerialBoard:
                   "os.rename(%r, %r)\n" % (path, part, path), "renaming %s" % path)
 
     def provisioned_as(self, config_path):
-        """The device id (8 hex digits) in the board's config file, or None (no file, or not
-        readable as a config). Only the id crosses the wire back."""
-        code = ("import json\ntry:\n with open(%r) as f:\n  _d = json.load(f)['device_id']\n"
-                " print(_d if isinstance(_d, str) else '')\nexcept Exception:\n print('')\n"
-                % config_path)
-        return self.exec(code, "reading the board's device id").strip() or None
-
-    def config_counter_floor(self, config_path):
-        """The counter_floor in the board's config file (0 when absent or unreadable)."""
-        code = ("import json\ntry:\n with open(%r) as f:\n  _v = json.load(f).get("
-                "'counter_floor', 0)\n print(_v if isinstance(_v, int) else 0)\n"
-                "except Exception:\n print(0)\n" % config_path)
-        return int(self.exec(code, "reading the board's counter floor").strip() or 0)
+        """(device id, counter_floor) from the board's config file: the id as 8 hex digits, or
+        None when there is no file or it is not readable as a config; the floor 0 when absent.
+        Only these two cross the wire back, never a secret."""
+        code = ("import json\ntry:\n with open(%r) as f:\n  _c = json.load(f)\n"
+                " _d, _v = _c['device_id'], _c.get('counter_floor', 0)\n"
+                " print(_d if isinstance(_d, str) else '', _v if isinstance(_v, int) else 0)\n"
+                "except Exception:\n print('', 0)\n" % config_path)
+        device, floor = self.exec(code, "reading the board's device id").rsplit(" ", 1)
+        return device.strip() or None, int(floor)
 
     def remove_tree(self, path):
         """Delete `path` and everything under it on the board (nothing if it is missing)."""
