@@ -3,6 +3,7 @@ BleakClient) runs unchanged against wearables in the emulated air (see bumble_ai
 
     scanner = BleakScanner(callback, backend=BumbleScanner, bumble_device=device)
     client = BleakClient(ble_device, backend=BumbleClient, bumble_device=device, mtu=247)
+    scanner_factory, client_factory = factories(device)   # what BleCentral takes
 
 Only what a Vigil central needs is implemented: scanning with advertisement data, connect with
 an MTU request, service discovery, read, write (with and without response), notifications.
@@ -175,3 +176,15 @@ class BumbleClient(BaseBleakClient):
 
 
 __all__ = ["BumbleScanner", "BumbleClient", "UUID"]
+
+
+def factories(device, service_uuids=None):
+    """(scanner_factory, client_factory) as BleCentral takes them, on bumble `device`:
+    BleakScanner(callback) filtered by `service_uuids`, and BleakClient(ble_device,
+    disconnected_callback) asking for an MTU of 247."""
+    from bleak import BleakClient, BleakScanner
+
+    return (lambda callback: BleakScanner(callback, service_uuids, backend=BumbleScanner,
+                                          bumble_device=device),
+            lambda ble_device, gone: BleakClient(ble_device, gone, backend=BumbleClient,
+                                                 bumble_device=device, mtu=247))

@@ -81,17 +81,12 @@ def bleak_factories(config):
 
 async def emulated_factories(transport):
     """The same factories on an emulated controller (ble.hci): bleak with the bumble backend."""
-    from bleak import BleakClient, BleakScanner
-
-    from .bleak_bumble import BumbleClient, BumbleScanner
+    from .bleak_bumble import factories
     from .ble_central import SERVICE
     from .bumble_air import open_device
 
     device = await open_device(transport, "F0:00:00:00:00:01")
-    return (lambda callback: BleakScanner(callback, [SERVICE], backend=BumbleScanner,
-                                          bumble_device=device),
-            lambda d, gone: BleakClient(d, gone, backend=BumbleClient, bumble_device=device,
-                                        mtu=247))
+    return factories(device, [SERVICE])
 
 
 class Gateway:

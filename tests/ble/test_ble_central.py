@@ -2,13 +2,13 @@
 # firmware's own BLE link over bumble: no radio, a real (emulated) Bluetooth host stack.
 import asyncio
 
-from bleak import BleakClient, BleakScanner
+from bleak import BleakScanner
 
 import vigil_protocol as p
 from test_ble_air import KEY, until, wearable
 from vigil_gateway.ble_central import BleCentral
 from vigil_gateway.topics import Topics
-from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bleak_bumble import BumbleScanner, factories as bumble_factories
 from vigil_gateway.bumble_air import Air
 
 
@@ -16,11 +16,7 @@ async def central_for(air, allowed, messages, **kwargs):
     device = await air.device("F0:00:00:00:00:01")
     central = BleCentral(
         Topics("vigil"), messages.put_nowait, lambda: allowed,
-        scanner_factory=lambda cb: BleakScanner(cb, backend=BumbleScanner,
-                                                bumble_device=device),
-        client_factory=lambda d, on_gone: BleakClient(d, on_gone, backend=BumbleClient,
-                                                      bumble_device=device, mtu=247),
-        **kwargs)
+        *bumble_factories(device), **kwargs)
     return central
 
 

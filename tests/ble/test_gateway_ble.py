@@ -4,13 +4,12 @@
 import asyncio
 
 import paho.mqtt.client as mqtt
-from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
 from test_ble_air import KEY, until, wearable
 from vigil_gateway import config as gateway_config
 from vigil_gateway.service import Gateway
-from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bleak_bumble import factories as bumble_factories
 from vigil_gateway.bumble_air import Air
 
 DEVICE = 0x00C0FFEE
@@ -29,9 +28,7 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
              "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-test", "prefix": PREFIX},
              "http": {"port": 0}, "ble": {"enabled": True, "scan_stall_s": 30.0}},
             str(tmp_path))
-        factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
-                     lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
-                                                 bumble_device=radio, mtu=247))
+        factories = bumble_factories(radio)
         gateway = Gateway(cfg, ble_factories=factories)
         gateway.registry.add(DEVICE, KEY)
         tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(w.run())]
@@ -128,9 +125,7 @@ def test_link_drop_mid_alarm_brings_a_retransmission_and_no_second_incident(tmp_
             {"gateway": {"data_dir": str(tmp_path / "gw")},
              "mqtt": {"port": mosquitto.port, "client_id": "gw-ble-drop", "prefix": PREFIX},
              "http": {"port": 0}, "ble": {"enabled": True}}, str(tmp_path))
-        factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
-                     lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
-                                                 bumble_device=radio, mtu=247))
+        factories = bumble_factories(radio)
         gateway = Gateway(cfg, ble_factories=factories)
         gateway.ble.RETRY_FIRST_S = 0.2
         gateway.registry.add(DEVICE, KEY)

@@ -5,11 +5,10 @@ import asyncio
 import os
 import sys
 
-from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
 from vigil_gateway import config as gateway_config
-from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bleak_bumble import factories as bumble_factories
 from vigil_gateway.bumble_air import Air
 from vigil_gateway.service import Gateway
 from vigil_responder import ActionsClient, ResponderBackend
@@ -41,9 +40,7 @@ def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
              "forward": {"backoff_min_s": 0.05, "backoff_max_s": 0.5},
              "forward.webhook": {"url": backend.url, "secret_file": "secret"},
              "actions": {"tokens_file": "tokens"}}, str(tmp_path))
-        factories = (lambda cb: BleakScanner(cb, backend=BumbleScanner, bumble_device=radio),
-                     lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
-                                                 bumble_device=radio, mtu=247))
+        factories = bumble_factories(radio)
         gateway = Gateway(cfg, ble_factories=factories)
         gateway.registry.add(DEVICE, KEY)
         tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(w.run())]

@@ -12,9 +12,7 @@ import sys
 import tempfile
 import time
 
-from bleak import BleakClient, BleakScanner
-
-from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
+from vigil_gateway.bleak_bumble import factories
 from vigil_gateway.bumble_air import Air
 from . import ToolError
 from .firmware_build import FIRMWARE
@@ -66,11 +64,7 @@ async def _bench(wearables, alarms):
     inbound = asyncio.Queue()
     central = BleCentral(
         topics, inbound.put_nowait, lambda: {d for d, _ in devices},
-        scanner_factory=lambda cb: BleakScanner(cb, backend=BumbleScanner,
-                                                bumble_device=central_device),
-        client_factory=lambda d, gone: BleakClient(d, gone, backend=BumbleClient,
-                                                   bumble_device=central_device, mtu=247),
-        max_connections=wearables)
+        *factories(central_device), max_connections=wearables)
 
     async def gateway_loop():
         while True:
