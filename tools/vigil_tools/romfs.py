@@ -19,8 +19,6 @@ import os
 import pathlib
 import sys
 
-from . import ToolError
-
 ENV = "VIGIL_ROMFS"
 HEADER = b"\xd2\xcd\x31"  # what every ROMFS image starts with
 
@@ -68,8 +66,8 @@ def main(argv):
     try:
         import micropython_run
     except ImportError:
-        raise SystemExit(str(ToolError("the MicroPython unix port is not installed "
-                                       "(run `make setup`)")))
+        raise SystemExit("vigil romfs: the MicroPython unix port is not installed (run "
+                         "`make setup`)")
     # The mapping must outlive MicroPython: it runs in this process until it exits.
     return micropython_run.run_main(["micropython"] + args)
 
