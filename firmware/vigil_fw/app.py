@@ -169,10 +169,18 @@ class Wearable:
 
     # -- links --------------------------------------------------------------------------------
 
+    def _a_link_is_up(self):
+        for link in self.links:
+            if link.up:
+                return True
+        return False
+
     async def sender_task(self):
         while True:
             self.beat("sender")
             for entry in self.outbox.due():
+                if not self._a_link_is_up():
+                    break  # nothing could take it: leave the frame on flash unread
                 frame = self.outbox.frame(entry)
                 if frame is None:
                     self.log("vigil: outbox entry %d unreadable on flash" % entry.counter)
