@@ -31,6 +31,10 @@ class Entry:
         self.next_try = ticks_ms()  # due at once
 
 
+def _path(counter):
+    return "ob/%08x" % counter
+
+
 def _order(entry):
     return -1 if entry is None else entry.counter  # empty slots first
 
@@ -90,20 +94,20 @@ class Outbox:
             if victim is None or kind in EVICTABLE:
                 return False
             self.remove(victim.counter)
-        write_atomic(self.flash, "ob/%08x" % counter, frame)
+        write_atomic(self.flash, _path(counter), frame)
         self.slots[self.slots.index(None)] = Entry(counter, kind)
         return True
 
     def frame(self, entry):
         """The exact bytes stored for `entry` (None if flash no longer reads back intact)."""
-        return read_sealed(self.flash, "ob/%08x" % entry.counter)
+        return read_sealed(self.flash, _path(entry.counter))
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""
         i = self._find(counter)
         if i is not None:
             self.slots[i] = None
-            name = "ob/%08x" % counter
+            name = _path(counter)
             self.flash.remove(name)
             self.flash.remove(name + TMP)
             return True
