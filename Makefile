@@ -3,18 +3,23 @@
 #   make test   the whole suite
 # Both run `make setup` first: system packages (Mosquitto, Node) where missing, a .venv with
 # every Python dependency pinned, the MicroPython WebAssembly port from npm, and the
-# micropython-lib modules the MicroPython unix port needs. Re-running it with nothing changed
-# takes a moment.
+# micropython-lib modules the MicroPython unix port needs, and, where MicroPython's source
+# tarball is present (MICROPYTHON_SRC), a 32-bit unix port with `bluetooth` and the firmware
+# frozen in (.venv/mpy32/, rebuilt when a frozen source changes). Re-running it with nothing
+# changed takes a moment.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# MicroPython v1.28.0's source, checked against its sha256 (tools/vigil_tools/mpy32.py) and
+# built with the build-micropython-unix.sh beside it.
+MICROPYTHON_SRC ?= ../shared/vendor/micropython-src.tar.xz
 
-.PHONY: setup test demo bench fuzz vectors clean
+.PHONY: setup mpy32 test demo bench fuzz vectors clean
 
-setup: $(STAMP)
+setup: $(STAMP) mpy32
 
 $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/mpy/mpy-requirements.txt \
 		firmware/stubs-requirements.txt
@@ -38,6 +43,24 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/mpy-stubs -r firmware/stubs-requirements.txt
 	@touch $(STAMP)
 	@echo "setup done: the CLI is $(BIN)/vigil"
+
+# Checked on every run (it hashes the frozen sources and returns at once when that build is
+# cached): the stamp above does not see firmware changes.
+mpy32: $(STAMP)
+	@if $(BIN)/python -m vigil_tools.mpy32 needs-build --src "$(MICROPYTHON_SRC)"; then \
+		missing=""; \
+		{ command -v make && command -v gcc; } >/dev/null || missing="$$missing build-essential"; \
+		command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+		command -v xz >/dev/null || missing="$$missing xz-utils"; \
+		dpkg-query -W -f='$${Status}' gcc-multilib 2>/dev/null | grep -q 'ok installed' || \
+			missing="$$missing gcc-multilib"; \
+		if [ -n "$$missing" ]; then \
+			echo "installing system packages:$$missing"; \
+			$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq $$missing; \
+		fi; \
+	fi
+	@$(BIN)/python -m vigil_tools.mpy32 build --src "$(MICROPYTHON_SRC)"
 
 test: setup
 	$(BIN)/python -m pytest

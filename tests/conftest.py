@@ -26,6 +26,19 @@ def micropython():
 
 
 @pytest.fixture(scope="session")
+def micropython32():
+    """The 32-bit MicroPython unix port with `bluetooth` and the firmware frozen in, as `make
+    setup` built it for the current sources (vigil_tools.mpy32). Tests using it are skipped,
+    with the reason, where it is not there: it is never built here."""
+    from vigil_tools import mpy32
+
+    exe = mpy32.executable()
+    if exe is None:
+        pytest.skip(mpy32.skip_reason())
+    return exe
+
+
+@pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory):
     """A shared anonymous Mosquitto broker on loopback for the whole session."""
     from vigil_tools.broker import Mosquitto

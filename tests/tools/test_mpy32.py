@@ -1,0 +1,123 @@
+"""The 32-bit MicroPython unix port with `bluetooth` and the firmware frozen in (vigil_tools.mpy32):
+what `make setup` built, and when its cache key says to build again."""
+import io
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from vigil_tools import ToolError, firmware_build, mpy32
+
+# Only the frozen image on the path, run from an empty folder: what imports came from the image.
+PRELUDE = "import sys\nsys.path[:] = ['.frozen']\n"
+
+
+def run(exe, script, cwd):
+    proc = subprocess.run([exe, "-c", PRELUDE + script], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, MICROPYPATH=".frozen"))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_it_is_a_32_bit_build(micropython32, tmp_path):
+    assert run(micropython32, "print(sys.maxsize)", tmp_path) == [str(2**31 - 1)]
+
+
+def test_it_has_bluetooth(micropython32, tmp_path):
+    out = run(micropython32, "import bluetooth\nprint(bluetooth.BLE.__name__, "
+              "bluetooth.FLAG_NOTIFY)", tmp_path)
+    assert out == ["BLE", "16"]
+
+
+def test_aioble_and_the_firmware_import_from_the_frozen_image(micropython32, tmp_path):
+    out = run(micropython32, "import aioble, vigil_fw.app, vigil_protocol, vigil_protocol.frames\n"
+              "print(aioble.__file__, vigil_fw.app.__file__, vigil_protocol.__file__,"
+              " vigil_protocol.frames.__file__)", tmp_path)
+    # Frozen modules report their path inside the image.
+    assert out == ["aioble/__init__.py", "vigil_fw/app.py", "vigil_protocol/__init__.py",
+                   "vigil_protocol/frames.py"]
+
+
+def test_every_module_of_the_bundle_is_frozen_in(micropython32, tmp_path):
+    out = run(micropython32, "help('modules')", tmp_path)
+    frozen = {name.removesuffix(".py") for name, _ in mpy32.frozen_files()}  # vigil_fw/app
+    assert frozen - set(out) == set()
+
+
+def copy_sources(root, dest):
+    """What firmware_build reads, copied from `root` into `dest`, laid out as the repository."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "firmware", dest / "firmware", ignore=ignore)
+    shutil.copytree(root / "protocol" / "vigil_protocol", dest / "protocol" / "vigil_protocol",
+                    ignore=ignore)
+    shutil.copytree(root / ".venv" / "mpy-lib", dest / ".venv" / "mpy-lib", ignore=ignore)
+    return dest
+
+
+def test_the_key_follows_the_frozen_sources_not_where_they_are(root, tmp_path):
+    a = copy_sources(root, tmp_path / "a")
+    b = copy_sources(root, tmp_path / "somewhere" / "else")
+    key = mpy32.key(mpy32.frozen_files(a))
+    assert mpy32.key(mpy32.frozen_files(b)) == key
+    assert mpy32.key(mpy32.frozen_files(a), options=("--m32",)) != key
+    assert mpy32.key(mpy32.frozen_files(a), src_sha256="0" * 64) != key
+    with open(b / "firmware" / "vigil_fw" / "app.py", "a") as f:
+        f.write("\n# changed\n")
+    assert mpy32.key(mpy32.frozen_files(b)) != key
+    (a / "firmware" / "vigil_fw" / "extra.py").write_text("X = 1\n")  # a new module
+    assert mpy32.key(mpy32.frozen_files(a)) != key
+
+
+def test_the_key_covers_every_module_of_the_bundle(root):
+    names = [name for name, _ in mpy32.frozen_files()]
+    assert names == [firmware_build.source_name(n) for _, n in firmware_build.sources()]
+    assert "vigil_fw/app.py" in names and "vigil_protocol/__init__.py" in names
+
+
+def fake_build(cache, key):
+    exe = cache / key / "micropython"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_a_build_for_other_sources_is_stale_run_make_setup(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(mpy32.platform, "machine", lambda: "x86_64")
+    src = copy_sources(root, tmp_path / "src")
+    cache, tarball = tmp_path / "cache", tmp_path / "micropython-src.tar.xz"
+    tarball.write_bytes(b"")
+    assert mpy32.executable(src, cache) is None
+    assert "not built yet: run make setup" in mpy32.skip_reason(src, cache, tarball)
+    exe = fake_build(cache, mpy32.key(mpy32.frozen_files(src)))
+    assert mpy32.executable(src, cache) == str(exe)
+    assert mpy32.skip_reason(src, cache, tarball) is None
+    (src / "firmware" / "vigil_fw" / "app.py").write_text("X = 2\n")
+    assert mpy32.executable(src, cache) is None
+    reason = mpy32.skip_reason(src, cache, tarball)
+    assert "stale" in reason and "run make setup" in reason
+
+
+def test_without_the_source_tarball_nothing_is_built_and_one_line_says_so(root, tmp_path):
+    src = copy_sources(root, tmp_path / "src")
+    missing = tmp_path / "nowhere" / "micropython-src.tar.xz"
+    out = io.StringIO()
+    assert mpy32.build(missing, root=src, cache=tmp_path / "cache", out=out) is None
+    assert out.getvalue().count("\n") == 1
+    assert str(missing) in out.getvalue() and "skipped" in out.getvalue()
+    assert not mpy32.needs_build(missing, root=src, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    reason = mpy32.skip_reason(src, tmp_path / "cache", missing)
+    assert reason.startswith("MicroPython source not found at %s" % missing)
+
+
+def test_a_tarball_with_another_checksum_is_refused(root, tmp_path, monkeypatch):
+    src = copy_sources(root, tmp_path / "src")
+    tarball = tmp_path / "micropython-src.tar.xz"
+    tarball.write_bytes(b"not micropython")
+    monkeypatch.setattr(mpy32.platform, "machine", lambda: "x86_64")
+    with pytest.raises(ToolError) as err:
+        mpy32.build(tarball, root=src, cache=tmp_path / "cache", out=io.StringIO())
+    assert "sha256" in str(err.value) and mpy32.SRC_SHA256 in str(err.value)
+    assert not (tmp_path / "cache").exists()
