@@ -2,14 +2,20 @@
 #
 # Rules:
 #   a raised alarm is on flash (counter reserved, frame in the outbox, state saved) before
-#     any link sees it
+#     any link sees it, and before anything else the input task does can fail
 #   every alarm goes out on every link that is up, and is retransmitted until a verified
 #     downlink names its counter
 #   downlinks count only once verified: MAC, direction, device id, replay window
 #   feedback is whatever alarms.py allows, and nothing at all while a duress alarm is open
-#   every task reports progress; the supervisor feeds the watchdog only while all progress
-#   the board's IRQs only set flags; these tasks do the work
+#   the board's IRQs only record edges (inputs.EdgeRing); one input task judges the gestures
+#     on the times the edges happened
+#   a task with nothing to do waits on a Flag with no timeout (parked); the sender sleeps
+#     until its next retransmission is due; nothing polls, so an idle wearable can sleep
+#   a task that raises (MemoryError included) is logged, counted and started again; the
+#     supervisor feeds the watchdog only while no task has been busy without progress for
+#     STALL_MS (a parked task is healthy)
 import asyncio
+import gc
 
 import vigil_protocol
 from vigil_protocol._compat import const
@@ -31,9 +37,9 @@ from vigil_protocol.frames import (
 from vigil_protocol.mac import DOWN, DeviceKey
 from vigil_protocol.window import NEW, ReplayWindow
 
-from . import FIRMWARE_VERSION, gestures
+from . import FIRMWARE_VERSION, gestures, inputs
 from . import alarms as fsm
-from .clock import Flag, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_event
+from .clock import Flag, sleep_ms, ticks_add, ticks_diff, ticks_ms, wait_for
 from .counters import CounterStore
 from .feedback import Feedback
 from .link import Inbox
@@ -41,20 +47,22 @@ from .outbox import Outbox
 from .taps import DoubleTapDetector
 
 _WATCHDOG_MS = const(30000)
-_SENDER_IDLE_MS = const(200)
-_BUTTON_TICK_MS = const(50)
+_DEBOUNCE_MS = const(20)
 _LOW_BATTERY_HYSTERESIS = const(5)
 _CHECKIN_RETRY_MS = const(2000)
+_RESERVE_BYTES = const(1024)
+_TASKS = ("input", "taps", "sender", "downlink", "checkin", "feedback")
 
 
 class Wearable:
-    # Tests shorten these three; the fixed timings above are const(): no heap.
-    SUPERVISE_MS = 1000
-    STALL_MS = 10000      # a task silent this long stops the watchdog being fed
+    # Tests shorten these; the fixed timings above are const(): no heap.
+    SUPERVISE_MS = 2000
+    STALL_MS = 10000      # a task busy this long without progress stops the watchdog being fed
     # The watchdog arms this long after boot: a technician who stops the firmware at the
     # console right after a reset (as provisioning does) is not reset in the middle of a copy.
     # A machine.WDT cannot be stopped once started.
     WATCHDOG_ARM_MS = 20000
+    BATTERY_CHECK_MS = 60000  # between check-ins, how often a low battery is looked for
 
     def __init__(self, board, config, links, log=print):
         self.board = board
@@ -62,6 +70,8 @@ class Wearable:
         self.links = links
         self.log = log
         flash = board.flash
+        # The heap is decided here, at boot: fixed tables first, then a reserve that the
+        # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
         self.key = DeviceKey(config.key)
         self.counters = CounterStore(flash, config.counter_floor)
         self.outbox = Outbox(flash)
@@ -72,21 +82,32 @@ class Wearable:
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
         self.taps = DoubleTapDetector()
-        self.wake = Flag()
-        self.beats = {}  # type: dict  # task name -> when (ticks_ms) it last showed progress
+        self.wake = Flag()      # the sender: a new alarm, or a link came up
+        self.prompt = Flag()    # the tap sampler: an alarm awaits the wearer's double tap
+        self._link_came_up = False
+        self._down = bytearray(2)     # SOS, duress: 1 while pressed (debounced)
+        self._edge_at = [0, 0]  # type: list  # when each button last changed
+        # task name -> since when (ticks_ms) it has been busy without progress; None: parked
+        self.beats = {}  # type: dict
+        for name in _TASKS:
+            self.beats[name] = None
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
-                      "taps_ignored": 0, "rejected": {}}  # type: dict
+                      "taps_ignored": 0, "restarts": 0, "memory_retries": 0,
+                      "rejected": {}}  # type: dict
         self.low_battery_reported = False
         self._reconcile()
+        self._reserve = bytearray(_RESERVE_BYTES)  # type: bytearray | None
 
     # -- state --------------------------------------------------------------------------------
 
     def _reconcile(self):
         """After a reboot: every alarm in the outbox has a lifecycle entry, and duress silence
         holds if a duress alarm is still open."""
-        for entry in self.outbox.oldest_first():
-            if entry.kind != DOUBLE_TAP and entry.counter not in self.alarms.open:
-                self.alarms.add(entry.counter, entry.kind)
+        outbox = self.outbox
+        for i in outbox.oldest_first():
+            counter = outbox.counters[i]
+            if outbox.kinds[i] != DOUBLE_TAP and counter not in self.alarms.open:
+                self.alarms.add(counter, outbox.kinds[i])
         self._update_silence()
 
     def _update_silence(self):
@@ -97,75 +118,130 @@ class Wearable:
         (the BLE link advertises quickly), so acks and responder actions get through."""
         return len(self.outbox) > 0 or bool(self.alarms.open)
 
-    def beat(self, name):
+    def _busy(self, name):
         self.beats[name] = ticks_ms()
 
+    def _park(self, name):
+        self.beats[name] = None
+
     def raise_alarm(self, kind, ref=0):
-        """Make an alarm durable, then wake the sender. Returns its counter."""
+        """Make an alarm durable, then wake the sender. Returns its counter (None when the
+        outbox is full of alarms that may not be evicted)."""
+        try:
+            stored = self._store(kind, ref)
+        except MemoryError:
+            # Too fragmented for this alarm just now: spend the reserve and try once more.
+            self._spend_reserve()
+            stored = self._store(kind, ref)
+        if stored is None:
+            self.log("vigil: alarm not queued: outbox full of undelivered alarms")
+            return None
+        counter, frame = stored
+        try:
+            self.alarms.add(counter, kind)
+        except MemoryError:
+            self._spend_reserve()
+            self.alarms.add(counter, kind)
+        self._update_silence()
+        self.stats["raised"] += 1
+        self.wake.set()
+        self.log("vigil: raised %s" % frame.hex())
+        return counter
+
+    def _store(self, kind, ref):
+        """(counter, frame) once the alarm is in the outbox on flash; None if it is full."""
         counter = self.counters.next()
         frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key)
         if not self.outbox.add(counter, kind, frame):
-            self.log("vigil: alarm not queued: outbox full of undelivered alarms")
             return None
-        self.alarms.add(counter, kind)
-        self._update_silence()
-        self.stats["raised"] += 1
-        self.log("vigil: raised %s" % frame.hex())
-        self.wake.set()
-        return counter
+        return counter, frame
+
+    def _spend_reserve(self):
+        self._reserve = None
+        self.stats["memory_retries"] += 1
+        gc.collect()
 
     # -- inputs -------------------------------------------------------------------------------
 
-    async def sos_task(self):
-        button = self.board.sos_button
+    async def input_task(self):
+        """Every button edge and tap-engine interrupt, in the order and at the time it
+        happened. Sleeps until the next edge, or until the SOS hold or cancel time is up."""
+        ring = self.board.inputs
         while True:
-            self.beat("sos")
-            event = await button.event(_BUTTON_TICK_MS)
-            if event is None:
-                out = self.sos.feed(gestures.TICK, ticks_ms())
+            due = self.sos.due_at()
+            self._park("input")
+            if due is None:
+                await ring.flag.wait()
             else:
-                out = self.sos.feed(event[0], event[1])
-            if out == "armed":
-                await self.feedback.show("sos_armed")
-            elif out == "cancelled":
-                await self.feedback.show("sos_cancelled")
-            elif out == "raise":
-                if self.alarms.pending_kind(SOS) is None:
-                    self.raise_alarm(SOS)
-                await self.feedback.show("sos_raised")
+                await wait_for(ring.flag, max(0, ticks_diff(due, ticks_ms())))
+            self._busy("input")
+            while True:
+                code = ring.pop()
+                if code < 0:
+                    break
+                self._on_edge(code, ring.time)
+            self._on_sos(self.sos.feed(gestures.TICK, ticks_ms()))
 
-    async def duress_task(self):
-        button = self.board.duress_button
-        while True:
-            self.beat("duress")
-            event = await button.event(1000)
-            if event is not None and event[0] == gestures.DOWN and self.duress.press(event[1]):
-                # No cue of any kind, and nothing on the device can cancel it.
-                if self.alarms.pending_kind(DURESS) is None:
-                    self.raise_alarm(DURESS)
+    def _on_edge(self, code, t):
+        if code == inputs.TAP:
+            if self.board.accel.double_tapped():
+                self.on_double_tap()
+            return
+        button = code >> 1  # 0: SOS, 1: duress
+        down = 1 - (code & 1)
+        if down == self._down[button] or ticks_diff(t, self._edge_at[button]) < _DEBOUNCE_MS:
+            return  # no change of level, or a bounce
+        self._down[button] = down
+        self._edge_at[button] = t
+        if button == 0:
+            self._on_sos(self.sos.feed(gestures.DOWN if down else gestures.UP, t))
+        elif down and self.duress.press(t):
+            # No cue of any kind, and nothing on the device can cancel it.
+            if self.alarms.pending_kind(DURESS) is None:
+                self.raise_alarm(DURESS)
+
+    def _on_sos(self, out):
+        if out == "armed":
+            self.feedback.show("sos_armed")
+        elif out == "cancelled":
+            self.feedback.show("sos_cancelled")
+        elif out == "raise":
+            if self.alarms.pending_kind(SOS) is None:
+                self.raise_alarm(SOS)
+            self.feedback.show("sos_raised")
 
     async def tap_task(self):
+        """The software double-tap detector, for parts without a tap engine. A double tap
+        counts only as the answer to a prompt, so the accelerometer is read only while one
+        is open: the rest of the time this task is parked."""
         accel = self.board.accel
-        if accel.hardware_taps:
-            while True:
-                self.beat("taps")
-                if await accel.double_tap(1000):
-                    await self.on_double_tap()
-        period = 1000 // self.taps.ODR_HZ
+        period = 1000 // DoubleTapDetector.ODR_HZ
         while True:
-            self.beat("taps")
-            for sample in accel.samples():
-                if self.taps.feed(sample[0], sample[1], sample[2]):
-                    await self.on_double_tap()
-            await sleep_ms(period)
+            self._park("taps")
+            await self.prompt.wait()
+            accel.start()
+            self.taps = DoubleTapDetector()
+            while self.alarms.prompted() is not None:
+                self._busy("taps")
+                for sample in accel.samples():
+                    if self.taps.feed(sample[0], sample[1], sample[2]):
+                        self.on_double_tap()
+                await sleep_ms(period)
 
-    async def on_double_tap(self):
+    def on_double_tap(self):
         counter = self.alarms.prompted()
         if counter is None:
             self.stats["taps_ignored"] += 1  # no prompt open: a tap must never raise anything
             return
         self.raise_alarm(DOUBLE_TAP, ref=counter)
-        await self.feedback.show(self.alarms.apply(counter, fsm.EV_DOUBLE_TAP))
+        self.feedback.show(self.alarms.apply(counter, fsm.EV_DOUBLE_TAP))
+
+    async def feedback_task(self):
+        while True:
+            self._park("feedback")
+            await self.feedback.ready.wait()
+            self._busy("feedback")
+            await self.feedback.play_queued()
 
     # -- links --------------------------------------------------------------------------------
 
@@ -175,42 +251,64 @@ class Wearable:
                 return True
         return False
 
+    def _link_up(self):
+        """Called by a link each time it comes up: everything waiting goes out now."""
+        self._link_came_up = True
+        self.wake.set()
+
     async def sender_task(self):
+        outbox = self.outbox
         while True:
-            self.beat("sender")
-            for entry in self.outbox.due():
-                if not self._a_link_is_up():
-                    break  # nothing could take it: leave the frame on flash unread
-                frame = self.outbox.frame(entry)
-                if frame is None:
-                    self.log("vigil: outbox entry %d unreadable on flash" % entry.counter)
-                    self.outbox.sent(entry)  # try again after its backoff
-                    continue
-                took = False
-                for link in self.links:
-                    if link.up and await link.send(frame):
-                        took = True
-                if took:
-                    self.outbox.sent(entry)
-                    self.stats["sent"] += 1
-                    self.log("vigil: tx %s" % frame.hex())
-                    await self.feedback.show(self.alarms.apply(entry.counter, fsm.EV_SENT))
-            await wait_event(self.wake, _SENDER_IDLE_MS)
-            self.wake.clear()
+            self._busy("sender")
+            wait_ms = None  # parked until an alarm is raised or a link comes up
+            if self._a_link_is_up():
+                if self._link_came_up:
+                    self._link_came_up = False
+                    outbox.all_due()
+                await self._send_due()
+                wait_ms = outbox.wait_ms()
+            self._park("sender")
+            if wait_ms is None or not self._a_link_is_up():
+                await self.wake.wait()
+            else:
+                await wait_for(self.wake, wait_ms)
+
+    async def _send_due(self):
+        outbox = self.outbox
+        for i in outbox.due():
+            if not self._a_link_is_up():
+                return  # nothing could take it: leave the frame on flash unread
+            self._busy("sender")  # progress: one frame at a time
+            counter = outbox.counters[i]
+            frame = outbox.frame(i)
+            if frame is None:
+                self.log("vigil: outbox entry %d unreadable on flash" % counter)
+                outbox.sent(i)  # try again after its backoff
+                continue
+            took = False
+            for link in self.links:
+                if link.up and await link.send(frame):
+                    took = True
+            outbox.sent(i)  # sent or not, the next try waits its backoff (or a link coming up)
+            if took:
+                self.stats["sent"] += 1
+                self.log("vigil: tx %s" % frame.hex())
+                self.feedback.show(self.alarms.apply(counter, fsm.EV_SENT))
 
     async def downlink_task(self):
+        inbox = self.inbox
         while True:
-            self.beat("downlink")
-            if not await wait_event(self.inbox.frames, 1000):
-                continue
-            for frame, link_name in self.inbox.take():
-                await self.on_downlink(frame, link_name)
+            self._park("downlink")
+            await inbox.ready.wait()
+            self._busy("downlink")
+            for frame, link_name in inbox.take():
+                self.on_downlink(frame, link_name)
 
     def _reject(self, reason):
         self.stats["rejected"][reason] = self.stats["rejected"].get(reason, 0) + 1
         self.log("vigil: rx rejected (%s)" % reason)
 
-    async def on_downlink(self, data, link_name):
+    def on_downlink(self, data, link_name):
         try:
             frame = decode(data, self.key, DOWN)
             if frame.device_id != self.config.device_id:
@@ -234,30 +332,35 @@ class Wearable:
             event = fsm.EV_ACKNOWLEDGED + frame.action - ACKNOWLEDGED
         pattern = self.alarms.apply(frame.ref, event)
         self._update_silence()
-        await self.feedback.show(pattern)
+        self.feedback.show(pattern)
+        if self.alarms.prompted() is not None:
+            self.prompt.set()
 
     # -- check-ins and battery ----------------------------------------------------------------
 
     async def checkin_task(self):
         while True:
-            self.beat("checkin")
+            self._busy("checkin")
             battery = self.board.battery_percent()
             low = battery <= self.config.low_battery_pct
             if low and not self.low_battery_reported:
                 self.low_battery_reported = True
                 if self.alarms.pending_kind(LOW_BATTERY) is None:
                     self.raise_alarm(LOW_BATTERY)
-                    await self.feedback.show("low_battery")
+                    self.feedback.show("low_battery")
             elif battery > self.config.low_battery_pct + _LOW_BATTERY_HYSTERESIS:
                 self.low_battery_reported = False
             # No link yet: try again soon rather than a whole interval later.
             wait_ms = self.config.checkin_interval_s * 1000
             if not await self.send_checkin(battery, low):
                 wait_ms = min(wait_ms, _CHECKIN_RETRY_MS)
-            start = ticks_ms()
-            while ticks_diff(ticks_ms(), start) < wait_ms:
-                self.beat("checkin")
-                await sleep_ms(min(1000, wait_ms))
+            self._park("checkin")
+            end = ticks_add(ticks_ms(), wait_ms)
+            while True:
+                left = ticks_diff(end, ticks_ms())
+                if left <= 0:
+                    break
+                await sleep_ms(min(left, self.BATTERY_CHECK_MS))
                 # Crossing the threshold is news: raise it now, not an interval later.
                 if not self.low_battery_reported and \
                         self.board.battery_percent() <= self.config.low_battery_pct:
@@ -265,11 +368,7 @@ class Wearable:
 
     async def send_checkin(self, battery, low):
         """Best effort: a check-in that finds no link up is skipped, never stored."""
-        up = False
-        for link in self.links:
-            if link.up:
-                up = True
-        if not up:
+        if not self._a_link_is_up():
             return False
         flags = ((FLAG_ALARM_OPEN if self.alarms.open else 0)
                  | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
@@ -287,53 +386,75 @@ class Wearable:
     # -- supervision --------------------------------------------------------------------------
 
     def tasks(self):
-        coros = [self.sos_task(), self.duress_task(), self.tap_task(), self.sender_task(),
-                 self.downlink_task(), self.checkin_task()]
+        """(name, coroutine function, args) of every task the wearable runs."""
+        specs = [("input", self.input_task, ()), ("sender", self.sender_task, ()),
+                 ("downlink", self.downlink_task, ()), ("checkin", self.checkin_task, ()),
+                 ("feedback", self.feedback_task, ())]  # type: list
+        if not self.board.accel.hardware_taps:
+            specs.append(("taps", self.tap_task, ()))
         for link in self.links:
-            coros.append(link.run(self.inbox))
-        return coros
+            specs.append(("link:" + link.name, link.run, (self.inbox, self._link_up)))
+        return specs
 
     async def run(self):
-        """Start every task, then supervise them: feed the watchdog only while every task and
-        link shows progress, and raise the exception of a task that has ended (they all run
-        for ever), as asyncio.gather would. Cancelling run() cancels every task. One loop
-        here, checked once a period: gather, or a supervisor task of its own, would keep
-        more on the heap."""
+        """Start every task, then supervise them: a task that ended (they all run for ever)
+        is logged, counted and started again; the watchdog is fed only while no task is
+        stalled. Cancelling run() cancels every task. One loop here, checked once a period:
+        gather, or a supervisor task of its own, would keep more on the heap."""
         self.log("vigil: firmware %s" % FIRMWARE_VERSION)
         self.log("vigil: device %s up, %d alarm(s) waiting in the outbox"
                  % (self.config.device_hex, len(self.outbox)))
+        if hasattr(gc, "threshold"):
+            # Collect before the heap is full of garbage: less fragmentation, and no long
+            # collection just when an alarm needs memory.
+            gc.collect()
+            gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+        specs = self.tasks()
         tasks = []
-        for coro in self.tasks():
-            tasks.append(asyncio.create_task(coro))
-        progress = {}  # type: dict[str, int]  # link -> its progress count when last seen
+        for name, fn, args in specs:
+            tasks.append(asyncio.create_task(fn(*args)))
         arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
         armed = False
         try:
             while True:
                 await sleep_ms(self.SUPERVISE_MS)
-                for task in tasks:
-                    if task.done():
-                        await task
+                try:
+                    for i in range(len(tasks)):
+                        if tasks[i].done():
+                            tasks[i] = await self._restart(tasks[i], specs[i])
+                    if self._reserve is None:
+                        self._reserve = bytearray(_RESERVE_BYTES)  # spent: take it back
+                except MemoryError:
+                    gc.collect()  # try again next period; the watchdog still decides below
                 now = ticks_ms()
                 if not armed:
                     if ticks_diff(now, arm_at) < 0:
                         continue
                     self.board.watchdog_start(_WATCHDOG_MS)
                     armed = True
-                for link in self.links:  # a link shows progress by its count growing
-                    name = "link:" + link.name
-                    if progress.get(name) != link.progress:
-                        progress[name] = link.progress
-                        self.beats[name] = now
-                stalled = []
-                for name, when in self.beats.items():
-                    if ticks_diff(now, when) > self.STALL_MS:
-                        stalled.append(name)
-                if stalled:
-                    self.log("vigil: stalled %s: watchdog will reset" % ",".join(stalled))
-                else:
+                stalled = None
+                for name, since in self.beats.items():
+                    if since is not None and ticks_diff(now, since) > self.STALL_MS:
+                        stalled = name
+                if stalled is None:
                     self.board.watchdog_feed()
+                else:
+                    self.log("vigil: stalled %s: watchdog will reset" % stalled)
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
             raise
+
+    async def _restart(self, task, spec):
+        name, fn, args = spec
+        try:
+            await task
+            why = "returned"
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the task starts again
+            why = repr(exc)
+        self.stats["restarts"] += 1
+        if name in self.beats:
+            self.beats[name] = None
+        gc.collect()
+        self.log("vigil: task %s died (%s): restarting" % (name, why))
+        return asyncio.create_task(fn(*args))

@@ -11,7 +11,7 @@
 #     bytes, always fits)
 #   downlinks arrive as writes (with response) on the downlink characteristic and are only
 #     handed to the inbox: the app verifies them like any other
-#   every await has a timeout, so the link shows progress to the supervisor
+#   every radio await has a timeout; while idle the link waits for a central inside aioble
 import asyncio
 import struct
 
@@ -42,7 +42,7 @@ class BleLink:
         self.urgent = urgent
         self.log = log
         self.up = False
-        self.progress = 0
+        self.status = "advertising"
         self.connects = 0
         self.connection = None
         service = aioble.Service(uuid(SERVICE))
@@ -55,9 +55,8 @@ class BleLink:
         self._service_uuid = uuid(SERVICE)
         self._manufacturer = (COMPANY_ID, struct.pack(">I", config.device_id))
 
-    async def run(self, inbox):
+    async def run(self, inbox, woke=None):
         while True:
-            self.progress += 1
             interval = self.ADV_FAST_US if self.urgent() else self.ADV_SLOW_US
             try:
                 connection = await self.aioble.advertise(
@@ -66,21 +65,25 @@ class BleLink:
             except asyncio.TimeoutError:
                 continue  # nobody connected in this window
             except OSError as exc:
-                self.log("ble: advertising failed (%r)" % (exc,))
+                self.status = "advertising failed (%r)" % (exc,)
+                self.log("ble: " + self.status)
                 await sleep_ms(self.ADV_WINDOW_MS)
                 continue
             self.connection = connection
             self.connects += 1
             self.up = True
+            self.status = ""
+            if woke is not None:
+                woke()
             try:
                 await self._serve(connection, inbox)
             finally:
                 self.up = False
+                self.status = "advertising"
                 self.connection = None
 
     async def _serve(self, connection, inbox):
         while connection.is_connected():
-            self.progress += 1
             try:
                 written = await self._downlink.written(timeout_ms=self.WRITE_WAIT_MS)
             except asyncio.TimeoutError:

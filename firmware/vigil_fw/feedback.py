@@ -6,7 +6,10 @@
 #   "received" (the gateway has it) must never feel like "help is coming"
 #   the prompt pattern is distinct from every other one: the wearer must recognise it
 #   duress: nothing. alarms.py returns no pattern for a DURESS alarm, and Feedback.show()
-#     itself refuses to run while any duress alarm is open
+#     itself refuses to queue while any duress alarm is open (and drops what was queued
+#     before one opened)
+from .clock import Flag
+
 COLOURS = (None, "red", "amber", "green", "blue")
 
 PATTERNS = {
@@ -33,21 +36,37 @@ def pulses(pattern):
 
 
 class Feedback:
-    """Plays patterns on the board's vibration motor and LED. Records the last PLAYED_KEPT
-    patterns it played (for the console and tests; a record that grew forever would leak)."""
+    """Plays patterns on the board's vibration motor and LED, in its own task: show() only
+    queues the pattern, so no input or link waits while the motor runs. Records the last
+    PLAYED_KEPT patterns it played (for the console and tests; a record that grew forever
+    would leak)."""
 
     PLAYED_KEPT = 16
+    _QUEUED = 4  # patterns waiting to be played; an older one gives way to a newer one
 
     def __init__(self, board):
         self.board = board
         self.played = []
+        self.queued = []
         self.duress_open = False  # kept up to date by the app while any duress alarm is open
+        self.ready = Flag()
 
-    async def show(self, name):
+    def show(self, name):
         if name is None or self.duress_open:
             return
-        pattern = PATTERNS[name]
-        if len(self.played) >= self.PLAYED_KEPT:
-            self.played.pop(0)
-        self.played.append(name)
-        await self.board.play(pulses(pattern), COLOURS[pattern[0]])
+        if len(self.queued) >= self._QUEUED:
+            self.queued.pop(0)
+        self.queued.append(name)
+        self.ready.set()
+
+    async def play_queued(self):
+        while self.queued:
+            name = self.queued.pop(0)
+            if self.duress_open:  # a duress alarm opened since it was queued: nothing at all
+                self.queued = []
+                return
+            if len(self.played) >= self.PLAYED_KEPT:
+                self.played.pop(0)
+            self.played.append(name)
+            pattern = PATTERNS[name]
+            await self.board.play(pulses(pattern), COLOURS[pattern[0]])

@@ -18,6 +18,12 @@ def seal(payload):
     return payload + struct.pack(">I", binascii.crc32(payload) & 0xFFFFFFFF)
 
 
+def crc_ok(buf, n):
+    """Whether the first `n` bytes of `buf` are an intact sealed record (read in place)."""
+    return n >= 4 and struct.unpack_from(">I", buf, n - 4)[0] == \
+        binascii.crc32(memoryview(buf)[:n - 4]) & 0xFFFFFFFF
+
+
 def unseal(data):
     """The payload of an intact sealed record, or None for a torn or foreign one."""
     if data is None or len(data) < 4:
@@ -50,6 +56,22 @@ class Flash:
                 return f.read()
         except OSError:
             return None
+
+    def read_into(self, name, buf):
+        """Read `name` into `buf` (a sized read: no new block of heap); the byte count, or -1
+        when there is no such file."""
+        try:
+            with open(self.path(name), "rb") as f:
+                return f.readinto(buf)
+        except OSError:
+            return -1
+
+    def exists(self, name):
+        try:
+            os.stat(self.path(name))
+            return True
+        except OSError:
+            return False
 
     def write(self, name, data):
         with open(self.path(name), "wb") as f:

@@ -10,7 +10,7 @@
 #   ARMED   + down            -> IDLE     emits "cancelled"  (press again to cancel)
 #   ARMED   + CANCEL_MS passed-> IDLE     emits "raise"      (the SOS alarm is raised)
 #   anything else             -> no change
-from .clock import ticks_diff
+from .clock import ticks_add, ticks_diff, ticks_ms
 
 IDLE = "idle"
 HOLDING = "holding"
@@ -57,11 +57,19 @@ class SosButton:
 
     def __init__(self):
         self.state = IDLE
-        self.since = 0
+        self.since = ticks_ms()  # meaningful once a press starts
+
+    def due_at(self):
+        """When a TICK would next change something (ticks_ms), or None while idle: the input
+        task sleeps until then, or until the next edge."""
+        if self.state == HOLDING:
+            return ticks_add(self.since, self.HOLD_MS)
+        if self.state == ARMED:
+            return ticks_add(self.since, self.CANCEL_MS)
+        return None
 
     def _due(self, t_ms):
-        wait = self.HOLD_MS if self.state == HOLDING else self.CANCEL_MS
-        return ticks_diff(t_ms, self.since) >= wait
+        return ticks_diff(t_ms, self.due_at()) >= 0
 
     def feed(self, what, t_ms):
         """Feed DOWN, UP or TICK at time t_ms. Returns "armed", "cancelled", "raise" or None."""

@@ -1,51 +1,50 @@
-# The real board: the only module that touches machine and network. IRQ handlers only set
-# a clock.Flag (a plain attribute store, safe in an IRQ); the tasks, polling it with
-# wait_event, read the pins and do the work.
+# The real board: the only module that touches machine and network. IRQ handlers only record
+# the edge and its time in the board's EdgeRing (hard IRQs: nothing is allocated) and wake
+# the input task, which does the work.
 import machine
-import network
 
 from . import board as pins
-from .clock import Flag, sleep_ms, ticks_ms, wait_event
+from . import inputs
+from .clock import sleep_ms
 from .flash import Flash
 from .lis3dh import LIS3DH, AccelError
+from .wifi import WiFi
 
 
 class Button:
-    def __init__(self, pin_no):
+    def __init__(self, ring, pin_no, down_code):
         self.pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
-        self.flag = Flag()
-        self.level = self.pin.value()
-        self.pin.irq(lambda _pin: self.flag.set(), machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING)
+        self._ring = ring
+        self._down = down_code
+        # Bound once here: an IRQ must not build a bound method each time it fires.
+        self.pin.irq(self._edge, machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING, hard=True)
 
-    async def event(self, timeout_ms):
-        if not await wait_event(self.flag, timeout_ms):
-            return None
-        self.flag.clear()
-        await sleep_ms(pins.DEBOUNCE_MS)
-        level = self.pin.value()
-        if level == self.level:
-            return None  # a bounce
-        self.level = level
-        return ("down" if level == 0 else "up", ticks_ms())
+    def _edge(self, pin):
+        # Active low: level 0 is a press. The input task debounces.
+        self._ring.push(self._down + pin.value())
 
 
 class Accel:
-    def __init__(self, i2c):
+    def __init__(self, ring, i2c):
         self.part = LIS3DH(i2c, pins.ACCEL_ADDRESS)
         self.hardware_taps = True
-        self.flag = Flag()
+        self._ring = ring
         try:
             self.part.start()
         except (OSError, AccelError):
             self.hardware_taps = False  # no tap engine answering: the app samples instead
             return
         self.int_pin = machine.Pin(pins.ACCEL_INT1_PIN, machine.Pin.IN)
-        self.int_pin.irq(lambda _pin: self.flag.set(), machine.Pin.IRQ_RISING)
+        self.int_pin.irq(self._tap, machine.Pin.IRQ_RISING, hard=True)
 
-    async def double_tap(self, timeout_ms):
-        if not await wait_event(self.flag, timeout_ms):
-            return False
-        self.flag.clear()
+    def _tap(self, _pin):
+        self._ring.push(inputs.TAP)
+
+    def start(self):
+        pass  # the part runs at its data rate all the time (its tap engine needs it)
+
+    def double_tapped(self):
+        """Read (and clear) the tap engine's source register after its interrupt."""
         return self.part.double_tapped()
 
     def samples(self):
@@ -55,35 +54,17 @@ class Accel:
             return ()
 
 
-class WiFi:
-    RETRY_MS = 2000
-
-    def __init__(self, config):
-        self.config = config
-        self.wlan = network.WLAN(network.STA_IF)
-
-    async def connect(self):
-        if self.wlan.isconnected():
-            return
-        self.wlan.active(True)
-        self.wlan.connect(self.config["ssid"], self.config.get("password", ""))
-        for _ in range(30):
-            if self.wlan.isconnected():
-                return
-            await sleep_ms(500)
-        raise OSError("wifi: no connection to %s" % self.config["ssid"])
-
-
 class Board:
     name = "esp32"
 
     def __init__(self, wifi_config=None):
         self.flash = Flash(pins.FLASH_ROOT)
-        self.sos_button = Button(pins.SOS_BUTTON_PIN)
-        self.duress_button = Button(pins.DURESS_BUTTON_PIN)
+        self.inputs = inputs.EdgeRing()
+        self.sos_button = Button(self.inputs, pins.SOS_BUTTON_PIN, inputs.SOS_DOWN)
+        self.duress_button = Button(self.inputs, pins.DURESS_BUTTON_PIN, inputs.DURESS_DOWN)
         i2c = machine.I2C(pins.I2C_ID, sda=machine.Pin(pins.I2C_SDA_PIN),
                           scl=machine.Pin(pins.I2C_SCL_PIN), freq=pins.I2C_FREQ)
-        self.accel = Accel(i2c)
+        self.accel = Accel(self.inputs, i2c)
         self.motor = machine.Pin(pins.VIBRATION_PIN, machine.Pin.OUT, value=0)
         self.leds = {c: machine.Pin(p, machine.Pin.OUT, value=0) for c, p in pins.LED_PINS.items()}
         self.adc = machine.ADC(machine.Pin(pins.BATTERY_ADC_PIN))

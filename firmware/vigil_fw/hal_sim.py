@@ -1,28 +1,23 @@
 # A simulated board with the same interface as hal_esp32.Board: buttons, accelerometer,
 # battery, vibration/LED, watchdog and flash. It lets the firmware core run unchanged on the
-# MicroPython unix port (tests, benchmarks) and on CPython (the simulator).
-from .clock import Flag, sleep_ms, ticks_ms, wait_event
+# MicroPython unix port (tests, benchmarks) and on CPython (the simulator). The buttons and
+# the tap engine push edges into the board's EdgeRing exactly as the real IRQs do.
+from . import inputs
+from .clock import sleep_ms
 from .flash import Flash
 
 REST = (0, 0, 1000)  # a still wrist: 1 g on z
 
 
 class SimButton:
-    def __init__(self):
-        self._events = []
-
-    def _push(self, level):
-        self._events.append((level, ticks_ms()))  # what the IRQ + pin read would give
-
-    async def event(self, timeout_ms):
-        if not self._events:
-            await wait_event(self._events, timeout_ms)
-        return self._events.pop(0) if self._events else None
+    def __init__(self, ring, down_code):
+        self._ring = ring
+        self._down = down_code  # the up edge is the next code
 
     async def hold(self, ms):
-        self._push("down")
+        self._ring.push(self._down)
         await sleep_ms(ms)
-        self._push("up")
+        self._ring.push(self._down + 1)
 
     async def presses(self, times, gap_ms=150, hold_ms=60):
         for _ in range(times):
@@ -31,10 +26,15 @@ class SimButton:
 
 
 class SimAccel:
-    def __init__(self, hardware_taps=False):
+    def __init__(self, ring, hardware_taps=False):
         self.hardware_taps = hardware_taps
+        self._ring = ring
         self._queue = []
-        self._flag = Flag()
+
+    def start(self):
+        """The app wants samples from now on: what was fed before is gone, as it is on a
+        part that was not being read."""
+        self._queue = []
 
     def feed(self, samples):
         """Queue raw samples (mg) for the software detector."""
@@ -49,12 +49,10 @@ class SimAccel:
 
     def hw_double_tap(self):
         """The tap engine's interrupt fired."""
-        self._flag.set()
+        self._ring.push(inputs.TAP)
 
-    async def double_tap(self, timeout_ms):
-        fired = await wait_event(self._flag, timeout_ms)
-        self._flag.clear()
-        return fired
+    def double_tapped(self):
+        return True
 
 
 class SimBoard:
@@ -62,9 +60,10 @@ class SimBoard:
 
     def __init__(self, flash_root, hardware_taps=False, flash=None):
         self.flash = flash if flash is not None else Flash(flash_root)
-        self.sos_button = SimButton()
-        self.duress_button = SimButton()
-        self.accel = SimAccel(hardware_taps)
+        self.inputs = inputs.EdgeRing()
+        self.sos_button = SimButton(self.inputs, inputs.SOS_DOWN)
+        self.duress_button = SimButton(self.inputs, inputs.DURESS_DOWN)
+        self.accel = SimAccel(self.inputs, hardware_taps)
         self.battery = 90
         self.network = None
         self.played = []  # every (pulses, colour) the motor and LED were driven with

@@ -98,7 +98,7 @@ class MqttLink:
             except OSError:
                 pass
 
-    async def run(self, inbox):
+    async def run(self, inbox, woke=None):
         self._inbox = inbox
         delay = self.RETRY_FIRST_MS
         while True:
@@ -110,6 +110,8 @@ class MqttLink:
                 self.log("mqtt: connected to %s:%d" % (self.config.mqtt["host"],
                                                        self.config.mqtt["port"]))
                 delay = self.RETRY_FIRST_MS
+                if woke is not None:
+                    woke()
                 last_ping = ticks_ms()
                 while self._client is not None:  # until a failed send drops the link
                     self.progress += 1

@@ -11,32 +11,20 @@
 #   bounded at CAPACITY entries; when full, a new alarm may replace the oldest entry of an
 #     EVICTABLE kind; SOS, DURESS, FALL and DOUBLE_TAP are never evicted. Check-ins never
 #     enter the outbox.
+#   memory is decided at boot: an entry is a slot in fixed tables (no object per alarm), and
+#     frames are read back into one buffer, so a full outbox needs no new block of heap
 import random
 
-from vigil_protocol.frames import HEADER_LEN, LOW_BATTERY, NO_MOTION, peek
+from vigil_protocol.frames import HEADER_LEN, LOW_BATTERY, MAX_FRAME, NO_MOTION, peek
 
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .flash import TMP, read_sealed, unseal, write_atomic
+from .flash import TMP, crc_ok, write_atomic
 
 EVICTABLE = (LOW_BATTERY, NO_MOTION)
 
 
-class Entry:
-    # The frame itself stays on flash (Outbox.frame reads it for each send): a full outbox
-    # in RAM would otherwise hold ~2.4 KB of frames on a heap that has ~4 KB to spare.
-    def __init__(self, counter, kind):
-        self.counter = counter
-        self.kind = kind
-        self.attempts = 0
-        self.next_try = ticks_ms()  # due at once
-
-
 def _path(counter):
     return "ob/%08x" % counter
-
-
-def _order(entry):
-    return -1 if entry is None else entry.counter  # empty slots first
 
 
 class Outbox:
@@ -47,39 +35,88 @@ class Outbox:
     def __init__(self, flash):
         self.flash = flash
         flash.mkdir("ob")
-        # Fixed slots, allocated once at boot: a dict that grows while alarms pile up (out of
-        # reach) needs a larger contiguous block each time, which a fragmented 64 KiB heap
-        # may not have just when the wearer needs it.
-        self.slots: list = [None] * self.CAPACITY  # Entry or None
-        bases = set()
-        for n in flash.listdir("ob"):
-            bases.add(n[:-len(TMP)] if n.endswith(TMP) else n)
-        for base in sorted(bases):
-            name = "ob/" + base
-            frame = read_sealed(flash, name)
+        n = self.CAPACITY
+        # Slot i holds one entry while used[i]. Allocated once, here: tables that grew while
+        # alarms pile up (out of reach) would need a larger block each time, which a
+        # fragmented heap may not have just when the wearer needs it.
+        self.used = bytearray(n)
+        self._size = 0
+        self.counters = [0] * n  # type: list
+        self.kinds = bytearray(n)
+        self.attempts = bytearray(n)
+        self.next_try = [0] * n  # type: list
+        self._buf = bytearray(MAX_FRAME + 4)  # one sealed frame read back from flash
+        names = flash.listdir("ob")
+        for name in names:
+            base = name[:-len(TMP)] if name.endswith(TMP) else name
+            if base != name and base in names:
+                continue  # handled under the main file's name
+            path = "ob/" + base
+            frame = self._read(path)
             if frame is None:  # torn before it was whole: it was never sent
-                flash.remove(name)
-                flash.remove(name + TMP)
+                flash.remove(path)
+                flash.remove(path + TMP)
                 continue
-            if unseal(flash.read(name)) != frame or flash.read(name + TMP) is not None:
-                write_atomic(flash, name, frame)  # finish what a power cut interrupted
+            if base != name or flash.exists(path + TMP) or not self._intact(path):
+                write_atomic(flash, path, bytes(frame))  # finish what a power cut interrupted
             # More entries than slots only if a firmware with a larger CAPACITY wrote them:
             # the rest stay on flash and load at a later boot, once these are acknowledged.
-            if len(self) < self.CAPACITY:
-                counter = peek(frame).counter
-                self.slots[self.slots.index(None)] = Entry(counter, frame[HEADER_LEN])
+            if len(self) < n:
+                self._take(peek(frame).counter, frame[HEADER_LEN])
+
+    # -- slots --------------------------------------------------------------------------------
 
     def __len__(self):
-        return self.CAPACITY - self.slots.count(None)
+        return self._size
+
+    def _take(self, counter, kind):
+        i = 0
+        while self.used[i]:
+            i += 1
+        self.used[i] = 1
+        self._size += 1
+        self.counters[i] = counter
+        self.kinds[i] = kind
+        self.attempts[i] = 0
+        self.next_try[i] = ticks_ms()  # due at once
+
+    def _find(self, counter):
+        for i in range(self.CAPACITY):
+            if self.used[i] and self.counters[i] == counter:
+                return i
+        return None
 
     def has(self, counter):
         return self._find(counter) is not None
 
-    def _find(self, counter):
-        for i in range(self.CAPACITY):
-            entry = self.slots[i]
-            if entry is not None and entry.counter == counter:
-                return i
+    def oldest_first(self):
+        """Slot numbers of the entries in counter order (read counters[i], kinds[i]). Walks
+        the fixed tables: no list of entries is built while the heap is at its fullest."""
+        last = -1
+        while True:
+            best = -1
+            for i in range(self.CAPACITY):
+                if self.used[i] and self.counters[i] > last and (
+                        best < 0 or self.counters[i] < self.counters[best]):
+                    best = i
+            if best < 0:
+                return
+            last = self.counters[best]
+            yield best
+
+    # -- flash --------------------------------------------------------------------------------
+
+    def _intact(self, path):
+        n = self.flash.read_into(path, self._buf)
+        return n >= 4 and crc_ok(self._buf, n)
+
+    def _read(self, path):
+        """The payload of the newest intact copy of `path` (a view of the read buffer, valid
+        until the next read), or None."""
+        for name in (path, path + TMP):
+            n = self.flash.read_into(name, self._buf)
+            if n >= 4 and crc_ok(self._buf, n):
+                return memoryview(self._buf)[:n - 4]
         return None
 
     def add(self, counter, kind, frame):
@@ -87,51 +124,64 @@ class Outbox:
         full and nothing may be evicted for it."""
         if len(self) >= self.CAPACITY:
             victim = None
-            for entry in self.oldest_first():
-                if entry.kind in EVICTABLE:
-                    victim = entry
+            for i in self.oldest_first():
+                if self.kinds[i] in EVICTABLE:
+                    victim = self.counters[i]
                     break
             if victim is None or kind in EVICTABLE:
                 return False
-            self.remove(victim.counter)
+            self.remove(victim)
         write_atomic(self.flash, _path(counter), frame)
-        self.slots[self.slots.index(None)] = Entry(counter, kind)
+        self._take(counter, kind)
         return True
 
-    def frame(self, entry):
-        """The exact bytes stored for `entry` (None if flash no longer reads back intact)."""
-        return read_sealed(self.flash, _path(entry.counter))
+    def frame(self, i):
+        """The exact bytes stored for slot `i` (None if flash no longer reads back intact)."""
+        frame = self._read(_path(self.counters[i]))
+        return None if frame is None else bytes(frame)
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""
         i = self._find(counter)
-        if i is not None:
-            self.slots[i] = None
-            name = _path(counter)
-            self.flash.remove(name)
-            self.flash.remove(name + TMP)
-            return True
-        return False
+        if i is None:
+            return False
+        self.used[i] = 0
+        self._size -= 1
+        name = _path(counter)
+        self.flash.remove(name)
+        self.flash.remove(name + TMP)
+        return True
 
-    def oldest_first(self):
-        """The entries in counter order. The slots are sorted in place and walked, so no list
-        is built each round (a list of every entry, made while the heap is at its fullest,
-        is exactly the block that may not be there)."""
-        self.slots.sort(key=_order)
-        for entry in self.slots:
-            if entry is not None:
-                yield entry
+    # -- retransmission -----------------------------------------------------------------------
 
     def due(self, now=None):
         now = ticks_ms() if now is None else now
-        for entry in self.oldest_first():
-            if ticks_diff(now, entry.next_try) >= 0:
-                yield entry
+        for i in self.oldest_first():
+            if ticks_diff(now, self.next_try[i]) >= 0:
+                yield i
 
-    def sent(self, entry, now=None):
-        """`entry` went out on a link: schedule its retransmission."""
+    def wait_ms(self, now=None):
+        """How long until the next entry is due (0 if one is), or None when empty."""
         now = ticks_ms() if now is None else now
-        entry.attempts += 1
-        delay = min(self.RETRY_FIRST_MS << min(entry.attempts - 1, 16), self.RETRY_MAX_MS)
+        soonest = None
+        for i in range(self.CAPACITY):
+            if self.used[i]:
+                left = ticks_diff(self.next_try[i], now)
+                if soonest is None or left < soonest:
+                    soonest = left
+        return None if soonest is None else max(0, soonest)
+
+    def all_due(self, now=None):
+        """A link has just come up: every entry may go out at once."""
+        now = ticks_ms() if now is None else now
+        for i in range(self.CAPACITY):
+            self.next_try[i] = now
+
+    def sent(self, i, now=None):
+        """Slot `i` went out on a link: schedule its retransmission."""
+        now = ticks_ms() if now is None else now
+        attempts = min(self.attempts[i] + 1, 255)
+        self.attempts[i] = attempts
+        delay = min(self.RETRY_FIRST_MS << min(attempts - 1, 16), self.RETRY_MAX_MS)
         delay += (random.getrandbits(16) * (delay // 2)) // 65536 - delay // 4
-        entry.next_try = ticks_add(now, delay)
+        self.next_try[i] = ticks_add(now, delay)

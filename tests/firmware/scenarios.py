@@ -35,6 +35,7 @@ Outbox.RETRY_FIRST_MS = S.get("retry_ms", 300)
 Outbox.RETRY_MAX_MS = 1000
 SosButton.HOLD_MS = 300
 SosButton.CANCEL_MS = 400
+Wearable.BATTERY_CHECK_MS = 200
 MqttLink.RETRY_FIRST_MS = 100
 MqttLink.RETRY_MAX_MS = 500
 
@@ -270,17 +271,18 @@ async def battery():
 
 
 class StalledLink:
-    """A link whose task hangs: it never shows progress."""
+    """A link that takes a frame and never returns: the sender is stuck mid-send."""
     name = "stalled"
-    up = False
-    progress = 0
+    up = True
+    status = ""
 
-    async def run(self, inbox):
+    async def run(self, inbox, woke):
         while True:
             await asyncio.sleep_ms(1000)
 
     async def send(self, frame):
-        return False
+        while True:
+            await asyncio.sleep_ms(1000)
 
 
 async def watchdog():
@@ -295,6 +297,8 @@ async def watchdog():
     w2, board2 = boot(S["device"], S["fs"], links=False)
     w2.links = [StalledLink()]
     task = asyncio.create_task(w2.run())
+    await asyncio.sleep_ms(200)
+    w2.raise_alarm(1)  # the sender takes it to the stalled link and never comes back
     await asyncio.sleep_ms(1000)  # well past STALL_MS: feeding has stopped by now
     fed_soon_after = board2.watchdog_feeds
     await asyncio.sleep_ms(1000)

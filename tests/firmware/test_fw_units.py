@@ -43,6 +43,17 @@ class MemoryFlash:
         prefix = name + "/"
         return sorted(k[len(prefix):] for k in self.files if k.startswith(prefix))
 
+    def read_into(self, name, buf):
+        data = self.files.get(name)
+        if data is None:
+            return -1
+        n = min(len(data), len(buf))
+        buf[:n] = data[:n]
+        return n
+
+    def exists(self, name):
+        return name in self.files
+
 
 class Gestures(unittest.TestCase):
     def test_four_quick_presses_are_the_duress_gesture(self):
@@ -223,6 +234,49 @@ class OutboxBound(unittest.TestCase):
         self.assertEqual((len(box), box.has(1)), (Outbox.CAPACITY, False))
         self.assertFalse(add(102, SOS))  # nothing left that may go
         self.assertEqual(len(box), Outbox.CAPACITY)
+
+
+    def test_a_reboot_reloads_every_entry_and_sends_the_exact_bytes(self):
+        import vigil_protocol as p
+        from vigil_fw.outbox import Outbox
+        flash = MemoryFlash()
+        box = Outbox(flash)
+        frames = {}
+        for counter in (7, 3, 5):
+            frames[counter] = p.encode(p.Alarm(0x00C0FFEE, counter, SOS), bytes(32))
+            box.add(counter, SOS, frames[counter])
+        flash.files["ob/%08x" % 9 + TMP] = b"torn"  # a write cut short: never sent
+        again = Outbox(flash)
+        order = [again.counters[i] for i in again.oldest_first()]
+        self.assertEqual(order, [3, 5, 7])
+        sent = [again.frame(i) for i in again.oldest_first()]
+        self.assertEqual(sent, [frames[3], frames[5], frames[7]])
+        self.assertFalse(("ob/%08x" % 9 + TMP) in flash.files)
+        self.assertEqual(again.wait_ms(), 0)  # all due at once after a reboot
+        for i in list(again.oldest_first()):
+            again.sent(i)
+        self.assertTrue(again.wait_ms() >= Outbox.RETRY_FIRST_MS * 3 // 4)
+
+
+class EdgeRingOrder(unittest.TestCase):
+    def test_edges_come_out_in_order_with_their_times_and_an_overrun_is_counted(self):
+        from vigil_fw import inputs
+        ring = inputs.EdgeRing()
+        self.assertEqual(ring.pop(), -1)
+        for i in range(40):  # 8 more than it holds: the oldest 8 are overwritten
+            ring.push(i % 5)
+            ring.times[(ring.head - 1) & 31] = 1000 + i  # as if 1 ms apart
+        self.assertEqual(ring.lost, 8)
+        got = []
+        while True:
+            code = ring.pop()
+            if code < 0:
+                break
+            got.append((code, ring.time))
+        want = []
+        for i in range(8, 40):
+            want.append((i % 5, 1000 + i))
+        self.assertEqual(got, want)
 
 
 class Patterns(unittest.TestCase):

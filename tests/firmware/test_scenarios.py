@@ -71,7 +71,9 @@ def test_prompt_then_double_tap_answers_that_alarm(scenario, fake_gateway):
 
     gw = fake_gateway(policy)
     report = scenario("prompt_and_double_tap")
-    assert report["ignored_without_prompt"] == 1 and report["raised_before_sos"] == 0
+    # With no prompt open the software detector does not read the accelerometer at all (it
+    # samples only while a prompt waits for the answer): the taps are not even seen.
+    assert report["ignored_without_prompt"] == 0 and report["raised_before_sos"] == 0
     assert report["prompted"] and report["confirmed"] and report["answered"]
     kinds = [(f.kind, f.ref) for f in gw.wait_frames("alarm", 2)]
     assert kinds == [(p.SOS, 0), (p.DOUBLE_TAP, report["sos_counter"])]
@@ -136,7 +138,7 @@ def test_checkins_carry_battery_and_low_battery_raises_one_alarm(scenario, fake_
     assert report["raised"] == 1 and "low_battery" in report["feedback"]
 
 
-def test_watchdog_is_fed_only_while_every_task_progresses(scenario):
+def test_watchdog_is_fed_only_while_no_task_is_stuck_mid_work(scenario):
     report = scenario("watchdog")
     assert report["timeout"] == 30000 and report["healthy"] >= 5
     # Fed at first (the stall is not yet STALL_MS old), then never again.

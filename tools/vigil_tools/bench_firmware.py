@@ -1,95 +1,308 @@
 """`vigil bench firmware` and `vigil bench taps`: the wearable's budgets, printed as figures.
 
-firmware: builds the mpy-cross bundle and its ROMFS image, then boots the real firmware core
-(simulated board, real MQTT link to a local Mosquitto) on the MicroPython unix port with the
-heap capped at 64 KiB and the image mapped as a board's ROMFS partition (romfs.py), and
-prints the heap in use after boot and the growth per raised alarm. The baseline, in the same
-run: the same boot with the bundle loaded from the filesystem (bytecode copied into the heap,
-as on a board without ROMFS), with a heap large enough for it.
+firmware: builds the mpy-cross bundle and its ROMFS image, then runs the real firmware core
+(simulated board with the tap engine the LIS3DH has, real MQTT link to a local Mosquitto) on
+the MicroPython unix port, with the heap capped (64 KiB by default) and the image mapped as a
+board's ROMFS partition (romfs.py), through its life with a gateway out of reach:
+
+  1. boot on empty flash, link up; raise N alarms that nobody acknowledges (the outbox holds
+     24 and refuses the rest);
+  2. reboot (a new process) with that full outbox, link up, and drain it: a gateway on the
+     broker acknowledges every alarm;
+  3. boot once more and stay idle (link up, no alarm) for a few seconds, counting every task
+     wake-up (asyncio's sleeps, flag waits and stream reads are wrapped to count returns).
+
+Every phase counts task deaths and restarts (the app's supervisor restarts a task that raised)
+and samples the live heap (after a collection) at each step: the peak, and the largest block
+that can still be allocated at the peak. The command fails if any task died. The baseline, in
+the same run: the same boot with the bundle loaded from files (bytecode in the heap). Where the
+32-bit build with the firmware frozen in is available (vigil_tools.mpy32), phases 1 and 2 also
+run on it, as a production image: its figures have an ESP32's object sizes.
 taps: scores the software double-tap detector on synthetic traces.
 """
 import json
 import pathlib
+import subprocess
 import tempfile
+import threading
+import time
 
 from . import ToolError, firmware_build, micropython
 from .broker import Mosquitto
 
-# Runs on MicroPython with the bundle first on its path.
-_HEAP_SCRIPT = """
+DEVICE = "00c0ffee"
+KEY_HEX = "6b" * 32
+
+# Device side, run on MicroPython with the bundle on its path. Prints "FIGURES <json>".
+_PHASE_SCRIPT = """
 import gc, sys, json
+S = json.loads(sys.stdin.read())
 gc.collect()
 base = gc.mem_alloc()
 import asyncio
+WAKES = [0]
+if S["count_wakes"]:
+    def _counted(fn):
+        async def wrapper(*args):
+            r = await fn(*args)
+            WAKES[0] += 1
+            return r
+        return wrapper
+    asyncio.sleep_ms = _counted(asyncio.sleep_ms)
+    asyncio.sleep = _counted(asyncio.sleep)
+    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait)
+    asyncio.StreamReader.read = _counted(asyncio.StreamReader.read)
+    asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly)
 from vigil_fw.app import Wearable
 from vigil_fw.config import Config
 from vigil_fw.hal_sim import SimBoard
 from vigil_fw.mqtt_link import MqttLink
-S = json.loads(sys.stdin.read())
 gc.collect()
 imported = gc.mem_alloc()
-cfg = Config({"version": 1, "device_id": "00c0ffee", "key": "6b" * 32,
-              "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": "00c0ffee",
+cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
+              "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": S["device"],
                        "password": "bench"}})
-board = SimBoard(S["fs"])
+board = SimBoard(S["fs"], hardware_taps=True)
 w = Wearable(board, cfg, [MqttLink(cfg, log=lambda m: None)], log=lambda m: None)
-async def main():
-    t = asyncio.create_task(w.run())
-    for _ in range(100):
-        if w.links[0].up:
-            break
+F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
+     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
+
+def largest_free():
+    gc.collect()
+    lo, hi = 0, gc.mem_free()
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid - 1
+    return lo
+
+def sample(block=False):
+    gc.collect()
+    used = gc.mem_alloc()
+    if used > F["heap_peak_bytes"]:
+        F["heap_peak_bytes"] = used
+        if block:
+            F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    return used
+
+async def until(pred, ms):
+    t = 0
+    while not pred() and t < ms:
         await asyncio.sleep_ms(20)
+        t += 20
+    return pred()
+
+async def main():
+    run = asyncio.create_task(w.run())
+    F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
     await asyncio.sleep_ms(300)
-    gc.collect()
-    booted = gc.mem_alloc()
-    free_after_boot = gc.mem_free()
-    n = S["alarms"]
-    for i in range(n):
-        w.raise_alarm((1, 2, 4)[i % 3])
-        await asyncio.sleep_ms(50)
-    gc.collect()
-    grown = gc.mem_alloc()
-    t.cancel()
-    print("heap_base_bytes=%d heap_imported_bytes=%d heap_after_boot_bytes=%d "
-          "heap_per_alarm_bytes=%d heap_free_after_boot_bytes=%d link_up=%d alarms_sent=%d "
-          "alarms_queued=%d heap_free_at_end_bytes=%d"
-          % (base, imported, booted, (grown - booted) // n, free_after_boot,
-             1 if w.links[0].up else 0, w.stats["sent"], len(w.outbox), gc.mem_free()))
+    F["heap_after_boot_bytes"] = sample(True)
+    F["heap_free_after_boot_bytes"] = gc.mem_free()
+    if S["phase"] == "fill":
+        for i in range(S["alarms"]):
+            w.raise_alarm((1, 2, 4)[i % 3])
+            await asyncio.sleep_ms(50)
+            sample()
+        await until(lambda: w.stats["sent"] >= len(w.outbox), 3000)
+        sample(True)
+        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    elif S["phase"] == "drain":
+        print("READY")
+        t = 0
+        while len(w.outbox) and t < 20000:
+            await asyncio.sleep_ms(100)
+            t += 100
+            sample()
+        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    else:  # idle
+        await asyncio.sleep_ms(1000)
+        WAKES[0] = 0
+        await asyncio.sleep_ms(S["idle_ms"])
+        F["wakeups"] = WAKES[0] - 1  # this task's own sleep returning
+    F["heap_free_at_end_bytes"] = gc.mem_free()
+    F["queued_at_end"] = len(w.outbox)
+    F["alarms_sent"] = w.stats["sent"]
+    F["task_restarts"] = w.stats["restarts"]
+    F["memory_retries"] = w.stats["memory_retries"]
+    F["run_died"] = 1 if run.done() else 0
+    run.cancel()
+    print("FIGURES " + json.dumps(F))
+
 asyncio.run(main())
 """
 
-
 BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
+IDLE_MS = 5000
 
 
-def _boot(tmp, broker, alarms, **layout):
-    flash = tempfile.mkdtemp(dir=tmp)
+class _Gateway:
+    """The gateway's side on the broker, for the drain phase: a RECEIVED ack, signed with the
+    device key, for every alarm it sees while `acking`."""
+
+    def __init__(self, port):
+        import paho.mqtt.client as mqtt
+
+        import vigil_protocol as p
+        self.p = p
+        self.key = p.DeviceKey(bytes.fromhex(KEY_HEX))
+        self.acking = False
+        self.counter = 0
+        self.acked = set()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("vigil/up/+", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg):
+        p = self.p
+        try:
+            frame = p.decode(msg.payload, self.key, p.UP)
+        except p.RemoteProtocolError:
+            return
+        if self.acking and frame.NAME == "alarm":
+            self.counter += 1
+            self.acked.add(frame.counter)
+            ack = p.encode(p.Ack(frame.device_id, self.counter, frame.counter, p.RECEIVED),
+                           self.key)
+            client.publish("vigil/down/" + DEVICE, ack, qos=1)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _phase(cmd, env, settings, gateway=None, timeout=90):
+    """Run one phase; its FIGURES, or a ToolError saying how it failed."""
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(json.dumps(settings))
+    proc.stdin.close()
+    figures = None
+    lines = []
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
     try:
-        out = micropython.run(_HEAP_SCRIPT, stdin=json.dumps(
-            {"port": broker.port, "alarms": alarms, "fs": flash}), **layout)
-    except ToolError as exc:
-        if "MemoryError" in str(exc):
-            where = [line.strip() for line in str(exc).splitlines() if "File" in line][-2:]
-            raise ToolError("the firmware ran out of heap (%s): %s (at %s)" % (
-                layout.get("heapsize"), str(exc).strip().splitlines()[-1],
-                "; ".join(where))) from None
-        raise
-    return {k: int(v) for k, v in (pair.split("=") for pair in out.split())}
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("READY") and gateway is not None:
+                gateway.acking = True
+            elif line.startswith("FIGURES "):
+                figures = json.loads(line[8:])
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+    if proc.returncode != 0 or figures is None:
+        detail = (err or "".join(lines)).strip().splitlines()
+        where = [x.strip() for x in detail if "File" in x][-2:]
+        raise ToolError("the firmware failed in its %s phase (heap %s): %s%s" % (
+            settings["phase"], settings.get("heapsize"), detail[-1] if detail else "no output",
+            " (at %s)" % "; ".join(where) if where else ""))
+    return figures
 
 
-def firmware(heapsize="64k", alarms=6):
+def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0):
+    """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
+    heap's layout depends on (the host malloc's alignment follows the environment's and the
+    paths' sizes): a padding variable and a deeper flash folder."""
+    env = dict(env, VIGIL_BENCH_PAD="x" * (run * 37 % 301))
+    flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
+    common = {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
+              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS}
+    out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
+    gateway = _Gateway(broker.port)
+    try:
+        out["drain"] = _phase(cmd, env, dict(common, phase="drain", fs=flash), gateway)
+    finally:
+        gateway.close()
+    if idle:
+        out["idle"] = _phase(cmd, env, dict(common, phase="idle", count_wakes=True,
+                                            fs=tempfile.mkdtemp(dir=tmp)))
+    return out
+
+
+def _unix_port(heapsize, rom=None, path=()):
+    """(command, environment) that runs _PHASE_SCRIPT on the unix port wheel."""
+    import os
+    cmd = [micropython.executable()]
+    script = _PHASE_SCRIPT
+    if rom is not None:
+        from .romfs import MOUNT_FILE, command
+        cmd = command(rom)
+        script = MOUNT_FILE.read_text() + script
+    cmd += ["-X", "heapsize=%s" % heapsize, "-c", script]
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+        list(path) + [str(micropython.PROTOCOL_DIR), ".frozen"]))
+    return cmd, env
+
+
+def _frozen32(heapsize):
+    """(command, environment) for the 32-bit build with the firmware frozen in, or None."""
+    import os
+
+    from . import mpy32
+    exe = mpy32.executable()
+    if exe is None:
+        return None
+    return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c", _PHASE_SCRIPT],
+            dict(os.environ, MICROPYPATH=".frozen"))
+
+
+def _totals(phases):
+    """The figures of all phases of one build, combined."""
+    fill, drain = phases["fill"], phases["drain"]
+    deaths = 0
+    restarts = 0
+    for f in phases.values():
+        restarts += f["task_restarts"]
+        deaths += f["task_restarts"] + f["run_died"]
+    return {"task_deaths": deaths, "task_restarts": restarts,
+            "heap_after_boot_bytes": fill["heap_after_boot_bytes"],
+            "heap_after_reboot_bytes": drain["heap_after_boot_bytes"],
+            "heap_peak_bytes": max(fill["heap_peak_bytes"], drain["heap_peak_bytes"]),
+            "largest_free_block_bytes": min(fill["largest_free_block_bytes"],
+                                            drain["largest_free_block_bytes"]),
+            "alarms_queued": fill["queued_at_end"], "queued_at_reboot": drain["queued_at_boot"],
+            "left_after_drain": drain["queued_at_end"],
+            "memory_retries": fill["memory_retries"] + drain["memory_retries"],
+            "link_up": min(fill["link_up"], drain["link_up"]),
+            "alarms_sent": fill["alarms_sent"]}
+
+
+def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         files = firmware_build.build(tmp / "bundle")
         image_bytes = firmware_build.build_romfs(tmp / "bundle", tmp / "firmware.romfs")
         broker = Mosquitto(tmp / "broker").start()
         try:
-            baseline = _boot(tmp, broker, alarms, heapsize=BASELINE_HEAPSIZE,
-                             path=[str(tmp / "bundle" / "lib")])
-            figures = _boot(tmp, broker, alarms, heapsize=heapsize, rom=tmp / "firmware.romfs")
+            cmd, env = _unix_port(BASELINE_HEAPSIZE, path=[str(tmp / "bundle" / "lib")])
+            baseline = _phase(cmd, env, {"phase": "fill", "port": broker.port,
+                                         "device": "00baba00", "key": KEY_HEX, "alarms": 0,
+                                         "count_wakes": False,
+                                         "fs": tempfile.mkdtemp(dir=tmp)})
+            cmd, env = _unix_port(heapsize, rom=tmp / "firmware.romfs")
+            phases = _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True)
+            clean = [_totals(phases)["task_deaths"] == 0]
+            for run in range(1, runs):
+                clean.append(_totals(_run_phases(cmd, env, tmp, broker, alarms, heapsize,
+                                                 idle=False, run=run))["task_deaths"] == 0)
+            frozen = _frozen32(heapsize32)
+            phases32 = None if frozen is None else _run_phases(
+                frozen[0], frozen[1], tmp, broker, alarms, heapsize32, idle=False)
         finally:
             broker.stop()
-    figures["files_heap_imported_bytes"] = baseline["heap_imported_bytes"]
+    figures = _totals(phases)
+    figures["runs"] = runs
+    figures["runs_without_death"] = sum(clean)
+    figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
+    figures["idle_wakeups_per_s"] = round(phases["idle"]["wakeups"] * 1000 / IDLE_MS, 2)
+    figures["ble_loaded"] = 0  # this build has no `bluetooth` module
     figures["files_heap_after_boot_bytes"] = baseline["heap_after_boot_bytes"]
     figures["romfs_vs_files_after_boot"] = round(
         figures["heap_after_boot_bytes"] / baseline["heap_after_boot_bytes"], 3)
@@ -97,6 +310,16 @@ def firmware(heapsize="64k", alarms=6):
     figures["bundle_bytes"] = sum(files.values())
     figures["bundle_files"] = len(files)
     figures["romfs_image_bytes"] = image_bytes
+    if phases32 is not None:
+        t32 = _totals(phases32)
+        figures["heapsize32_bytes"] = _size(heapsize32)
+        figures["heap32_after_boot_bytes"] = t32["heap_after_boot_bytes"]
+        figures["heap32_after_reboot_bytes"] = t32["heap_after_reboot_bytes"]
+        figures["heap32_peak_bytes"] = t32["heap_peak_bytes"]
+        figures["largest_free_block32_bytes"] = t32["largest_free_block_bytes"]
+        figures["task_deaths"] += t32["task_deaths"]
+        figures["task_restarts"] += t32["task_restarts"]
+        figures["left_after_drain32"] = t32["left_after_drain"]
     return figures, files
 
 
@@ -106,27 +329,42 @@ def _size(text):
 
 
 def firmware_command(args):
-    figures, files = firmware(args.heapsize, args.alarms)
+    from . import mpy32
+    f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32)
     print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
-        figures["bundle_files"], figures["bundle_bytes"], figures["romfs_image_bytes"]))
-    for name in sorted(files):
-        print("    %6d  %s" % (files[name], name))
-    print("  firmware in ROMFS (run in place, as flashed):")
-    print("    heap after imports:     %d bytes" % figures["heap_imported_bytes"])
-    print("    heap in use after boot: %d bytes (%d free)" % (
-        figures["heap_after_boot_bytes"], figures["heap_free_after_boot_bytes"]))
-    print("    heap growth per alarm:  %d bytes (while waiting for its ack)" %
-          figures["heap_per_alarm_bytes"])
-    print("    %d alarms raised with no gateway to ack them: %d queued, %d bytes free" % (
-        args.alarms, figures["alarms_queued"], figures["heap_free_at_end_bytes"]))
-    print("  baseline, firmware loaded from the filesystem (heap %s):" % BASELINE_HEAPSIZE)
-    print("    heap after imports:     %d bytes" % figures["files_heap_imported_bytes"])
-    print("    heap in use after boot: %d bytes (ROMFS uses %.2f of it)" % (
-        figures["files_heap_after_boot_bytes"], figures["romfs_vs_files_after_boot"]))
-    if not figures["link_up"]:
+        f["bundle_files"], f["bundle_bytes"], f["romfs_image_bytes"]))
+    print("  64-bit unix port, firmware in ROMFS (run in place, as flashed), no BLE on this build:")
+    print("    heap after imports: %d bytes; after boot: %d (files baseline %d: %.2f of it)" % (
+        f["heap_imported_bytes"], f["heap_after_boot_bytes"], f["files_heap_after_boot_bytes"],
+        f["romfs_vs_files_after_boot"]))
+    print("    %d alarms raised, none acknowledged: %d queued; rebooted with %d queued "
+          "(heap after boot %d), drained to %d" % (
+              args.alarms, f["alarms_queued"], f["queued_at_reboot"],
+              f["heap_after_reboot_bytes"], f["left_after_drain"]))
+    print("    peak live heap %d bytes; largest free block at the peak %d bytes" % (
+        f["heap_peak_bytes"], f["largest_free_block_bytes"]))
+    print("    idle (MQTT link up, no alarm): %.2f task wake-ups per second" %
+          f["idle_wakeups_per_s"])
+    if "heap32_peak_bytes" in f:
+        print("  32-bit build, firmware frozen in (an ESP32's object sizes), heap capped at %s:"
+              % args.heapsize32)
+        print("    heap after boot %d, after the reboot with a full outbox %d; peak %d; "
+              "largest free block at the peak %d" % (
+                  f["heap32_after_boot_bytes"], f["heap32_after_reboot_bytes"],
+                  f["heap32_peak_bytes"], f["largest_free_block32_bytes"]))
+    else:
+        print("  no 32-bit build: %s" % mpy32.skip_reason())
+    print("  task deaths %d, restarts %d, alarm-path memory retries %d; runs without a task "
+          "death %d of %d" % (f["task_deaths"], f["task_restarts"], f["memory_retries"],
+                              f["runs_without_death"], f["runs"]))
+    print(" ".join("%s=%s" % kv for kv in sorted(f.items())))
+    if not f["link_up"]:
         raise ToolError("the MQTT link did not come up during the benchmark")
-    print(" ".join("%s=%s" % kv for kv in sorted(figures.items())))
+    if f["task_deaths"] or f["runs_without_death"] < f["runs"]:
+        raise ToolError("tasks died during the benchmark (%d in the first run; %d of %d runs "
+                        "without a death)" % (f["task_deaths"], f["runs_without_death"],
+                                              f["runs"]))
     return 0
 
 
@@ -176,8 +414,13 @@ def taps_command(args):
 def register_bench(bench_sub):
     fw = bench_sub.add_parser("firmware", help="firmware heap and bundle size (MicroPython)")
     fw.add_argument("--heapsize", default="64k", help="MicroPython heap cap (default 64k)")
-    fw.add_argument("--alarms", type=int, default=6,
+    fw.add_argument("--alarms", type=int, default=30,
                     help="alarms to raise, none acknowledged (the outbox holds 24)")
+    fw.add_argument("--heapsize32", default="64k",
+                    help="heap cap for the 32-bit frozen build, where there is one (default 64k)")
+    fw.add_argument("--runs", type=int, default=1,
+                    help="repeat the fill and drain phases with other environment and path "
+                         "sizes (the heap's layout follows them); prints how many had no death")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")

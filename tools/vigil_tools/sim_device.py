@@ -123,6 +123,9 @@ class Simulator:
             ok = await self.raised_after(lambda: board.duress_button.presses(
                 DuressGesture.PRESSES), 2000)
             say("duress raised" if ok else "duress not raised (one already open?)")
+        elif name == "tap" and not board.accel.hardware_taps and w.alarms.prompted() is None:
+            # The wearable reads its accelerometer only while a prompt is open: nothing to do.
+            say("double tap ignored: no prompt is open")
         elif name == "tap":
             async def tap():
                 if board.accel.hardware_taps:
@@ -150,7 +153,7 @@ class Simulator:
         elif name == "wait":
             await sleep_ms(int(args[0]))
         elif name == "wait-sent":
-            ok = await until(lambda: all(e.attempts for e in w.outbox.oldest_first()),
+            ok = await until(lambda: all(w.outbox.attempts[i] for i in w.outbox.oldest_first()),
                              int(args[0]) if args else 10000)
             say("every alarm sent" if ok else "not every alarm sent in time")
         elif name == "wait-acked":

@@ -52,7 +52,7 @@ class Pin:
             return self.level
         self.level = level
 
-    def irq(self, handler=None, trigger=0):
+    def irq(self, handler=None, trigger=0, hard=False):
         self.handler = handler
 
 
