@@ -63,6 +63,7 @@ class Wearable:
     # A machine.WDT cannot be stopped once started.
     WATCHDOG_ARM_MS = 20000
     BATTERY_CHECK_MS = 60000  # between check-ins, how often a low battery is looked for
+    HEALTHY_MS = 60000        # up this long: not a crash loop (on_healthy)
 
     def __init__(self, board, config, links, log=print):
         self.board = board
@@ -95,6 +96,8 @@ class Wearable:
                       "taps_ignored": 0, "restarts": 0, "memory_retries": 0,
                       "rejected": {}}  # type: dict
         self.low_battery_reported = False
+        self.use_watchdog = True   # safe mode (bootguard.py) runs without one
+        self.on_healthy = None     # called once the wearable has run HEALTHY_MS
         self._reconcile()
         self._reserve = bytearray(_RESERVE_BYTES)  # type: bytearray | None
 
@@ -414,6 +417,7 @@ class Wearable:
         for name, fn, args in specs:
             tasks.append(asyncio.create_task(fn(*args)))
         arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
+        healthy_at = ticks_add(ticks_ms(), self.HEALTHY_MS)
         armed = False
         try:
             while True:
@@ -427,6 +431,11 @@ class Wearable:
                 except MemoryError:
                     gc.collect()  # try again next period; the watchdog still decides below
                 now = ticks_ms()
+                if self.on_healthy is not None and ticks_diff(now, healthy_at) >= 0:
+                    self.on_healthy()
+                    self.on_healthy = None
+                if not self.use_watchdog:
+                    continue
                 if not armed:
                     if ticks_diff(now, arm_at) < 0:
                         continue

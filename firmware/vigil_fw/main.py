@@ -1,4 +1,5 @@
-# Start the wearable on the real board: read and check the config, then run forever.
+# Start the wearable on the real board: read and check the config, then run forever. Anything
+# that escapes the app resets the board; a crash loop boots into safe mode (bootguard.py).
 import asyncio
 
 from . import ConfigError
@@ -19,9 +20,20 @@ def run(flash_root=pins.FLASH_ROOT):
     from .hal_esp32 import Board
     from .mqtt_link import MqttLink
 
+    import machine
+
+    from .bootguard import BootGuard
+    guard = BootGuard(Flash(flash_root))
     board = Board(config.wifi)
     wearable = Wearable(board, config, [MqttLink(config, board.network)])
-    if config.ble:
+    wearable.on_healthy = guard.healthy
+    if guard.safe:
+        # Alarms still go out over MQTT; no BLE, and no watchdog to reset a technician's
+        # session. A run that stays up ends safe mode at the next boot.
+        print("vigil: safe mode after %d boots that did not last: MQTT only, no watchdog"
+              % guard.fast_boots)
+        wearable.use_watchdog = False
+    elif config.ble:
         try:
             import aioble
             import bluetooth
@@ -31,4 +43,8 @@ def run(flash_root=pins.FLASH_ROOT):
             from .ble_link import BleLink
             wearable.links.append(BleLink(config, aioble, bluetooth.UUID,
                                           urgent=wearable.urgent))
-    asyncio.run(wearable.run())
+    try:
+        asyncio.run(wearable.run())
+    except Exception as exc:  # noqa: BLE001 - nothing may leave the wearable stopped
+        print("vigil: crashed (%r): resetting" % (exc,))
+        machine.reset()

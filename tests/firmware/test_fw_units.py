@@ -258,6 +258,18 @@ class OutboxBound(unittest.TestCase):
         self.assertTrue(again.wait_ms() >= Outbox.RETRY_FIRST_MS * 3 // 4)
 
 
+class CrashLoops(unittest.TestCase):
+    def test_boots_that_do_not_last_lead_to_safe_mode_and_a_healthy_run_ends_it(self):
+        from vigil_fw.bootguard import BootGuard
+        flash = MemoryFlash()
+        seen = []
+        for _ in range(BootGuard.FAST_BOOTS + 1):
+            seen.append(BootGuard(flash).safe)
+        self.assertEqual(seen, [False] * BootGuard.FAST_BOOTS + [True])
+        BootGuard(flash).healthy()
+        self.assertFalse(BootGuard(flash).safe)
+
+
 class EdgeRingOrder(unittest.TestCase):
     def test_edges_come_out_in_order_with_their_times_and_an_overrun_is_counted(self):
         from vigil_fw import inputs

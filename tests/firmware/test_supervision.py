@@ -1,0 +1,70 @@
+"""The wearable's supervisor on the MicroPython unix port: a task that raises (MemoryError
+included) is logged, counted and started again, and the wearable keeps raising alarms."""
+import json
+import subprocess
+
+from fw_harness import KEY, ROOT
+
+SCRIPT = r"""
+import asyncio, json, sys
+sys.path.append(ROOT + "/firmware")
+sys.path.append(ROOT + "/protocol")
+from vigil_fw.app import Wearable
+from vigil_fw.config import Config
+from vigil_fw.hal_sim import SimBoard
+from vigil_protocol.frames import peek
+
+class FlakyLink:
+    # Up, takes every frame; its run() raises MemoryError the first time, as a task that
+    # found no block for a buffer would.
+    name = "flaky"
+    up = True
+    status = ""
+    runs = 0
+    taken = []
+
+    async def run(self, inbox, woke):
+        FlakyLink.runs += 1
+        if FlakyLink.runs == 1:
+            raise MemoryError("memory allocation failed, allocating 256 bytes")
+        while True:
+            await asyncio.sleep_ms(1000)
+
+    async def send(self, frame):
+        FlakyLink.taken.append(frame)
+        return True
+
+Wearable.SUPERVISE_MS = 100
+cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
+              "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
+board = SimBoard(FS, hardware_taps=True)
+log = []
+w = Wearable(board, cfg, [FlakyLink()], log=log.append)
+
+async def main():
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep_ms(500)
+    await board.duress_button.presses(4)
+    await asyncio.sleep_ms(300)
+    print(json.dumps({"restarts": w.stats["restarts"], "runs": FlakyLink.runs,
+                      "raised": w.stats["raised"],
+                      "alarms_taken": [peek(f).name for f in FlakyLink.taken].count("alarm"),
+                      "supervisor_alive": not task.done(),
+                      "died": [line for line in log if "died" in line]}))
+    task.cancel()
+
+asyncio.run(main())
+"""
+
+
+def test_a_task_that_raises_is_restarted_and_the_wearable_goes_on(micropython, tmp_path):
+    cmd, env = micropython
+    script = "ROOT = %r\nFS = %r\nKEY = %r\n" % (str(ROOT), str(tmp_path), KEY.hex()) + SCRIPT
+    proc = subprocess.run(cmd + ["-c", script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["restarts"] == 1 and report["runs"] == 2 and report["supervisor_alive"]
+    assert report["died"] == ["vigil: task link:flaky died (MemoryError('memory allocation "
+                              "failed, allocating 256 bytes',)): restarting"]
+    assert report["raised"] == 1 and report["alarms_taken"] == 1  # the duress alarm still went out
