@@ -68,8 +68,14 @@ test: setup
 demo: setup
 	$(BIN)/vigil demo
 
+# Every benchmark; each one's full output goes to .venv/bench-NAME.log, its key=value line here.
+BENCHES := protocol firmware taps ble ingest
 bench: setup
-	$(BIN)/vigil bench protocol
+	@for b in $(BENCHES); do \
+		$(BIN)/vigil bench $$b > $(VENV)/bench-$$b.log 2>&1 || \
+			{ tail -n 5 $(VENV)/bench-$$b.log; echo "bench $$b failed"; exit 1; }; \
+		echo "$$b: $$(tail -n 1 $(VENV)/bench-$$b.log)"; \
+	done
 
 # A long fuzz run of the decoder (CI runs a bounded one inside `make test`).
 fuzz: setup
