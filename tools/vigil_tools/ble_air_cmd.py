@@ -1,15 +1,19 @@
 """`vigil ble-air`: an emulated Bluetooth LE radio space for simulations and demos on machines
-without Bluetooth (bumble controllers on one link, reached over TCP)."""
+without Bluetooth: bumble controllers on one link (vigil_tools.ble_rig), one per transport.
+A bumble host (the gateway's `ble.hci`, `vigil sim --link ble`) reaches its controller over
+TCP; a MicroPython wearable built with `bluetooth` (vigil_tools.mpy32) over a pty, as its H4
+UART ($MICROPYBTUART)."""
 import asyncio
 
-from vigil_gateway.bumble_air import serve_air
+from .ble_rig import serve
 
 
 def register(sub):
     air = sub.add_parser("ble-air", help="emulated BLE radio for simulated wearables and the "
                                          "gateway (no Bluetooth hardware needed)")
     air.add_argument("transports", nargs="+", metavar="TRANSPORT",
-                     help="one per device, e.g. tcp-server:127.0.0.1:7001")
+                     help="one per device: tcp-server:127.0.0.1:7001 for a bumble host, "
+                          "pty:/tmp/hci0 for a MicroPython wearable")
     air.set_defaults(func=run)
 
 
@@ -18,7 +22,7 @@ def run(args):
                                                               " ".join(args.transports)),
           flush=True)
     try:
-        asyncio.run(serve_air(args.transports))
+        asyncio.run(serve(args.transports))
     except KeyboardInterrupt:
         pass
     return 0
