@@ -9,6 +9,9 @@
 #   uplinks go out as notifications on the uplink characteristic; a frame longer than the
 #     connection's ATT payload (MTU - 3) is not sent on this link (the core alarm frame, 20
 #     bytes, always fits)
+#   once a central is connected the wearable asks for an MTU of MTU itself, so a central that
+#     never asks still gets check-ins and 22-byte downlinks in one ATT write each (a long
+#     write of a downlink reaches the app in pieces on some stacks); meanwhile alarms go out
 #   downlinks arrive as writes (with response) on the downlink characteristic and are only
 #     handed to the inbox: the app verifies them like any other
 #   every radio await has a timeout; while idle the link waits for a central inside aioble
@@ -32,6 +35,8 @@ class BleLink:
     ADV_SLOW_US = 1000000
     ADV_WINDOW_MS = 2000   # re-decide the advertising rate this often
     WRITE_WAIT_MS = 1000
+    MTU = 247
+    MTU_WAIT_MS = 1000
     MAX_DOWNLINK = 64
 
     def __init__(self, config, aioble, uuid, urgent=lambda: False, log=print):
@@ -83,6 +88,11 @@ class BleLink:
                 self.connection = None
 
     async def _serve(self, connection, inbox):
+        if (connection.mtu or DEFAULT_MTU) < self.MTU:
+            try:
+                await connection.exchange_mtu(self.MTU, timeout_ms=self.MTU_WAIT_MS)
+            except Exception as exc:  # noqa: BLE001 - refused, timed out, gone: MTU stays
+                self.log("ble: no MTU exchange (%r)" % (exc,))
         while connection.is_connected():
             try:
                 written = await self._downlink.written(timeout_ms=self.WRITE_WAIT_MS)
@@ -93,8 +103,8 @@ class BleLink:
 
     async def send(self, frame):
         connection = self.connection
-        if not self.up or connection is None:
-            return False
+        if not self.up or connection is None or not connection.is_connected():
+            return False  # (aioble's notify takes a dropped connection's handle, None)
         if len(frame) > (connection.mtu or DEFAULT_MTU) - 3:
             return False  # needs an MTU exchange this central has not made
         try:
