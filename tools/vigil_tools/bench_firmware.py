@@ -17,7 +17,10 @@ and samples the live heap (after a collection) at each step: the peak, and the l
 that can still be allocated at the peak. The command fails if any task died. The baseline, in
 the same run: the same boot with the bundle loaded from files (bytecode in the heap). Where the
 32-bit build with the firmware frozen in is available (vigil_tools.mpy32), phases 1 and 2 also
-run on it, as a production image: its figures have an ESP32's object sizes.
+run on it, as a production image: its figures have an ESP32's object sizes. There the BLE link
+is up too, as on a board: its real aioble on BTstack, on a pty of the emulated radio
+(vigil_tools.ble_rig), with the gateway's central connected and subscribed but never
+acknowledging (so every alarm also goes out by notification).
 taps: scores the software double-tap detector on synthetic traces.
 """
 import json
@@ -64,6 +67,10 @@ cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
                        "password": "bench"}})
 board = SimBoard(S["fs"], hardware_taps=True)
 w = Wearable(board, cfg, [MqttLink(cfg, log=lambda m: None)], log=lambda m: None)
+if S.get("ble"):
+    import aioble, bluetooth
+    from vigil_fw.ble_link import BleLink
+    w.links.append(BleLink(cfg, aioble, bluetooth.UUID, urgent=w.urgent, log=lambda m: None))
 F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
      "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
 
@@ -99,6 +106,8 @@ async def until(pred, ms):
 async def main():
     run = asyncio.create_task(w.run())
     F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
+    if S.get("ble"):
+        F["ble_up"] = 1 if await until(lambda: w.links[1].up, 8000) else 0
     await asyncio.sleep_ms(300)
     F["heap_after_boot_bytes"] = sample(True)
     F["heap_free_after_boot_bytes"] = gc.mem_free()
@@ -206,14 +215,14 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
     return figures
 
 
-def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0):
+def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False):
     """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
     heap's layout depends on (the host malloc's alignment follows the environment's and the
     paths' sizes): a padding variable and a deeper flash folder."""
     env = dict(env, VIGIL_BENCH_PAD="x" * (run * 37 % 301))
     flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
     common = {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
-              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS}
+              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble}
     out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
     gateway = _Gateway(broker.port)
     try:
@@ -251,6 +260,21 @@ def _frozen32(heapsize):
         return None
     return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c", _PHASE_SCRIPT],
             dict(os.environ, MICROPYPATH=".frozen"))
+
+
+def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize):
+    """Phases 1 and 2 on the 32-bit build with its BLE link up: a rig's pty as its H4 UART,
+    and the gateway's central on the rig connecting it (never acknowledging)."""
+    from .ble_rig import BleRig
+
+    cmd, env = frozen
+    rig = BleRig(wearables=1).start()
+    try:
+        rig.listening_central([int(DEVICE, 16)])
+        return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
+                           alarms, heapsize, idle=False, ble=True)
+    finally:
+        rig.stop()
 
 
 def _totals(phases):
@@ -293,8 +317,8 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
                 clean.append(_totals(_run_phases(cmd, env, tmp, broker, alarms, heapsize,
                                                  idle=False, run=run))["task_deaths"] == 0)
             frozen = _frozen32(heapsize32)
-            phases32 = None if frozen is None else _run_phases(
-                frozen[0], frozen[1], tmp, broker, alarms, heapsize32, idle=False)
+            phases32 = None if frozen is None else _phases32_with_ble(
+                frozen, tmp, broker, alarms, heapsize32)
         finally:
             broker.stop()
     figures = _totals(phases)
@@ -320,6 +344,8 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
         figures["task_deaths"] += t32["task_deaths"]
         figures["task_restarts"] += t32["task_restarts"]
         figures["left_after_drain32"] = t32["left_after_drain"]
+        figures["ble32_loaded"] = 1
+        figures["ble32_connected"] = min(f.get("ble_up", 0) for f in phases32.values())
     return figures, files
 
 
@@ -347,8 +373,9 @@ def firmware_command(args):
     print("    idle (MQTT link up, no alarm): %.2f task wake-ups per second" %
           f["idle_wakeups_per_s"])
     if "heap32_peak_bytes" in f:
-        print("  32-bit build, firmware frozen in (an ESP32's object sizes), heap capped at %s:"
-              % args.heapsize32)
+        print("  32-bit build, firmware frozen in (an ESP32's object sizes), heap capped at %s, "
+              "BLE link up (aioble on BTstack; a central connected: %s):"
+              % (args.heapsize32, "yes" if f["ble32_connected"] else "NO"))
         print("    heap after boot %d, after the reboot with a full outbox %d; peak %d; "
               "largest free block at the peak %d" % (
                   f["heap32_after_boot_bytes"], f["heap32_after_reboot_bytes"],
