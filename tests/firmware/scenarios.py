@@ -320,100 +320,12 @@ async def boot_config():
     report(done=True)
 
 
-def ble_boot(with_mqtt=False):
-    """A wearable with the BLE link over the aioble stand-in (and the MQTT link if asked)."""
-    import aioble_standin as aioble
-    from vigil_fw.ble_link import BleLink
-    BleLink.ADV_WINDOW_MS = 200
-    BleLink.WRITE_WAIT_MS = 100
-    w, board = boot(S["device"], S["fs"], links=with_mqtt)
-    link = BleLink(w.config, aioble, aioble.UUID, urgent=w.urgent,
-                   log=lambda m: None)
-    w.links.append(link)
-    return w, board, link, aioble
-
-
-async def ble():
-    """SOS over BLE only: advertising rates, notify, a link drop mid-alarm, the ack by write."""
-    from vigil_protocol import RECEIVED, RESOLVED, UP, Ack, Action, DeviceKey, decode, encode
-    from vigil_fw.ble_link import DOWNLINK
-    w, board, link, aioble = ble_boot()
-    key = DeviceKey(bytes.fromhex(S["key"]))
-    central = aioble.Central()
-    task = asyncio.create_task(w.run())
-    await asyncio.sleep_ms(300)
-    idle_rate = aioble.adverts[-1][0]
-    await board.sos_button.hold(400)
-    await until(lambda: w.stats["raised"] == 1)
-    await until(lambda: aioble.adverts[-1][0] == link.ADV_FAST_US, 3000)
-    urgent_rate = aioble.adverts[-1][0]
-    manufacturer = aioble.adverts[-1][3]
-    await central.connect(mtu=S["mtu"])
-    await until(lambda: central.notifications, 3000)
-    first = central.notifications[0][1]
-    alarm = decode(first, key, UP)
-    central.disconnect()  # the link drops before any ack
-    await until(lambda: not link.up, 3000)
-    central.notifications = []
-    await central.connect(mtu=S["mtu"])
-    await until(lambda: central.notifications, 6000)  # retransmitted after the reconnect
-    again = central.notifications[0][1]
-    await central.write(DOWNLINK, encode(Ack(alarm.device_id, 1, alarm.counter, RECEIVED), key))
-    acked = await until(lambda: len(w.outbox) == 0, 3000)
-    checkin_sent = await w.send_checkin(80, False)
-    central.disconnect()
-    await until(lambda: not link.up, 3000)
-    await asyncio.sleep_ms(500)
-    open_rate = aioble.adverts[-1][0]  # received, not resolved: still open, still fast
-    await central.connect(mtu=S["mtu"])
-    await central.write(DOWNLINK, encode(Action(alarm.device_id, 2, alarm.counter, RESOLVED),
-                                         key))
-    await until(lambda: not w.alarms.open, 3000)
-    central.disconnect()
-    await until(lambda: not link.up, 3000)
-    await asyncio.sleep_ms(500)
-    task.cancel()
-    report(idle_rate=idle_rate, urgent_rate=urgent_rate, after_rate=aioble.adverts[-1][0],
-           open_rate=open_rate,
-           manufacturer=[manufacturer[0], manufacturer[1].hex()], first=first.hex(),
-           again=again.hex(), kind=alarm.kind, acked=acked, checkin_sent=checkin_sent,
-           feedback=w.feedback.played, connects=link.connects,
-           names=sorted(set(a[1] for a in aioble.adverts)))
-
-
-async def dual_path():
-    """An alarm goes out on BLE and MQTT at once; the ack on one path stops both, and the
-    same ack arriving on the other path changes nothing."""
-    from vigil_protocol import RECEIVED, UP, Ack, DeviceKey, decode, encode
-    from vigil_fw.ble_link import DOWNLINK
-    w, board, link, aioble = ble_boot(with_mqtt=True)
-    key = DeviceKey(bytes.fromhex(S["key"]))
-    central = aioble.Central()
-    task = asyncio.create_task(w.run())
-    await until(lambda: w.links[0].up, 5000)
-    await central.connect(mtu=247)
-    await board.duress_button.presses(4)
-    await until(lambda: central.notifications, 3000)
-    over_ble = central.notifications[-1][1]
-    alarm = decode(over_ble, key, UP)
-    acked = await until(lambda: len(w.outbox) == 0, 5000)  # the MQTT gateway acks
-    downlinks = w.stats["downlinks"]
-    # The gateway's ack again, now over BLE (the test's gateway uses downlink counter 1).
-    await central.write(DOWNLINK, encode(Ack(alarm.device_id, 1, alarm.counter, RECEIVED), key))
-    await asyncio.sleep_ms(300)
-    task.cancel()
-    for l in w.links:
-        if hasattr(l, "_drop"):
-            l._drop("scenario over")
-    report(over_ble=over_ble.hex(), acked=acked, downlinks_before=downlinks,
-           downlinks_after=w.stats["downlinks"], played=board.played)
 
 
 SCENARIOS = {"duress": duress, "duress_three_presses": duress_three_presses,
              "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
              "power_cuts": power_cuts, "hardware_tap": hardware_tap, "battery": battery,
-             "watchdog": watchdog, "boot_config": boot_config, "ble": ble,
-             "dual_path": dual_path}
+             "watchdog": watchdog, "boot_config": boot_config}
 
 asyncio.run(SCENARIOS[S["scenario"]]())
 sys.exit(0)

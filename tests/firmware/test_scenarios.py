@@ -189,33 +189,3 @@ def test_tls_refuses_a_broker_signed_by_another_ca(scenario, mosquitto_factory, 
     broker = mosquitto_factory(tls=tls)
     report = scenario("duress", port=broker.tls_port, ca_file=other["cafile"])
     assert report["acked"] is False and report["stats"]["sent"] == 0
-
-
-# BLE: the firmware's BLE link runs on the MicroPython unix port against a stand-in for the
-# aioble API (tests/firmware/aioble_standin.py): no MicroPython build here has `bluetooth`.
-
-def test_ble_link_advertises_notifies_survives_a_drop_and_takes_acks(scenario):
-    for mtu in (23, 247):
-        report = scenario("ble", mtu=mtu)
-        assert report["kind"] == p.SOS
-        assert report["idle_rate"] == 1000000 and report["urgent_rate"] == 100000
-        assert report["open_rate"] == 100000    # acknowledged but still open: still fast
-        assert report["after_rate"] == 1000000  # back to slow once it is resolved
-        assert report["manufacturer"] == [0xFFFF, "00c0ffee"] and report["names"] == ["Vigil"]
-        assert report["again"] == report["first"]  # the same bytes after the reconnect
-        assert report["acked"] and report["connects"] == 3
-        assert report["feedback"] == ["sos_armed", "sos_raised", "received", "resolved"]
-        # A 21-byte check-in needs an MTU exchange: not sent at the default ATT MTU of 23.
-        assert report["checkin_sent"] is (mtu == 247)
-
-
-def test_alarm_goes_out_on_ble_and_mqtt_and_one_ack_settles_both(scenario, fake_gateway):
-    gw = fake_gateway()
-    report = scenario("dual_path")
-    over_mqtt = gw.wait_frames("alarm", 1)
-    assert [f.kind for f in over_mqtt] == [p.DURESS]
-    assert bytes.fromhex(report["over_ble"])[-8:] == over_mqtt[0].tag  # the very same frame
-    assert report["acked"] is True
-    # The ack arriving again over BLE is the same downlink: nothing new is counted.
-    assert report["downlinks_after"] == report["downlinks_before"] >= 1
-    assert report["played"] == []
