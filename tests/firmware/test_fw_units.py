@@ -1,6 +1,6 @@
 # Firmware units, run by pytest on CPython and on the MicroPython unix port
 # (tests/test_micropython.py): gestures, the alarm table, config checks, flash records,
-# the LIS3DH driver and the software tap detector.
+# the LIS3DH driver, the software tap detector and the MQTT link's packets.
 import unittest
 
 import traces
@@ -448,3 +448,163 @@ class TapDetector(unittest.TestCase):
         self.assertEqual(detections(traces.walking(60, seed=3)), 0)
         self.assertEqual(detections(traces.running(30, seed=4)), 0)
         self.assertEqual(detections(traces.fall(seed=5)), 0)
+
+
+# -- the MQTT link's packets (vigil_fw.mqtt_packets) ------------------------------------------
+
+def mqtt():
+    from vigil_fw import mqtt_packets
+    return mqtt_packets
+
+
+def read(data, topic=b"vigil/down/00c0ffee"):
+    """A whole received packet read as the link reads it, in place: (type, x, y)."""
+    got = mqtt().read(memoryview(bytearray(data)), len(data), topic)
+    assert got[0] == len(data), got
+    return got[1:]
+
+
+class MqttPackets(unittest.TestCase):
+    def test_connect_has_the_will_the_credentials_and_a_persistent_session(self):
+        mp = mqtt()
+        buf = bytearray(128)
+        n = mp.connect(buf, b"vigil-00c0ffee", 60, b"00c0ffee", b"secret",
+                       b"vigil/status/00c0ffee", b"offline")
+        body = (b"\x00\x04MQTT\x04"
+                b"\xec"        # username, password, will retain, will QoS 1, will; clean 0
+                b"\x00\x3c"    # keepalive 60 s
+                b"\x00\x0evigil-00c0ffee\x00\x15vigil/status/00c0ffee\x00\x07offline"
+                b"\x00\x0800c0ffee\x00\x06secret")
+        self.assertEqual(bytes(buf[:n]), b"\x10" + bytes([len(body)]) + body)
+        n = mp.connect(memoryview(buf), b"c", 5)
+        self.assertEqual(bytes(buf[:n]), b"\x10\x0d\x00\x04MQTT\x04\x00\x00\x05\x00\x01c")
+
+    def test_subscribe_publish_puback_ping_and_disconnect(self):
+        mp = mqtt()
+        buf = bytearray(64)
+        n = mp.control(buf, 0x82, 0x1234, b"vigil/down/00c0ffee")  # SUBSCRIBE at QoS 1
+        self.assertEqual(bytes(buf[:n]), b"\x82\x18\x12\x34\x00\x13vigil/down/00c0ffee\x01")
+        n = mp.publish(buf, b"a/b", b"\x01\x02", 1, 7)
+        self.assertEqual(bytes(buf[:n]), b"\x32\x09\x00\x03a/b\x00\x07\x01\x02")
+        n = mp.publish(buf, b"s", b"online", 1, 8, retain=True)
+        self.assertEqual(bytes(buf[:n]), b"\x33\x0b\x00\x01s\x00\x08online")
+        n = mp.publish(memoryview(buf), b"s", memoryview(b"xy"))
+        self.assertEqual(bytes(buf[:n]), b"\x30\x05\x00\x01sxy")
+        self.assertEqual(bytes(buf[:mp.control(buf, 0x40, 0xBEEF)]), b"\x40\x02\xbe\xef")
+        self.assertEqual(bytes(buf[:mp.control(buf, 0xC0)]), b"\xc0\x00")  # PINGREQ
+        self.assertEqual(bytes(buf[:mp.control(buf, 0xE0)]), b"\xe0\x00")  # DISCONNECT
+
+    def test_a_packet_that_does_not_fit_the_buffer_is_refused(self):
+        mp = mqtt()
+        with self.assertRaises(ValueError):
+            mp.publish(bytearray(16), b"vigil/up/00c0ffee", b"x")
+        with self.assertRaises(ValueError):
+            mp.connect(bytearray(20), b"vigil-00c0ffee", 60)
+
+    def test_remaining_lengths_of_one_to_four_bytes(self):
+        mp = mqtt()
+        buf = bytearray(16500)
+        for payload, head in ((124, 2), (125, 3), (16380, 3), (16381, 4)):
+            n = mp.publish(buf, b"t", bytes(payload))  # remaining length: 3 + payload
+            self.assertEqual(n, head + 3 + payload)
+            self.assertEqual(mp.read(memoryview(buf), n, b"t"), (n, 3, 0, head + 3))
+            self.assertIsNone(mp.read(buf, head - 1, b"t"))  # the length not all there yet
+            self.assertIsNone(mp.read(buf, n - 1, b"t"))
+        with self.assertRaises(mp.MqttError):
+            mp.read(b"\x30\xff\xff\xff\xff\x01", 6, b"t")
+
+    def test_a_packet_read_a_byte_at_a_time_is_whole_only_at_its_last_byte(self):
+        mp = mqtt()
+        buf = bytearray(300)
+        n = mp.publish(buf, b"vigil/down/00c0ffee", bytes(range(200)), 1, 99)
+        for have in range(n + 1):
+            got = mp.read(memoryview(buf), have, b"vigil/down/00c0ffee")
+            self.assertEqual(got is not None, have == n, have)
+        self.assertEqual(got, (n, 3, 99, n - 200))
+
+    def test_a_downlink_too_long_for_the_buffer_is_read_as_far_as_its_packet_id(self):
+        mp = mqtt()
+        whole = bytearray(400)
+        n = mp.publish(whole, b"vigil/down/00c0ffee", bytes(300), 1, 42)
+        start = memoryview(whole)[:64]  # only this much fits in the receive buffer
+        self.assertIsNone(mp.read(start, 63, b"vigil/down/00c0ffee"))
+        self.assertEqual(mp.read(start, 64, b"vigil/down/00c0ffee")[:3], (n, 3, 42))
+        with self.assertRaises(mp.MqttError):
+            mp.read(memoryview(whole)[:10], 10, b"vigil/down/00c0ffee")
+
+    def test_connack_codes_give_their_reasons(self):
+        mp = mqtt()
+        self.assertEqual(read(b"\x20\x02\x00\x00"), (2, 0, None))
+        self.assertEqual(read(b"\x20\x02\x01\x00"), (2, 0, None))  # session present
+        self.assertEqual(read(b"\x20\x02\x00\x05"), (2, 5, "not authorised"))
+        self.assertEqual(read(b"\x20\x02\x00\x04"), (2, 4, "bad username or password"))
+        self.assertEqual(read(b"\x20\x02\x00\x01"), (2, 1, "unacceptable protocol version"))
+        self.assertEqual(read(b"\x20\x02\x00\x03"), (2, 3, "server unavailable"))
+        self.assertEqual(read(b"\x20\x02\x00\x63"), (2, 99, "return code 99"))
+        for bad in (b"\x20\x03\x00\x00\x00", b"\x20\x02\x02\x00", b"\x20\x02\x01\x05",
+                    b"\x21\x02\x00\x00"):
+            with self.assertRaises(mp.MqttError):
+                read(bad)
+
+    def test_suback_is_granted_refused_or_malformed(self):
+        mp = mqtt()
+        self.assertEqual(read(b"\x90\x03\x00\x05\x01"), (9, 5, 1))
+        self.assertEqual(read(b"\x90\x03\x00\x05\x80"), (9, 5, 0x80))
+        for bad in (b"\x90\x03\x00\x05\x03", b"\x90\x04\x00\x05\x01\x01",
+                    b"\x90\x03\x00\x00\x01"):
+            with self.assertRaises(mp.MqttError):
+                read(bad)
+
+    def test_puback_and_pingresp(self):
+        mp = mqtt()
+        self.assertEqual(read(b"\x40\x02\x12\x34"), (4, 0x1234, 0))
+        self.assertEqual(read(b"\xd0\x00"), (13, 0, 0))
+        for bad in (b"\x40\x02\x00\x00", b"\x40\x03\x00\x01\x00", b"\xd0\x01\x00",
+                    b"\x42\x02\x00\x01"):
+            with self.assertRaises(mp.MqttError):
+                read(bad)
+
+    def test_publish_gives_packet_id_and_payload_for_our_topic_only(self):
+        mp = mqtt()
+        data = b"\x32\x0a\x00\x03a/b\x00\x07XYZ"
+        t, pid, at = read(data, b"a/b")
+        self.assertEqual((t, pid, data[at:]), (3, 7, b"XYZ"))
+        self.assertEqual(read(data, b"a/c"), (3, 7, -1))   # acknowledged, not handed on
+        self.assertEqual(read(data, b"a/bc"), (3, 7, -1))
+        self.assertEqual(read(b"\x30\x06\x00\x01tXYZ", b"t"), (3, 0, 5))
+        for bad in (b"\x32\x07\x00\x09a/b\x00\x07",   # topic longer than the packet
+                    b"\x32\x07\x00\x03a/b\x00\x00",   # packet id 0
+                    b"\x32\x05\x00\x03a/b",           # no room for the packet id
+                    b"\x30\x01\x00",                   # no room for the topic length
+                    b"\x34\x07\x00\x03a/b\x00\x07",   # QoS 2
+                    b"\x36\x07\x00\x03a/b\x00\x07"):  # QoS 3
+            with self.assertRaises(mp.MqttError):
+                read(bad, b"a/b")
+
+    def test_packets_a_broker_never_sends_this_client_are_refused(self):
+        mp = mqtt()
+        for first in (0x00, 0x10, 0x22, 0x42, 0x50, 0x62, 0x70, 0x82, 0x91, 0xA2, 0xB0, 0xC0,
+                      0xE0, 0xF0):
+            with self.assertRaises(mp.MqttError):
+                read(bytes([first, 2, 0, 1]))
+
+    def test_garbage_raises_only_one_line_mqtt_errors(self):
+        mp = mqtt()
+        import random
+        random.seed(7)
+        reasons = set()
+        for _ in range(5000):
+            size = random.getrandbits(4) + 1
+            data = bytearray(size)
+            for i in range(size):
+                data[i] = random.getrandbits(8)
+            data[0] = (0x20, 0x30, 0x32, 0x40, 0x90, 0xD0, data[0])[random.getrandbits(3) % 7]
+            have = size - random.getrandbits(2) % size  # a read may stop anywhere
+            buf = memoryview(data)[:have] if random.getrandbits(1) else memoryview(data)
+            try:
+                mp.read(buf, have, b"vigil/down/00c0ffee")  # a full buffer, or room left
+            except mp.MqttError as exc:
+                reason = exc.args[0]
+                self.assertTrue("\n" not in reason and len(reason) < 80, reason)
+                reasons.add(reason.split()[0])  # kinds of reason, not every length seen
+        self.assertTrue(len(reasons) >= 5, reasons)
