@@ -13,7 +13,7 @@ from vigil_protocol._compat import const
 
 from .clock import sleep_ms, ticks_diff, ticks_ms
 
-_HANDSHAKE_TIMEOUT = const(15)  # ESP-IDF's WIFI_REASON_4WAY_HANDSHAKE_TIMEOUT: usually a wrong password
+_HANDSHAKE_TIMEOUT = const(15)  # ESP-IDF's 4WAY_HANDSHAKE_TIMEOUT: usually a wrong password
 
 
 class WifiError(OSError):

@@ -1,6 +1,7 @@
 # Firmware units, run by pytest on CPython and on the MicroPython unix port
 # (tests/test_micropython.py): gestures, the alarm table, config checks, flash records,
-# the LIS3DH driver, the software tap detector and the MQTT link's packets.
+# the LIS3DH driver, the software tap detector, the MQTT link's packets and the Wi-Fi
+# station's status checks.
 import unittest
 
 import traces
@@ -608,3 +609,117 @@ class MqttPackets(unittest.TestCase):
                 self.assertTrue("\n" not in reason and len(reason) < 80, reason)
                 reasons.add(reason.split()[0])  # kinds of reason, not every length seen
         self.assertTrue(len(reasons) >= 5, reasons)
+
+
+# -- the board's Wi-Fi (vigil_fw.wifi) against a stand-in for MicroPython's `network` ---------
+
+class FakeWLAN:
+    def __init__(self, statuses):
+        self.statuses = list(statuses)  # what status() says, in turn; the last one stays
+        self.calls = []
+
+    def status(self):
+        if len(self.statuses) > 1:
+            return self.statuses.pop(0)
+        return self.statuses[0]
+
+    def active(self, on):
+        self.calls.append(("active", on))
+
+    def config(self, **settings):
+        self.calls.append(("config", settings))
+
+    def connect(self, ssid, password):
+        self.calls.append(("connect", ssid))
+
+
+class FakeNetwork:
+    """The names of the ESP32 port's `network` module that vigil_fw.wifi uses."""
+    STA_IF = 0
+    STAT_BEACON_TIMEOUT = 200
+    STAT_NO_AP_FOUND = 201
+    STAT_WRONG_PASSWORD = 202
+    STAT_CONNECT_FAIL = 203
+    STAT_HANDSHAKE_TIMEOUT = 204
+    STAT_IDLE = 1000
+    STAT_CONNECTING = 1001
+    STAT_GOT_IP = 1010
+
+    def WLAN(self, interface):
+        return FakeWLAN([self.STAT_IDLE])
+
+
+def wifi_with(statuses):
+    import sys
+    saved = sys.modules.get("network")
+    sys.modules["network"] = FakeNetwork()
+    try:
+        from vigil_fw import wifi
+    finally:
+        if saved is None:
+            del sys.modules["network"]
+        else:
+            sys.modules["network"] = saved
+    wifi.WiFi.CHECK_MS = 1
+    wifi.WiFi.CONNECT_MS = 200
+    station = wifi.WiFi({"ssid": "site-net", "password": "hunter2-secret"})
+    station.wlan = FakeWLAN(statuses)
+    return wifi, station
+
+
+def connect_result(station):
+    import asyncio
+
+    async def attempt():
+        try:
+            await station.connect()
+            return None
+        except OSError as exc:
+            return exc
+
+    return asyncio.run(attempt())
+
+
+class WiFiStatus(unittest.TestCase):
+    N = FakeNetwork
+
+    def test_connected_already_does_nothing(self):
+        _, station = wifi_with([self.N.STAT_GOT_IP])
+        self.assertIsNone(connect_result(station))
+        self.assertEqual(station.wlan.calls, [])
+
+    def test_an_idle_station_is_started_and_waited_for(self):
+        _, station = wifi_with([self.N.STAT_IDLE, self.N.STAT_CONNECTING,
+                                self.N.STAT_CONNECTING, self.N.STAT_GOT_IP])
+        self.assertIsNone(connect_result(station))
+        self.assertEqual(station.wlan.calls, [("active", True), ("config", {"reconnects": 3}),
+                                              ("connect", "site-net")])
+
+    def test_a_station_still_trying_is_not_started_again(self):
+        _, station = wifi_with([self.N.STAT_CONNECTING, self.N.STAT_CONNECTING,
+                                self.N.STAT_GOT_IP])
+        self.assertIsNone(connect_result(station))
+        self.assertEqual(station.wlan.calls, [])
+
+    def test_each_failure_names_its_reason_and_never_the_password(self):
+        for status, words in ((self.N.STAT_WRONG_PASSWORD, "wifi: wrong password for site-net"),
+                              (self.N.STAT_NO_AP_FOUND, "wifi: no access point site-net found"),
+                              (self.N.STAT_CONNECT_FAIL, "wifi: site-net refused the connection"),
+                              (15, "wifi: no handshake with site-net (wrong password?)"),
+                              (self.N.STAT_BEACON_TIMEOUT,
+                               "wifi: access point site-net stopped answering"),
+                              (8, "wifi: no connection to site-net (status 8)")):
+            wifi, station = wifi_with([self.N.STAT_IDLE, self.N.STAT_CONNECTING, status])
+            error = connect_result(station)
+            self.assertTrue(isinstance(error, wifi.WifiError) and isinstance(error, OSError))
+            self.assertEqual(str(error), words)
+            self.assertTrue("hunter2" not in str(error))
+            # The next attempt starts the station again: it has given up.
+            station.wlan.statuses = [status, self.N.STAT_GOT_IP]
+            self.assertIsNone(connect_result(station))
+            self.assertEqual(station.wlan.calls[-1], ("connect", "site-net"))
+
+    def test_no_answer_within_the_deadline(self):
+        _, station = wifi_with([self.N.STAT_IDLE, self.N.STAT_CONNECTING])
+        self.assertEqual(str(connect_result(station)),
+                         "wifi: no connection to site-net within 0s")
