@@ -9,6 +9,7 @@
 # "REPORT <json>" with what the wearable did. The test plays the gateway on the broker side.
 import json
 import sys
+import time
 
 ROOT = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
 sys.path.append(ROOT + "/firmware")
@@ -38,22 +39,27 @@ SosButton.CANCEL_MS = 400
 Wearable.BATTERY_CHECK_MS = 200
 MqttLink.RETRY_FIRST_MS = 100
 MqttLink.RETRY_MAX_MS = 500
+for _name, _value in S.get("mqtt_timing", {}).items():  # e.g. {"ACK_MS": 1000}
+    setattr(MqttLink, _name, _value)
 
 
 def config(device):
     mqtt = {"host": "127.0.0.1", "port": S["port"], "username": device,
-            "password": S.get("password", "unused"), "keepalive_s": 30}
+            "password": S.get("password", "unused"), "keepalive_s": S.get("keepalive_s", 30)}
     if S.get("ca_file"):
         mqtt.update(tls=True, ca_file=S["ca_file"])
     return Config({"version": 1, "device_id": device, "key": S["key"],
                    "checkin_interval_s": S.get("checkin_interval_s", 60), "mqtt": mqtt})
 
 
-def boot(device, fs_dir, flash=None, links=True):
+def boot(device, fs_dir, flash=None, links=True, log=None):
+    """`log`: a list that gets (ticks_ms, line) for every console line (none are kept
+    otherwise)."""
     cfg = config(device)
     board = SimBoard(fs_dir, hardware_taps=S.get("hardware_taps", False), flash=flash)
-    link_list = [MqttLink(cfg, log=lambda m: None)] if links else []
-    wearable = Wearable(board, cfg, link_list, log=lambda m: None)
+    say = (lambda m: None) if log is None else (lambda m: log.append((time.ticks_ms(), m)))
+    link_list = [MqttLink(cfg, log=say)] if links else []
+    wearable = Wearable(board, cfg, link_list, log=say)
     return wearable, board
 
 
@@ -117,6 +123,10 @@ async def retransmit():
         await board.sos_button.hold(400)
         raised = await until(lambda: w.stats["raised"] == 1)
         done = await until(lambda: len(w.outbox) == 0, S.get("wait_ms", 6000))
+        # The ack may be handled before the sender is back from the send it answers (the
+        # MQTT link does not block the loop while the PUBACK comes): let that send count. A
+        # retransmission is at least 225 ms away, so none hides in these 50.
+        await asyncio.sleep_ms(50)
         sent_at_ack = w.stats["sent"]
         await asyncio.sleep_ms(1500)  # would retransmit at least once more if not acked
         return raised, done, sent_at_ack
@@ -322,10 +332,169 @@ async def boot_config():
 
 
 
+# -- the MQTT link against brokers that stall, garble or refuse -------------------------------
+
+def link_lines(log):
+    return [m for _, m in log if m.startswith("mqtt: ")]
+
+
+def raised_at(log, since_ms):
+    """When the first "vigil: raised" line at or after since_ms was logged, and its frame."""
+    for t, m in log:
+        if m.startswith("vigil: raised ") and time.ticks_diff(t, since_ms) >= 0:
+            return t, m.split()[-1]
+    return None, None
+
+
+async def stall():
+    """Buttons during a broker stall (S["port"] is the test's stalling proxy): a duress
+    gesture while CONNACK is held, an SOS while a PUBACK is held. Reports how long after
+    each gesture was complete its alarm was on flash, and what the wearable raised."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    link = w.links[0]
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep_ms(S.get("first_press_ms", 300))
+    up_at_duress = link.up
+    await board.duress_button.presses(3)
+    done = time.ticks_ms()  # the gesture is complete at the fourth press
+    await board.duress_button.hold(60)
+    await until(lambda: w.stats["raised"] == 1, 3000, 5)
+    t, duress_frame = raised_at(log, done)
+    duress_ms = None if t is None else time.ticks_diff(t, done)
+    # Once a send is waiting for its PUBACK (held by the proxy), the SOS.
+    busy = await until(lambda: link.n[0] or link.n[1], S.get("wait_up_ms", 15000),
+                       5)
+    inflight_at_sos = bool(link.n[0] > 0 or link.n[1] > 0)
+    pressed = time.ticks_ms()
+    await board.sos_button.hold(SosButton.HOLD_MS + 100)
+    done = time.ticks_add(pressed, SosButton.HOLD_MS + SosButton.CANCEL_MS)
+    await until(lambda: w.stats["raised"] == 2, 3000, 5)
+    t, sos_frame = raised_at(log, pressed)
+    sos_ms = None if t is None else time.ticks_diff(t, done)
+    acked = await until(lambda: len(w.outbox) == 0, S.get("settle_ms", 30000))
+    task.cancel()
+    link._drop("scenario over")
+    await asyncio.sleep_ms(10)
+    report(up_at_duress=up_at_duress, busy=bool(busy), inflight_at_sos=inflight_at_sos,
+           duress_ms=duress_ms, sos_ms=sos_ms, raised=[duress_frame, sos_frame], acked=acked,
+           stats=w.stats, mqtt=link_lines(log), played=board.played)
+
+
+async def garbled():
+    """A broker whose first connections answer garbage (the test's proxy): the link says why
+    in one line each time and connects again; the app carries on and its alarm goes out."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    link = w.links[0]
+    task = asyncio.create_task(w.run())
+    up = await until(lambda: link.connects >= S.get("connects", 1), S.get("wait_up_ms", 15000))
+    counter = w.raise_alarm(1)  # SOS
+    acked = await until(lambda: len(w.outbox) == 0, 10000)
+    task.cancel()
+    link._drop("scenario over")
+    await asyncio.sleep_ms(10)
+    report(up=up, counter=counter, acked=acked, restarts=w.stats.get("restarts", 0),
+           mqtt=link_lines(log), status=link.status, connects=link.connects)
+
+
+def count_wakeups():
+    """Count every resumption of every task created from now on, by the name of its
+    coroutine function: the scheduler's core and the asyncio package both start tasks."""
+    wakes = {}
+    core = asyncio.core
+    make = core.create_task
+
+    def counted(coro, name):
+        value = None
+        error = None
+        while True:
+            wakes[name] = wakes.get(name, 0) + 1
+            try:
+                out = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            try:
+                value = yield out
+            except BaseException as exc:  # noqa: B036 - cancellation goes to the coroutine
+                error = exc
+
+    def create_task(coro, name=None):
+        if name is None:
+            name = str(coro).split("'")[1] if "'" in str(coro) else str(coro)
+        return make(counted(coro, name))
+
+    core.create_task = create_task
+    asyncio.create_task = create_task
+    return wakes
+
+
+async def idle():
+    """The wearable idle with its MQTT link up: how often each task wakes in S["idle_ms"],
+    and how many keepalive pings went out meanwhile."""
+    from vigil_fw import mqtt_packets
+    wakes = count_wakeups()
+    pings = [0]
+    control = mqtt_packets.control
+
+    def counted(buf, b, pid=0, topic=None):
+        if b == 0xC0:  # PINGREQ
+            pings[0] += 1
+        return control(buf, b, pid, topic)
+
+    mqtt_packets.control = counted
+    w, board = boot(S["device"], S["fs"])
+    task = asyncio.create_task(w.run(), "Wearable.run")  # the link's own run() is "run"
+    up = await until(lambda: w.links[0].up, 5000)
+    await asyncio.sleep_ms(1500)  # the first check-in and its PUBACK
+    before = dict(wakes)
+    pings_before = pings[0]
+    await asyncio.sleep_ms(S.get("idle_ms", 10000))
+    during = {}
+    for name, n in wakes.items():
+        if n - before.get(name, 0):
+            during[name] = n - before.get(name, 0)
+    task.cancel()
+    w.links[0]._drop("scenario over")
+    await asyncio.sleep_ms(10)
+    report(up=up, wakes=during, pings=pings[0] - pings_before, stats=w.stats)
+
+
+async def link_diagnostics():
+    """The MQTT link alone against each case of S["cases"] ({"host", "port", "password",
+    "ca_file", "send"}): the console lines of its first attempt, and its status."""
+    from vigil_fw.link import Inbox
+    out = []
+    for case in S["cases"]:
+        mqtt = {"host": case.get("host", "127.0.0.1"), "port": case["port"],
+                "username": S["device"], "password": case.get("password", "unused"),
+                "keepalive_s": 30}
+        if case.get("ca_file"):
+            mqtt.update(tls=True, ca_file=case["ca_file"])
+        cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"], "mqtt": mqtt})
+        lines = []
+        link = MqttLink(cfg, log=lines.append)
+        status_before = link.status
+        task = asyncio.create_task(link.run(Inbox()))
+        await until(lambda: lines, 15000)
+        sent = None
+        if link.up and case.get("send"):
+            sent = await link.send(b"frame")
+            await until(lambda: len(lines) >= 2, 5000)
+        status = link.status
+        task.cancel()
+        await asyncio.sleep_ms(10)
+        link._drop(None)
+        out.append({"lines": lines, "status": status, "before": status_before, "sent": sent})
+    report(cases=out)
+
+
 SCENARIOS = {"duress": duress, "duress_three_presses": duress_three_presses,
              "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
              "power_cuts": power_cuts, "hardware_tap": hardware_tap, "battery": battery,
-             "watchdog": watchdog, "boot_config": boot_config}
+             "watchdog": watchdog, "boot_config": boot_config, "stall": stall, "garbled": garbled,
+             "link_diagnostics": link_diagnostics, "idle": idle}
 
 asyncio.run(SCENARIOS[S["scenario"]]())
 sys.exit(0)
