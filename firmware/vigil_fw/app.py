@@ -222,7 +222,6 @@ class Wearable:
         while True:
             self._park("taps")
             await self.prompt.wait()
-            accel.start()
             self.taps = DoubleTapDetector()
             while self.alarms.prompted() is not None:
                 self._busy("taps")
@@ -333,10 +332,14 @@ class Wearable:
             event = fsm.EV_RECEIVED + frame.stage - RECEIVED
         else:
             event = fsm.EV_ACKNOWLEDGED + frame.action - ACKNOWLEDGED
+        was_prompted = self.alarms.prompted() is not None
         pattern = self.alarms.apply(frame.ref, event)
         self._update_silence()
         self.feedback.show(pattern)
-        if self.alarms.prompted() is not None:
+        if not was_prompted and self.alarms.prompted() is not None:
+            # A prompt opened: the accelerometer is read from now on (the answer is a double
+            # tap after the prompt, never one from before it).
+            self.board.accel.start()
             self.prompt.set()
 
     # -- check-ins and battery ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-# The real board: the only module that touches machine and network. IRQ handlers only record
+# The real board: with wifi.py, the only modules that touch machine and network. IRQ handlers only record
 # the edge and its time in the board's EdgeRing (hard IRQs: nothing is allocated) and wake
 # the input task, which does the work.
 import machine

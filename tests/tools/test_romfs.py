@@ -12,12 +12,12 @@ def test_the_firmware_image_mounts_at_rom_and_its_modules_import_from_there(tmp_
     assert image.startswith(romfs.HEADER) and len(image) == size
     out = micropython.run(
         "import sys\n"
-        "import vigil_fw.app, vigil_protocol, umqtt.simple\n"
-        "print(vigil_fw.app.__file__, vigil_protocol.__file__, umqtt.simple.__file__)\n"
+        "import vigil_fw.app, vigil_protocol, vigil_fw.mqtt_link\n"
+        "print(vigil_fw.app.__file__, vigil_protocol.__file__, vigil_fw.mqtt_link.__file__)\n"
         "print(sys.path[:3])\n", rom=tmp_path / "fw.romfs")
     files, path = out.strip().splitlines()
     assert files.split() == ["/rom/vigil_fw/app.mpy", "/rom/vigil_protocol/__init__.mpy",
-                             "/rom/umqtt/simple.mpy"]
+                             "/rom/vigil_fw/mqtt_link.mpy"]
     assert path == "['', '/rom', '/rom/lib']"
 
 

@@ -4,7 +4,6 @@ Layout (what goes onto the board's flash):
     boot.py, main.py                    plain source (MicroPython runs these by name)
     lib/vigil_fw/*.mpy                  the firmware
     lib/vigil_protocol/*.mpy            the shared protocol
-    lib/umqtt/simple.mpy, lib/ussl.mpy  the MQTT client (micropython-lib) and its TLS shim
 
 On a board with a ROMFS partition the lib/ folder goes there instead, as one image
 (build_romfs): MicroPython runs it in place from flash, and the heap keeps only objects.
@@ -30,27 +29,22 @@ def mpy_cross():
 
 def sources(root=None):
     """(source file, path in the bundle without suffix) for every module to compile.
-    `root`: a source tree laid out as this repository (firmware/, protocol/, .venv/mpy-lib/);
-    this checkout by default."""
-    firmware, protocol, mpy_lib = _roots(root)
+    `root`: a source tree laid out as this repository (firmware/, protocol/); this checkout
+    by default."""
+    firmware, protocol = _roots(root)
     out = []
     for package, base in ((firmware / "vigil_fw", "lib/vigil_fw"),
                           (protocol, "lib/vigil_protocol")):
         for src in sorted(package.glob("*.py")):
             out.append((src, base + "/" + src.stem))
-    out.append((firmware / "ussl.py", "lib/ussl"))
-    umqtt = mpy_lib / "umqtt" / "simple.py"
-    if not umqtt.exists():
-        raise ToolError("micropython-lib's umqtt.simple is missing (run `make setup`)")
-    out.append((umqtt, "lib/umqtt/simple"))
     return out
 
 
 def _roots(root):
     if root is None:
-        return FIRMWARE, PROTOCOL, MPY_LIB
+        return FIRMWARE, PROTOCOL
     root = pathlib.Path(root)
-    return root / "firmware", root / "protocol" / "vigil_protocol", root / ".venv" / "mpy-lib"
+    return root / "firmware", root / "protocol" / "vigil_protocol"
 
 
 def source_name(name):
@@ -78,8 +72,6 @@ def build(out_dir, optimise=True, root=None):
             raise ToolError("mpy-cross failed on %s: %s" % (src, error.strip()))
         target.write_bytes(proc.stdout)
         files[name + ".mpy"] = len(proc.stdout)
-    (out / "lib" / "umqtt" / "__init__.py").write_text("")
-    files["lib/umqtt/__init__.py"] = 0
     firmware = _roots(root)[0]
     for entry in ("boot.py", "main.py"):
         shutil.copy(firmware / entry, out / entry)
