@@ -1,5 +1,7 @@
-# Vigil protocol v1: the frame codec shared by the wearable (MicroPython) and the gateway.
-# Sans-I/O; runs unchanged on CPython >= 3.11 and MicroPython >= 1.27. See protocol/SPEC.md.
+# Vigil protocol v1 and v2: the frame codec shared by the wearable (MicroPython) and the
+# gateway. Sans-I/O; runs unchanged on CPython >= 3.11 and MicroPython >= 1.27. See
+# protocol/SPEC.md. decode() reads both versions; encode() writes PROTOCOL_VERSION (1) unless
+# asked for another (version=2).
 #
 # On CPython every public name is imported here, as usual. On MicroPython (the wearable, with
 # a 64 KB heap) each re-exported name would be one more heap entry in this package, so the

@@ -2,7 +2,12 @@
 
 Run it only when the protocol changes on purpose (`python tests/protocol/make_vectors.py`);
 the tests then check the committed file, so an accidental change to the codec shows up as a
-failing vector rather than a silently regenerated one.
+failing vector rather than a silently regenerated one. The output is deterministic: fixed keys,
+fixed counters, and v2 frames have no random part (their nonce is their header).
+
+v1 vectors come first (names as before), then v2 ones (names starting "v2_"). Frames with a
+fault are made by hand and then given a valid MAC (v1: `signed`; v2: `sealed`, which encrypts
+a hand-made core and extensions), so the fault is what the decoder meets after the MAC.
 """
 import json
 import pathlib
@@ -12,6 +17,9 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "protocol"))
 
 import vigil_protocol as p  # noqa: E402
+from vigil_protocol import frames  # noqa: E402
+from vigil_protocol import mac as mac_module  # noqa: E402
+from vigil_protocol.frames import V2_SIZES  # noqa: E402
 
 KEY = bytes(range(0x40, 0x60))
 OTHER_KEY = bytes(range(0xA0, 0xC0))
@@ -28,18 +36,27 @@ def header(frame_type, counter, device=DEVICE, version=1):
     return struct.pack(">BII", (version << 4) | frame_type, device, counter)
 
 
-def valid(name, frame, note=""):
-    data = p.encode(frame, KEY)
-    return {"name": name, "type": frame.NAME, "direction": frame.DIRECTION, "key": KEY.hex(),
-            "frame": data.hex(), "valid": True, "fields": frame.fields(), "note": note}
+def valid(name, frame, note="", version=1):
+    data = p.encode(frame, KEY, version=version)
+    decoded = p.decode(data, KEY, frame.DIRECTION)  # v2 fields are what the frame can carry
+    return {"name": name, "version": version, "type": frame.NAME, "direction": frame.DIRECTION,
+            "key": KEY.hex(), "frame": data.hex(), "valid": True, "fields": decoded.fields(),
+            "note": note}
 
 
-def invalid(name, type_name, direction, data, error, note, key=KEY):
-    return {"name": name, "type": type_name, "direction": direction, "key": key.hex(),
-            "frame": data.hex(), "valid": False, "error": error, "note": note}
+def by_hand(name, type_name, direction, data, fields, note, version):
+    """A valid frame the encoder would not make (an unknown extension, extra padding)."""
+    return {"name": name, "version": version, "type": type_name, "direction": direction,
+            "key": KEY.hex(), "frame": data.hex(), "valid": True, "canonical": False,
+            "fields": fields, "note": note}
 
 
-def build():
+def invalid(name, type_name, direction, data, error, note, key=KEY, version=1):
+    return {"name": name, "version": version, "type": type_name, "direction": direction,
+            "key": key.hex(), "frame": data.hex(), "valid": False, "error": error, "note": note}
+
+
+def build_v1():
     v = []
     for counter, kind in enumerate(["SOS", "DURESS", "FALL", "LOW_BATTERY", "NO_MOTION"], 1):
         v.append(valid("alarm_" + kind.lower(), p.Alarm(DEVICE, counter, kind),
@@ -56,11 +73,11 @@ def build():
                            battery=255)))
     unknown_ext = header(p.Alarm.TYPE, 24) + struct.pack(">BH", p.SOS, 0) + bytes(
         [0x40, 3, 1, 2, 3])
-    v.append({"name": "alarm_unknown_extension_skipped", "type": "alarm", "direction": "up",
-              "key": KEY.hex(), "frame": signed(unknown_ext, "up").hex(), "valid": True,
-              "fields": {"device_id": DEVICE, "counter": 24, "kind": "SOS", "ref": 0,
-                         "unknown_extensions": [0x40]},
-              "note": "extension 0x40 is from a newer peer: skipped, frame accepted"})
+    v.append(by_hand("alarm_unknown_extension_skipped", "alarm", "up",
+                     signed(unknown_ext, "up"),
+                     {"device_id": DEVICE, "counter": 24, "kind": "SOS", "ref": 0,
+                      "unknown_extensions": [0x40]},
+                     "extension 0x40 is from a newer peer: skipped, frame accepted", 1))
     v.append(valid("alarm_max_counter", p.Alarm(0xFFFFFFFF, 0xFFFFFFFF, "SOS")))
     v.append(valid("checkin_plain", p.CheckIn(DEVICE, 30, battery=87, flags=0, interval=300)))
     v.append(valid("checkin_flags", p.CheckIn(DEVICE, 31, battery=9, flags=0x0F, interval=60),
@@ -136,8 +153,271 @@ def build():
                 signed(header(p.Alarm.TYPE, 50) + struct.pack(">BH", p.SOS, 0) +
                        bytes([1, 8]) + bytes(8), "up"),
                 "bad_extension", "location must be 10 bytes"),
+        # Two faults in one frame: the reason is the first in SPEC section 6's order.
+        invalid("two_faults_short_body_received_the_wrong_way", "ack", "up",
+                signed(header(p.Ack.TYPE, 11) + b"\x00\x00", "down"), "truncated",
+                "an ack cut to 2 body bytes, decoded as an uplink: its size is judged before "
+                "its direction"),
+        invalid("two_faults_unknown_type_short", "alarm", "up",
+                signed(header(0x5, 51), "up"), "unknown_type",
+                "type 0x5 and no body: the type is judged before the body size"),
+        invalid("two_faults_wrong_direction_bad_mac", "ack", "up",
+                ack[:-1] + bytes([ack[-1] ^ 1]), "wrong_direction",
+                "a downlink with a broken tag, decoded as an uplink: direction before MAC"),
+        invalid("two_faults_bad_mac_unknown_kind", "alarm", "up",
+                sos[:9] + bytes([0x7F]) + sos[10:], "bad_mac",
+                "kind 0x7F without re-signing: the MAC is judged before the kind"),
+        invalid("two_faults_unknown_kind_counter_zero", "alarm", "up",
+                signed(header(p.Alarm.TYPE, 0) + struct.pack(">BH", 0x7F, 0), "up"),
+                "unknown_kind", "kind 0x7F and counter 0: codes before fields"),
+        invalid("two_faults_unknown_action_ref_zero", "action", "down",
+                signed(header(p.Action.TYPE, 12) + struct.pack(">IB", 0, 9), "down"),
+                "unknown_kind", "action 9 naming counter 0: codes before fields"),
+        invalid("two_faults_bad_field_bad_extension", "checkin", "up",
+                signed(header(p.CheckIn.TYPE, 52) + struct.pack(">BBH", 150, 0, 60) +
+                       bytes([3, 1, 50]), "up"),
+                "bad_field", "battery 150% and a battery extension a check-in may not carry: "
+                "fields before extensions"),
     ]
     return v
+
+
+def sealed(core, direction="up", counter=1, size=None, device=DEVICE, key=KEY, first=0x20,
+           tail=b""):
+    """A v2 frame around hand-made contents: header | E(core | tail | zeros) | tag, `size`
+    bytes long (default: the smallest v2 size that holds it), with a valid MAC."""
+    if size is None:
+        size = next(s for s in V2_SIZES if s >= 17 + len(core) + len(tail))
+    content = struct.pack(">BII", first, device, counter) + core + tail
+    assert len(content) <= size - 8, "contents do not fit"
+    buf = bytearray(content + bytes(size - len(content)))  # zero padding, then the tag
+    frames._seal(p.DeviceKey(key), direction, buf)
+    return bytes(buf)
+
+
+def alarm_core(kind, delta=0, age=0, code=1):
+    return bytes([(code << 6) | (kind << 2) | (delta >> 8), delta & 0xFF, age])
+
+
+def checkin_core(battery, flags=0, interval=0, code=2):
+    return bytes([(code << 6) | (flags << 1) | (battery >> 6), ((battery & 0x3F) << 2)
+                  | (interval >> 8), interval & 0xFF])
+
+
+def reply_core(code, value, ref):
+    return struct.pack(">BI", (code << 6) | value, ref)
+
+
+def build_v2():
+    v = []
+
+    def ok(name, frame, note=""):
+        v.append(valid("v2_" + name, frame, note, version=2))
+
+    def bad(name, type_name, direction, data, error, note, key=KEY):
+        v.append(invalid("v2_" + name, type_name, direction, data, error, note, key, 2))
+
+    for counter, kind in enumerate(["SOS", "DURESS", "FALL", "LOW_BATTERY", "NO_MOTION"], 101):
+        ok("alarm_" + kind.lower(), p.Alarm(DEVICE, counter, kind),
+           "core alarm frame: 20 bytes, the length of a check-in; age 0")
+    ok("alarm_double_tap", p.Alarm(DEVICE, 112, "DOUBLE_TAP", ref=101),
+       "answers the SOS at counter 101 (ref_delta 11)")
+    ok("alarm_double_tap_farthest", p.Alarm(DEVICE, 5000, "DOUBLE_TAP", ref=5000 - 1023),
+       "ref_delta 1023, the most v2's 10 bits hold")
+    ok("alarm_duress_age_95", p.Alarm(DEVICE, 113, "DURESS", age=95),
+       "waited 95 s: the 8-bit age says 92 (rounded down to a multiple of 4 in 64..124)")
+    ok("alarm_sos_age_15", p.Alarm(DEVICE, 114, "SOS", age=15), "ages below 32 s are exact")
+    ok("alarm_fall_age_hour", p.Alarm(DEVICE, 115, "FALL", age=3600),
+       "waited an hour: the age says 3584 (steps of 128 s from 2048 s)")
+    ok("alarm_sos_age_saturated", p.Alarm(DEVICE, 116, "SOS", age=10 ** 6),
+       "waited 11.6 days: the age says 507904 s, the largest it holds (5.9 days or more)")
+    ok("alarm_sos_with_location",
+       p.Alarm(DEVICE, 120, "SOS", location=(515007800, -1275700, 12)),
+       "location extension: 32 bytes, the size of a check-in with a location")
+    ok("alarm_fall_battery", p.Alarm(DEVICE, 122, "FALL", battery=41),
+       "battery extension: 23 bytes of content padded to 32")
+    ok("alarm_all_extensions",
+       p.Alarm(DEVICE, 123, "SOS", location=(-338688000, 1512093000, 5000), age=3600,
+               battery=255), "location and battery: 35 bytes padded to 48")
+    ok("alarm_max_counter", p.Alarm(0xFFFFFFFF, 0xFFFFFFFF, "SOS"))
+    v.append(by_hand("v2_alarm_unknown_extension_skipped", "alarm", "up",
+                     sealed(alarm_core(p.SOS), counter=124, tail=bytes([0x40, 3, 1, 2, 3])),
+                     {"device_id": DEVICE, "counter": 124, "kind": "SOS", "ref": 0, "age": 0,
+                      "unknown_extensions": [0x40]},
+                     "extension 0x40 is from a newer peer: skipped, frame accepted", 2))
+    v.append(by_hand("v2_alarm_padded_to_64", "alarm", "up",
+                     sealed(alarm_core(p.DURESS), counter=125, size=64),
+                     {"device_id": DEVICE, "counter": 125, "kind": "DURESS", "ref": 0,
+                      "age": 0},
+                     "a sender may pad to any larger v2 size: two keystream blocks", 2))
+    ok("checkin_plain", p.CheckIn(DEVICE, 130, battery=87, flags=0, interval=300),
+       "20 bytes, the length of a core alarm")
+    ok("checkin_flags", p.CheckIn(DEVICE, 131, battery=9, flags=0x1F, interval=60),
+       "all five flags")
+    ok("checkin_battery_unknown_location", p.CheckIn(DEVICE, 132, location=(0, 0, 0)),
+       "battery 255 travels as 127 in v2's 7 bits; location: 32 bytes")
+    ok("checkin_interval_rounded_up", p.CheckIn(DEVICE, 133, battery=50, interval=301),
+       "301 s announced as 310 s (31 x 10 s): the next check-in comes within it")
+    ok("checkin_interval_hour", p.CheckIn(DEVICE, 134, battery=100, interval=3600),
+       "60 x 1 min, exact")
+    ok("checkin_interval_largest", p.CheckIn(DEVICE, 135, battery=0, interval=65535),
+       "65535 s announced as 66000 s (110 x 10 min)")
+    ok("ack_received", p.Ack(DEVICE, 1, 101, "RECEIVED"), "22 bytes, the length of an action")
+    ok("ack_delivered", p.Ack(DEVICE, 2, 101, "DELIVERED"))
+    for counter, action in enumerate(["ACKNOWLEDGED", "PROMPT_DOUBLE_TAP", "HELP_DISPATCHED",
+                                      "RESOLVED"], 3):
+        ok("action_" + action.lower(), p.Action(DEVICE, counter, 101, action))
+
+    sos = p.encode(p.Alarm(DEVICE, 140, "SOS"), KEY, version=2)
+    ack = p.encode(p.Ack(DEVICE, 9, 140, "RECEIVED"), KEY, version=2)
+    big = p.encode(p.Alarm(DEVICE, 141, "SOS", location=(1, 2, 3), battery=50), KEY, version=2)
+    bad("truncated_header", "alarm", "up", sos[:16], "truncated", "shorter than header + tag")
+    bad("size_between_classes", "alarm", "up", sealed(alarm_core(p.SOS), counter=142, size=21),
+        "truncated", "21 bytes (validly sealed): not a v2 size, so cut short of 22 or 32")
+    bad("cut_to_a_smaller_size", "alarm", "up", big[:32], "bad_mac",
+        "a 48-byte frame cut to 32, a v2 size: the MAC fails")
+    bad("oversized", "alarm", "up", sealed(alarm_core(p.SOS), counter=143, size=65),
+        "oversized", "65 bytes: over the 64-byte hard maximum")
+    bad("unsupported_version", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=144, first=0x30), "unsupported_version",
+        "first byte 0x30: version 3")
+    bad("unsupported_low_nibble", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=145, first=0x21), "unsupported_version",
+        "first byte 0x21: v2 frames start 0x20, nothing else travels in clear")
+    bad("uplink_received_as_downlink", "alarm", "down", sos, "wrong_direction",
+        "a valid alarm decoded by a wearable: it verifies with the uplink MAC key only")
+    bad("downlink_received_as_uplink", "ack", "up", ack, "wrong_direction",
+        "a valid ack decoded by a gateway")
+    bad("bad_mac_flipped_tag_bit", "alarm", "up", sos[:-1] + bytes([sos[-1] ^ 1]), "bad_mac",
+        "last tag bit flipped")
+    bad("bad_mac_flipped_ciphertext_bit", "alarm", "up",
+        sos[:9] + bytes([sos[9] ^ 0x04]) + sos[10:], "bad_mac",
+        "the bit that would turn SOS into DURESS after decryption: the MAC covers the "
+        "ciphertext")
+    bad("bad_mac_altered_device_id", "alarm", "up", sos[:4] + bytes([sos[4] ^ 1]) + sos[5:],
+        "bad_mac", "the clear header is covered by the MAC")
+    bad("bad_mac_altered_counter", "alarm", "up", sos[:8] + bytes([sos[8] ^ 1]) + sos[9:],
+        "bad_mac", "another counter: another nonce and a failed MAC")
+    bad("bad_mac_wrong_key", "alarm", "up", sos, "bad_mac",
+        "valid frame, another device's key", key=OTHER_KEY)
+    bad("bad_mac_v1_tag", "alarm", "up", signed(sos[:-8], "up"), "bad_mac",
+        "v2 bytes tagged the v1 way (device key and direction label)")
+    bad("bad_mac_subkeys_swapped", "alarm", "up", swapped(sos[:-8]), "bad_mac",
+        "sealed with the uplink encryption key as MAC key and the reverse")
+    bad("unknown_type_0", "alarm", "up", sealed(alarm_core(p.SOS, code=0), counter=146),
+        "unknown_type", "v2 uplink type 0 is not assigned")
+    bad("unknown_type_3", "ack", "down", sealed(reply_core(3, 1, 140), "down", counter=10),
+        "unknown_type", "v2 downlink type 3 is not assigned")
+    bad("truncated_downlink_core", "ack", "down",
+        sealed(reply_core(1, 1, 140)[:3], "down", counter=11), "truncated",
+        "an ack sealed in 20 bytes: its 5-byte core does not fit (judged after the MAC)")
+    bad("unknown_alarm_kind", "alarm", "up", sealed(alarm_core(0xF), counter=147),
+        "unknown_kind", "kind 15, validly sealed")
+    bad("unknown_alarm_kind_0", "alarm", "up", sealed(alarm_core(0), counter=148),
+        "unknown_kind", "kind 0 is not assigned")
+    bad("unknown_stage", "ack", "down", sealed(reply_core(1, 3, 140), "down", counter=12),
+        "unknown_kind", "ack stage 3")
+    bad("unknown_action", "action", "down", sealed(reply_core(2, 9, 140), "down", counter=13),
+        "unknown_kind", "action 9")
+    bad("checkin_battery_out_of_range", "checkin", "up",
+        sealed(checkin_core(110, interval=30), counter=149), "bad_field", "battery 110%")
+    bad("sos_with_reference", "alarm", "up", sealed(alarm_core(p.SOS, delta=3), counter=150),
+        "bad_field", "only DOUBLE_TAP may name another alarm")
+    bad("double_tap_without_reference", "alarm", "up",
+        sealed(alarm_core(p.DOUBLE_TAP), counter=151), "bad_field",
+        "DOUBLE_TAP must name the alarm it answers")
+    bad("double_tap_before_counter_1", "alarm", "up",
+        sealed(alarm_core(p.DOUBLE_TAP, delta=5), counter=5), "bad_field",
+        "ref_delta 5 at counter 5 names counter 0")
+    bad("counter_zero", "alarm", "up", sealed(alarm_core(p.SOS), counter=0), "bad_field",
+        "counter 0 is reserved")
+    bad("device_id_zero", "alarm", "up", sealed(alarm_core(p.SOS), counter=152, device=0),
+        "bad_field", "device id 0 is reserved")
+    bad("ack_ref_zero", "ack", "down", sealed(reply_core(1, 1, 0), "down", counter=14),
+        "bad_field", "an ack of counter 0")
+    bad("extension_twice", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=153, tail=bytes([3, 1, 50, 3, 1, 60])),
+        "bad_extension", "battery extension appears twice")
+    bad("extension_cut_short", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=154, size=22, tail=bytes([1, 10])),
+        "bad_extension", "location says 10 bytes, the tag follows")
+    bad("location_wrong_length", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=155, tail=bytes([1, 8]) + bytes(8)),
+        "bad_extension", "location must be 10 bytes")
+    bad("location_out_of_range", "checkin", "up",
+        sealed(checkin_core(50), counter=156, tail=bytes([1, 10]) +
+               struct.pack(">iiH", 900000001, 0, 0)), "bad_extension", "latitude past 90°")
+    bad("age_extension", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=157, tail=bytes([2, 4, 0, 0, 0, 95])),
+        "bad_extension", "v2 carries the age in the core, never as extension 0x02")
+    bad("battery_extension_in_checkin", "checkin", "up",
+        sealed(checkin_core(50), counter=158, tail=bytes([3, 1, 50])), "bad_extension",
+        "the battery extension is for alarms")
+    bad("padding_not_zero", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=159, tail=bytes([3, 1, 50, 0, 0, 7])),
+        "bad_extension", "padding starts at the zero type byte and must stay zero")
+    # Two faults in one frame: the reason is the first in SPEC section 6's v2 order.
+    bad("two_faults_oversized_bad_version", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=160, size=65, first=0x30), "oversized",
+        "65 bytes and version 3: size first")
+    bad("two_faults_truncated_bad_version", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=161, first=0x30)[:16], "truncated",
+        "16 bytes and version 3: size first")
+    bad("two_faults_bad_version_bad_size", "alarm", "up",
+        sealed(alarm_core(p.SOS), counter=162, size=25, first=0x30), "unsupported_version",
+        "version 3 and 25 bytes: a v2 size is only judged once the version is 2")
+    bad("two_faults_bad_size_wrong_direction", "ack", "up",
+        sealed(reply_core(1, 1, 140), "down", counter=15)[:21], "truncated",
+        "an ack cut to 21 bytes, decoded as an uplink: its size before its direction")
+    bad("two_faults_wrong_direction_unknown_kind", "alarm", "up",
+        sealed(alarm_core(0xF), "down", counter=16), "wrong_direction",
+        "kind 15 sealed with the downlink keys, decoded as an uplink: nothing is decrypted "
+        "once the MAC fails this way")
+    bad("two_faults_bad_mac_unknown_type", "alarm", "up",
+        flip_tag(sealed(alarm_core(p.SOS, code=3), counter=163)), "bad_mac",
+        "type 3 under a broken tag: nothing is decrypted before the MAC verifies")
+    bad("two_faults_unknown_type_counter_zero", "alarm", "up",
+        sealed(alarm_core(p.SOS, code=0), counter=0), "unknown_type", "type before fields")
+    bad("two_faults_truncated_core_counter_zero", "ack", "down",
+        sealed(reply_core(1, 1, 140)[:3], "down", counter=0), "truncated",
+        "an ack in 20 bytes with counter 0: the core's size before its fields")
+    bad("two_faults_unknown_kind_counter_zero", "alarm", "up",
+        sealed(alarm_core(0xF), counter=0), "unknown_kind",
+        "kind 15 and counter 0: codes before fields")
+    bad("two_faults_unknown_kind_bad_extension", "alarm", "up",
+        sealed(alarm_core(0xF), counter=164, tail=bytes([2, 4, 0, 0, 0, 1])), "unknown_kind",
+        "kind 15 and an age extension: codes before extensions")
+    bad("two_faults_bad_field_bad_extension", "checkin", "up",
+        sealed(checkin_core(110), counter=165, tail=bytes([3, 1, 50])), "bad_field",
+        "battery 110% and a battery extension: fields before extensions")
+    return v
+
+
+def flip_tag(data):
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def swapped(message, key=KEY):
+    """header | plaintext sealed with the uplink subkeys in each other's place."""
+    enc, mac = p.DeviceKey(key).subkeys("up")
+    wrong = p.DeviceKey(bytes(32))
+    wrong._v2 = {"up": (mac_module._keyed(mac), mac_module._keyed(enc))}
+    buf = bytearray(message + bytes(8))
+    frames._seal(wrong, "up", buf)
+    return bytes(buf)
+
+
+def derived_keys():
+    key = p.DeviceKey(KEY)
+    out = {"key": KEY.hex()}
+    for direction in ("up", "down"):
+        enc, mac = key.subkeys(direction)
+        out[direction] = {"enc": enc.hex(), "mac": mac.hex()}
+    return out
+
+
+def build():
+    return build_v1() + build_v2()
 
 
 def main():
@@ -150,13 +430,18 @@ def main():
             assert not vec["valid"] and exc.reason == vec["error"], (vec["name"], exc)
         else:
             assert vec["valid"] and frame.fields() == vec["fields"], vec["name"]
-    doc = {"protocol": "vigil", "version": 1,
+    doc = {"protocol": "vigil", "versions": [1, 2],
            "about": "Golden vectors for protocol/SPEC.md. 'direction' is the direction the "
-                    "receiver decodes in; 'error' is the rejection reason code.",
+                    "receiver decodes in; 'error' is the rejection reason code; "
+                    "'canonical': false marks a valid frame the encoder would not make.",
+           "v2_keys": derived_keys(),
            "vectors": vectors}
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
-    bad = sum(1 for x in vectors if not x["valid"])
-    print("wrote %d vectors (%d invalid) to %s" % (len(vectors), bad, OUT))
+    for version in (1, 2):
+        mine = [x for x in vectors if x["version"] == version]
+        bad = sum(1 for x in mine if not x["valid"])
+        print("v%d: %d vectors (%d invalid)" % (version, len(mine), bad))
+    print("wrote %d vectors to %s" % (len(vectors), OUT))
 
 
 if __name__ == "__main__":

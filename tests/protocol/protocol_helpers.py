@@ -11,9 +11,13 @@ def repo_root():
     return here.rsplit("/", 3)[0] if here.count("/") >= 3 else "."
 
 
-def load_vectors():
+def load_document():
     with open(repo_root() + "/protocol/vectors.json") as f:
-        return json.load(f)["vectors"]
+        return json.load(f)
+
+
+def load_vectors():
+    return load_document()["vectors"]
 
 
 def rejection(fn, *args):
