@@ -9,7 +9,20 @@ def vectors(root):
 
 
 def test_frame_decode_agrees_with_every_golden_vector(root):
+    # Every vector through the report the command prints; one of each version and outcome
+    # through the real entry point as well (a process per vector would take a minute).
+    from vigil_tools.frame_cmd import describe
+
+    through_cli = {}
     for v in vectors(root):
+        report = describe(bytes.fromhex(v["frame"]), bytes.fromhex(v["key"]), v["direction"])
+        if v["valid"]:
+            assert (report["valid"], report["fields"]) == (True, v["fields"]), v["name"]
+        else:
+            assert (report["valid"], report["error"]) == (False, v["error"]), v["name"]
+        through_cli.setdefault((v["version"], v.get("error", v["type"])), v)
+    assert len(through_cli) >= 20
+    for v in through_cli.values():
         proc = vigil("frame", "decode", v["frame"], "--key", v["key"], "--direction",
                      v["direction"], "--json")
         report = json.loads(proc.stdout)
@@ -67,3 +80,37 @@ def test_bench_protocol_prints_figures_and_a_key_value_line():
     for key in ("encode_per_s", "decode_per_s", "baseline_hmac_per_s", "encode_ratio",
                 "mpy_encode_heap_bytes", "mpy_decode_heap_bytes"):
         assert float(last[key]) > 0, key
+
+
+def test_frame_decode_v2_without_key_shows_version_device_and_counter_only(root):
+    for name in ("v2_alarm_duress", "v2_checkin_plain", "v2_ack_received"):
+        v = next(v for v in vectors(root) if v["name"] == name)
+        proc = vigil("frame", "decode", v["frame"], "--json")
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 0
+        assert set(report) == {"length", "version", "device_id", "device_hex", "counter",
+                               "valid", "detail"}
+        assert (report["version"], report["counter"], report["valid"]) == (
+            2, v["fields"]["counter"], None)
+        assert "DURESS" not in proc.stdout and "alarm" not in proc.stdout
+
+
+def test_frame_decode_v2_with_key_finds_the_direction_and_explains_rejections(root):
+    ack = next(v for v in vectors(root) if v["name"] == "v2_ack_delivered")
+    report = json.loads(vigil("frame", "decode", ack["frame"], "--key", ack["key"],
+                              "--json").stdout)
+    assert (report["type"], report["direction"], report["fields"]) == ("ack", "down",
+                                                                       ack["fields"])
+    duress = next(v for v in vectors(root) if v["name"] == "v2_alarm_duress")
+    proc = vigil("frame", "decode", duress["frame"], "--key", duress["key"])
+    assert proc.returncode == 0 and "DURESS" in proc.stdout and "version    2" in proc.stdout
+    assert duress["key"] not in proc.stdout + proc.stderr
+    proc = vigil("frame", "decode", duress["frame"], "--key", duress["key"], "--direction",
+                 "down", "--json")
+    report = json.loads(proc.stdout)
+    assert (proc.returncode, report["error"]) == (1, "wrong_direction")
+    assert "type" not in report
+    tampered = duress["frame"][:-2] + ("00" if duress["frame"][-2:] != "00" else "01")
+    report = json.loads(vigil("frame", "decode", tampered, "--key", duress["key"],
+                              "--json").stdout)
+    assert (report["valid"], report["error"]) == (False, "bad_mac")

@@ -14,21 +14,37 @@ def parse_hex(text, what):
 
 
 def describe(data, key, direction=None):
-    """A report on one frame: its header, and either its fields or why it is rejected."""
+    """A report on one frame: its clear header, and with the key either its fields or why it
+    is rejected. A v2 frame shows its type and direction only once the key has opened it
+    (without --direction, the direction whose keys verify it)."""
     report = {"length": len(data)}
     try:
         header = p.peek(data)
     except p.RemoteProtocolError as exc:
         return dict(report, valid=False, error=exc.reason, detail=str(exc))
-    report.update(type=header.name, direction=header.direction, device_id=header.device_id,
-                  device_hex="%08x" % header.device_id, counter=header.counter)
+    report["version"] = header.version
+    if header.version == 1:
+        report.update(type=header.name, direction=header.direction)
+    report.update(device_id=header.device_id, device_hex="%08x" % header.device_id,
+                  counter=header.counter)
     if key is None:
-        return dict(report, valid=None, detail="no key given: MAC not checked")
+        hidden = "" if header.version == 1 else "; v2 hides the type and body"
+        return dict(report, valid=None, detail="no key given: MAC not checked" + hidden)
     try:
-        frame = p.decode(data, key, direction or header.direction)
+        frame = _decode(data, key, direction or header.direction)
     except p.RemoteProtocolError as exc:
         return dict(report, valid=False, error=exc.reason, detail=str(exc))
-    return dict(report, valid=True, fields=frame.fields())
+    return dict(report, type=frame.NAME, direction=frame.DIRECTION, valid=True,
+                fields=frame.fields())
+
+
+def _decode(data, key, direction):
+    if direction is not None:
+        return p.decode(data, key, direction)
+    try:  # v2 without --direction: the direction is the one whose keys verify the frame
+        return p.decode(data, key, p.UP)
+    except p.WrongDirection:
+        return p.decode(data, key, p.DOWN)
 
 
 def register(sub):
