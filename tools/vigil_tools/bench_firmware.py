@@ -56,6 +56,7 @@ if S["count_wakes"]:
     asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait)
     asyncio.StreamReader.read = _counted(asyncio.StreamReader.read)
     asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly)
+    asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto)
 from vigil_fw.app import Wearable
 from vigil_fw.config import Config
 from vigil_fw.hal_sim import SimBoard
