@@ -2,8 +2,11 @@
 # there, retransmitted with backoff, until a signed acknowledgement of its counter arrives.
 #
 # Rules:
-#   one entry = one file "ob/<counter, 8 hex digits>" holding the encoded frame, sealed and
-#     written atomically (flash.write_atomic); every send reads those exact bytes back
+#   one entry = one file "ob/<counter, 8 hex digits>" holding the alarm's kind (one byte) and
+#     its encoded frame, sealed and written atomically (flash.write_atomic); every send reads
+#     those exact frame bytes back. The kind is stored because a v2 frame carries it encrypted;
+#     a file written by older firmware holds a v1 frame alone (its first byte is >= 0x10),
+#     whose kind is read from the frame
 #   at boot: intact entries are loaded (an intact .tmp twin counts: its rename was cut short);
 #     torn ones are deleted
 #   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter
@@ -27,6 +30,10 @@ def _path(counter):
     return "ob/%08x" % counter
 
 
+def _frame_of(record):
+    # A kind byte is < 0x10; every frame starts with its version in the high nibble (>= 1).
+    return record[1:] if record[0] < 0x10 else record
+
 class Outbox:
     CAPACITY = 24
     RETRY_FIRST_MS = 2000
@@ -45,24 +52,26 @@ class Outbox:
         self.kinds = bytearray(n)
         self.attempts = bytearray(n)
         self.next_try = [0] * n  # type: list
-        self._buf = bytearray(MAX_FRAME + 4)  # one sealed frame read back from flash
+        self._buf = bytearray(1 + MAX_FRAME + 4)  # one sealed record read back from flash
         names = flash.listdir("ob")
         for name in names:
             base = name[:-len(TMP)] if name.endswith(TMP) else name
             if base != name and base in names:
                 continue  # handled under the main file's name
             path = "ob/" + base
-            frame = self._read(path)
-            if frame is None:  # torn before it was whole: it was never sent
+            record = self._read(path)
+            if record is None:  # torn before it was whole: it was never sent
                 flash.remove(path)
                 flash.remove(path + TMP)
                 continue
             if base != name or flash.exists(path + TMP) or not self._intact(path):
-                write_atomic(flash, path, bytes(frame))  # finish what a power cut interrupted
+                write_atomic(flash, path, bytes(record))  # finish what a power cut interrupted
             # More entries than slots only if a firmware with a larger CAPACITY wrote them:
             # the rest stay on flash and load at a later boot, once these are acknowledged.
             if len(self) < n:
-                self._take(peek(frame).counter, frame[HEADER_LEN])
+                frame = _frame_of(record)
+                kind = record[0] if len(frame) < len(record) else frame[HEADER_LEN]
+                self._take(peek(frame).counter, kind)
 
     # -- slots --------------------------------------------------------------------------------
 
@@ -131,14 +140,14 @@ class Outbox:
             if victim is None or kind in EVICTABLE:
                 return False
             self.remove(victim)
-        write_atomic(self.flash, _path(counter), frame)
+        write_atomic(self.flash, _path(counter), bytes((kind,)) + frame)
         self._take(counter, kind)
         return True
 
     def frame(self, i):
         """The exact bytes stored for slot `i` (None if flash no longer reads back intact)."""
-        frame = self._read(_path(self.counters[i]))
-        return None if frame is None else bytes(frame)
+        record = self._read(_path(self.counters[i]))
+        return None if record is None else bytes(_frame_of(record))
 
     def remove(self, counter):
         """The gateway acknowledged `counter`: stop retransmitting it."""

@@ -259,6 +259,23 @@ class OutboxBound(unittest.TestCase):
         self.assertTrue(again.wait_ms() >= Outbox.RETRY_FIRST_MS * 3 // 4)
 
 
+class OutboxKinds(unittest.TestCase):
+    def test_a_v2_alarm_keeps_its_kind_and_a_file_from_older_firmware_still_loads(self):
+        import vigil_protocol as p
+        from vigil_fw.outbox import Outbox
+        flash = MemoryFlash()
+        key = bytes(32)
+        legacy = p.encode(p.Alarm(0x00C0FFEE, 4, DURESS), key)  # v1, as older firmware wrote it
+        write_atomic(flash, "ob/%08x" % 4, legacy)
+        sealed = p.encode(p.Alarm(0x00C0FFEE, 9, SOS), key, version=2)  # its kind is encrypted
+        Outbox(flash).add(9, SOS, sealed)
+        box = Outbox(flash)
+        got = []
+        for i in box.oldest_first():
+            got.append((box.counters[i], box.kinds[i], box.frame(i)))
+        self.assertEqual(got, [(4, DURESS, legacy), (9, SOS, sealed)])
+
+
 class CrashLoops(unittest.TestCase):
     def test_boots_that_do_not_last_lead_to_safe_mode_and_a_healthy_run_ends_it(self):
         from vigil_fw.bootguard import BootGuard
