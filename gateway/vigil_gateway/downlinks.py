@@ -9,6 +9,8 @@
 #   topic; the broker keeps it in the wearable's persistent session) once the gateway is
 #   connected, and written over BLE whenever the wearable is connected by BLE and has not had it
 #   that way yet; a BLE copy is offered for BLE_FOR_S after it was made;
+#   `mqtt_sent_at` is set when the broker's PUBACK took it, `ble_sent_at` when the wearable
+#   answered the write (service.py): what has neither is sent again, the same stored bytes;
 #   the wearable's replay window makes a second copy (MQTT and BLE) harmless.
 from collections import namedtuple
 
@@ -67,10 +69,11 @@ class Downlinks:
                                 (device_id, ref, kind, code)).fetchone()
         return Downlink(*row) if row else None
 
-    def unsent_mqtt(self, limit=200):
+    def unsent_mqtt(self, limit=200, after=0):
+        """Downlinks no PUBACK has confirmed yet, oldest first, from id `after` on."""
         return [Downlink(*r) for r in self.conn.execute(
-            "SELECT %s FROM downlinks WHERE mqtt_sent_at IS NULL ORDER BY id LIMIT ?"
-            % _COLUMNS, (limit,))]
+            "SELECT %s FROM downlinks WHERE mqtt_sent_at IS NULL AND id > ? ORDER BY id "
+            "LIMIT ?" % _COLUMNS, (after, limit))]
 
     def unsent_ble(self, device_ids, now):
         if not device_ids:

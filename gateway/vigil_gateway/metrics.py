@@ -144,8 +144,12 @@ class Metrics:
         self.dc09_clock_corrections = Counter("vigil_gateway_dc09_clock_corrections_total",
                                               "NAKs whose receiver time corrected our clock")
         self.downlinks = Counter("vigil_gateway_downlinks_total",
-                                 "DELIVERED acks and responder actions sent, by path and what",
+                                 "DELIVERED acks and responder actions sent (MQTT: the broker's "
+                                 "PUBACK; BLE: the wearable's write response), by path and what",
                                  ["path", "what"])
+        self.downlink_retries = Counter("vigil_gateway_downlink_retries_total",
+                                        "Stored downlinks the broker did not take, offered "
+                                        "again later, by reason", ["reason"])
         self.api_requests = Counter("vigil_gateway_api_requests_total",
                                     "Responder actions API requests by result (applied, "
                                     "no_effect, unauthorized, malformed, replayed, refused, "

@@ -1,6 +1,6 @@
 # The MQTT link to the broker, through paho-mqtt, behind a small interface:
 #   run()            the supervised connect / subscribe / wait-for-loss loop; returns after stop()
-#   publish(t, b)    one downlink, QoS 1
+#   publish(t, b)    one downlink, QoS 1; with confirm=True, a future the broker's PUBACK resolves
 #   ack(token)       acknowledge one received message to the broker (PUBACK), after it is on disk
 #   connected        an asyncio.Event, set while connected and subscribed
 #   unconfirmed      downlinks published and not yet confirmed by the broker
@@ -11,6 +11,13 @@
 #   manual acks: the broker keeps a message until the service has it on disk and has queued its
 #   RECEIVED ack, so a crash at any point makes the broker deliver it again (a retransmission);
 #   a token from an earlier connection is never acked on a later one (packet ids restart);
+#   a publish is the broker's only once its PUBACK is here: publish(..., confirm=True) gives a
+#   future resolved then with the PUBACK's reason code (0: taken; 16: taken, but no session is
+#   subscribed, so nobody will get it; 128 and up: refused). A connection lost before the PUBACK
+#   leaves the future pending: paho keeps the message (its session) and sends it again, same
+#   packet id, same bytes, after the next CONNACK, and that PUBACK resolves it. A gateway that
+#   dies meanwhile loses the future, not the downlink: the service republishes what no PUBACK
+#   confirmed from the store (service.py);
 #   paho runs on the event loop itself (its socket watched with add_reader/add_writer, its
 #   timers driven by a small task): no network thread, no locks, no hand-offs per message;
 #   only the blocking connect (DNS, TCP, TLS handshake) runs in an executor thread;
@@ -37,6 +44,9 @@ _CONNECT_TIMEOUT_S = 10.0
 _MISC_EVERY_S = 1.0
 _READS_PER_WAKEUP = 100
 _TCP_CORK = getattr(socket, "TCP_CORK", None)  # Linux
+# What a confirming publish resolves with besides a PUBACK's reason code.
+NOT_QUEUED = -1
+NO_SUBSCRIBERS = 16  # MQTT 5 PUBACK: accepted, but no subscription matched (no session holds it)
 
 
 class MqttLink:
@@ -51,6 +61,7 @@ class MqttLink:
         self._loop = None
         self._loop_thread = None
         self.unconfirmed = 0  # downlinks published, not yet confirmed by the broker
+        self._confirming = {}  # packet id -> future, for publish(..., confirm=True)
         self._generation = 0
         self._down = None
         self._connack = None
@@ -59,13 +70,30 @@ class MqttLink:
         self.client = self._make_client()
 
     # -- the interface --
-    def publish(self, topic, payload):
-        self.client.publish(topic, payload, qos=1)
+    def publish(self, topic, payload, confirm=False):
+        """Publish at QoS 1. With confirm, return a future resolved with the PUBACK's reason
+        code (an int, 0 = success) once the broker has answered, or NOT_QUEUED at once when
+        paho could not take the message."""
+        info = self.client.publish(topic, payload, qos=1)
         self.unconfirmed += 1
+        if not confirm:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            # paho dropped it (its packet id is still taken by an unconfirmed message)
+            self.unconfirmed = max(0, self.unconfirmed - 1)
+            future.set_result(NOT_QUEUED)
+        else:
+            self._confirming[info.mid] = future
+        return future
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        # The broker has this downlink (PUBACK): it is the broker's to deliver now.
+        # The broker has answered this downlink (PUBACK): when it took it, it is the broker's
+        # to deliver now.
         self.unconfirmed = max(0, self.unconfirmed - 1)
+        future = self._confirming.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(getattr(reason_code, "value", reason_code))
 
     def ack(self, token):
         if token is None:  # QoS 0: nothing to acknowledge

@@ -16,7 +16,14 @@
 #   incident changes queue their forwarding in the outbox inside the batch's commit; the
 #   forwarding loops (forwarding.py) deliver them and store DELIVERED downlinks; responder
 #   actions (actions.py, under /v1/ on the HTTP port) store action downlinks; the downlink pump
-#   sends stored downlinks on MQTT once connected and over BLE while the wearable is connected.
+#   sends stored downlinks on MQTT once connected and over BLE while the wearable is connected;
+#   a stored downlink is *sent* on MQTT only when the broker's PUBACK for it says it took it
+#   (reason 0), over BLE only when the wearable answered the write: until then it is published
+#   again - the stored bytes, so the same counter - after a reconnect (paho's session) and
+#   after a restart (the store); the pump publishes each one once at a time;
+#   a PUBACK saying the broker took it but no session is subscribed (16: the wearable has
+#   never connected, or its session is gone) or refused it leaves it unsent: it is offered
+#   again after a backoff (DOWNLINK_RETRY_S), and at once when the wearable is next heard from.
 import asyncio
 import gc
 import json
@@ -45,7 +52,7 @@ from .errors import ConfigError, GatewayError, StoreError
 from .http_server import serve
 from .incidents import STATES
 from .metrics import Metrics
-from .mqtt_link import MqttLink
+from .mqtt_link import NO_SUBSCRIBERS, NOT_QUEUED, MqttLink
 from .pipeline import REASONS, Pipeline
 from .registry import ACTIVE, REVOKED, Registry
 from .store import Store
@@ -59,6 +66,10 @@ _STORE_RETRY_S = (0.1, 5.0)
 # one is committed at once: the hand-off's two thread switches would only add to its acks'
 # latency (at 1,000 alarms/s: p50 0.75 -> 0.95 ms, p99 up to 2x).
 _WRITER_MIN_BATCH = 32
+# A stored downlink the broker did not take waits this long (doubling) before it is offered again.
+DOWNLINK_RETRY_S = (5.0, 300.0)
+_DOWNLINK_PAGE = 200
+_DOWNLINKS_PER_ROUND = 1000
 
 
 def open_state(config):
@@ -136,6 +147,12 @@ class Gateway:
                                   max_connections=config.ble.max_connections,
                                   scan_stall_s=config.ble.scan_stall_s)
         self._ble_writes = set()
+        # Stored downlinks handed over and not yet confirmed: id -> (Downlink, future or task).
+        self._mqtt_waiting = {}
+        self._ble_waiting = {}
+        # Stored downlinks the broker did not take: id -> (retry at, delay), by device too.
+        self._mqtt_retry = {}
+        self._mqtt_retry_devices = {}
         self.store_ok = True
         self.http = None
         self._stop = asyncio.Event()
@@ -216,6 +233,8 @@ class Gateway:
                 now = time.monotonic()
                 for outcome in outcomes:
                     if outcome.downlink is not None:
+                        if outcome.device_id in self._mqtt_retry_devices:
+                            self._reachable(outcome.device_id)
                         self.link.publish(*outcome.downlink)
                         self._send_ble(outcome.device_id, outcome.downlink[1])
                         self.metrics.acks.inc("RECEIVED")
@@ -253,18 +272,13 @@ class Gateway:
             except asyncio.TimeoutError:
                 pass
 
+    def _wake_pump(self, _done):
+        self._downlink_wake.set()  # a PUBACK or a BLE write came back: the pump records it
+
     def _flush_downlinks(self):
         now = self.clock()
-        sent = []
-        if self.link.connected.is_set():
-            for d in self.downlinks.unsent_mqtt():
-                self.link.publish(self.topics.down(d.device_id), d.frame)
-                sent.append((d, "mqtt"))
-        if self.ble is not None:
-            for d in self.downlinks.unsent_ble(set(self.ble.status.connected), now):
-                self._send_ble(d.device_id, d.frame)
-                sent.append((d, "ble"))
-        if sent:
+        sent = self._confirmed(now)
+        if sent:  # before looking for unsent ones: these are not
             with self.store.transaction():
                 for d, path in sent:
                     self.downlinks.mark(d.id, path, now)
@@ -275,14 +289,87 @@ class Gateway:
                     self.metrics.acks.inc("DELIVERED")
                 logs.event(log, logging.INFO, "downlink_sent", path=path, what=what,
                            device="%08x" % d.device_id, ref=d.ref, counter=d.counter)
+        if self.link.connected.is_set():
+            self._publish_unsent(now)
+        if self.ble is not None:
+            for d in self.downlinks.unsent_ble(set(self.ble.status.connected), now):
+                if d.id in self._ble_waiting:
+                    continue
+                task = self._send_ble(d.device_id, d.frame)
+                if task is not None:
+                    task.add_done_callback(self._wake_pump)
+                    self._ble_waiting[d.id] = (d, task)
+
+    def _confirmed(self, now):
+        """The stored downlinks whose PUBACK or BLE write came back since the last round, as
+        (downlink, path) to mark sent; those the broker did not take wait for a retry."""
+        sent = []
+        for d_id, (d, future) in list(self._mqtt_waiting.items()):
+            if not future.done():
+                continue
+            del self._mqtt_waiting[d_id]
+            reason = future.result()
+            if reason == 0:
+                sent.append((d, "mqtt"))
+                self._mqtt_retry.pop(d_id, None)
+            else:
+                self._retry_later(d, reason, now)
+        for d_id, (d, task) in list(self._ble_waiting.items()):
+            if task.done():
+                del self._ble_waiting[d_id]
+                if not task.cancelled() and task.exception() is None and task.result():
+                    sent.append((d, "ble"))
+        return sent
+
+    def _publish_unsent(self, now):
+        budget, after = _DOWNLINKS_PER_ROUND, 0
+        while budget > 0:
+            page = self.downlinks.unsent_mqtt(_DOWNLINK_PAGE, after)
+            if not page:
+                return
+            for d in page:
+                after = d.id
+                retry = self._mqtt_retry.get(d.id)
+                if d.id in self._mqtt_waiting or (retry is not None and retry[0] > now):
+                    continue
+                future = self.link.publish(self.topics.down(d.device_id), d.frame, confirm=True)
+                future.add_done_callback(self._wake_pump)
+                self._mqtt_waiting[d.id] = (d, future)
+                logs.event(log, logging.DEBUG, "downlink_published", device="%08x" % d.device_id,
+                           ref=d.ref, counter=d.counter, again=retry is not None)
+                budget -= 1
+
+    def _retry_later(self, d, reason, now):
+        """The broker answered a stored downlink without taking it for a session: offer it
+        again after a backoff, or as soon as its wearable is heard from."""
+        _, delay = self._mqtt_retry.get(d.id, (None, DOWNLINK_RETRY_S[0] / 2))
+        delay = min(delay * 2, DOWNLINK_RETRY_S[1])
+        self._mqtt_retry[d.id] = (now + delay, delay)
+        self._mqtt_retry_devices.setdefault(d.device_id, set()).add(d.id)
+        name = ("no_subscriber" if reason == NO_SUBSCRIBERS else
+                "not_queued" if reason == NOT_QUEUED else "refused")
+        self.metrics.downlink_retries.inc(name)
+        logs.event(log, logging.WARNING, "downlink_not_taken", device="%08x" % d.device_id,
+                   ref=d.ref, counter=d.counter, reason=name, code=reason,
+                   retry_in_s=delay)
+
+    def _reachable(self, device_id):
+        """An uplink from the device: it is connected, so what waits for it goes out now."""
+        for d_id in self._mqtt_retry_devices.pop(device_id, ()):
+            if d_id in self._mqtt_retry:
+                at, delay = self._mqtt_retry[d_id]
+                self._mqtt_retry[d_id] = (0.0, delay)
+        self._downlink_wake.set()
 
     def _send_ble(self, device_id, frame):
-        """Downlinks go on every path: MQTT always, BLE too while the wearable is connected."""
+        """Downlinks go on every path: MQTT always, BLE too while the wearable is connected.
+        Returns the write's task (its result: True once the wearable answered), or None."""
         if self.ble is None or device_id not in self.ble.status.connected:
-            return
+            return None
         task = asyncio.ensure_future(self.ble.send(device_id, frame))
         self._ble_writes.add(task)
         task.add_done_callback(self._ble_writes.discard)
+        return task
 
     async def _commit(self, batch):
         delay = _STORE_RETRY_S[0]

@@ -165,6 +165,7 @@ class Device:
         self.down = "%s/down/%s" % (prefix, self.dev)
         self.counter = 0
         self.downlinks = queue.Queue()
+        self.raw = []  # every downlink payload as it arrived, decoded or not
         self.acked = {}  # ref -> number of RECEIVED acks
         self.bad_downlinks = []
         self.lock = threading.Lock()
@@ -187,6 +188,7 @@ class Device:
         assert self.subscribed.wait(10), "device could not subscribe"
 
     def _on_message(self, client, userdata, message):
+        self.raw.append(bytes(message.payload))
         try:
             frame = p.decode(message.payload, self.key, p.DOWN)
         except p.RemoteProtocolError as exc:
@@ -235,6 +237,14 @@ class Device:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def write_secret(path, text):
+    """A secret file as the gateway wants it: readable by this user only."""
+    path = Path(path)
+    path.write_text(text) if isinstance(text, str) else path.write_bytes(text)
+    path.chmod(0o600)
+    return path
 
 
 def sign_raw(key, message):
