@@ -31,6 +31,7 @@ import re
 import vigil_protocol as p
 
 from .downlinks import ACTION
+from .config import read_private
 from .errors import ConfigError
 from .incidents import CLOSED, LOST_CONTACT
 
@@ -57,11 +58,7 @@ CREATE TABLE IF NOT EXISTS api_requests (
 
 def read_tokens(path, key="actions.tokens_file"):
     """{backend name: token} from lines "<name> <token>" (# comments, blank lines skipped)."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise ConfigError(key, "cannot read %s: %s" % (path, exc.strerror)) from None
+    lines = read_private(path, key).splitlines()  # refused if others can read it
     tokens = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()

@@ -196,13 +196,46 @@ def _check_together(config):
         raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
 
 
-def read_secret(path, key):
-    """The first line of a secret file (the gateway's broker password), or ConfigError."""
+def secret_problem(path, st=None):
+    """Why the secret file at `path` must not be used as it is, or None. A secret (the broker
+    password, the webhook secret, the actions tokens, the DC-09 key) belongs to this user and
+    is readable by nobody else, as the devices' key files are."""
+    if st is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # reading it says what is wrong
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        return ("refusing %s: others can read it; it must belong to this user and be readable "
+                "by nobody else (chmod 600 %s)" % (path, path))
+    return None
+
+
+def read_private(path, key):
+    """The text of a secret file, or ConfigError naming the setting: unreadable, or readable
+    by others (secret_problem)."""
     try:
         with open(path) as f:
-            secret = f.readline().strip()
+            problem = secret_problem(path, os.fstat(f.fileno()))
+            if problem:
+                raise ConfigError(key, problem)
+            return f.read()
     except OSError as exc:
         raise ConfigError(key, "cannot read %s: %s" % (path, exc.strerror)) from None
+
+
+def read_secret(path, key, private=True):
+    """The first line of a secret file (the gateway's broker password, ...), or ConfigError.
+    With private (the gateway's own use), a file others can read is refused."""
+    if private:
+        text = read_private(path, key)
+    else:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError(key, "cannot read %s: %s" % (path, exc.strerror)) from None
+    secret = text.split("\n", 1)[0].strip()
     if not secret:
         raise ConfigError(key, "%s is empty" % path)
     return secret

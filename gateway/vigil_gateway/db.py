@@ -1,5 +1,6 @@
 # One SQLite database per gateway, in WAL mode so the CLI can read and edit the registry while
 # the service runs. The registry and the store each own their tables; both share this file.
+# It and its -wal and -shm files are readable by the gateway's user only (0600).
 #
 # The service commits its ingest batches in a writer thread (commit_in()): the COMMIT and its
 # fsync release the GIL, so the event loop goes on with the broker meanwhile. While such a
@@ -18,7 +19,9 @@ def open_database(data_dir, synchronous="full"):
     """Open (creating if needed) the gateway's database in `data_dir`."""
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None,
+        path = os.path.join(data_dir, DB_NAME)
+        _private_files(path)
+        conn = sqlite3.connect(path, isolation_level=None,
                                timeout=10.0, factory=Connection, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk (fsync) before we acknowledge anything, even on power loss.
@@ -27,6 +30,23 @@ def open_database(data_dir, synchronous="full"):
     except (OSError, sqlite3.Error) as exc:
         raise StoreError("cannot open the gateway database in %s: %s" % (data_dir, exc)) from None
     return conn
+
+
+def _private_files(path):
+    """The database and its WAL and shared-memory files readable by this user only: made
+    0600 before SQLite opens it (SQLite gives -wal and -shm the database file's mode), and an
+    older one made so."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(name, 0o600)
 
 
 class Connection(sqlite3.Connection):

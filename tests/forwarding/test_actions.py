@@ -113,6 +113,7 @@ def test_routes_and_methods(site):
 def test_tokens_file_rules(tmp_path):
     f = tmp_path / "tokens"
     f.write_text("# name token\narc-one token-one-0123456789\n\n")
+    f.chmod(0o600)
     assert read_tokens(str(f)) == {"arc-one": "token-one-0123456789"}
     f.write_text("arc-one short\n")
     with pytest.raises(ConfigError, match="actions.tokens_file.*line 1"):
@@ -122,3 +123,11 @@ def test_tokens_file_rules(tmp_path):
         read_tokens(str(f))
     with pytest.raises(ConfigError, match="cannot read"):
         read_tokens(str(tmp_path / "missing"))
+    f.write_text("arc-one token-one-0123456789\n")
+    for mode in (0o640, 0o604):
+        f.chmod(mode)
+        with pytest.raises(ConfigError) as refused:
+            read_tokens(str(f))
+        assert str(refused.value) == ("actions.tokens_file: refusing %s: others can read it; it "
+                                      "must belong to this user and be readable by nobody "
+                                      "else (chmod 600 %s)" % (f, f))

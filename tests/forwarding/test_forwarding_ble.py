@@ -26,6 +26,8 @@ TOKEN = "ble-forwarding-token-0123456789"
 def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
     (tmp_path / "secret").write_bytes(SECRET)
     (tmp_path / "tokens").write_text("responder %s\n" % TOKEN)
+    for name in ("secret", "tokens"):  # secrets are refused when others can read them
+        (tmp_path / name).chmod(0o600)
     backend = ResponderBackend(SECRET).start()
 
     async def scenario():

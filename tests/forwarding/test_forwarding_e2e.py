@@ -15,7 +15,8 @@ from vigil_gateway import webhook
 from vigil_responder import ActionsClient, ResponderBackend
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
-from gateway_harness import Device, GatewayProcess, key_for, wait_for  # noqa: E402
+from gateway_harness import (  # noqa: E402
+    Device, GatewayProcess, key_for, wait_for, write_secret)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 SECRET = b"webhook-secret-for-tests-0123456789"
@@ -40,8 +41,8 @@ def check_openapi(path, method, status, body):
 
 class Site:
     def __init__(self, tmp_path, broker_port, backend):
-        (tmp_path / "secret").write_bytes(SECRET)
-        (tmp_path / "tokens").write_text("# backend token\nresponder %s\n" % TOKEN)
+        write_secret(tmp_path / "secret", SECRET)
+        write_secret(tmp_path / "tokens", "# backend token\nresponder %s\n" % TOKEN)
         # a topic prefix and a device session of its own: the shared broker may hold other
         # tests' downlinks for this device id (signed with other keys) in its sessions
         self.prefix = "fwd-" + uuid.uuid4().hex[:8]

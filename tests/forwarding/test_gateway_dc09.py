@@ -11,7 +11,8 @@ import pytest
 import vigil_protocol as p
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
-from gateway_harness import Device, GatewayProcess, key_for, wait_for  # noqa: E402
+from gateway_harness import (  # noqa: E402
+    Device, GatewayProcess, key_for, wait_for, write_secret)
 from sia_receiver import start_receiver  # noqa: E402
 from vigil_tools.broker import free_port  # noqa: E402
 
@@ -22,7 +23,7 @@ AES_KEY = "0123456789ABCDEF0123456789ABCDEF"
 
 def test_arc_down_then_up(tmp_path, mosquitto):
     port = free_port()
-    (tmp_path / "arc.key").write_text(AES_KEY + "\n")
+    write_secret(tmp_path / "arc.key", AES_KEY + "\n")
     gw = GatewayProcess(tmp_path / "gw", mosquitto.port, mqtt={"prefix": "fwd-dc09"},
                         forward={"backoff_min_s": 0.05, "backoff_max_s": 0.3,
                                  "max_event_age_s": 0.5},

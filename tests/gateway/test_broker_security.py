@@ -6,7 +6,7 @@ import time
 import pytest
 
 import vigil_protocol as p
-from gateway_harness import key_for, wait_for
+from gateway_harness import key_for, wait_for, write_secret
 from tls_ca import make_ca
 
 A = 0x0000000A
@@ -16,7 +16,7 @@ PASSWORDS = {A: "pass-of-a", B: "pass-of-b"}
 
 def _secured_gateway(mosquitto_factory, gateway_factory, tmp_path, **mqtt):
     """A gateway and a broker configured from its registry (passwords, ACL)."""
-    (tmp_path / "gw.pw").write_text("gateway-secret\n")
+    write_secret(tmp_path / "gw.pw", "gateway-secret\n")
     gw = gateway_factory(1, mqtt=dict(username="vigil-gateway",
                                       password_file=str(tmp_path / "gw.pw"), **mqtt))
     for device_id, password in PASSWORDS.items():
@@ -68,7 +68,7 @@ def test_wrong_credentials_are_refused_and_the_gateway_says_so(mosquitto_factory
     gw, files = _secured_gateway(mosquitto_factory, gateway_factory, tmp_path)
     broker = mosquitto_factory(allow_anonymous=False, extra=files)
     _set_port(gw, broker.port)
-    (tmp_path / "gw.pw").write_text("not-the-password\n")
+    write_secret(tmp_path / "gw.pw", "not-the-password\n")
     gw.start(wait=False)
     wait_for(lambda: any(e["event"] == "mqtt_refused" for e in gw.log_events()),
              what="the refusal to be logged")

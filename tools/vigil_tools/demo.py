@@ -149,6 +149,8 @@ def _gateway_config(folder, broker_port, backend_url):
 
     (folder / "webhook.secret").write_bytes(SECRET)
     (folder / "tokens").write_text("responder %s\n" % TOKEN)
+    for name in ("webhook.secret", "tokens"):  # the gateway refuses secrets others can read
+        (folder / name).chmod(0o600)
     data = {"gateway": {"data_dir": "data"},
             "mqtt": {"port": broker_port, "reconnect_max_s": 1.0},
             "forward": {"backoff_min_s": 0.2, "backoff_max_s": 2.0},

@@ -281,13 +281,19 @@ def incidents_command(args):
 
 
 def broker_config_command(args):
+    import sys
+
     from vigil_gateway import broker_config
-    from vigil_gateway.config import read_secret
+    from vigil_gateway.config import read_secret, secret_problem
 
     config = _load(args)
     _, reg, _ = _state(args)
-    password = (read_secret(config.mqtt.password_file, "mqtt.password_file")
-                if config.mqtt.password_file else None)
+    password = None
+    if config.mqtt.password_file:
+        problem = secret_problem(config.mqtt.password_file)
+        if problem:  # the gateway itself refuses to start with it (`vigil gateway run`)
+            print("vigil: warning: %s" % problem, file=sys.stderr)
+        password = read_secret(config.mqtt.password_file, "mqtt.password_file", private=False)
     passwords, acl = broker_config.write_broker_files(
         args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password)
     print("wrote %s and %s; in mosquitto.conf:\n  allow_anonymous false\n  password_file %s\n"
