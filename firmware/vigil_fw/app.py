@@ -5,7 +5,8 @@
 #     any link sees it, and before anything else the input task does can fail
 #   every alarm goes out on every link that is up, and is retransmitted until a verified
 #     downlink names its counter
-#   downlinks count only once verified: MAC, direction, device id, replay window
+#   downlinks count only once verified: MAC, direction, device id, replay window; the window
+#     is kept on flash (seen.py), so a captured downlink is refused after a reboot too
 #   feedback is whatever alarms.py allows, and nothing at all while a duress alarm is open
 #   the board's IRQs only record edges (inputs.EdgeRing); one input task judges the gestures
 #     on the times the edges happened
@@ -35,7 +36,7 @@ from vigil_protocol.frames import (
     encode,
 )
 from vigil_protocol.mac import DOWN, DeviceKey
-from vigil_protocol.window import NEW, ReplayWindow
+from vigil_protocol.window import NEW
 
 from . import FIRMWARE_VERSION, gestures, inputs
 from . import alarms as fsm
@@ -44,6 +45,7 @@ from .counters import CounterStore
 from .feedback import Feedback
 from .link import Inbox
 from .outbox import Outbox
+from .seen import SeenDownlinks
 from .taps import DoubleTapDetector
 
 _WATCHDOG_MS = const(30000)
@@ -79,7 +81,7 @@ class Wearable:
         self.alarms = fsm.Alarms(flash)
         self.feedback = Feedback(board)
         self.inbox = Inbox()
-        self.window = ReplayWindow(size=32)
+        self.seen = SeenDownlinks(flash)  # the replay window, kept across reboots
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
         self.taps = DoubleTapDetector()
@@ -316,11 +318,10 @@ class Wearable:
             if frame.device_id != self.config.device_id:
                 self._reject("device_mismatch")
                 return
-            verdict = self.window.check(frame.counter, frame.tag)
+            verdict = self.seen.check(frame.counter, frame.tag)
         except vigil_protocol.RemoteProtocolError as exc:  # loads the error classes if need be
             self._reject(exc.reason)
             return
-        self.window.record(frame.counter, frame.tag)
         if verdict != NEW:
             return  # the same downlink again: nothing new to show
         self.stats["downlinks"] += 1
@@ -334,6 +335,7 @@ class Wearable:
             event = fsm.EV_ACKNOWLEDGED + frame.action - ACKNOWLEDGED
         was_prompted = self.alarms.prompted() is not None
         pattern = self.alarms.apply(frame.ref, event)
+        self.seen.record(frame.counter, frame.tag)  # after its effect: see seen.py
         self._update_silence()
         self.feedback.show(pattern)
         if not was_prompted and self.alarms.prompted() is not None:

@@ -276,6 +276,22 @@ class OutboxKinds(unittest.TestCase):
         self.assertEqual(got, [(4, DURESS, legacy), (9, SOS, sealed)])
 
 
+class SeenOnFlash(unittest.TestCase):
+    def test_the_window_comes_back_after_a_reboot_and_a_torn_record_starts_empty(self):
+        import vigil_protocol as p
+        from vigil_fw.seen import FILE, SeenDownlinks
+        flash = MemoryFlash()
+        seen = SeenDownlinks(flash)
+        for counter in (3, 7, 5):
+            seen.record(counter, bytes([counter]) * 8)
+        again = SeenDownlinks(flash)
+        self.assertEqual(again.check(7, b"\x07" * 8), p.RETRANSMISSION)
+        self.assertEqual(again.check(8, b"\x08" * 8), p.NEW)
+        self.assertRaises(p.CounterReuse, again.check, 5, b"\x00" * 8)
+        flash.files[FILE] = flash.files[FILE][:-1]  # torn
+        self.assertEqual(SeenDownlinks(flash).check(7, b"\x07" * 8), p.NEW)
+
+
 class CrashLoops(unittest.TestCase):
     def test_boots_that_do_not_last_lead_to_safe_mode_and_a_healthy_run_ends_it(self):
         from vigil_fw.bootguard import BootGuard
