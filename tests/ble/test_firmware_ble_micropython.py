@@ -283,6 +283,7 @@ def test_responder_actions_reach_the_wearable_over_ble_and_advertising_follows_t
     from vigil_responder import ActionsClient
 
     (tmp_path / "tokens").write_text("responder %s\n" % TOKEN)
+    (tmp_path / "tokens").chmod(0o600)  # the gateway refuses a secret others can read
     w = wearables(0)
 
     async def scenario():
