@@ -177,3 +177,17 @@ def test_sim_over_ble_reaches_the_gateway_through_an_emulated_radio(tmp_path, mo
 def test_sim_over_ble_needs_an_emulated_controller(tmp_path, device_file):
     proc = vigil("sim", "--device-file", device_file, "--link", "ble")
     assert proc.returncode == 2 and "--ble-hci" in proc.stderr
+
+
+def test_the_sim_shows_why_its_link_is_down_from_the_first_attempt(tmp_path, device_file):
+    # Nothing listens on the port: the wearable's console says so, and the sim passes it on.
+    from vigil_tools.broker import free_port
+    path = tmp_path / "script.txt"
+    path.write_text("wait 1500\nstatus\n")
+    proc = vigil("sim", "--device-file", device_file, "--script", path, "--mqtt-port",
+                 free_port(), "--quick")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("mqtt: link down:")]
+    assert lines and "refused" in lines[0], proc.stdout
+    record = json.loads(device_file.read_text())
+    assert record["mqtt_password"] not in proc.stdout + proc.stderr
