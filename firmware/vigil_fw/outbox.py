@@ -9,7 +9,8 @@
 #     whose kind is read from the frame
 #   at boot: intact entries are loaded (an intact .tmp twin counts: its rename was cut short);
 #     torn ones are deleted
-#   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter
+#   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter; a link coming up
+#     makes every entry due and starts the doubling again
 #   an entry leaves only on a verified ack naming its counter
 #   bounded at CAPACITY entries; when full, a new alarm may replace the oldest entry of an
 #     EVICTABLE kind; SOS, DURESS, FALL and DOUBLE_TAP are never evicted. Check-ins never
@@ -181,10 +182,13 @@ class Outbox:
         return None if soonest is None else max(0, soonest)
 
     def all_due(self, now=None):
-        """A link has just come up: every entry may go out at once."""
+        """A link has just come up: every entry may go out at once, and its backoff starts
+        again from RETRY_FIRST_MS (a copy sent in the first moments of a BLE connection,
+        before the central has subscribed, is lost; the next try must not wait a minute)."""
         now = ticks_ms() if now is None else now
         for i in range(self.CAPACITY):
             self.next_try[i] = now
+            self.attempts[i] = 0
 
     def sent(self, i, now=None):
         """Slot `i` went out on a link: schedule its retransmission."""

@@ -257,6 +257,14 @@ class OutboxBound(unittest.TestCase):
         for i in list(again.oldest_first()):
             again.sent(i)
         self.assertTrue(again.wait_ms() >= Outbox.RETRY_FIRST_MS * 3 // 4)
+        for _ in range(6):  # a long outage: the backoff has doubled to its cap
+            for i in list(again.oldest_first()):
+                again.sent(i)
+        again.all_due()  # a link comes up
+        self.assertEqual(again.wait_ms(), 0)
+        for i in list(again.oldest_first()):
+            again.sent(i)
+        self.assertTrue(again.wait_ms() <= Outbox.RETRY_FIRST_MS * 5 // 4)
 
 
 class OutboxKinds(unittest.TestCase):
