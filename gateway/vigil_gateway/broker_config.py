@@ -1,19 +1,54 @@
-# Mosquitto password and ACL files made from the registry (protocol/SPEC.md §9).
+# Mosquitto's files made from the registry (protocol/SPEC.md §9): `passwords`, `acl` and
+# `vigil.conf`, a configuration fragment fit for alarms that names the other two.
 #
 # Rules:
 #   each active device may publish only to <prefix>/up/<dev> and <prefix>/status/<dev> and read
 #   only <prefix>/down/<dev> (patterns on %u, the MQTT username = the device's 8 hex digits);
 #   the gateway's own user reads every uplink and status topic and writes every downlink topic;
 #   revoked devices and devices without a broker password get no password line: they cannot
-#   connect at all;
-#   passwords are stored as Mosquitto's PBKDF2-SHA512 hashes ($7$), never in clear.
+#   connect at all; no anonymous client is admitted, so the gateway needs a user of its own;
+#   passwords are stored as Mosquitto's PBKDF2-SHA512 hashes ($7$), never in clear;
+#   a client's id is its username (use_username_as_clientid): nobody can take over another's
+#   session, whatever client id it sends, and a session is the username's (a device's is
+#   `<dev>`, the gateway's is mqtt.username); Mosquitto takes that setting per listener, from
+#   the listener above it in the same file, so the fragment holds the listeners too;
+#   the broker keeps its state on disk (persistence, saved every autosave interval) and keeps
+#   for each client at least what a fleet sends in the outage it should ride out (queue_limits);
+#   the files are readable by this user only (0600), or also by the group `mosquitto` (0640)
+#   where that group exists: Debian's broker runs as user mosquitto.
 import base64
+import grp
 import hashlib
+import math
 import os
 import secrets
 
+import vigil_protocol as p
+
 PBKDF2_ITERATIONS = 10000
 _SALT_LEN = 12
+
+CONF_NAME = "vigil.conf"
+BROKER_GROUP = "mosquitto"
+# Queue sizing (README, "Broker configuration"): per device and hour of an outage, its check-ins,
+# the retransmissions of one alarm left unacknowledged all along (the firmware resends at most
+# every 60 s, less 25 % jitter: 45 s), and status messages (a reconnect publishes two).
+RETRANSMISSIONS_PER_HOUR = 80
+STATUS_PER_HOUR = 4
+QUEUE_FLOOR = 10000
+DEFAULT_OUTAGE_HOURS = 24
+# Mosquitto's own default: this machine only (wearables on the network need another address).
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 1883
+# Largest MQTT packet the broker accepts: a frame (p.MAX_FRAME bytes) and its topic, or a
+# CONNECT with credentials and a last will, fit several times over. It bounds what one client
+# can put in the gateway's queue, which max_queued_bytes counts in payload bytes.
+MAX_PACKET = max(1024, 8 * p.MAX_FRAME)
+# Seconds between saves of the broker's state. Mosquitto writes its whole database each time
+# (and fsyncs it); saving on every change (autosave_on_changes true, autosave_interval 1) makes
+# each queued message cost a write of all those queued before it: 2,000 messages took 6.3 s to
+# queue here, against 0.2 s with a 1 s interval. Mosquitto saves once more than this has passed,
+# so about every 2 s; a power cut of the broker loses at most that much.
+AUTOSAVE_S = 1
 
 
 def mosquitto_hash(password, iterations=PBKDF2_ITERATIONS, salt=None):
@@ -51,13 +86,124 @@ def password_text(devices, gateway_user, gateway_password):
     return "\n".join(lines) + "\n"
 
 
-def write_broker_files(out_dir, devices, prefix, gateway_user, gateway_password):
-    """Write `passwords` and `acl` into out_dir (mode 0600); return their paths."""
-    from .registry import write_private_file
+def queue_limits(devices, default_interval_s, outage_hours=DEFAULT_OUTAGE_HOURS):
+    """(max_queued_messages, max_queued_bytes) for the broker: every active device's messages
+    over `outage_hours` of the gateway being away, at least QUEUE_FLOOR messages.
+
+        messages = max(QUEUE_FLOOR, sum over active devices of
+                       hours * (ceil(3600 / interval) + RETRANSMISSIONS_PER_HOUR
+                                + STATUS_PER_HOUR))
+        bytes    = messages * p.MAX_FRAME
+
+    A device's interval is its registered check-in interval, else the default."""
+    from .registry import ACTIVE
+
+    total = 0
+    for device in devices:
+        if device.state != ACTIVE:
+            continue
+        interval = device.interval_s or default_interval_s
+        per_hour = math.ceil(3600 / interval) + RETRANSMISSIONS_PER_HOUR + STATUS_PER_HOUR
+        total += math.ceil(outage_hours * per_hour)
+    messages = max(QUEUE_FLOOR, total)
+    return messages, messages * p.MAX_FRAME
+
+
+def parse_listen(text):
+    """'127.0.0.1:1883' or '[::1]:1883' or ':1883' (every address) -> (host or "", port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("a listener is HOST:PORT, e.g. 127.0.0.1:1883 or 0.0.0.0:1883 (got %r)"
+                         % text)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c.isspace() for c in host):
+        raise ValueError("a listener's host has no spaces (got %r)" % text)
+    return host, int(port)
+
+
+def conf_text(passwords, acl, messages, queued_bytes, devices, outage_hours, listeners):
+    lines = [
+        "# Written by `vigil gateway broker-config` (%d active devices, queues for a %g h outage "
+        "of the gateway)." % (devices, outage_hours),
+        "# Debian's mosquitto.conf reads every *.conf in /etc/mosquitto/conf.d: write these",
+        "# files there, or name their folder in an include_dir line of a file there; the main",
+        "# file keeps persistence_location (Debian's: /var/lib/mosquitto/) and sets no listener.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "password_file %s" % passwords,
+        "acl_file %s" % acl,
+        "# A client's id is its username: no client can take another's session. Mosquitto",
+        "# applies this to the listener line before it in the same file: the listeners are here."]
+    for host, port in listeners:
+        lines += ["listener %d%s" % (port, " " + host if host else ""),
+                  "use_username_as_clientid true"]
+    lines += [
+        "# What waits for an offline client is kept on disk, saved about every 2 s.",
+        "persistence true",
+        "autosave_on_changes false",
+        "autosave_interval %d" % AUTOSAVE_S,
+        "# Per client, beyond those in flight: what the fleet sends while the gateway is away.",
+        "max_queued_messages %d" % messages,
+        "max_queued_bytes %d" % queued_bytes,
+        "max_packet_size %d" % MAX_PACKET,
+        "set_tcp_nodelay true",
+        ""]
+    return "\n".join(lines)
+
+
+def broker_gid():
+    """The group id of Debian's broker user's group, or None where there is no such group."""
+    try:
+        return grp.getgrnam(BROKER_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def _write(path, text, gid):
+    """Write `text` atomically (temp file + rename), mode 0600, or 0640 with group `gid`.
+    Returns False when the group could not be given (not allowed to this user)."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    shared = False
+    try:
+        with os.fdopen(fd, "w") as f:
+            if gid is not None:
+                try:
+                    os.fchown(f.fileno(), -1, gid)
+                    os.fchmod(f.fileno(), 0o640)
+                    shared = True
+                except PermissionError:
+                    pass
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return shared or gid is None
+
+
+def write_broker_files(out_dir, devices, prefix, gateway_user, gateway_password,
+                       default_interval_s=300, outage_hours=DEFAULT_OUTAGE_HOURS,
+                       listeners=((DEFAULT_HOST, DEFAULT_PORT),)):
+    """Write `passwords`, `acl` and `vigil.conf` into out_dir. Returns a namespace-like dict:
+    paths, the queue limits, and whether the broker's group could be given the files."""
+    from .registry import ACTIVE
 
     os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(out_dir)
     passwords = os.path.join(out_dir, "passwords")
     acl = os.path.join(out_dir, "acl")
-    write_private_file(passwords, password_text(devices, gateway_user, gateway_password))
-    write_private_file(acl, acl_text(prefix, gateway_user))
-    return passwords, acl
+    conf = os.path.join(out_dir, CONF_NAME)
+    messages, queued_bytes = queue_limits(devices, default_interval_s, outage_hours)
+    active = sum(1 for d in devices if d.state == ACTIVE)
+    gid = broker_gid()
+    shared = all([_write(passwords, password_text(devices, gateway_user, gateway_password), gid),
+                  _write(acl, acl_text(prefix, gateway_user), gid),
+                  _write(conf, conf_text(passwords, acl, messages, queued_bytes, active,
+                                         outage_hours, listeners), gid)])
+    return {"passwords": passwords, "acl": acl, "conf": conf, "max_queued_messages": messages,
+            "max_queued_bytes": queued_bytes, "group": BROKER_GROUP if gid is not None else None,
+            "group_given": shared}

@@ -98,19 +98,22 @@ def test_device_commands(tmp_path):
 
 
 def test_broker_config_lists_active_devices_with_a_password_only(tmp_path):
-    gw = GatewayProcess(tmp_path / "gw", 1883)
+    (tmp_path / "gw.pw").write_text("gateway-secret\n")
+    (tmp_path / "gw.pw").chmod(0o600)
+    gw = GatewayProcess(tmp_path / "gw", 1883, mqtt={"username": "gw",
+                                                     "password_file": str(tmp_path / "gw.pw")})
     gw.add_device(0x00000042, key_for(2), password="pw42")
     gw.add_device(0x00000043, key_for(3), password="pw43")
     gw.add_device(0x00000044, key_for(4))
     gw.cli("device", "revoke", "00000043")
     gw.cli("broker-config", "--out", str(tmp_path / "out"))
     passwords = (tmp_path / "out" / "passwords").read_text()
-    assert [line.split(":")[0] for line in passwords.split()] == ["00000042"]
-    assert passwords.split(":", 1)[1].startswith("$7$")
-    assert "pw42" not in passwords
-    assert os.stat(tmp_path / "out" / "passwords").st_mode & 0o777 == 0o600
+    assert [line.split(":")[0] for line in passwords.split()] == ["gw", "00000042"]
+    assert passwords.split("\n")[1].split(":", 1)[1].startswith("$7$")
+    assert "pw42" not in passwords and "gateway-secret" not in passwords
+    assert os.stat(tmp_path / "out" / "passwords").st_mode & 0o077 in (0, 0o040)
     acl = (tmp_path / "out" / "acl").read_text()
-    assert "pattern read vigil/down/%u" in acl and "user " not in acl  # anonymous gateway
+    assert "pattern read vigil/down/%u" in acl and "user gw\n" in acl
 
 
 def test_the_gateway_says_when_its_http_port_is_taken(tmp_path):

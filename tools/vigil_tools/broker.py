@@ -2,6 +2,7 @@
 
     broker = Mosquitto(tmp_dir)                  # anonymous, persistence on
     broker = Mosquitto(tmp_dir, passwords={"dev": "pw"}, acl="pattern write up/%u\\n")
+    broker = Mosquitto(tmp_dir, port=p, include_dir=d)  # on d's *.conf files (listener on p)
     broker.start(); broker.restart(); broker.stop()
 
 Runs as root on CI: `user root` keeps it able to read its password and ACL files in a private
@@ -23,7 +24,7 @@ def free_port():
 
 class Mosquitto:
     def __init__(self, workdir, port=None, passwords=None, acl=None, tls=None,
-                 tls_port=None, allow_anonymous=None, extra=""):
+                 tls_port=None, allow_anonymous=None, extra="", include_dir=None, user=None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -33,10 +34,19 @@ class Mosquitto:
         self.acl = acl
         self.allow_anonymous = (passwords is None) if allow_anonymous is None else allow_anonymous
         self.extra = extra
+        # A folder of configuration files (e.g. what `vigil gateway broker-config` writes): the
+        # broker runs on those, the main file holding only what is this broker's own (user root
+        # when run as root, the persistence folder, the log); the listener on `port` is theirs.
+        self.include_dir = include_dir
+        # With include_dir, run as this user (as root: `user root` unless told, so it can read
+        # files in a private folder; "mosquitto" runs it as Debian's package does).
+        self.user = user or ("root" if os.geteuid() == 0 else None)
         self.proc = None
         self.log = self.dir / "mosquitto.log"
 
     def _config(self):
+        if self.include_dir is not None:
+            return self._write_config(self._site_lines() + ["include_dir %s" % self.include_dir])
         lines = ["user root" if os.geteuid() == 0 else "",
                  "persistence true",
                  "persistence_location %s/" % self.dir,
@@ -66,6 +76,19 @@ class Mosquitto:
             aclfile.write_text(self.acl)
             lines.append("acl_file %s" % aclfile)
         lines.append(self.extra)
+        return self._write_config(lines)
+
+    def _site_lines(self):
+        # The listeners are the included files' (give `port` to match): Mosquitto applies
+        # listener settings there, such as use_username_as_clientid, to a listener of the same
+        # file only.
+        return ["user %s" % self.user if self.user else "",
+                "persistence_location %s/" % self.dir,
+                "log_dest file %s" % self.log,
+                "log_type all",
+                self.extra]
+
+    def _write_config(self, lines):
         conf = self.dir / "mosquitto.conf"
         conf.write_text("\n".join(line for line in lines if line) + "\n")
         return conf

@@ -86,8 +86,17 @@ def register(sub):
     out.set_defaults(func=_handler(outbox_command))
 
     broker = gw.add_parser("broker-config", parents=[common],
-                           help="write Mosquitto password and ACL files from the registry")
-    broker.add_argument("--out", required=True, help="folder for `passwords` and `acl`")
+                           help="write Mosquitto's password, ACL and configuration files "
+                                "from the registry")
+    broker.add_argument("--out", required=True,
+                        help="folder for `passwords`, `acl` and `vigil.conf`")
+    broker.add_argument("--outage-hours", type=float, default=24.0,
+                        help="how long a gateway outage the broker's queues should ride out "
+                             "(default 24)")
+    broker.add_argument("--listen", action="append", metavar="HOST:PORT",
+                        help="a listener for the broker (repeat for several; default "
+                             "127.0.0.1:1883, this machine only: wearables on the network need "
+                             "e.g. 0.0.0.0:1883)")
     broker.set_defaults(func=_handler(broker_config_command))
 
 
@@ -283,21 +292,44 @@ def incidents_command(args):
 def broker_config_command(args):
     import sys
 
-    from vigil_gateway import broker_config
+    from vigil_gateway import ConfigError, broker_config
     from vigil_gateway.config import read_secret, secret_problem
 
     config = _load(args)
+    if not config.mqtt.username or not config.mqtt.password_file:
+        raise ConfigError("mqtt.username", "the broker these files configure admits no "
+                          "anonymous client: give the gateway its own user (mqtt.username "
+                          "and mqtt.password_file in %s)" % args.config)
+    if not 0 < args.outage_hours <= 24 * 365:
+        raise ToolError("--outage-hours must be more than 0 and at most a year")
+    try:
+        listeners = [broker_config.parse_listen(text) for text in args.listen or
+                     ["%s:%d" % (broker_config.DEFAULT_HOST, broker_config.DEFAULT_PORT)]]
+    except ValueError as exc:
+        raise ToolError("--listen: %s" % exc) from None
+    problem = secret_problem(config.mqtt.password_file)
+    if problem:  # the gateway itself refuses to start with it (`vigil gateway run`)
+        print("vigil: warning: %s" % problem, file=sys.stderr)
+    password = read_secret(config.mqtt.password_file, "mqtt.password_file", private=False)
     _, reg, _ = _state(args)
-    password = None
-    if config.mqtt.password_file:
-        problem = secret_problem(config.mqtt.password_file)
-        if problem:  # the gateway itself refuses to start with it (`vigil gateway run`)
-            print("vigil: warning: %s" % problem, file=sys.stderr)
-        password = read_secret(config.mqtt.password_file, "mqtt.password_file", private=False)
-    passwords, acl = broker_config.write_broker_files(
-        args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password)
-    print("wrote %s and %s; in mosquitto.conf:\n  allow_anonymous false\n  password_file %s\n"
-          "  acl_file %s" % (passwords, acl, os.path.abspath(passwords), os.path.abspath(acl)))
+    written = broker_config.write_broker_files(
+        args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password,
+        config.supervision.default_interval_s, args.outage_hours, listeners)
+    if not written["group_given"]:
+        print("vigil: warning: could not give the files to group %s (run as root, or chgrp %s "
+              "them): Debian's broker cannot read them as they are" % (
+                  written["group"], written["group"]), file=sys.stderr)
+    print("wrote %s, %s and %s (%s)" % (
+        written["passwords"], written["acl"], written["conf"],
+        "mode 0640, group %s" % written["group"] if written["group"] and written["group_given"]
+        else "mode 0600"))
+    print("queues: max_queued_messages %d, max_queued_bytes %d (a %g h outage of the gateway)"
+          % (written["max_queued_messages"], written["max_queued_bytes"], args.outage_hours))
+    print("listeners: %s" % ", ".join("%s:%d" % (host or "*", port) for host, port in listeners))
+    print("include %s from mosquitto.conf (Debian: write the files into /etc/mosquitto/conf.d, "
+          "or add `include_dir %s` to a file there); the main file keeps persistence_location "
+          "and sets no listener of its own; then restart Mosquitto" % (
+              broker_config.CONF_NAME, os.path.dirname(written["conf"])))
     return 0
 
 
