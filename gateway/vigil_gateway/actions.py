@@ -7,8 +7,9 @@
 # Rules, in the order a request is checked (the first failure is its answer, and is counted):
 #   auth        "Authorization: Bearer <token>" equal to one backend's token (every token is
 #               compared, in constant time) else 401 unauthorized
-#   shape       JSON object, at most 8 KiB, fields as in ACTIONS/the OpenAPI document, else
-#               400 malformed (the message names the field)
+#   shape       JSON object, at most 8 KiB, fields as in ACTIONS/the OpenAPI document (sent_at
+#               a finite number: not NaN, not infinite), else 400 malformed (the message names
+#               the field)
 #   fresh       sent_at within tolerance_s of the gateway's clock, else 409 replayed ("stale")
 #   once        a request_id is used once per backend; again: 409 replayed
 #   incident    unknown: 404 not_found; closed (for anything but resolve): 409 refused
@@ -26,6 +27,7 @@
 #               in the store until the wearable is reachable (downlinks.py)
 import hmac
 import json
+import math
 import re
 
 import vigil_protocol as p
@@ -154,6 +156,8 @@ class ActionsApi:
         sent_at = data.get("sent_at")
         if not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool):
             return None, "sent_at must be a number (unix seconds)"
+        if not _finite(sent_at):  # JSON as Python reads it has NaN and Infinity
+            return None, "sent_at must be a finite number of unix seconds (not NaN or infinite)"
         note = data.get("note", "")
         if not isinstance(note, str) or len(note) > 500:
             return None, "note must be a string of at most 500 characters"
@@ -226,6 +230,13 @@ class ActionsApi:
     def _already(self, incident, event):
         return any(a.event == event and not a.detail.startswith("ignored")
                    for a in self.store.audit(incident.id))
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class _Rollback(Exception):

@@ -131,3 +131,17 @@ def test_tokens_file_rules(tmp_path):
         assert str(refused.value) == ("actions.tokens_file: refusing %s: others can read it; it "
                                       "must belong to this user and be readable by nobody "
                                       "else (chmod 600 %s)" % (f, f))
+
+
+@pytest.mark.parametrize("sent_at", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
+def test_sent_at_must_be_a_finite_number(site, sent_at):
+    site.alarm(p.SOS)
+    body = ('{"action": "acknowledge", "request_id": "req-finite-%d", "sent_at": %s}'
+            % (len(sent_at), sent_at)).encode()
+    reply = site.api.handle("POST", "/v1/incidents/1/actions",
+                            {"authorization": "Bearer token-one-0123456789",
+                             "content-type": "application/json"}, body)
+    assert (reply.status, reply.result) == (400, "malformed")
+    assert reply.body["message"] == ("sent_at must be a finite number of unix seconds (not NaN "
+                                     "or infinite)")
+    assert [a.event for a in site.store.audit(1)] == ["raised"]  # no effect

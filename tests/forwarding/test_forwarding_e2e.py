@@ -197,6 +197,7 @@ def test_wrong_token_malformed_and_replayed_requests_are_refused_and_counted(sit
         (dict(payload=dict(good, extra=1)), 400, "malformed"),
         (dict(payload={k: v for k, v in good.items() if k != "sent_at"}), 400, "malformed"),
         (dict(payload=dict(good, sent_at=time.time() - 3600)), 409, "replayed"),
+        (dict(raw=json.dumps(dict(good, sent_at=float("nan"))).encode()), 400, "malformed"),
     ]
     for kwargs, status, error in cases:
         got, body = site.api.request("POST", path, **kwargs)
@@ -209,7 +210,7 @@ def test_wrong_token_malformed_and_replayed_requests_are_refused_and_counted(sit
     status, body = site.api.act(999, "acknowledge")
     assert (status, body["error"]) == (404, "not_found")
     metrics = site.gw.metrics()
-    for result, n in (("unauthorized", 2), ("malformed", 6), ("replayed", 2), ("applied", 1),
+    for result, n in (("unauthorized", 2), ("malformed", 7), ("replayed", 2), ("applied", 1),
                       ("not_found", 1)):
         assert metrics['vigil_gateway_api_requests_total{result="%s"}' % result] == n
     assert TOKEN not in site.gw.log()
