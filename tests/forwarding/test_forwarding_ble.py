@@ -59,8 +59,8 @@ def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
             status, body = await asyncio.to_thread(api.act, incident, "prompt_double_tap")
             assert status == 200 and body["downlink"]
             assert await until(lambda: state() == fw_alarms.PROMPTED), state()
-            sent = gateway.metrics.downlinks
-            assert sent.get("ble", "PROMPT_DOUBLE_TAP") == 1
+            sent = gateway.metrics.downlinks  # counted once the wearable answered the write
+            assert await until(lambda: sent.get("ble", "PROMPT_DOUBLE_TAP") == 1)
             assert sent.get("ble", "DELIVERED") == 1
         finally:
             gateway.stop()
