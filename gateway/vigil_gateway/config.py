@@ -70,6 +70,8 @@ SETTINGS = {
     ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
     ("supervision", "grace_s"): (60, _count, "a whole number of seconds", False),
     ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),
+    ("incidents", "double_tap_wait_s"): (15.0, _positive, "a positive number of seconds",
+                                         False),
     ("ble", "enabled"): (False, _flag, "true or false", False),
     ("ble", "allow"): ("", _device_list, "device ids as 8 hex digits, comma-separated "
                        "(empty: every active registered device)", False),

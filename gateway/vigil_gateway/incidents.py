@@ -5,7 +5,12 @@
 #   an SOS, DURESS, FALL, NO_MOTION or LOW_BATTERY alarm raises a new incident, state `open`;
 #   a DOUBLE_TAP names the alarm it answers (its `ref`): that incident records "wearer confirms
 #     they need help" and goes to `needs_help` - even from `closed`, since a wearer asking for
-#     help is never ignored; a DOUBLE_TAP naming no known alarm is kept as a frame and logged;
+#     help is never ignored;
+#   a DOUBLE_TAP naming an alarm not here (yet) is kept (early_taps): applied when that alarm
+#     arrives; if it has not arrived within the wait (incidents.double_tap_wait_s), the tap
+#     raises an incident of its own for that alarm's counter, kind SOS (a wearer is asked to
+#     tap twice only in the SOS procedure, never on duress), at once `needs_help`; the alarm
+#     arriving later joins that incident (audited `alarm_arrived`), it raises nothing new;
 #   supervision raises LOST_CONTACT for a silent device (one open at a time per device); the
 #     device's next verified frame records "contact restored" and closes it;
 #   a responder's actions (the actions API): `acknowledged`, `prompt_double_tap` and
@@ -28,6 +33,8 @@ PROMPT_DOUBLE_TAP = "prompt_double_tap"
 HELP_DISPATCHED = "help_dispatched"
 
 LOST_CONTACT = "LOST_CONTACT"
+ALARM_ARRIVED = "alarm_arrived"  # audit only: an alarm whose incident its double tap raised
+EARLY_TAP_KIND = "SOS"
 CONFIRMS_TEXT = "wearer confirms they need help"
 
 # (state, event) -> (next state, what the audit trail says)
@@ -54,17 +61,66 @@ class Incidents:
     def __init__(self, store, outbox=None):
         self.store = store
         self.outbox = outbox
+        self._early = store.early_tap_devices()  # devices with a DOUBLE_TAP kept for its alarm
 
     def raise_alarm(self, device_id, counter, kind, at, detail="", location=None):
         """location: (lat, lon, accuracy_m) in degrees and metres, when the alarm carried one."""
         state, text = RULES[(None, RAISED)]
-        incident = self.store.create_incident(device_id, counter, kind, state, at)
+        incident = self.store.create_alarm_incident(device_id, counter, kind, state, at)
+        if incident is None:  # its double tap came first and raised it (promote_early_taps)
+            incident = self.store.incident_for_alarm(device_id, counter)
+            self.store.add_audit(incident.id, at, ALARM_ARRIVED, _join(
+                "the %s alarm itself arrived (after its double tap raised this incident)" % kind,
+                detail))
+            return incident
         self.store.add_audit(incident.id, at, RAISED, _join(text, detail))
         if self.outbox is not None:
             if location is not None:
                 self.outbox.set_location(incident.id, location[0], location[1], location[2], at)
             self.outbox.enqueue(self.store, incident, RAISED, at)
+        if device_id in self._early:
+            for tap in self.store.take_early_taps(device_id, counter):
+                incident = self.apply(incident, WEARER_CONFIRMS, at, "double tap, frame %d "
+                                      "(it came before its alarm)" % tap.counter)
         return incident
+
+    def early_tap(self, device_id, tap_counter, ref, at):
+        """Keep a DOUBLE_TAP naming alarm `ref`, which has no incident (yet): applied when the
+        alarm arrives, or raised by promote_early_taps() once it has waited too long."""
+        self.store.add_early_tap(device_id, tap_counter, ref, at)
+        self._early.add(device_id)
+
+    def early_waiting(self):
+        """True while some device has a DOUBLE_TAP kept for its alarm."""
+        return bool(self._early)
+
+    def promote_early_taps(self, now, wait_s):
+        """Inside a transaction: every alarm named by a DOUBLE_TAP kept for wait_s or longer,
+        and still not here, gets an incident raised from that tap (kind EARLY_TAP_KIND, the
+        alarm's counter, so responders' actions name the alarm open on the wearable), which
+        the tap confirms at once. Returns the incidents raised."""
+        raised = []
+        due = self.store.early_taps_due(now - wait_s)
+        for device_id, ref in due:
+            taps = self.store.take_early_taps(device_id, ref)
+            incident = self.store.incident_for_alarm(device_id, ref)
+            new = incident is None
+            if new:
+                state, text = RULES[(None, RAISED)]
+                incident = self.store.create_incident(device_id, ref, EARLY_TAP_KIND, state, now)
+                self.store.add_audit(incident.id, now, RAISED, _join(text, (
+                    "from the wearer's double tap (frame %d): the alarm it answers (counter %d) "
+                    "has not arrived within %g s" % (taps[0].counter, ref, wait_s))))
+                if self.outbox is not None:
+                    self.outbox.enqueue(self.store, incident, RAISED, now)
+            for tap in taps:
+                incident = self.apply(incident, WEARER_CONFIRMS, now, "double tap, frame %d "
+                                      "(it came before its alarm)" % tap.counter)
+            if new:
+                raised.append(incident)
+        if due:
+            self._early = self.store.early_tap_devices()
+        return raised
 
     def raise_lost_contact(self, device_id, at, detail=""):
         state, text = RULES[(None, RAISED)]

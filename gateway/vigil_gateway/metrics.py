@@ -147,6 +147,10 @@ class Metrics:
                                  "DELIVERED acks and responder actions sent (MQTT: the broker's "
                                  "PUBACK; BLE: the wearable's write response), by path and what",
                                  ["path", "what"])
+        self.early_taps = Counter("vigil_gateway_early_double_taps_total",
+                                  "DOUBLE_TAPs that came before the alarm they answer: kept "
+                                  "for it, or raised as an incident when it did not come",
+                                  ["outcome"])
         self.downlink_retries = Counter("vigil_gateway_downlink_retries_total",
                                         "Stored downlinks the broker did not take, offered "
                                         "again later, by reason", ["reason"])

@@ -305,8 +305,12 @@ class Pipeline:
             if frame.kind == p.DOUBLE_TAP:
                 incident = self.incidents.wearer_confirms(device_id, frame.ref, now,
                                                           "double tap, frame %d" % frame.counter)
+                if incident is None:  # before its alarm: kept for it (incidents.py)
+                    self.incidents.early_tap(device_id, frame.counter, frame.ref, now)
+                    if self.metrics is not None:
+                        self.metrics.early_taps.inc("kept")
                 logs.event(log, logging.WARNING if incident is None else logging.INFO,
-                           "wearer_confirms" if incident else "double_tap_unmatched",
+                           "wearer_confirms" if incident else "double_tap_early",
                            device=device_hex(device_id), counter=frame.counter, ref=frame.ref,
                            incident=incident.id if incident else None)
             else:

@@ -403,8 +403,25 @@ class Gateway:
                     self.metrics.lost_contact.inc()
                     logs.event(log, logging.WARNING, "lost_contact", incident=incident.id,
                                device="%08x" % incident.device_id)
+                self._promote_early_taps()
             except Exception as exc:  # a supervision fault must not stop ingest
                 logs.event(log, logging.ERROR, "supervision_failed", error=repr(exc))
+
+    def _promote_early_taps(self):
+        """DOUBLE_TAPs whose alarm has not come within the wait raise incidents of their own."""
+        wait_s = self.config.incidents.double_tap_wait_s
+        incidents = self.pipeline.incidents
+        if not incidents.early_waiting():
+            return
+        with self.store.transaction():
+            raised = incidents.promote_early_taps(self.clock(), wait_s)
+        for incident in raised:
+            self.metrics.early_taps.inc("raised")
+            logs.event(log, logging.WARNING, "double_tap_raised", incident=incident.id,
+                       device="%08x" % incident.device_id, ref=incident.counter,
+                       waited_s=wait_s)
+        if raised:
+            self.forwarding.wake.set()
 
     # -- HTTP pages --
     def _health(self):

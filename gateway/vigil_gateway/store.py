@@ -15,6 +15,7 @@ from .db import Transaction
 Incident = namedtuple("Incident", "id device_id counter kind state opened_at updated_at")
 AuditEntry = namedtuple("AuditEntry", "incident_id at event detail")
 Contact = namedtuple("Contact", "device_id last_seen interval_s lost_incident history_floor")
+EarlyTap = namedtuple("EarlyTap", "device_id counter ref received_at")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -51,6 +52,14 @@ CREATE TABLE IF NOT EXISTS downlink_counters (
     device_id INTEGER PRIMARY KEY,
     last_counter INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS early_taps (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    ref INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (device_id, counter)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS early_taps_by_ref ON early_taps (device_id, ref);
 CREATE TABLE IF NOT EXISTS contact (
     device_id INTEGER PRIMARY KEY,
     last_seen REAL NOT NULL,
@@ -121,6 +130,15 @@ class Store:
                                 (device_id, counter, kind, state, at, at))
         return Incident(cur.lastrowid, device_id, counter, kind, state, at, at)
 
+    def create_alarm_incident(self, device_id, counter, kind, state, at):
+        """create_incident() for an alarm, or None when that alarm has an incident already."""
+        cur = self.conn.execute("INSERT OR IGNORE INTO incidents (device_id, counter, kind, state, "
+                                "opened_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                                (device_id, counter, kind, state, at, at))
+        if cur.rowcount == 0:
+            return None
+        return Incident(cur.lastrowid, device_id, counter, kind, state, at, at)
+
     def incident(self, incident_id):
         row = self.conn.execute("SELECT %s FROM incidents WHERE id = ?" % _INCIDENT_COLUMNS,
                                 (incident_id,)).fetchone()
@@ -159,6 +177,30 @@ class Store:
 
     def count_incidents_by_state(self):
         return dict(self.conn.execute("SELECT state, count(*) FROM incidents GROUP BY state"))
+
+    # -- DOUBLE_TAPs that came before the alarm they answer --
+    def add_early_tap(self, device_id, counter, ref, at):
+        self.conn.execute("INSERT OR IGNORE INTO early_taps (device_id, counter, ref, "
+                          "received_at) VALUES (?, ?, ?, ?)", (device_id, counter, ref, at))
+
+    def take_early_taps(self, device_id, ref):
+        """The early taps naming alarm `ref` of the device, oldest first, removed."""
+        rows = [EarlyTap(*r) for r in self.conn.execute(
+            "SELECT device_id, counter, ref, received_at FROM early_taps WHERE device_id = ? "
+            "AND ref = ? ORDER BY counter", (device_id, ref))]
+        if rows:
+            self.conn.execute("DELETE FROM early_taps WHERE device_id = ? AND ref = ?",
+                              (device_id, ref))
+        return rows
+
+    def early_taps_due(self, received_before):
+        """(device_id, ref) of every alarm named by an early tap received before the time."""
+        return self.conn.execute("SELECT DISTINCT device_id, ref FROM early_taps WHERE "
+                                 "received_at <= ? ORDER BY device_id, ref",
+                                 (received_before,)).fetchall()
+
+    def early_tap_devices(self):
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT device_id FROM early_taps")}
 
     # -- contact (supervision) --
     def write_contact(self, contact):

@@ -62,6 +62,33 @@ def test_double_tap_attaches_to_the_alarm_it_names(running):
     assert "wearer confirms they need help" in text
 
 
+def test_a_double_tap_before_its_alarm_is_kept_then_raised_if_the_alarm_never_comes(
+        mosquitto_factory, gateway_factory, devices):
+    broker = mosquitto_factory()
+    gw = gateway_factory(broker.port, incidents={"double_tap_wait_s": 1.0},
+                         supervision={"check_every_s": 0.1})
+    gw.add_device(DEV, key_for(DEV))
+    gw.start()
+    device = devices(broker.port, DEV, key_for(DEV))
+    # 3 answers alarm 2, which comes after it: one incident, confirmed
+    device.counter = 2
+    device.publish(device.alarm(p.DOUBLE_TAP, ref=2))
+    device.publish(p.encode(p.Alarm(DEV, 2, p.SOS), device.key))
+    # 5 answers alarm 4, which never comes: an incident of its own
+    device.counter = 4
+    device.publish(device.alarm(p.DOUBLE_TAP, ref=4))
+    device.wait_acked([2, 3, 5])
+    wait_for(lambda: len(gw.incidents()) == 2, 10, "the tap's own incident")
+    assert sorted((i["counter"], i["kind"], i["state"], [a["event"] for a in i["audit"]])
+                  for i in gw.incidents()) == [
+        (2, "SOS", "needs_help", ["raised", "wearer_confirms"]),
+        (4, "SOS", "needs_help", ["raised", "wearer_confirms"])]
+    metrics = gw.metrics()
+    assert metrics['vigil_gateway_early_double_taps_total{outcome="kept"}'] == 2
+    assert metrics['vigil_gateway_early_double_taps_total{outcome="raised"}'] == 1
+    assert [e["ref"] for e in gw.log_events() if e["event"] == "double_tap_raised"] == [4]
+
+
 def test_a_retransmission_is_acknowledged_again_and_creates_nothing(running):
     broker, gw, device = running
     data = device.alarm(p.FALL)

@@ -110,7 +110,7 @@ def test_a_failed_commit_acknowledges_nothing_and_forgets_nothing(site, monkeypa
     assert site.store.frame_count() == 2
 
 
-def test_double_tap_confirms_even_a_closed_incident_and_an_unknown_ref_creates_nothing(site):
+def test_double_tap_confirms_even_a_closed_incident_and_an_unknown_ref_is_kept(site):
     site.send(alarm(1, p.SOS))
     [incident] = site.store.incidents()
     from vigil_gateway.incidents import RESOLVED, Incidents
@@ -124,6 +124,7 @@ def test_double_tap_confirms_even_a_closed_incident_and_an_unknown_ref_creates_n
     assert [a.event for a in site.store.audit(incident.id)] == [
         "raised", "resolved", "wearer_confirms"]
     assert "reopened" in site.store.audit(incident.id)[-1].detail
+    assert site.store.take_early_taps(DEV, 2)[0].counter == 4  # waits for alarm 2 (incidents.py)
 
 
 def test_supervision_raises_lost_contact_once_and_records_the_return(site):
