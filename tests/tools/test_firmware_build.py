@@ -1,19 +1,8 @@
 """The firmware bundle is reproducible: two checkouts at different paths build the same bytes."""
-import shutil
-
 import pytest
+from source_tree import copy_sources
 
 from vigil_tools import ToolError, firmware_build
-
-
-def copy_sources(root, dest):
-    """What firmware_build reads, copied from `root` into `dest`, laid out as the repository."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(root / "firmware", dest / "firmware", ignore=ignore)
-    shutil.copytree(root / "protocol" / "vigil_protocol", dest / "protocol" / "vigil_protocol",
-                    ignore=ignore)
-    shutil.copytree(root / ".venv" / "mpy-lib", dest / ".venv" / "mpy-lib", ignore=ignore)
-    return dest
 
 
 def built(root, out):

@@ -2,10 +2,10 @@
 what `make setup` built, and when its cache key says to build again."""
 import io
 import os
-import shutil
 import subprocess
 
 import pytest
+from source_tree import copy_sources
 
 from vigil_tools import ToolError, firmware_build, mpy32
 
@@ -43,16 +43,6 @@ def test_every_module_of_the_bundle_is_frozen_in(micropython32, tmp_path):
     out = run(micropython32, "help('modules')", tmp_path)
     frozen = {name.removesuffix(".py") for name, _ in mpy32.frozen_files()}  # vigil_fw/app
     assert frozen - set(out) == set()
-
-
-def copy_sources(root, dest):
-    """What firmware_build reads, copied from `root` into `dest`, laid out as the repository."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(root / "firmware", dest / "firmware", ignore=ignore)
-    shutil.copytree(root / "protocol" / "vigil_protocol", dest / "protocol" / "vigil_protocol",
-                    ignore=ignore)
-    shutil.copytree(root / ".venv" / "mpy-lib", dest / ".venv" / "mpy-lib", ignore=ignore)
-    return dest
 
 
 def test_the_key_follows_the_frozen_sources_not_where_they_are(root, tmp_path):
