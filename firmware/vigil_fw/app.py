@@ -84,7 +84,6 @@ class Wearable:
         self.seen = SeenDownlinks(flash)  # the replay window, kept across reboots
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
-        self.taps = DoubleTapDetector()
         self.wake = Flag()      # the sender: a new alarm, or a link came up
         self.prompt = Flag()    # the tap sampler: an alarm awaits the wearer's double tap
         self._link_came_up = False
@@ -224,11 +223,11 @@ class Wearable:
         while True:
             self._park("taps")
             await self.prompt.wait()
-            self.taps = DoubleTapDetector()
+            taps = DoubleTapDetector()  # afresh for each prompt
             while self.alarms.prompted() is not None:
                 self._busy("taps")
                 for sample in accel.samples():
-                    if self.taps.feed(sample[0], sample[1], sample[2]):
+                    if taps.feed(sample[0], sample[1], sample[2]):
                         self.on_double_tap()
                 await sleep_ms(period)
 

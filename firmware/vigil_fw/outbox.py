@@ -65,7 +65,9 @@ class Outbox:
                 flash.remove(path)
                 flash.remove(path + TMP)
                 continue
-            if base != name or flash.exists(path + TMP) or not self._intact(path):
+            # A .tmp twin left behind (the only intact copy, or a rename cut short): finish
+            # the write so the entry is one file again.
+            if flash.exists(path + TMP):
                 write_atomic(flash, path, bytes(record))  # finish what a power cut interrupted
             # More entries than slots only if a firmware with a larger CAPACITY wrote them:
             # the rest stay on flash and load at a later boot, once these are acknowledged.
@@ -115,10 +117,6 @@ class Outbox:
             yield best
 
     # -- flash --------------------------------------------------------------------------------
-
-    def _intact(self, path):
-        n = self.flash.read_into(path, self._buf)
-        return n >= 4 and crc_ok(self._buf, n)
 
     def _read(self, path):
         """The payload of the newest intact copy of `path` (a view of the read buffer, valid
