@@ -15,15 +15,25 @@
 #   the broker keeps its state on disk (persistence, saved every autosave interval) and keeps
 #   for each client at least what a fleet sends in the outage it should ride out (queue_limits);
 #   the files are readable by this user only (0600), or also by the group `mosquitto` (0640)
-#   where that group exists: Debian's broker runs as user mosquitto.
+#   where that group exists: Debian's broker runs as user mosquitto;
+#   with TLS material (tls_setup.py) every listener is a TLS listener (default: port 8883 on
+#   every address, no plain port at all);
+#   files that would lock the gateway out are refused (a TLS mismatch on the gateway's port, a
+#   gateway CA that did not sign the broker's certificate); a gateway port no listener has is
+#   a warning (it may reach the broker through another address);
+#   Mosquitto rereads the password and ACL files on SIGHUP (listeners only on a restart) and
+#   then disconnects a client whose password line is gone: a revoked device is off at once.
 import base64
 import grp
 import hashlib
 import math
 import os
 import secrets
+import signal
 
 import vigil_protocol as p
+
+from .errors import GatewayError
 
 PBKDF2_ITERATIONS = 10000
 _SALT_LEN = 12
@@ -39,6 +49,10 @@ QUEUE_FLOOR = 10000
 DEFAULT_OUTAGE_HOURS = 24
 # Mosquitto's own default: this machine only (wearables on the network need another address).
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 1883
+# With TLS: MQTT's TLS port on every address (wearables reach it over the network).
+DEFAULT_TLS_HOST, DEFAULT_TLS_PORT = "", 8883
+# Debian's mosquitto.conf writes the broker's pid here; its service reloads with SIGHUP too.
+DEBIAN_PID_FILE = "/run/mosquitto/mosquitto.pid"
 # Largest MQTT packet the broker accepts: a frame (p.MAX_FRAME bytes) and its topic, or a
 # CONNECT with credentials and a last will, fit several times over. It bounds what one client
 # can put in the gateway's queue, which max_queued_bytes counts in payload bytes.
@@ -49,6 +63,10 @@ MAX_PACKET = max(1024, 8 * p.MAX_FRAME)
 # queue here, against 0.2 s with a 1 s interval. Mosquitto saves once more than this has passed,
 # so about every 2 s; a power cut of the broker loses at most that much.
 AUTOSAVE_S = 1
+
+
+class BrokerConfigError(GatewayError):
+    """The broker's files cannot be written as asked, or the broker cannot be reloaded."""
 
 
 def mosquitto_hash(password, iterations=PBKDF2_ITERATIONS, salt=None):
@@ -121,7 +139,8 @@ def parse_listen(text):
     return host, int(port)
 
 
-def conf_text(passwords, acl, messages, queued_bytes, devices, outage_hours, listeners):
+def conf_text(passwords, acl, messages, queued_bytes, devices, outage_hours, listeners,
+              tls=None):
     lines = [
         "# Written by `vigil gateway broker-config` (%d active devices, queues for a %g h outage "
         "of the gateway)." % (devices, outage_hours),
@@ -135,8 +154,11 @@ def conf_text(passwords, acl, messages, queued_bytes, devices, outage_hours, lis
         "# A client's id is its username: no client can take another's session. Mosquitto",
         "# applies this to the listener line before it in the same file: the listeners are here."]
     for host, port in listeners:
-        lines += ["listener %d%s" % (port, " " + host if host else ""),
-                  "use_username_as_clientid true"]
+        lines.append("listener %d%s" % (port, " " + host if host else ""))
+        if tls:  # per listener: a listener without these lines is plain MQTT
+            lines += ["cafile %s" % tls["cafile"], "certfile %s" % tls["certfile"],
+                      "keyfile %s" % tls["keyfile"]]
+        lines.append("use_username_as_clientid true")
     lines += [
         "# What waits for an offline client is kept on disk, saved about every 2 s.",
         "persistence true",
@@ -159,14 +181,16 @@ def broker_gid():
         return None
 
 
-def _write(path, text, gid):
-    """Write `text` atomically (temp file + rename), mode 0600, or 0640 with group `gid`.
+def write_file(path, text, gid, mode=0o600):
+    """Write `text` atomically (temp file + rename), `mode` (0600), or 0640 with group `gid`.
     Returns False when the group could not be given (not allowed to this user)."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     shared = False
     try:
         with os.fdopen(fd, "w") as f:
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
             if gid is not None:
                 try:
                     os.fchown(f.fileno(), -1, gid)
@@ -187,9 +211,10 @@ def _write(path, text, gid):
 
 def write_broker_files(out_dir, devices, prefix, gateway_user, gateway_password,
                        default_interval_s=300, outage_hours=DEFAULT_OUTAGE_HOURS,
-                       listeners=((DEFAULT_HOST, DEFAULT_PORT),)):
-    """Write `passwords`, `acl` and `vigil.conf` into out_dir. Returns a namespace-like dict:
-    paths, the queue limits, and whether the broker's group could be given the files."""
+                       listeners=((DEFAULT_HOST, DEFAULT_PORT),), tls=None):
+    """Write `passwords`, `acl` and `vigil.conf` into out_dir (with `tls`, {"cafile",
+    "certfile", "keyfile"}, every listener a TLS one). Returns a dict: paths, the queue limits,
+    and whether the broker's group could be given the files."""
     from .registry import ACTIVE
 
     os.makedirs(out_dir, exist_ok=True)
@@ -200,10 +225,60 @@ def write_broker_files(out_dir, devices, prefix, gateway_user, gateway_password,
     messages, queued_bytes = queue_limits(devices, default_interval_s, outage_hours)
     active = sum(1 for d in devices if d.state == ACTIVE)
     gid = broker_gid()
-    shared = all([_write(passwords, password_text(devices, gateway_user, gateway_password), gid),
-                  _write(acl, acl_text(prefix, gateway_user), gid),
-                  _write(conf, conf_text(passwords, acl, messages, queued_bytes, active,
-                                         outage_hours, listeners), gid)])
+    shared = all([write_file(passwords, password_text(devices, gateway_user, gateway_password), gid),
+                  write_file(acl, acl_text(prefix, gateway_user), gid),
+                  write_file(conf, conf_text(passwords, acl, messages, queued_bytes, active,
+                                         outage_hours, listeners, tls), gid)])
     return {"passwords": passwords, "acl": acl, "conf": conf, "max_queued_messages": messages,
             "max_queued_bytes": queued_bytes, "group": BROKER_GROUP if gid is not None else None,
             "group_given": shared}
+
+
+def lockout(listeners, tls, gateway):
+    """What in these files would keep the gateway itself off the broker: (errors, warnings),
+    each a line naming the setting. `gateway` is the config's [mqtt] section."""
+    errors, warnings = [], []
+    ports = [port for _, port in listeners]
+    where = "%s:%d" % (gateway.host, gateway.port)
+    if gateway.port not in ports:
+        warnings.append("mqtt.port: the gateway connects to %s, and these files listen on %s "
+                        "only: unless it reaches the broker through another address, the "
+                        "gateway is locked out (give --listen HOST:%d, or set mqtt.port)" % (
+                            where, ", ".join(str(p_) for p_ in ports), gateway.port))
+        return errors, warnings
+    if tls and not gateway.tls.enabled:
+        errors.append("mqtt.tls.enabled: the broker's listener on port %d takes TLS only and "
+                      "the gateway connects without it: set [mqtt.tls] enabled = true and "
+                      "ca_file = \"%s\"" % (gateway.port, tls["cafile"]))
+    elif not tls and gateway.tls.enabled:
+        errors.append("mqtt.tls.enabled: the gateway connects with TLS and the broker's "
+                      "listener on port %d is plain MQTT: give --tls DIR (`vigil gateway "
+                      "tls-setup`), or set enabled = false" % gateway.port)
+    elif tls:
+        from .tls_setup import signed_by
+
+        if not signed_by(tls["certfile"], gateway.tls.ca_file):
+            errors.append("mqtt.tls.ca_file: %s did not sign the broker's certificate %s: the "
+                          "gateway would refuse the broker (use %s)" % (
+                              gateway.tls.ca_file, tls["certfile"], tls["cafile"]))
+    return errors, warnings
+
+
+def reload(pid_file=DEBIAN_PID_FILE):
+    """SIGHUP to the broker whose pid is in pid_file: it rereads the password and ACL files
+    (a new listener needs a restart). Returns the pid."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().split()[0])
+    except OSError as exc:
+        raise BrokerConfigError("cannot reload the broker: cannot read its pid file %s: %s "
+                                "(give --pid-file, or run `systemctl reload mosquitto`)"
+                                % (pid_file, exc.strerror)) from None
+    except (ValueError, IndexError):
+        raise BrokerConfigError("cannot reload the broker: %s holds no pid" % pid_file) from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise BrokerConfigError("cannot reload the broker (pid %d from %s): %s"
+                                % (pid, pid_file, exc.strerror)) from None
+    return pid

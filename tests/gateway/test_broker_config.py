@@ -13,6 +13,7 @@ import time
 import pytest
 
 import vigil_protocol as p
+import debian_mosquitto
 from gateway_harness import GatewayProcess, key_for, wait_for, write_secret
 from vigil_gateway import broker_config
 from vigil_responder import ActionsClient
@@ -198,30 +199,73 @@ def test_5000_alarms_queued_while_the_gateway_is_down_all_arrive(
     assert "dropped" not in broker.log.read_text()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or broker_config.broker_gid() is None,
-                    reason="needs root and Debian's mosquitto user and group")
-def test_debian_s_broker_user_can_read_the_files(gateway_factory, devices, tmp_path):
-    # As Debian's package runs it: started as root, it drops to user mosquitto before reading
-    # the password and ACL files. Folders it can reach stand in for /etc/mosquitto/conf.d and
-    # /var/lib/mosquitto.
-    conf_d = tempfile.mkdtemp(prefix="vigil-conf.d-")
-    state = tempfile.mkdtemp(prefix="vigil-var-lib-")
-    try:
-        os.chmod(conf_d, 0o755)
-        os.chown(state, -1, broker_config.broker_gid())
-        os.chmod(state, 0o770)
-        gw, port, _ = _gateway(gateway_factory, tmp_path, [A])
-        gw.cli("broker-config", "--out", conf_d, "--listen", "127.0.0.1:%d" % port)
-        from vigil_tools.broker import Mosquitto
+def connack(port, user, password, tls_ca=None):
+    """The broker's answer to a CONNECT with these credentials: 'Success' or why not."""
+    import paho.mqtt.client as mqtt
 
-        broker = Mosquitto(state, port=port, include_dir=conf_d, user="mosquitto").start()
-        try:
-            gw.start()
-            a = devices(port, A, key_for(A), password=password(A))
-            a.publish(a.alarm(p.SOS))
-            a.wait_acked([1])
-        finally:
-            broker.stop()
+    answers = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-%s" % user,
+                         protocol=mqtt.MQTTv311)
+    client.username_pw_set(user, password)
+    if tls_ca:
+        client.tls_set(ca_certs=str(tls_ca))
+    client.on_connect = lambda c, u, f, rc, props: answers.put(str(rc))
+    client.connect("127.0.0.1", port, keepalive=10)
+    client.loop_start()
+    try:
+        return answers.get(timeout=10)
     finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.skipif(debian_mosquitto.skip_reason() is not None,
+                    reason=str(debian_mosquitto.skip_reason()))
+def test_debian_s_broker_reads_the_files_and_a_reload_shuts_a_revoked_device_out(
+        gateway_factory, devices, tmp_path):
+    # Mosquitto as Debian's package runs it: root, Debian's main file, no `user` line, so it
+    # reads the files as user mosquitto (the folder stands in for /etc/mosquitto/conf.d).
+    conf_d = tempfile.mkdtemp(prefix="vigil-conf.d-")
+    os.chmod(conf_d, 0o755)
+    broker = None
+    try:
+        gw, port, _ = _gateway(gateway_factory, tmp_path, [A, B])
+        gw.cli("broker-config", "--out", conf_d, "--listen", "127.0.0.1:%d" % port)
+        broker = debian_mosquitto.DebianMosquitto(conf_d, port).start()
+        assert broker.user() == "mosquitto"
+        gw.start()
+        a = devices(port, A, key_for(A), password=password(A))
+        b = devices(port, B, key_for(B), password=password(B))
+        a.publish(a.alarm(p.SOS))
+        a.wait_acked([1])
+        # A is revoked; the files are written again and the running broker reloads them.
+        gw.cli("device", "revoke", "%08x" % A)
+        out = gw.cli("broker-config", "--out", conf_d, "--listen", "127.0.0.1:%d" % port,
+                     "--reload", "--pid-file", broker.pid_file).stdout
+        assert "reloaded" in out
+        wait_for(lambda: not a.client.is_connected(), 10, "the broker to drop revoked A")
+        assert connack(port, "%08x" % A, password(A)) == "Not authorized"
+        assert "Reloading config" in broker.log_text()
+        # B and the gateway stay connected, and the broker goes on as user mosquitto. (A probe
+        # as B would take B's own session: its client id is its username.)
+        b.publish(b.alarm(p.SOS))
+        b.wait_acked([1])
+        assert b.client.is_connected()
+        assert gw.metrics()["vigil_gateway_mqtt_connects_total"] == 1
+        assert broker.user() == "mosquitto" and broker.proc.poll() is None
+        assert gw.get("/healthz")[0] == 200
+    finally:
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(conf_d)
-        shutil.rmtree(state)
+
+
+def test_reload_without_a_broker_says_so(gateway_factory, tmp_path):
+    gw, port, _ = _gateway(gateway_factory, tmp_path, [A])
+    result = gw.cli("broker-config", "--out", str(tmp_path / "broker"), "--listen",
+                    "127.0.0.1:%d" % port, "--reload", "--pid-file",
+                    str(tmp_path / "no.pid"), check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("vigil: cannot reload the broker: cannot read its pid "
+                                    "file %s" % (tmp_path / "no.pid"))
+    assert "Traceback" not in result.stderr

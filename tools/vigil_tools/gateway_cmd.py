@@ -96,8 +96,26 @@ def register(sub):
     broker.add_argument("--listen", action="append", metavar="HOST:PORT",
                         help="a listener for the broker (repeat for several; default "
                              "127.0.0.1:1883, this machine only: wearables on the network need "
-                             "e.g. 0.0.0.0:1883)")
+                             "e.g. 0.0.0.0:1883; with --tls, :8883 on every address)")
+    broker.add_argument("--tls", metavar="DIR",
+                        help="every listener takes TLS only, with the CA and the broker "
+                             "certificate `vigil gateway tls-setup` wrote in DIR")
+    broker.add_argument("--reload", action="store_true",
+                        help="then make the running broker reread the files (SIGHUP): added "
+                             "and revoked devices take effect without a restart")
+    broker.add_argument("--pid-file", default="/run/mosquitto/mosquitto.pid",
+                        help="the broker's pid file, for --reload (default: Debian's)")
     broker.set_defaults(func=_handler(broker_config_command))
+
+    tls = gw.add_parser("tls-setup", parents=[common],
+                        help="make the site CA (once), the broker's certificate and the CA file "
+                             "wearables are provisioned with")
+    tls.add_argument("--out", required=True, help="folder for the CA and certificate files")
+    tls.add_argument("--name", action="append", metavar="HOST",
+                     help="a host name or address wearables and the gateway reach the broker "
+                          "by (repeat; default: this machine's name, localhost, 127.0.0.1)")
+    tls.add_argument("--site", default="Site", help="the site's name, in the CA's name")
+    tls.set_defaults(func=_handler(tls_setup_command))
 
 
 def _secret_options(parser):
@@ -302,11 +320,19 @@ def broker_config_command(args):
                           "and mqtt.password_file in %s)" % args.config)
     if not 0 < args.outage_hours <= 24 * 365:
         raise ToolError("--outage-hours must be more than 0 and at most a year")
+    tls = _broker_tls(args.tls)
+    default = ((broker_config.DEFAULT_TLS_HOST, broker_config.DEFAULT_TLS_PORT) if tls else
+               (broker_config.DEFAULT_HOST, broker_config.DEFAULT_PORT))
     try:
         listeners = [broker_config.parse_listen(text) for text in args.listen or
-                     ["%s:%d" % (broker_config.DEFAULT_HOST, broker_config.DEFAULT_PORT)]]
+                     ["%s:%d" % default]]
     except ValueError as exc:
         raise ToolError("--listen: %s" % exc) from None
+    errors, warnings = broker_config.lockout(listeners, tls, config.mqtt)
+    if errors:  # nothing written: the gateway could not connect to such a broker
+        raise ToolError(errors[0] + " (nothing written)")
+    for warning in warnings:
+        print("vigil: WARNING: %s" % warning, file=sys.stderr)
     problem = secret_problem(config.mqtt.password_file)
     if problem:  # the gateway itself refuses to start with it (`vigil gateway run`)
         print("vigil: warning: %s" % problem, file=sys.stderr)
@@ -314,7 +340,7 @@ def broker_config_command(args):
     _, reg, _ = _state(args)
     written = broker_config.write_broker_files(
         args.out, reg.devices(), config.mqtt.prefix, config.mqtt.username, password,
-        config.supervision.default_interval_s, args.outage_hours, listeners)
+        config.supervision.default_interval_s, args.outage_hours, listeners, tls)
     if not written["group_given"]:
         print("vigil: warning: could not give the files to group %s (run as root, or chgrp %s "
               "them): Debian's broker cannot read them as they are" % (
@@ -328,8 +354,44 @@ def broker_config_command(args):
     print("listeners: %s" % ", ".join("%s:%d" % (host or "*", port) for host, port in listeners))
     print("include %s from mosquitto.conf (Debian: write the files into /etc/mosquitto/conf.d, "
           "or add `include_dir %s` to a file there); the main file keeps persistence_location "
-          "and sets no listener of its own; then restart Mosquitto" % (
+          "and sets no listener of its own; restart Mosquitto when the listeners change, "
+          "else reload it (--reload)" % (
               broker_config.CONF_NAME, os.path.dirname(written["conf"])))
+    if args.reload:
+        pid = broker_config.reload(args.pid_file)
+        print("broker (pid %d) reloaded: it reads the password and ACL files again" % pid)
+    return 0
+
+
+def _broker_tls(directory):
+    """The TLS files tls-setup wrote in `directory`, for the broker's listeners, or None."""
+    if not directory:
+        return None
+    from vigil_gateway import tls_setup
+
+    directory = os.path.abspath(directory)
+    tls = {"cafile": os.path.join(directory, tls_setup.CA_CERT),
+           "certfile": os.path.join(directory, tls_setup.BROKER_CERT),
+           "keyfile": os.path.join(directory, tls_setup.BROKER_KEY)}
+    for path in tls.values():
+        if not os.path.isfile(path):
+            raise ToolError("--tls: no %s (make the files with `vigil gateway tls-setup --out %s`)"
+                            % (path, directory))
+    return tls
+
+
+def tls_setup_command(args):
+    from vigil_gateway import tls_setup
+
+    made = tls_setup.setup(args.out, args.name or tls_setup.default_names(), args.site)
+    print("%s the site CA: %s (its key %s: keep it offline once the broker's certificate is "
+          "made)" % ("made" if made["ca_made"] else "kept", made["ca"], made["ca_key"]))
+    print("broker certificate %s and key %s, for %s, valid until %s" % (
+        made["cert"], made["key"], ", ".join(made["names"]),
+        made["not_after"].strftime("%Y-%m-%d")))
+    print("wearables' CA file (provisioning, mqtt.ca_file): %s; the gateway's [mqtt.tls] "
+          "ca_file: the same" % made["wearables_ca"])
+    print("next: vigil gateway broker-config --out /etc/mosquitto/conf.d --tls %s" % args.out)
     return 0
 
 
