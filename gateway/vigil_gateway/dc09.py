@@ -12,8 +12,10 @@ Rules (ANSI/SIA DC-09):
              upper-hex AES-CBC (zero IV) of pad '|' data ']' xdata ts, pad making it a multiple
              of 16 bytes. The key is the account's 16/24/32-character key, used as its ASCII
              bytes (AES-128/192/256), as receivers such as pysiaalarm do.
-  replies  = '"ACK"' (or '"*ACK"', encrypted) echoing the sequence: delivered;
-             '"NAK"' carrying the receiver's time: our clock is off, correct and resend;
+  replies  = '"ACK"' echoing the sequence, receiver, line and account (ack_problem says why
+             one does not pair); to an encrypted message only '"*ACK"' whose body decrypts
+             with the account's key counts;
+             '"NAK"' carrying the receiver's time (sequence 0000, fields in any order);
              '"DUH"': the receiver does not understand the event; a bare '"NAK"': unknown
              account; nothing framed (e.g. LF CR): the line was corrupt.
 """
@@ -157,23 +159,39 @@ def _message(account, sequence, ident, body, pad_source):
 
 
 class Reply:
-    """What the receiver answered. kind: ACK, NAK, DUH, RSP, or NONE (nothing framed)."""
+    """What the receiver answered. kind: ACK, NAK, DUH, RSP, or NONE (nothing framed).
+    `readable` is False for an encrypted reply that does not decrypt with the account's key."""
 
-    def __init__(self, kind, sequence=None, receiver_time=None, raw=b""):
+    def __init__(self, kind, sequence=None, receiver_time=None, raw=b"", encrypted=False,
+                 receiver=None, line=None, account=None, readable=True):
         self.kind = kind
         self.sequence = sequence
         self.receiver_time = receiver_time
         self.raw = raw
+        self.encrypted = encrypted
+        self.receiver = receiver
+        self.line = line
+        self.account = account
+        self.readable = readable
 
     def __repr__(self):
-        return "<DC-09 reply %s seq %s>" % (self.kind, self.sequence)
+        return "<DC-09 reply %s%s seq %s>" % ("*" if self.encrypted else "", self.kind,
+                                             self.sequence)
 
 
-# pysiaalarm writes a missing receiver number as "None": tolerated, it carries nothing.
-_REPLY = re.compile(r'^"(\*?)(ACK|NAK|DUH|RSP)"(\d{4})?(R[0-9A-F]{1,6}|None)?(L[0-9A-F]{1,6})?'
-                    r'(?:#([0-9A-F]{3,16})|A0)?\[(.*)$', re.S)
+_HEAD = re.compile(r'^"(\*?)(ACK|NAK|DUH|RSP)"(\d{4})?')
+# The header fields after the sequence, in any order: pysiaalarm writes its NAK with L before
+# R and a missing receiver number as "None" (no R). A field's hex run ends where the next field (or
+# the data's '[') starts: 'L0A0[' is line 0 and the NAK's account placeholder A0.
+_NEXT = r'(?=R|L|#|None|A[0-9A-F]*\[|\[)'
+_FIELD = re.compile(r'(?:R([0-9A-F]{1,6}?)|(None))%s|L([0-9A-F]{1,6}?)%s|#([0-9A-F]{3,16})(?=\[)|'
+                    r'A([0-9A-F]*)(?=\[)' % (_NEXT, _NEXT))
 _BARE = re.compile(r'^"(ACK|NAK|DUH)"$')
 _TIME = re.compile(r"_(\d{2}:\d{2}:\d{2},\d{2}-\d{2}-\d{4})")
+# A decrypted reply body: the pad (any bytes but '[', ']' and '|': siadc09 pads with binary,
+# pysiaalarm with '0's and no '|'), then printable ASCII up to a timestamp at the end.
+_CLEAR = re.compile(r'^[^\[\]|]*\|?[\x20-\x7e]*\][\x20-\x7e]*_\d{2}:\d{2}:\d{2},\d{2}-\d{2}-\d{4}$',
+                    re.S)
 
 
 def reply_complete(data):
@@ -201,17 +219,68 @@ def parse_reply(data, account):
         raise Dc09Error("reply header is not hexadecimal") from None
     if _BARE.match(message):
         return Reply(_BARE.match(message).group(1), raw=data)
-    match = _REPLY.match(message)
-    if not match:
+    head = _HEAD.match(message)
+    if not head:
         raise Dc09Error("reply is not a DC-09 response")
-    encrypted, kind, seq, _, _, _, rest = match.groups()
+    encrypted, kind, seq = head.groups()
+    fields = {}
+    pos = head.end()
+    while pos < len(message) and message[pos] != "[":
+        found = _FIELD.match(message, pos)
+        if not found:
+            raise Dc09Error("reply header field at %r is not R, L, # or A" % message[pos:pos + 8])
+        for name, value in zip("RRL#A", found.groups()):
+            if value is not None:
+                if name in fields and name != "R":
+                    raise Dc09Error("reply header has two %s fields" % name)
+                fields[name] = value
+        pos = found.end()
+    if pos >= len(message):
+        raise Dc09Error("reply has no data block")
+    rest = message[pos + 1:]
+    readable = True
     if encrypted:
         if not account.key:
             raise Dc09Error("encrypted reply for an account without a key")
-        rest = _decrypt(account.key, rest)
+        try:
+            rest = _decrypt(account.key, rest)
+        except Dc09Error:
+            readable = False
+        else:
+            readable = bool(_CLEAR.match(rest))
     when = None
-    found = _TIME.search(rest)
+    found = _TIME.search(rest) if readable else None
     if found:
-        when = datetime.datetime.strptime(found.group(1), "%H:%M:%S,%m-%d-%Y").replace(
-            tzinfo=datetime.timezone.utc)
-    return Reply(kind, int(seq) if seq else None, when, raw=data)
+        try:
+            when = datetime.datetime.strptime(found.group(1), "%H:%M:%S,%m-%d-%Y").replace(
+                tzinfo=datetime.timezone.utc)
+        except ValueError:
+            raise Dc09Error("reply timestamp is not a date") from None
+    receiver = fields.get("R")
+    return Reply(kind, int(seq) if seq else None, when, raw=data, encrypted=bool(encrypted),
+                 receiver=None if receiver == "None" else receiver, line=fields.get("L"),
+                 account=fields.get("#"), readable=readable)
+
+
+def ack_problem(reply, account, sequence):
+    """Why `reply` (an ACK) does not acknowledge the message `sequence` sent for `account`, as
+    (reason, text), or None when it does. An ACK pairs with its message by echoing the sequence
+    number, receiver, line and account; an encrypted message needs an encrypted ACK that
+    decrypts with the account's key. A receiver number is checked when we sent one (receivers
+    may fill in their own when we did not)."""
+    if account.key and not reply.encrypted:
+        return "plain_ack", "plain ACK to an encrypted message"
+    if reply.encrypted and not reply.readable:
+        return "ack_undecryptable", "encrypted ACK does not decrypt with the account's key"
+    if reply.sequence != sequence:
+        return "ack_sequence", "ACK for sequence %s, not %04d" % (
+            "none" if reply.sequence is None else "%04d" % reply.sequence, sequence)
+    if reply.account != account.number:
+        return "ack_account", "ACK for account %s, not %s" % (reply.account or "none",
+                                                              account.number)
+    if reply.line != account.line:
+        return "ack_line", "ACK for line %s, not %s" % (reply.line or "none", account.line)
+    if account.receiver and reply.receiver != account.receiver:
+        return "ack_receiver", "ACK from receiver %s, not %s" % (reply.receiver or "none",
+                                                                 account.receiver)
+    return None

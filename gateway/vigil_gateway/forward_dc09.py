@@ -16,13 +16,23 @@
 #   extended-data block (the I-text): receivers such as pysiaalarm refuse more after a Contact ID
 #   event, so choose SIA-DCS where the ARC should see the location.
 # Rules (the exchange):
-#   one TCP connection per message; the sequence number (0001-9999, wrapping) is taken and
-#   persisted before sending, a new one for every attempt;
-#   ACK: delivered; NAK carrying the receiver's time: the clock offset is corrected (persisted)
-#   and the message resent at once, once; DUH, a bare NAK or an unreadable reply: a failed
-#   attempt with an operator alert (`alert` set), retried by the outbox with backoff;
+#   one TCP connection per message; an outbox row gets its sequence number (0001-9999,
+#   wrapping) at its first attempt, on disk, and keeps it on every retransmission, so a receiver
+#   that got a message whose ACK was lost sees the same number again and can pair the two; each
+#   attempt carries a fresh timestamp (an encrypted message older than the receiver's window,
+#   -40/+20 s, is refused);
+#   an ACK counts only when it pairs (dc09.ack_problem: sequence, receiver, line, account, and
+#   *ACK decrypting for an encrypted message); one that does not is a failed attempt with an
+#   alert and a counted reason, retried by the outbox;
+#   NAK carrying the receiver's time: when that time is off ours by more than CLOCK_SLACK_S the
+#   clock offset is corrected (persisted) and the message resent at once, once, same sequence;
+#   when it agrees with ours the clock was not the cause: for an encrypted account that is the
+#   answer to a message the receiver could not decrypt, reported as a wrong key;
+#   DUH, a bare NAK or an unreadable reply: a failed attempt with an operator alert (`alert`
+#   set), retried by the outbox with backoff; every such reply is counted by reason (`counts`);
 #   a NULL link test every null_interval_s keeps `link_up` true or false.
 import asyncio
+import collections
 import datetime
 import time
 
@@ -42,11 +52,21 @@ KINDS = {
 }
 CONFIRMS = ("QA", 101)
 
+# A NAK's time within this of ours says the clock was not why the receiver refused (the
+# timestamps have one-second resolution).
+CLOCK_SLACK_S = 2.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dc09_state (
     destination TEXT PRIMARY KEY,
     sequence INTEGER NOT NULL,
     clock_offset REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dc09_sequences (
+    destination TEXT NOT NULL,
+    outbox_id INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    PRIMARY KEY (destination, outbox_id)
 );
 """
 
@@ -71,12 +91,13 @@ def event_for(snapshot):
 
 
 class Result:
-    __slots__ = ("ok", "error", "alert")
+    __slots__ = ("ok", "error", "alert", "reason")
 
-    def __init__(self, ok, error=None, alert=False):
+    def __init__(self, ok, error=None, alert=False, reason=None):
         self.ok = ok
         self.error = error
         self.alert = alert
+        self.reason = reason
 
 
 class Dc09State:
@@ -96,6 +117,18 @@ class Dc09State:
         seq = self._row()[0] % 9999 + 1
         self.conn.execute("UPDATE dc09_state SET sequence = ? WHERE destination = ?",
                           (seq, self.destination))
+        return seq
+
+    def sequence_for(self, outbox_id):
+        """The sequence number of outbox row `outbox_id`: taken at its first attempt, then the
+        same on every retransmission, also after a restart."""
+        row = self.conn.execute("SELECT sequence FROM dc09_sequences WHERE destination = ? AND "
+                                "outbox_id = ?", (self.destination, outbox_id)).fetchone()
+        if row is not None:
+            return row[0]
+        seq = self.next_sequence()
+        self.conn.execute("INSERT INTO dc09_sequences VALUES (?, ?, ?)",
+                          (self.destination, outbox_id, seq))
         return seq
 
     @property
@@ -121,30 +154,37 @@ class Dc09Transport:
         self.clock = clock
         self.link_up = None  # unknown until the first exchange
         self.clock_corrections = 0
+        self.counts = collections.Counter()  # refused replies by reason
 
     def _when(self):
-        return datetime.datetime.fromtimestamp(self.clock() + self.state.clock_offset,
+        # Whole seconds: what the timestamp carries, so a NAK's time compares with it exactly.
+        return datetime.datetime.fromtimestamp(int(self.clock() + self.state.clock_offset),
                                                datetime.timezone.utc)
 
     async def deliver(self, item):
         try:
             event = event_for(item.snapshot)
         except GatewayError as exc:
-            return Result(False, str(exc), alert=True)
+            return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":
             event.location = None
-        return await self._send(lambda seq: dc09.encode_event(self.account, seq, event,
-                                                              self._when(), self.fmt))
+        return await self._send(self.state.sequence_for(item.id),
+                                lambda seq, when: dc09.encode_event(self.account, seq, event,
+                                                                    when, self.fmt))
 
     async def link_test(self):
-        result = await self._send(lambda seq: dc09.encode_null(self.account, seq, self._when()))
-        return result
+        return await self._send(self.state.next_sequence(),
+                                lambda seq, when: dc09.encode_null(self.account, seq, when))
 
-    async def _send(self, build):
+    def _refused(self, reason, error):
+        self.counts[reason] += 1
+        return Result(False, error, alert=True, reason=reason)
+
+    async def _send(self, seq, build):
         for _attempt in range(2):
-            seq = self.state.next_sequence()
+            when = self._when()
             try:
-                raw = await self._exchange(build(seq))
+                raw = await self._exchange(build(seq, when))
                 reply = dc09.parse_reply(raw, self.account)
             except (OSError, asyncio.TimeoutError) as exc:
                 self.link_up = False
@@ -152,23 +192,40 @@ class Dc09Transport:
                               % (self.host, self.port, type(exc).__name__))
             except dc09.Dc09Error as exc:
                 self.link_up = True
-                return Result(False, "unreadable reply from the receiver: %s" % exc, alert=True)
+                return self._refused("unreadable", "unreadable reply from the receiver: %s" % exc)
             self.link_up = True
+            if not raw:  # connected, then closed without a word: the ACK (if any) was lost
+                return Result(False, "no reply from the receiver to sequence %04d" % seq)
             if reply.kind == "ACK":
-                return Result(True)
+                problem = dc09.ack_problem(reply, self.account, seq)
+                if problem is None:
+                    return Result(True)
+                reason, text = problem
+                return self._refused(reason, "reply to sequence %04d not counted as its ACK: %s"
+                                     % (seq, text))
             if reply.kind == "NAK" and reply.receiver_time is not None:
-                offset = reply.receiver_time.timestamp() - self.clock()
-                self.state.set_clock_offset(offset)
+                offset = reply.receiver_time.timestamp() - when.timestamp()
+                if abs(offset) <= CLOCK_SLACK_S:
+                    if self.account.key:
+                        return self._refused("wrong_key", "the receiver cannot decrypt our "
+                                             "messages for account %s: wrong key (its NAK's time "
+                                             "agrees with ours)" % self.account.number)
+                    return self._refused("nak", "the receiver refused the message for account "
+                                         "%s (NAK; its time agrees with ours)"
+                                         % self.account.number)
+                self.state.set_clock_offset(self.state.clock_offset + offset)
                 self.clock_corrections += 1
-                continue  # resend at once with the corrected time
+                continue  # resend at once with the corrected time, same sequence number
             if reply.kind == "DUH":
-                return Result(False, "the receiver does not understand this event (DUH)",
-                              alert=True)
+                return self._refused("duh", "the receiver does not understand this event (DUH)")
             if reply.kind == "NAK":
-                return Result(False, "the receiver refused account %s (NAK: unknown account "
-                              "or wrong key)" % self.account.number, alert=True)
-            return Result(False, "the receiver answered %s" % reply.kind, alert=True)
-        return Result(False, "the receiver refused our time twice (NAK)", alert=True)
+                return self._refused("unknown_account", "the receiver refused account %s (NAK "
+                                     "without its time: unknown account)" % self.account.number)
+            if reply.kind == "NONE":
+                return self._refused("corrupt", "the receiver got a corrupt line (no framed "
+                                     "reply)")
+            return self._refused("unexpected", "the receiver answered %s" % reply.kind)
+        return self._refused("clock", "the receiver refused our time twice (NAK)")
 
     async def _exchange(self, line):
         reader, writer = await asyncio.wait_for(

@@ -143,6 +143,11 @@ class Metrics:
                                "NULL link test)")
         self.dc09_clock_corrections = Counter("vigil_gateway_dc09_clock_corrections_total",
                                               "NAKs whose receiver time corrected our clock")
+        self.dc09_refused = Counter("vigil_gateway_dc09_refused_replies_total",
+                                    "DC-09 replies that did not deliver, by reason (ack_sequence, "
+                                    "ack_account, ack_line, ack_receiver, plain_ack, "
+                                    "ack_undecryptable, wrong_key, nak, unknown_account, duh, "
+                                    "corrupt, unreadable, clock, ...)", ["reason"])
         self.downlinks = Counter("vigil_gateway_downlinks_total",
                                  "DELIVERED acks and responder actions sent (MQTT: the broker's "
                                  "PUBACK; BLE: the wearable's write response), by path and what",

@@ -2,6 +2,7 @@
 # kind and event, plain and AES, both message formats; sequence numbers on disk; a NAK's time
 # corrects our clock; DUH and unknown accounts are alerts, not silent retries.
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -38,12 +39,17 @@ def receiver():
     client.stop()
 
 
-def item(kind, event, location=None, zone=3):
+_ROW_IDS = itertools.count(1)
+
+
+def item(kind, event, location=None, zone=3, row_id=None):
+    """An outbox row (a new row id each, as the outbox gives them, unless `row_id` says)."""
     snapshot = {"event": event, "device_id": 0xC0FFEE,
                 "incident": {"id": 1, "kind": kind, "state": "open", "counter": 5,
                              "opened_at": 0, "updated_at": 0},
                 "wearer": {}, "zone": zone, "location": location, "audit": []}
-    return Item(1, "dc09", 1, 0xC0FFEE, "k", event, snapshot, 0, 0, 0, None, None, None)
+    return Item(next(_ROW_IDS) if row_id is None else row_id, "dc09", 1, 0xC0FFEE, "k", event,
+                snapshot, 0, 0, 0, None, None, None)
 
 
 def transport(tmp_path, port, encrypted, fmt, clock=time.time):
