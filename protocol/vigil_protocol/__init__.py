@@ -14,6 +14,7 @@ from . import _compat
 PROTOCOL_VERSION = 1
 
 if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
+    from .ble_id import BleKey  # noqa: F401
     from .counters import CounterReservation  # noqa: F401
     from .errors import (  # noqa: F401
         REJECTIONS,
@@ -69,7 +70,7 @@ if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
 else:
 
     def __getattr__(name):
-        for sub in ("frames", "errors", "mac", "window", "counters"):
+        for sub in ("frames", "errors", "mac", "window", "counters", "ble_id"):
             module = __import__("vigil_protocol." + sub, None, None, (sub,))
             if name == sub:
                 return module

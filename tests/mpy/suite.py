@@ -6,7 +6,7 @@ import sys
 import unittest
 
 # The modules every interpreter runs; tests/test_micropython.py checks the counts match.
-MODULES = ("test_vectors", "test_codec", "test_window", "test_v2")
+MODULES = ("test_vectors", "test_codec", "test_window", "test_v2", "test_ble_id")
 
 
 def run(modules=MODULES):

@@ -152,10 +152,10 @@ EXPORTS = (
     "FLAG_CHARGING FLAG_FAULT FLAG_LOW_BATTERY FLAG_OUTBOX_PENDING HELP_DISPATCHED KEY_LEN KINDS "
     "LOW_BATTERY MAX_FRAME NEW NO_MOTION PROMPT_DOUBLE_TAP PROTOCOL_VERSION RECEIVED REJECTIONS "
     "RESOLVED RETRANSMISSION SOS STAGES TAG_LEN TYPE_NAMES UP Ack Action Alarm BadExtension "
-    "BadField BadMac CheckIn CounterReservation CounterReuse DeviceKey LocalProtocolError "
+    "BadField BadMac BleKey CheckIn CounterReservation CounterReuse DeviceKey LocalProtocolError "
     "Oversized ProtocolError RemoteProtocolError ReplayWindow StaleCounter Truncated UnknownKind "
     "UnknownType UnsupportedVersion WrongDirection decode encode peek "
-    "counters errors frames mac window"
+    "ble_id counters errors frames mac window"
 ).split()
 
 
