@@ -96,6 +96,8 @@ SETTINGS = {
     ("forward.dc09", "line"): ("0", _text, "1 to 6 hex digits", False),
     ("forward.dc09", "null_interval_s"): (60.0, _positive, "a positive number of seconds",
                                           False),
+    ("forward.dc09", "probe_interval_s"): (2.0, _positive, "a positive number of seconds",
+                                           False),
     ("forward.dc09", "timeout_s"): (10.0, _positive, "a positive number of seconds", False),
     ("actions", "tokens_file"): ("", _text, "a file path (empty: no actions API)", True),
     ("actions", "tolerance_s"): (300, _count, "a whole number of seconds", False),

@@ -8,9 +8,14 @@
 #   a failed row backs off (outbox.failed); a refusal the destination will repeat (DC-09 DUH, an
 #   unknown account) is an operator alert each time it happens: logged at error and counted;
 #   rows older than forward.max_event_age_s raise one alert each (log + metric) and stay queued;
-#   the loop sleeps until the next row is due, or until woken (a commit queued new rows).
+#   the loop sleeps until the next row is due, or until woken (a commit queued new rows);
+#   a link that comes back (a NULL link test, or any row, accepted after the transport's
+#   link_up was False) makes every row queued for that destination due at once, oldest first:
+#   a receiver back after an outage gets the queue now, not at each row's backed-off time;
+#   while the link is down NULL link tests run every probe_interval_s, not null_interval_s.
 import asyncio
 import logging
+import time
 
 import vigil_protocol as p
 
@@ -45,15 +50,17 @@ class Forwarding:
         self.pipeline = pipeline
         self.downlink_ready = downlink_ready  # called after a downlink is stored
         self.wake = _Wake([t.name for t in self.transports])
+        self.link_ok = {}  # destination -> result of its last NULL link test
 
-    def tasks(self, null_interval_s=None):
+    def tasks(self, null_interval_s=None, probe_interval_s=None):
         made = [asyncio.create_task(self.run(t), name="forward-" + t.name)
                 for t in self.transports]
         made.append(asyncio.create_task(self._watch_age(), name="forward-age"))
         for t in self.transports:
             if hasattr(t, "link_test") and null_interval_s:
-                made.append(asyncio.create_task(self._link_tests(t, null_interval_s),
-                                                name="dc09-null"))
+                made.append(asyncio.create_task(
+                    self._link_tests(t, null_interval_s, probe_interval_s or null_interval_s),
+                    name="dc09-null"))
         return made
 
     async def run(self, transport):
@@ -78,11 +85,14 @@ class Forwarding:
         """Deliver every due row once; returns how many were delivered."""
         delivered = 0
         for item in self.outbox.due(transport.name, self.clock()):
+            was_down = getattr(transport, "link_up", None) is False
             result = await transport.deliver(item)
             now = self.clock()
             if result.ok:
                 self._delivered(transport, item, now)
                 delivered += 1
+                if was_down:
+                    self.link_back(transport, "delivery")
                 continue
             with self.store.transaction():
                 delay = self.outbox.failed(item, now, result.error or "failed")
@@ -129,10 +139,37 @@ class Forwarding:
             self.metrics.forward_overdue.set(self.outbox.overdue_count(now))
             await asyncio.sleep(_IDLE_S)
 
-    async def _link_tests(self, transport, interval_s):
+    def link_back(self, transport, how):
+        """The destination answers again: everything queued for it is due now."""
+        with self.store.transaction():
+            queued = self.outbox.retry_now(transport.name, self.clock())
+        logs.event(log, logging.INFO, "forward_link_back", destination=transport.name, how=how,
+                   queued=queued)
+        self.wake.events[transport.name].set()
+
+    async def link_test(self, transport):
+        """One NULL link test; answered after a failed one (or a link seen down), the link is
+        back."""
+        was_down = self.link_ok.get(transport.name) is False or \
+            getattr(transport, "link_up", None) is False
+        result = await transport.link_test()
+        self.link_ok[transport.name] = result.ok
+        self.metrics.dc09_link.set(1 if result.ok else 0)
+        if result.ok and was_down:
+            self.link_back(transport, "link_test")
+        if not result.ok:
+            logs.event(log, logging.ERROR, "dc09_link_test_failed", error=result.error)
+        return result
+
+    async def _link_tests(self, transport, interval_s, probe_s):
+        # Wakes every probe_s so that a link seen down (by a NULL or by a row) is probed that
+        # often at once, not after the rest of a null_interval_s sleep.
+        step = min(interval_s, probe_s)
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval_s)
-            result = await transport.link_test()
-            self.metrics.dc09_link.set(1 if result.ok else 0)
-            if not result.ok:
-                logs.event(log, logging.ERROR, "dc09_link_test_failed", error=result.error)
+            await asyncio.sleep(step)
+            down = self.link_ok.get(transport.name) is False or \
+                getattr(transport, "link_up", None) is False
+            if down or time.monotonic() - last >= interval_s - step / 2:
+                last = time.monotonic()
+                await self.link_test(transport)

@@ -139,6 +139,13 @@ class Outbox:
                           "last_error = ? WHERE id = ?", (now + delay, error[:300], item.id))
         return delay
 
+    def retry_now(self, destination, now):
+        """Every undelivered row of `destination` due at `now` (its link is back); returns how
+        many were waiting."""
+        return self.conn.execute("UPDATE outbox SET next_at = ? WHERE destination = ? AND "
+                                 "delivered_at IS NULL AND next_at > ?",
+                                 (now, destination, now)).rowcount
+
     def too_old(self, now):
         """Undelivered rows older than max_age_s not alerted yet; marks them alerted."""
         rows = [_item(r) for r in self.conn.execute(

@@ -186,7 +186,8 @@ class Gateway:
                  asyncio.create_task(self._ingest(), name="ingest"),
                  asyncio.create_task(self._supervise(), name="supervision"),
                  asyncio.create_task(self._pump_downlinks(), name="downlinks")]
-        tasks += self.forwarding.tasks(self.config.forward.dc09.null_interval_s)
+        tasks += self.forwarding.tasks(self.config.forward.dc09.null_interval_s,
+                                       self.config.forward.dc09.probe_interval_s)
         if self.ble is not None:
             if self.ble.scanner_factory is None:  # ble.hci: an emulated controller
                 self.ble.scanner_factory, self.ble.client_factory = await emulated_factories(

@@ -65,6 +65,8 @@ def test_arc_down_then_up(tmp_path, mosquitto):
             pytest.fail("no DELIVERED downlink")
         wait_for(lambda: gw.metrics().get("vigil_gateway_dc09_link_up") == 1,
                  what="NULL link tests answered")
+        back = [e for e in gw.log_events() if e["event"] == "forward_link_back"]
+        assert back and back[0]["destination"] == "dc09"   # the queue went at once
         wait_for(lambda: gw.metrics()["vigil_gateway_forward_overdue"] == 0,
                  what="nothing overdue")
         assert AES_KEY not in gw.log()

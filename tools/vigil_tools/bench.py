@@ -137,7 +137,8 @@ def register(sub):
 
 
 # Modules with a register_bench(bench_subparsers) adding `vigil bench <what>`.
-BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest", "vigil_tools.bench_ble")
+BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest", "vigil_tools.bench_ble",
+              "vigil_tools.bench_dc09")
 
 
 def protocol_command(args):
