@@ -35,7 +35,7 @@ from vigil_protocol.frames import (
     decode,
     encode,
 )
-from vigil_protocol.mac import DOWN, DeviceKey
+from vigil_protocol.mac import DOWN, UP, DeviceKey
 from vigil_protocol.window import NEW
 
 from . import FIRMWARE_VERSION, gestures, inputs
@@ -53,6 +53,9 @@ _DEBOUNCE_MS = const(20)
 _LOW_BATTERY_HYSTERESIS = const(5)
 _CHECKIN_RETRY_MS = const(2000)
 _RESERVE_BYTES = const(1024)
+# A DOUBLE_TAP names its alarm within this many counters: v2 (10 bits), v1 (16 bits).
+_MAX_TAP_GAP2 = const(1023)
+_MAX_TAP_GAP1 = const(0xFFFF)
 _TASKS = ("input", "taps", "sender", "downlink", "checkin", "feedback")
 
 
@@ -76,6 +79,7 @@ class Wearable:
         # The heap is decided here, at boot: fixed tables first, then a reserve that the
         # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
         self.key = DeviceKey(config.key)
+        self.version = config.protocol  # of the frames this unit seals
         self.counters = CounterStore(flash, config.counter_floor)
         self.outbox = Outbox(flash)
         self.alarms = fsm.Alarms(flash)
@@ -140,7 +144,7 @@ class Wearable:
         if stored is None:
             self.log("vigil: alarm not queued: outbox full of undelivered alarms")
             return None
-        counter, frame = stored
+        counter, kind, frame = stored
         try:
             self.alarms.add(counter, kind)
         except MemoryError:
@@ -153,12 +157,21 @@ class Wearable:
         return counter
 
     def _store(self, kind, ref):
-        """(counter, frame) once the alarm is in the outbox on flash; None if it is full."""
+        """(counter, kind, frame) once the alarm is in the outbox on flash; None if it is
+        full."""
         counter = self.counters.next()
-        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key)
+        gap = _MAX_TAP_GAP2 if self.version == 2 else _MAX_TAP_GAP1
+        if kind == DOUBLE_TAP and counter - ref > gap:
+            # Too far from its alarm for the frame to name it (a long-open prompt, reboots):
+            # the wearer is asking for help, so that is what goes out, as an alarm of its own.
+            self.log("vigil: double tap %d counters after its alarm: raised as SOS"
+                     % (counter - ref))
+            kind, ref = SOS, 0
+        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key,
+                       self.version)
         if not self.outbox.add(counter, kind, frame):
             return None
-        return counter, frame
+        return counter, kind, frame
 
     def _spend_reserve(self):
         self._reserve = None
@@ -288,6 +301,8 @@ class Wearable:
                 self.log("vigil: outbox entry %d unreadable on flash" % counter)
                 outbox.sent(i)  # try again after its backoff
                 continue
+            if outbox.fresh[i]:
+                frame = self._seal_age(i, frame)
             took = False
             for link in self.links:
                 if link.up and await link.send(frame):
@@ -297,6 +312,26 @@ class Wearable:
                 self.stats["sent"] += 1
                 self.log("vigil: tx %s" % frame.hex())
                 self.feedback.show(self.alarms.apply(counter, fsm.EV_SENT))
+
+    def _seal_age(self, i, frame):
+        """An alarm about to be offered to a link for the first time: if it waited on the
+        wearable (no link was up), seal it again with its age, so the gateway can tell the
+        responder it is late. Nobody has seen its first sealing, so its counter is still
+        unused on the air. An alarm from before a reboot keeps its frame (it may have gone
+        out); its age then says 0, a lower bound like every age."""
+        outbox = self.outbox
+        outbox.fresh[i] = 0
+        age = ticks_diff(ticks_ms(), outbox.raised_at[i]) // 1000
+        if age < 1 or self.version != 2:
+            return frame
+        try:
+            alarm = decode(frame, self.key, UP)
+        except vigil_protocol.RemoteProtocolError:
+            return frame  # (cannot happen to a frame this unit sealed; send it as it is)
+        alarm.age = age
+        frame = encode(alarm, self.key, 2)
+        outbox.replace(i, frame)
+        return frame
 
     async def downlink_task(self):
         inbox = self.inbox
@@ -381,7 +416,8 @@ class Wearable:
                  | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
                  | (FLAG_LOW_BATTERY if low else 0))
         frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
-                               flags=flags, interval=self.config.checkin_interval_s), self.key)
+                               flags=flags, interval=self.config.checkin_interval_s), self.key,
+                       self.version)
         sent = False
         for link in self.links:
             if link.up and await link.send(frame):

@@ -81,6 +81,11 @@ class Config:
         _need(isinstance(floor, int) and 0 <= floor <= 0xFFFFFFFF,
               "counter_floor must be from 0 to 4294967295")
         self.counter_floor = floor
+        # The frame format this unit sends: 2 (sealed: nothing on the air tells an alarm's
+        # kind) unless it was provisioned for a gateway that still speaks v1 only.
+        protocol = data.get("protocol", 2)
+        _need(protocol in (1, 2), "protocol must be 1 or 2")
+        self.protocol = protocol
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

@@ -12,6 +12,8 @@
 #   retransmit after RETRY_FIRST_MS, doubling to RETRY_MAX_MS, +-25% jitter; a link coming up
 #     makes every entry due and starts the doubling again
 #   an entry leaves only on a verified ack naming its counter
+#   fresh[i]: raised since boot and not yet offered to any link (raised_at[i] says when); only
+#     such an entry may be sealed again (replace()), since nobody can have seen its frame
 #   bounded at CAPACITY entries; when full, a new alarm may replace the oldest entry of an
 #     EVICTABLE kind; SOS, DURESS, FALL and DOUBLE_TAP are never evicted. Check-ins never
 #     enter the outbox.
@@ -53,6 +55,8 @@ class Outbox:
         self.kinds = bytearray(n)
         self.attempts = bytearray(n)
         self.next_try = [0] * n  # type: list
+        self.fresh = bytearray(n)
+        self.raised_at = [0] * n  # type: list
         self._buf = bytearray(1 + MAX_FRAME + 4)  # one sealed record read back from flash
         names = flash.listdir("ob")
         for name in names:
@@ -91,6 +95,8 @@ class Outbox:
         self.kinds[i] = kind
         self.attempts[i] = 0
         self.next_try[i] = ticks_ms()  # due at once
+        self.fresh[i] = 0
+        return i
 
     def _find(self, counter):
         for i in range(self.CAPACITY):
@@ -140,8 +146,15 @@ class Outbox:
                 return False
             self.remove(victim)
         write_atomic(self.flash, _path(counter), bytes((kind,)) + frame)
-        self._take(counter, kind)
+        i = self._take(counter, kind)
+        self.fresh[i] = 1
+        self.raised_at[i] = self.next_try[i]
         return True
+
+    def replace(self, i, frame):
+        """Seal slot `i`'s alarm again (with its age) before it is first sent: the new bytes
+        are on flash, atomically, before any link sees them."""
+        write_atomic(self.flash, _path(self.counters[i]), bytes((self.kinds[i],)) + frame)
 
     def frame(self, i):
         """The exact bytes stored for slot `i` (None if flash no longer reads back intact)."""

@@ -260,7 +260,9 @@ class Pipeline:
                        counter=frame.counter)
         ack = p.Ack(frame.device_id, self._next_downlink_counter(frame.device_id, used),
                     frame.counter, p.RECEIVED)
-        downlink = (self.topics.down(frame.device_id), p.encode(ack, key))
+        # In the uplink's version: a unit re-flashed to v2 may still resend v1 frames from
+        # its outbox, and a v1 unit cannot read a v2 ack.
+        downlink = (self.topics.down(frame.device_id), p.encode(ack, key, frame.version))
         return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
                        downlink=downlink)
 
@@ -350,8 +352,8 @@ def _alarm_detail(frame):
     if frame.location is not None:
         parts.append("location %.7f,%.7f ±%dm" % (frame.location[0] / 1e7,
                                                   frame.location[1] / 1e7, frame.location[2]))
-    if frame.age is not None:
-        parts.append("raised %ds before sending" % frame.age)
+    if frame.age:  # (every v2 alarm has an age; 0 says nothing)
+        parts.append("waited %ds on the wearable" % frame.age)
     if frame.battery_ext is not None:
         parts.append("battery %d%%" % frame.battery_ext)
     return ", ".join(parts)

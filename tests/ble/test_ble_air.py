@@ -50,7 +50,7 @@ async def next_alarm(frames, timeout=5):
     """The next alarm frame from a queue of uplink bytes (check-ins flow in between)."""
     while True:
         data = await asyncio.wait_for(frames.get(), timeout)
-        if p.peek(data).name == "alarm":
+        if p.decode(data, KEY, p.UP).NAME == "alarm":
             return data
 
 
@@ -100,8 +100,13 @@ def test_scan_connect_alarm_notify_and_ack_by_write(tmp_path, mtu):
                     break
                 await asyncio.sleep(0.02)
             assert len(w.outbox) == 0
-            # A 21-byte check-in rides only on a link whose MTU was raised.
-            assert await w.send_checkin(70, False) is (mtu > 23)
+            # A v2 check-in is 20 bytes, as an alarm: it fits the default MTU. A longer frame
+            # (an alarm with a location: 32 bytes) rides only on a link whose MTU was raised.
+            assert await w.send_checkin(70, False) is True
+            located = p.encode(p.Alarm(frame.device_id, 10 ** 6, p.FALL,
+                                       location=(515000000, -1200000, 8)), KEY, 2)
+            assert len(located) == 32
+            assert await link.send(located) is (mtu > 23)
         task.cancel()
         await air.close()
 

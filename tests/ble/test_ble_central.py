@@ -24,7 +24,7 @@ async def next_message(messages, timeout=5):
     """The next pipeline message carrying an alarm (check-ins flow in between)."""
     while True:
         message = await asyncio.wait_for(messages.get(), timeout)
-        if p.peek(message.payload).name == "alarm":
+        if p.decode(message.payload, KEY, p.UP).NAME == "alarm":
             return message
 
 

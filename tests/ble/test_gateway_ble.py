@@ -137,7 +137,7 @@ def test_link_drop_mid_alarm_brings_a_retransmission_and_no_second_incident(tmp_
         dropped = []
 
         async def drop_first(device_id, frame):
-            if not dropped and p.peek(frame).name == "ack":
+            if not dropped and p.decode(frame, KEY, p.DOWN).NAME == "ack":
                 dropped.append(frame)
                 await gateway.ble._clients[device_id].disconnect()
                 return False

@@ -12,7 +12,8 @@ sys.path.append(ROOT + "/protocol")
 from vigil_fw.app import Wearable
 from vigil_fw.config import Config
 from vigil_fw.hal_sim import SimBoard
-from vigil_protocol.frames import peek
+from vigil_protocol.frames import decode
+from vigil_protocol.mac import UP
 
 class FlakyLink:
     # Up, takes every frame; its run() raises MemoryError the first time, as a task that
@@ -48,7 +49,8 @@ async def main():
     await asyncio.sleep_ms(300)
     print(json.dumps({"restarts": w.stats["restarts"], "runs": FlakyLink.runs,
                       "raised": w.stats["raised"],
-                      "alarms_taken": [peek(f).name for f in FlakyLink.taken].count("alarm"),
+                      "alarms_taken": [decode(f, w.key, UP).NAME for f in FlakyLink.taken].count(
+                          "alarm"),
                       "supervisor_alive": not task.done(),
                       "died": [line for line in log if "died" in line]}))
     task.cancel()

@@ -25,6 +25,18 @@ def test_annotate_decodes_checks_and_explains(root):
     assert annotate("mqtt: connected to 127.0.0.1:1883", key) is None
 
 
+def test_annotate_opens_a_v2_frame_only_with_its_key(root):
+    duress, ack = vector(root, "v2_alarm_duress"), vector(root, "v2_ack_received")
+    key = bytes.fromhex(duress["key"])
+    assert "alarm up" in annotate("vigil: raised " + duress["frame"], key)
+    assert "kind=DURESS" in annotate("vigil: tx " + duress["frame"], key)
+    assert "stage=RECEIVED" in annotate("vigil: rx " + ack["frame"], key)
+    # Without the key: the header, and not a word of what the frame is.
+    sealed = annotate("vigil: tx " + duress["frame"])
+    assert sealed.startswith("    = v2 frame up, device ") and "no key" in sealed
+    assert "DURESS" not in sealed and "alarm" not in sealed
+
+
 def watch(args, wanted, timeout=30):
     """Run `vigil monitor` until every text in `wanted` was printed, then Ctrl-C it."""
     proc = subprocess.Popen([VIGIL, "monitor", *map(str, args)], stdout=subprocess.PIPE,

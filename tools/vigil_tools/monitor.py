@@ -24,10 +24,12 @@ def annotate(line, key=None):
     match = FRAME_LINE.search(line)
     if not match or len(match.group(2)) % 2:
         return None
-    report = describe(bytes.fromhex(match.group(2)), key, _DIRECTION[match.group(1)])
-    if "type" not in report:
+    direction = _DIRECTION[match.group(1)]
+    report = describe(bytes.fromhex(match.group(2)), key, direction)
+    if "device_id" not in report:
         return "    ! not a frame: %s" % report.get("detail", report.get("error"))
-    head = "%s %s, device %s, counter %d" % (report["type"], report["direction"],
+    # Without the key a v2 frame shows only its header: the type travels sealed.
+    head = "%s %s, device %s, counter %d" % (report.get("type") or "v2 frame", direction,
                                               report["device_hex"], report["counter"])
     if report["valid"] is None:
         return "    = %s (no key: MAC not checked)" % head
