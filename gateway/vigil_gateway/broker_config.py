@@ -145,8 +145,9 @@ def conf_text(passwords, acl, messages, queued_bytes, devices, outage_hours, lis
         "# Written by `vigil gateway broker-config` (%d active devices, queues for a %g h outage "
         "of the gateway)." % (devices, outage_hours),
         "# Debian's mosquitto.conf reads every *.conf in /etc/mosquitto/conf.d: write these",
-        "# files there, or name their folder in an include_dir line of a file there; the main",
-        "# file keeps persistence_location (Debian's: /var/lib/mosquitto/) and sets no listener.",
+        "# files there, or link this file there (include_dir counts in the main file only);",
+        "# the main file keeps persistence_location (Debian's: /var/lib/mosquitto/) and sets no",
+        "# listener.",
         "per_listener_settings false",
         "allow_anonymous false",
         "password_file %s" % passwords,

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import vigil_protocol as p
 
-from . import logs
+from . import instance_lock, logs
 from .config import read_secret
 from .actions import ActionsApi, read_tokens
 from .ble_central import BleCentral
@@ -510,7 +510,11 @@ def main(config):
         await gateway.run()
 
     try:
-        asyncio.run(runner())
+        lock = instance_lock.acquire(config.gateway.data_dir)  # one gateway per data_dir
+        try:
+            asyncio.run(runner())
+        finally:
+            lock.close()
     except GatewayError as exc:  # logged here, and printed by the CLI (exit status 2)
         logs.event(log, logging.ERROR, "gateway_failed", error=str(exc))
         raise

@@ -10,7 +10,7 @@
 #   the CA key is this user's alone (0600); the broker's key is readable by group mosquitto
 #   too (0640) where that group exists, since Debian's broker reads it as user mosquitto;
 #   the broker's certificate names every host name and address wearables and the gateway use
-#   to reach it (the gateway checks the host name).
+#   to reach it (the gateway checks the host name), and always localhost and 127.0.0.1.
 import datetime
 import ipaddress
 import os
@@ -39,13 +39,18 @@ class TlsSetupError(GatewayError):
     pass
 
 
+# Always named too: the gateway on the broker's machine connects by loopback.
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
 def default_names():
-    """This machine's name, localhost and the loopback address."""
-    names = ["localhost", "127.0.0.1"]
+    """This machine's name (the names always added come after it)."""
     fqdn = socket.getfqdn()
-    if fqdn and fqdn not in names:
-        names.insert(0, fqdn)
-    return names
+    return [fqdn] if fqdn and fqdn not in LOCAL_NAMES else []
+
+
+def with_local(names):
+    return list(dict.fromkeys(list(names) + list(LOCAL_NAMES)))
 
 
 def _san(names):
@@ -134,8 +139,7 @@ def setup(out_dir, names, site="Site"):
     """Make (or keep) the site CA in out_dir and issue the broker's certificate for `names`.
     Returns {"ca": path, "ca_key": path, "cert": path, "key": path, "wearables_ca": path,
     "ca_made": bool, "names": names, "not_after": datetime}."""
-    if not names:
-        raise TlsSetupError("the broker's certificate needs at least one host name or address")
+    names = with_local(names)
     os.makedirs(out_dir, mode=0o755, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     paths = {k: os.path.join(out_dir, v) for k, v in (

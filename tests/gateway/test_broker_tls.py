@@ -58,8 +58,9 @@ def test_tls_setup_makes_a_ca_once_and_a_broker_certificate_each_time(gateway_fa
     cert.verify_directly_issued_by(ca)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["broker.site.example"]
-    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    assert names.get_values_for_type(x509.DNSName) == ["broker.site.example", "localhost"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5",
+                                                                             "127.0.0.1"]
     assert (d / "wearables-ca.pem").read_bytes() == (d / "ca.pem").read_bytes()
     # The keys: the CA's is this user's alone; the broker's also its group's (Debian's broker
     # reads it as user mosquitto).

@@ -112,10 +112,20 @@ def register(sub):
                              "wearables are provisioned with")
     tls.add_argument("--out", required=True, help="folder for the CA and certificate files")
     tls.add_argument("--name", action="append", metavar="HOST",
-                     help="a host name or address wearables and the gateway reach the broker "
-                          "by (repeat; default: this machine's name, localhost, 127.0.0.1)")
+                     help="a host name or address wearables reach the broker by (repeat; "
+                          "default: this machine's name; localhost and 127.0.0.1 always)")
     tls.add_argument("--site", default="Site", help="the site's name, in the CA's name")
     tls.set_defaults(func=_handler(tls_setup_command))
+
+    svc = gw.add_parser("install-service",
+                        help="run the gateway as a systemd service: its system user, folders, "
+                             "a first config and a hardened unit (as root)")
+    svc.add_argument("--user", default="vigil", help="the service's system user (default vigil)")
+    svc.add_argument("--exec", dest="executable",
+                     help="the vigil command the unit runs (default: this one)")
+    svc.add_argument("--root", default="/",
+                     help="install under this folder instead of / (for packaging)")
+    svc.set_defaults(func=_handler(install_service_command))
 
 
 def _secret_options(parser):
@@ -353,10 +363,10 @@ def broker_config_command(args):
           % (written["max_queued_messages"], written["max_queued_bytes"], args.outage_hours))
     print("listeners: %s" % ", ".join("%s:%d" % (host or "*", port) for host, port in listeners))
     print("include %s from mosquitto.conf (Debian: write the files into /etc/mosquitto/conf.d, "
-          "or add `include_dir %s` to a file there); the main file keeps persistence_location "
-          "and sets no listener of its own; restart Mosquitto when the listeners change, "
-          "else reload it (--reload)" % (
-              broker_config.CONF_NAME, os.path.dirname(written["conf"])))
+          "or `ln -s %s /etc/mosquitto/conf.d/`: Mosquitto takes include_dir from its main file "
+          "only); the main file keeps persistence_location and sets no listener of its own; "
+          "restart Mosquitto when the listeners change, else reload it (--reload)" % (
+              broker_config.CONF_NAME, written["conf"]))
     if args.reload:
         pid = broker_config.reload(args.pid_file)
         print("broker (pid %d) reloaded: it reads the password and ACL files again" % pid)
@@ -378,6 +388,25 @@ def _broker_tls(directory):
             raise ToolError("--tls: no %s (make the files with `vigil gateway tls-setup --out %s`)"
                             % (path, directory))
     return tls
+
+
+def install_service_command(args):
+    import sys
+
+    from vigil_gateway import service_install
+
+    done = service_install.install(args.root, args.user, args.executable)
+    for warning in done["warnings"]:
+        print("vigil: WARNING: %s" % warning, file=sys.stderr)
+    print("%s system user %s" % ("made" if done["user_made"] else "kept", done["user"]))
+    print("%s %s (the gateway's broker password: %s)" % (
+        "wrote" if done["config_made"] else "kept", done["config"], done["password_file"]))
+    print("state %s, broker files %s, unit %s" % (done["state_dir"], done["broker_dir"],
+                                                   done["unit"]))
+    print("next: systemctl daemon-reload && systemctl enable --now vigil-gateway; run the "
+          "gateway's commands as its user: runuser -u %s -- vigil gateway ... --config %s"
+          % (done["user"], service_install.CONFIG_DIR + "/gateway.toml"))
+    return 0
 
 
 def tls_setup_command(args):
