@@ -80,15 +80,20 @@ class Account:
         return ("R%s" % self.receiver if self.receiver else "") + "L%s" % self.line
 
 
+# Contact ID event qualifiers (DC-05): a new event, a restore, a status report ("previously
+# reported condition still present").
+NEW, RESTORE, STATUS = 1, 3, 6
+
+
 class Event:
     """What to report: a SIA code and zone for SIA-DCS, or a Contact ID event for ADM-CID."""
 
     def __init__(self, sia_code, cid_event, zone, restore=False, area=1, location=None,
-                 text=None):
+                 text=None, qualifier=None):
         self.sia_code = sia_code      # two letters, e.g. "PA"
         self.cid_event = cid_event    # three digits, e.g. 120
         self.zone = zone              # 1-999: the wearer's zone at the ARC
-        self.restore = restore        # Contact ID qualifier 3 (restore) instead of 1 (new)
+        self.qualifier = qualifier if qualifier is not None else (RESTORE if restore else NEW)
         self.area = area              # SIA area / Contact ID partition
         self.location = location      # (latitude, longitude) in degrees, or None
         self.text = text              # short ASCII text (I extended data), or None
@@ -113,7 +118,9 @@ def _data(account, event, fmt):
     if fmt == "ADM-CID":
         if not (100 <= int(event.cid_event) <= 999):
             raise Dc09Error("a Contact ID event is three digits")
-        return "#%s|%d%03d %02d %03d" % (account.number, 3 if event.restore else 1,
+        if event.qualifier not in (NEW, RESTORE, STATUS):
+            raise Dc09Error("a Contact ID qualifier is 1, 3 or 6")
+        return "#%s|%d%03d %02d %03d" % (account.number, event.qualifier,
                                          int(event.cid_event), event.area, event.zone)
     raise Dc09Error("format must be SIA-DCS or ADM-CID")
 

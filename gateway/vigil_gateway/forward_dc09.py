@@ -1,17 +1,23 @@
 # The SIA DC-09 destination: an alarm receiving centre's receiver over TCP (dc09.py encodes).
 #
-# Rules (the mapping; also in gateway/README.md):
-#   kind/event          Contact ID        SIA-DCS   note
-#   SOS raised          1 120 (panic)     PA
-#   DURESS raised       1 121 (duress)    HA
-#   FALL raised         1 100 (medical)   MA        no standard fall code: medical
-#   NO_MOTION raised    1 100 (medical)   MA        I-text "no motion"
-#   LOW_BATTERY raised  1 384 (RF low battery) XT
-#   LOST_CONTACT raised 1 381 (supervision loss) YC
-#   contact_restored    3 381             YK
-#   wearer_confirms     1 101 (personal emergency: the wearer confirms) QA
-#   resolved            3 <the kind's event> <the kind's restore code: PH HH MH XR YK>
-#   zone = the wearer's zone (wearer profile, default 1); area/partition 1;
+# Rules (the mapping; also in gateway/README.md; codes from DC-05 Contact ID and DC-03 SIA):
+#   kind/event          Contact ID               SIA-DCS (restore)  I-text
+#   SOS raised          1 120 panic              PA (PH)
+#   DURESS raised       1 121 duress             HA (HH)
+#   FALL raised         1 103 fall detected      MA (MH)            fall
+#   NO_MOTION raised    1 102 fail to report in  QA (QH)            no motion
+#   LOW_BATTERY raised  1 384 RF low battery     XT (XR)
+#   LOST_CONTACT raised 1 381 loss of supervision RF (zone)  UY untyped missing trouble (UJ)
+#   wearer_confirms     6 <the kind's event>: "previously reported condition still present";
+#                       SIA: the kind's code again; I-text "wearer confirms" - the confirmation
+#                       is the open alarm reported again, so it pairs with it at the ARC (same
+#                       code, same zone) and the alarm's restore closes both: never left open;
+#                       (1, a new event, when it reopens an alarm already resolved);
+#   wearer_confirms on DURESS: 6 121 / HA, I-text "duress - double tap received", counted
+#                       (duress_taps): never a personal emergency that invites a call;
+#   contact_restored, resolved: 3 <the kind's event> / the kind's restore code;
+#   every code is zone-addressed: zone = the wearer's zone (wearer profile, default 1), area /
+#   partition 1 (DC-05 addresses 121 by user: the same number);
 #   location, when known, in [X lon][Y lat] with SIA-DCS; ADM-CID messages carry at most one
 #   extended-data block (the I-text): receivers such as pysiaalarm refuse more after a Contact ID
 #   event, so choose SIA-DCS where the ARC should see the location.
@@ -45,12 +51,13 @@ NAME = "dc09"
 KINDS = {
     "SOS": ("PA", "PH", 120, None),
     "DURESS": ("HA", "HH", 121, None),
-    "FALL": ("MA", "MH", 100, "fall"),
-    "NO_MOTION": ("MA", "MH", 100, "no motion"),
+    "FALL": ("MA", "MH", 103, "fall"),
+    "NO_MOTION": ("QA", "QH", 102, "no motion"),
     "LOW_BATTERY": ("XT", "XR", 384, None),
-    "LOST_CONTACT": ("YC", "YK", 381, None),
+    "LOST_CONTACT": ("UY", "UJ", 381, "lost contact"),
 }
-CONFIRMS = ("QA", 101)
+CONFIRMS_TEXT = "wearer confirms"
+DURESS_TAP_TEXT = "duress - double tap received"
 
 # A NAK's time within this of ours says the clock was not why the receiver refused (the
 # timestamps have one-second resolution).
@@ -78,16 +85,19 @@ def event_for(snapshot):
     if kind not in KINDS:
         raise GatewayError("no DC-09 mapping for incident kind %s" % kind)
     sia, restore_sia, cid, text = KINDS[kind]
-    restore = False
+    qualifier = dc09.NEW
     if event == "wearer_confirms":
-        sia, cid, text = CONFIRMS[0], CONFIRMS[1], "wearer confirms"
+        # a confirmation after the alarm was resolved reopens it: a new event, not a status
+        reopened = any(a["event"] == "resolved" for a in snapshot.get("audit", ()))
+        qualifier = dc09.NEW if reopened else dc09.STATUS
+        text = DURESS_TAP_TEXT if kind == "DURESS" else CONFIRMS_TEXT
     elif event in ("resolved", "contact_restored"):
-        sia, restore = restore_sia, True
-        text = "resolved" if event == "resolved" else None
+        sia, qualifier = restore_sia, dc09.RESTORE
+        text = "resolved" if event == "resolved" else "contact restored"
     location = snapshot.get("location")
     where = (location["lat"], location["lon"]) if location else None
-    return dc09.Event(sia, cid, snapshot.get("zone") or 1, restore=restore, location=where,
-                      text=text)
+    return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
+                      location=where, text=text)
 
 
 class Result:
@@ -155,6 +165,7 @@ class Dc09Transport:
         self.link_up = None  # unknown until the first exchange
         self.clock_corrections = 0
         self.counts = collections.Counter()  # refused replies by reason
+        self.duress_taps = 0  # double taps on a duress incident forwarded (as duress)
 
     def _when(self):
         # Whole seconds: what the timestamp carries, so a NAK's time compares with it exactly.
@@ -168,9 +179,13 @@ class Dc09Transport:
             return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":
             event.location = None
-        return await self._send(self.state.sequence_for(item.id),
-                                lambda seq, when: dc09.encode_event(self.account, seq, event,
-                                                                    when, self.fmt))
+        result = await self._send(self.state.sequence_for(item.id),
+                                  lambda seq, when: dc09.encode_event(self.account, seq, event,
+                                                                      when, self.fmt))
+        if result.ok and item.event == "wearer_confirms" and \
+                item.snapshot["incident"]["kind"] == "DURESS":
+            self.duress_taps += 1
+        return result
 
     async def link_test(self):
         return await self._send(self.state.next_sequence(),

@@ -148,6 +148,9 @@ class Metrics:
                                     "ack_account, ack_line, ack_receiver, plain_ack, "
                                     "ack_undecryptable, wrong_key, nak, unknown_account, duh, "
                                     "corrupt, unreadable, clock, ...)", ["reason"])
+        self.dc09_duress_taps = Counter("vigil_gateway_dc09_duress_taps_total",
+                                        "Double taps on a duress incident forwarded to the ARC "
+                                        "(as duress; the gateway never prompts on duress)")
         self.downlinks = Counter("vigil_gateway_downlinks_total",
                                  "DELIVERED acks and responder actions sent (MQTT: the broker's "
                                  "PUBACK; BLE: the wearable's write response), by path and what",

@@ -469,6 +469,7 @@ class Gateway:
                 m.dc09_clock_corrections.values[()] = transport.clock_corrections
                 for reason, n in transport.counts.items():
                     m.dc09_refused.values[(reason,)] = n
+                m.dc09_duress_taps.values[()] = transport.duress_taps
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)

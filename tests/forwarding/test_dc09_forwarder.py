@@ -6,7 +6,7 @@ import itertools
 import time
 
 import pytest
-from sia_receiver import start_receiver
+from sia_receiver import start_receiver, start_siadc09_receiver
 from vigil_gateway import dc09
 from vigil_gateway.db import open_database
 from vigil_gateway.forward_dc09 import Dc09State, Dc09Transport, event_for
@@ -15,19 +15,23 @@ from vigil_tools.broker import free_port
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"
 
-# (kind, event) -> (SIA-DCS code, Contact ID qualifier, Contact ID event)
+# (kind, event) -> (SIA-DCS code, Contact ID qualifier, Contact ID event), DC-03 and DC-05
 CASES = {
     ("SOS", "raised"): ("PA", "1", "120"),
-    ("DURESS", "raised"): ("HA", "1", "121"),
-    ("FALL", "raised"): ("MA", "1", "100"),
-    ("NO_MOTION", "raised"): ("MA", "1", "100"),
-    ("LOW_BATTERY", "raised"): ("XT", "1", "384"),
-    ("LOST_CONTACT", "raised"): ("YC", "1", "381"),
-    ("LOST_CONTACT", "contact_restored"): ("YK", "3", "381"),
-    ("SOS", "wearer_confirms"): ("QA", "1", "101"),
+    ("SOS", "wearer_confirms"): ("PA", "6", "120"),     # the open alarm, still present
     ("SOS", "resolved"): ("PH", "3", "120"),
+    ("DURESS", "raised"): ("HA", "1", "121"),
+    ("DURESS", "wearer_confirms"): ("HA", "6", "121"),  # duress stays duress
     ("DURESS", "resolved"): ("HH", "3", "121"),
-    ("FALL", "resolved"): ("MH", "3", "100"),
+    ("FALL", "raised"): ("MA", "1", "103"),             # DC-05 103 fall detected
+    ("FALL", "wearer_confirms"): ("MA", "6", "103"),
+    ("FALL", "resolved"): ("MH", "3", "103"),
+    ("NO_MOTION", "raised"): ("QA", "1", "102"),
+    ("NO_MOTION", "resolved"): ("QH", "3", "102"),      # not FALL's restore
+    ("LOW_BATTERY", "raised"): ("XT", "1", "384"),
+    ("LOW_BATTERY", "resolved"): ("XR", "3", "384"),
+    ("LOST_CONTACT", "raised"): ("UY", "1", "381"),     # a zone-addressed trouble
+    ("LOST_CONTACT", "contact_restored"): ("UJ", "3", "381"),
 }
 
 
@@ -42,12 +46,13 @@ def receiver():
 _ROW_IDS = itertools.count(1)
 
 
-def item(kind, event, location=None, zone=3, row_id=None):
+def item(kind, event, location=None, zone=3, row_id=None, audit=()):
     """An outbox row (a new row id each, as the outbox gives them, unless `row_id` says)."""
     snapshot = {"event": event, "device_id": 0xC0FFEE,
                 "incident": {"id": 1, "kind": kind, "state": "open", "counter": 5,
                              "opened_at": 0, "updated_at": 0},
-                "wearer": {}, "zone": zone, "location": location, "audit": []}
+                "wearer": {}, "zone": zone, "location": location,
+                "audit": [{"at": 0, "event": e, "detail": ""} for e in audit]}
     return Item(next(_ROW_IDS) if row_id is None else row_id, "dc09", 1, 0xC0FFEE, "k", event,
                 snapshot, 0, 0, 0, None, None, None)
 
@@ -136,4 +141,67 @@ def test_receiver_down_is_a_plain_failure(tmp_path):
 
 def test_no_motion_says_so_in_text():
     event = event_for(item("NO_MOTION", "raised").snapshot)
-    assert (event.sia_code, event.cid_event, event.text) == ("MA", 100, "no motion")
+    assert (event.sia_code, event.cid_event, event.text) == ("QA", 102, "no motion")
+
+
+def test_codes_against_dc03_and_dc05_tables():
+    """siadc09's DC-03 and DC-05 tables: every code is a real one, zone-addressed (DC-05
+    addresses 121 duress by user), and each kind has restores of its own."""
+    from siadc09 import dc03, dc05
+    for (kind, event), (sia, qualifier, cid) in CASES.items():
+        assert dc03.EVENT[sia]["addr"] == "Zone", (kind, event, sia)
+        assert dc05.EVENT[cid]["addr"] == ("User" if cid == "121" else "Zone"), (kind, cid)
+    assert dc05.EVENT["103"]["name"] == "Fall Detected"
+    restores = [(sia, cid) for (kind, event), (sia, q, cid) in CASES.items() if q == "3"]
+    assert len(restores) == len(set(restores))  # FALL and NO_MOTION no longer share one
+    assert len({sia for sia, _ in restores}) == len(restores)
+    assert dc03.EVENT["YC"]["addr"] is None  # why LOST_CONTACT is no longer YC
+
+
+def test_a_confirmation_is_its_alarm_reported_again_and_closed_by_its_restore():
+    raised = event_for(item("SOS", "raised").snapshot)
+    confirms = event_for(item("SOS", "wearer_confirms").snapshot)
+    resolved = event_for(item("SOS", "resolved").snapshot)
+    assert (confirms.sia_code, confirms.cid_event, confirms.zone) == \
+        (raised.sia_code, raised.cid_event, raised.zone)
+    assert confirms.qualifier == dc09.STATUS and confirms.text == "wearer confirms"
+    assert (resolved.cid_event, resolved.qualifier) == (raised.cid_event, dc09.RESTORE)
+    # a tap after the alarm was resolved reopens it: a new event
+    again = event_for(item("SOS", "wearer_confirms", audit=("raised", "resolved",
+                                                             "wearer_confirms")).snapshot)
+    assert again.qualifier == dc09.NEW
+
+
+def test_a_double_tap_on_duress_reaches_the_arc_as_duress_and_is_counted(receiver, tmp_path):
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, True, "SIA-DCS")
+    assert asyncio.run(t.deliver(item("DURESS", "wearer_confirms"))).ok
+    got = events.get(timeout=5)
+    assert got.code == "HA" and "duress" in got.x_data   # holdup: no call to the wearer
+    assert "wearer confirms" not in got.x_data
+    assert t.duress_taps == 1
+    assert asyncio.run(t.deliver(item("SOS", "wearer_confirms"))).ok
+    assert t.duress_taps == 1
+
+
+@pytest.mark.parametrize("fmt", ["SIA-DCS", "ADM-CID"])
+def test_every_mapped_kind_is_decoded_by_siadc09(tmp_path, fmt):
+    """The second opinion: siadc09's codec reads the same codes, qualifiers and zone."""
+    port = free_port()
+    server = start_siadc09_receiver(port, {"BBB": KEY.encode()})
+    try:
+        t = transport(tmp_path, port, True, fmt)
+        for (kind, event), (code, qualifier, cid) in CASES.items():
+            assert asyncio.run(t.deliver(item(kind, event))).ok, (kind, event)
+            msg = server.events.get(timeout=5)
+            if fmt == "SIA-DCS":
+                (dcs,) = msg.data.blocks[1].events
+                assert (dcs.code, dcs.modifiers["ri"].value) == (code, 1), (kind, event)
+                assert dcs.addr == 3  # zone 003 (siadc09 reads zones as hex digits)
+            else:
+                cid_event = msg.data.event
+                assert (cid_event.qualifier, cid_event.code, cid_event.group,
+                        cid_event.addr) == (qualifier, cid, 1, 3), (kind, event)
+    finally:
+        server.stop()

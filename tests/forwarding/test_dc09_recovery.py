@@ -65,7 +65,7 @@ def test_a_null_answered_after_an_outage_sends_the_whole_queue_oldest_first(arc)
     proxy = start()
     assert asyncio.run(site.forwarding.link_test(transport)).ok
     assert site.round(transport) == len(KINDS)        # no clock moved: all due at once
-    assert sent_codes(proxy) == ["NULL", "PA", "HA", "MA", "MA"]   # oldest first
+    assert sent_codes(proxy) == ["NULL", "PA", "HA", "MA", "QA"]   # oldest first
     assert site.outbox.items(pending_only=True) == []
     assert [a.stage for a in site.decoded_downlinks()] == [p.DELIVERED] * len(KINDS)
 
