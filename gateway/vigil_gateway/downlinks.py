@@ -57,7 +57,7 @@ class Downlinks:
         key = self.registry.key(device)
         counter = self.pipeline.allocate_downlink(device_id)
         cls = p.Ack if kind == ACK else p.Action
-        frame = p.encode(cls(device_id, counter, ref, code), key)
+        frame = p.encode(cls(device_id, counter, ref, code), key, device.protocol)
         cur = self.conn.execute(
             "INSERT INTO downlinks (device_id, counter, ref, kind, code, frame, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)", (device_id, counter, ref, kind, code, frame, at))

@@ -7,6 +7,7 @@
 #   binding    the frame's device id equals the topic's <dev>, else `device_mismatch`
 #   registry   known (`unknown_device`), not revoked (`revoked_device`), key readable
 #              (`key_unavailable`)
+#   version    a v1 frame while [protocol] accept_v1 is off: `v1_disabled`
 #   decode     MAC and fields, as an uplink (protocol reasons: bad_mac, wrong_direction, ...)
 #   window     new / retransmission / `stale_counter` / `counter_reuse` (SPEC §7); below the
 #              window the store decides: the same tag stored is a retransmission, another tag
@@ -16,7 +17,9 @@
 #   persist    a new frame, its incident change and the device's contact go into the batch's
 #              transaction; a retransmission creates nothing
 #   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
-#              downlink counter, allocated in the same transaction
+#              downlink counter, allocated in the same transaction, sealed in the frame's
+#              version; a verified v2 frame raises the device's registry protocol to 2, so
+#              its other downlinks (DELIVERED, responder actions) are sealed too
 # A new frame enters its replay window as soon as it is written into the batch's transaction
 # (so a later frame of the same batch is judged against it); process() returns the acks only
 # once the batch has committed: nothing is acknowledged that is not on disk. (The service
@@ -43,7 +46,7 @@ STATUS_RESULT = "status"
 
 # Reasons of the gateway's own, beside the protocol's (SPEC §6).
 GATEWAY_REASONS = ("malformed_topic", "unknown_device", "revoked_device", "device_mismatch",
-                   "key_unavailable")
+                   "key_unavailable", "v1_disabled")
 # A message the gateway failed on (a bug): logged, counted, and never acknowledged to the
 # broker, which delivers it again after the next reconnect.
 INTERNAL_ERROR = "internal_error"
@@ -89,8 +92,10 @@ class Rejected(Exception):
 
 
 class Pipeline:
-    def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None):
+    def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None,
+                 accept_v1=True):
         self.registry = registry
+        self.accept_v1 = accept_v1
         self.store = store
         self.topics = topics
         self.metrics = metrics
@@ -240,6 +245,9 @@ class Pipeline:
             raise Rejected("unknown_device", "not in the registry", topic_device)
         if device.state == REVOKED:
             raise Rejected("revoked_device", "device revoked", topic_device)
+        if header.version == 1 and not self.accept_v1:
+            raise Rejected("v1_disabled", "protocol v1 is switched off ([protocol] accept_v1)",
+                           topic_device)
         try:
             key = self.registry.key(device)
         except RegistryError as exc:
@@ -252,6 +260,11 @@ class Pipeline:
             verdict = self._verdict(frame)
         except p.RemoteProtocolError as exc:
             raise Rejected(exc.reason, str(exc), topic_device) from None
+        if frame.version > device.protocol:
+            self.registry.raise_protocol(frame.device_id, frame.version)
+            self._devices[frame.device_id] = device._replace(protocol=frame.version)
+            logs.event(log, logging.INFO, "device_protocol", device=device_hex(frame.device_id),
+                       protocol=frame.version)
         if verdict == NEW:
             self._persist(frame, payload, now, touched)
             self._window(frame.device_id).record(frame.counter, frame.tag)

@@ -7,7 +7,10 @@
 #   the database holds no key, only the key's version, and only a salted hash of the device's
 #   broker password (what `vigil gateway broker-config` writes for Mosquitto);
 #   revoke keeps the device (its frames and incidents stay) but rejects its frames from then on;
-#   rotate-key writes the new key file, then switches the version, then removes the old file.
+#   rotate-key writes the new key file, then switches the version, then removes the old file;
+#   `protocol` is the frame version the gateway seals the device's downlinks in: a new device
+#     is 2; a device from a record of older tools is 1 until a v2 frame of its verifies
+#     (raise_protocol), and it never goes back down.
 import json
 import os
 import secrets
@@ -23,7 +26,10 @@ ACTIVE = "active"
 REVOKED = "revoked"
 
 Device = namedtuple("Device", "device_id state key_version mqtt_password_hash interval_s "
-                              "label added_at")
+                              "label added_at protocol")
+_COLUMNS = ("device_id, state, key_version, mqtt_password_hash, interval_s, label, added_at, "
+            "protocol")
+PROTOCOLS = (1, 2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -34,7 +40,8 @@ CREATE TABLE IF NOT EXISTS devices (
     interval_s INTEGER,
     label TEXT NOT NULL DEFAULT '',
     added_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    protocol INTEGER NOT NULL DEFAULT 1
 );
 """
 
@@ -93,17 +100,18 @@ class Registry:
         self.clock = clock
         self._keys = {}  # (device_id, key_version) -> DeviceKey
         conn.executescript(_SCHEMA)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(devices)")]
+        if "protocol" not in columns:  # a database from before protocol v2
+            conn.execute("ALTER TABLE devices ADD COLUMN protocol INTEGER NOT NULL DEFAULT 1")
 
     # -- reading --
     def get(self, device_id):
-        row = self.conn.execute("SELECT device_id, state, key_version, mqtt_password_hash, "
-                                "interval_s, label, added_at FROM devices WHERE device_id = ?",
+        row = self.conn.execute("SELECT %s FROM devices WHERE device_id = ?" % _COLUMNS,
                                 (device_id,)).fetchone()
         return Device(*row) if row else None
 
     def devices(self):
-        rows = self.conn.execute("SELECT device_id, state, key_version, mqtt_password_hash, "
-                                 "interval_s, label, added_at FROM devices ORDER BY device_id")
+        rows = self.conn.execute("SELECT %s FROM devices ORDER BY device_id" % _COLUMNS)
         return [Device(*row) for row in rows]
 
     def key(self, device):
@@ -138,8 +146,10 @@ class Registry:
         os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
         os.chmod(self.keys_dir, 0o700)
 
-    def add(self, device_id, key, mqtt_password=None, interval_s=None, label=""):
+    def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2):
         """Register a device with its 32-byte frame key. RegistryError if it exists."""
+        if protocol not in PROTOCOLS:
+            raise RegistryError("protocol is 1 or 2, not %r" % (protocol,))
         if self.get(device_id) is not None:
             raise RegistryError("device %s is already registered (use rotate-key to change its "
                                 "key)" % device_hex(device_id))
@@ -150,10 +160,16 @@ class Registry:
         now = self.clock()
         self.conn.execute(
             "INSERT INTO devices (device_id, state, key_version, mqtt_password_hash, interval_s, "
-            "label, added_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
+            "label, added_at, updated_at, protocol) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)",
             (device_id, ACTIVE, mosquitto_hash(mqtt_password) if mqtt_password else None,
-             interval_s, label, now, now))
+             interval_s, label, now, now, protocol))
         return self.get(device_id)
+
+    def raise_protocol(self, device_id, version):
+        """A frame of `version` verified from the device: its downlinks are sealed in that
+        version from now on, if it is higher. Call inside the caller's transaction."""
+        self.conn.execute("UPDATE devices SET protocol = ?, updated_at = ? WHERE device_id = ? "
+                          "AND protocol < ?", (version, self.clock(), device_id, version))
 
     def revoke(self, device_id):
         device = self._existing(device_id)
@@ -191,7 +207,13 @@ class Registry:
         if password is not None and not isinstance(password, str):
             raise RegistryError("mqtt_password in the provisioning record must be a string")
         interval = record.get("checkin_interval_s")
-        return self.add(device_id, key, password, interval, str(record.get("label", "")))
+        # A record of older tools says nothing: its unit may run v1 firmware (until a v2
+        # frame from it verifies).
+        protocol = record.get("protocol", 1)
+        if protocol not in PROTOCOLS:
+            raise RegistryError("protocol in the provisioning record must be 1 or 2")
+        return self.add(device_id, key, password, interval, str(record.get("label", "")),
+                        protocol)
 
     def _existing(self, device_id):
         device = self.get(device_id)
@@ -214,9 +236,9 @@ def new_password():
     return secrets.token_urlsafe(24)
 
 
-def provisioning_record(device_id, key, mqtt_password, interval_s=None, label=""):
+def provisioning_record(device_id, key, mqtt_password, interval_s=None, label="", protocol=2):
     """The JSON text `device import` reads (and `device add` writes when it makes secrets)."""
-    record = {"device_id": device_hex(device_id), "key": key.hex(),
+    record = {"device_id": device_hex(device_id), "key": key.hex(), "protocol": protocol,
               "mqtt_password": mqtt_password, "mqtt_username": device_hex(device_id),
               "mqtt_client_id": "vigil-" + device_hex(device_id)}
     if interval_s:

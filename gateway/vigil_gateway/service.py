@@ -116,7 +116,7 @@ class Gateway:
                              (config.forward.backoff_min_s, config.forward.backoff_max_s),
                              config.forward.max_event_age_s)
         self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock,
-                                 self.outbox)
+                                 self.outbox, accept_v1=config.protocol.accept_v1)
         self.downlinks = Downlinks(self.conn, self.registry, self.pipeline)
         self._downlink_wake = asyncio.Event()
         self.forwarding = Forwarding(self.store, self.outbox, self.downlinks, transports,

@@ -72,6 +72,10 @@ def test_device_commands(tmp_path):
     rows = [json.loads(line) for line in gw.cli("device", "list", "--json").stdout.splitlines()]
     assert [(r["device"], r["state"], r["interval_s"], r["broker_password"]) for r in rows] == [
         ("00000042", "active", 60, True), ("00c0ffee", "active", 120, False)]
+    # A record that does not say (older tools) may be a v1 unit; one added now is v2.
+    assert [r["protocol"] for r in rows] == [1, 2]
+    listing = gw.cli("device", "list").stdout.splitlines()
+    assert "protocol v1" in listing[0] and "protocol v2" in listing[1]
 
     again = gw.cli("device", "import", str(tmp_path / "record.json"), check=False)
     assert again.returncode == 2 and "already registered" in again.stderr

@@ -1,7 +1,7 @@
 """A device's identity and secrets, as one private JSON file (the "device record").
 
     {"device_id": "1a2b3c4d", "key": "<64 hex>", "mqtt_username": "1a2b3c4d",
-     "mqtt_password": "...", "mqtt_client_id": "vigil-1a2b3c4d"}
+     "mqtt_password": "...", "mqtt_client_id": "vigil-1a2b3c4d", "protocol": 2}
 
 It is the gateway's provisioning record (`vigil gateway device import` reads it as is):
 `vigil keygen` writes it, `vigil provision` puts it on the wearable and registers it, and
@@ -47,8 +47,10 @@ def parse_device_id(text):
 
 def to_json(record):
     device = device_hex(record.device_id)
+    # "protocol": the frames the unit seals once flashed with this release's firmware.
     data = {"device_id": device, "key": record.key.hex(), "mqtt_username": device,
-            "mqtt_password": record.mqtt_password, "mqtt_client_id": "vigil-" + device}
+            "mqtt_password": record.mqtt_password, "mqtt_client_id": "vigil-" + device,
+            "protocol": 2}
     if record.label:
         data["label"] = record.label
     return json.dumps(data, indent=2) + "\n"

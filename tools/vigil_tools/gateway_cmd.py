@@ -34,6 +34,9 @@ def register(sub):
     _secret_options(add)
     add.add_argument("--interval", type=int, help="expected check-in interval in seconds")
     add.add_argument("--label", default="", help="a short name for operators")
+    add.add_argument("--protocol", type=int, choices=(1, 2), default=2,
+                     help="the frame version of the unit's firmware: 2 (this release), or 1 "
+                          "for a unit still on v1 firmware (raised to 2 by its first v2 frame)")
     add.set_defaults(func=_handler(add_command))
 
     ls = dev.add_parser("list", parents=[common], help="list registered devices")
@@ -191,7 +194,7 @@ def _secrets(args):
     return key, password
 
 
-def _write_record(args, device_id, key, password, interval=None, label=""):
+def _write_record(args, device_id, key, password, interval=None, label="", protocol=2):
     from vigil_gateway import registry
 
     if not args.record_out:
@@ -199,7 +202,7 @@ def _write_record(args, device_id, key, password, interval=None, label=""):
     if os.path.exists(args.record_out):
         raise ToolError("%s exists: not overwriting a provisioning record" % args.record_out)
     registry.write_private_file(args.record_out, registry.provisioning_record(
-        device_id, key, password, interval, label))
+        device_id, key, password, interval, label, protocol))
     print("provisioning record written to %s (keep it secret; give it to the wearable)"
           % args.record_out)
 
@@ -218,8 +221,8 @@ def add_command(args):
     _, reg, _ = _state(args)
     if reg.get(device_id) is not None:
         raise ToolError("device %s is already registered" % registry.device_hex(device_id))
-    _write_record(args, device_id, key, password, args.interval, args.label)
-    reg.add(device_id, key, password, args.interval, args.label)
+    _write_record(args, device_id, key, password, args.interval, args.label, args.protocol)
+    reg.add(device_id, key, password, args.interval, args.label, args.protocol)
     print("added device %s" % registry.device_hex(device_id))
     return 0
 
@@ -281,15 +284,17 @@ def list_command(args):
     for device in reg.devices():
         contact = store.contact(device.device_id)
         row = {"device": registry.device_hex(device.device_id), "state": device.state,
-               "key_version": device.key_version, "interval_s": device.interval_s,
+               "key_version": device.key_version, "protocol": device.protocol,
+               "interval_s": device.interval_s,
                "label": device.label, "broker_password": bool(device.mqtt_password_hash),
                "last_seen": contact.last_seen if contact else None,
                "lost_contact": bool(contact and contact.lost_incident)}
         if args.json:
             print(json.dumps(row))
         else:
-            print("%s  %-8s key v%-3d last seen %-20s %s%s" % (
-                row["device"], row["state"], row["key_version"], _when(row["last_seen"]),
+            print("%s  %-8s key v%-3d protocol v%d  last seen %-20s %s%s" % (
+                row["device"], row["state"], row["key_version"], row["protocol"],
+                _when(row["last_seen"]),
                 "LOST CONTACT " if row["lost_contact"] else "", row["label"]))
     return 0
 
