@@ -6,7 +6,9 @@ Rules (ANSI/SIA DC-09):
   message  = '"' [*] id '"' seq (4 digits) [R rcvr] L pref '#' acct '[' data ']' [xdata] ts
   id       = SIA-DCS (data: '#acct|N' ['ri' area '/'] code zone) or
              ADM-CID (data: '#acct|' qualifier event ' ' partition ' ' zone) or NULL
-  xdata    = '[X' longitude ']' '[Y' latitude ']' (decimal degrees), '[I' text ']'
+  xdata    = '[X' longitude ']' '[Y' latitude ']' as degrees, hemisphere letter, minutes
+             ('[X000W07.656][Y51N30.047]'), '[H' time of occurrence ']' (a late event),
+             '[I' text ']'; ADM-CID: one block at most (receivers refuse more)
   ts       = '_HH:MM:SS,MM-DD-YYYY' in UTC, the sender's clock corrected by the last NAK
   encrypted (account has a key): '*' before id; everything after the first '[' becomes the
              upper-hex AES-CBC (zero IV) of pad '|' data ']' xdata ts, pad making it a multiple
@@ -89,7 +91,7 @@ class Event:
     """What to report: a SIA code and zone for SIA-DCS, or a Contact ID event for ADM-CID."""
 
     def __init__(self, sia_code, cid_event, zone, restore=False, area=1, location=None,
-                 text=None, qualifier=None):
+                 text=None, qualifier=None, occurred=None):
         self.sia_code = sia_code      # two letters, e.g. "PA"
         self.cid_event = cid_event    # three digits, e.g. 120
         self.zone = zone              # 1-999: the wearer's zone at the ARC
@@ -97,15 +99,30 @@ class Event:
         self.area = area              # SIA area / Contact ID partition
         self.location = location      # (latitude, longitude) in degrees, or None
         self.text = text              # short ASCII text (I extended data), or None
+        self.occurred = occurred      # when it happened (H extended data) if sent late, or None
 
 
-def _xdata(event):
+def degrees_minutes(value, width, hemispheres):
+    """DC-09's location form: whole degrees (`width` digits), the hemisphere letter, minutes
+    to a thousandth (about 2 m): -0.1276 longitude is 000W07.656."""
+    hemisphere = hemispheres[0] if value >= 0 else hemispheres[1]
+    thousandths = round(abs(value) * 60000)  # in thousandths of a minute, rounded once
+    degrees, rest = divmod(thousandths, 60000)
+    return "%0*d%s%02d.%03d" % (width, degrees, hemisphere, rest // 1000, rest % 1000)
+
+
+def _xdata(event, fmt="SIA-DCS"):
     out = ""
     if event.location is not None:
         lat, lon = event.location
-        out += "[X%.6f][Y%.6f]" % (lon, lat)
-    if event.text:
-        clean = "".join(c for c in event.text if c.isalnum() or c in " -_.:,")[:60]
+        out += "[X%s][Y%s]" % (degrees_minutes(lon, 3, "EW"), degrees_minutes(lat, 2, "NS"))
+    text = event.text
+    if event.occurred is not None:
+        out += "[H%s]" % timestamp(event.occurred)[1:]
+        if fmt == "ADM-CID":
+            text = None  # one block at most after a Contact ID event: the time matters more
+    if text:
+        clean = "".join(c for c in text if c.isalnum() or c in " -_.:,")[:60]
         out += "[I%s]" % clean
     return out
 
@@ -146,7 +163,7 @@ def _decrypt(key, hex_text):
 
 def encode_event(account, sequence, event, when, fmt="SIA-DCS", pad_source=os.urandom):
     """One framed line reporting `event`, timestamped `when` (already clock-corrected)."""
-    body = _data(account, event, fmt) + "]" + _xdata(event) + timestamp(when)
+    body = _data(account, event, fmt) + "]" + _xdata(event, fmt) + timestamp(when)
     return _message(account, sequence, fmt, body, pad_source)
 
 

@@ -18,9 +18,11 @@
 #   contact_restored, resolved: 3 <the kind's event> / the kind's restore code;
 #   every code is zone-addressed: zone = the wearer's zone (wearer profile, default 1), area /
 #   partition 1 (DC-05 addresses 121 by user: the same number);
-#   location, when known, in [X lon][Y lat] with SIA-DCS; ADM-CID messages carry at most one
-#   extended-data block (the I-text): receivers such as pysiaalarm refuse more after a Contact ID
-#   event, so choose SIA-DCS where the ARC should see the location.
+#   location, when known, in [X lon][Y lat] (degrees, hemisphere, minutes) with SIA-DCS;
+#   an event sent more than LATE_S after it was queued carries its time of occurrence [H...];
+#   ADM-CID messages carry at most one extended-data block: receivers such as pysiaalarm refuse
+#   more after a Contact ID event, so no location, and [H] in place of the I-text when late:
+#   choose SIA-DCS where the ARC should see the location.
 # Rules (the exchange):
 #   one TCP connection per message; an outbox row gets its sequence number (0001-9999,
 #   wrapping) at its first attempt, on disk, and keeps it on every retransmission, so a receiver
@@ -59,6 +61,10 @@ KINDS = {
 CONFIRMS_TEXT = "wearer confirms"
 DURESS_TAP_TEXT = "duress - double tap received"
 
+# An event sent this long after it happened carries its time of occurrence ([H...]), so the
+# ARC can tell a buffered alarm from a new one.
+LATE_S = 10.0
+
 # A NAK's time within this of ours says the clock was not why the receiver refused (the
 # timestamps have one-second resolution).
 CLOCK_SLACK_S = 2.0
@@ -95,7 +101,9 @@ def event_for(snapshot):
         sia, qualifier = restore_sia, dc09.RESTORE
         text = "resolved" if event == "resolved" else "contact restored"
     location = snapshot.get("location")
-    where = (location["lat"], location["lon"]) if location else None
+    where = None
+    if location and -90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180:
+        where = (location["lat"], location["lon"])
     return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
                       location=where, text=text)
 
@@ -179,6 +187,9 @@ class Dc09Transport:
             return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":
             event.location = None
+        if self.clock() - item.created_at > LATE_S:
+            event.occurred = datetime.datetime.fromtimestamp(
+                int(item.created_at + self.state.clock_offset), datetime.timezone.utc)
         result = await self._send(self.state.sequence_for(item.id),
                                   lambda seq, when: dc09.encode_event(self.account, seq, event,
                                                                       when, self.fmt))

@@ -1,5 +1,6 @@
 # DC-09 messages against a real receiver: pysiaalarm's, on loopback, plain and AES.
 import datetime
+import re
 import socket
 
 import pytest
@@ -48,7 +49,7 @@ def test_plain_sia_dcs_panic_with_location_is_acknowledged(receiver):
     assert (reply.kind, reply.sequence) == ("ACK", 12)
     got = events.get(timeout=5)
     assert (got.code, got.account, got.ri) == ("PA", "AAA", "1")
-    assert "X-0.127570" in got.x_data and "Y51.500780" in got.x_data
+    assert "X000W07.654" in got.x_data and "Y51N30.047" in got.x_data
 
 
 def test_encrypted_adm_cid_duress_is_acknowledged_encrypted(receiver):
@@ -123,3 +124,45 @@ def test_bad_settings_and_replies_are_clear_errors():
     with pytest.raises(dc09.Dc09Error, match="CRC"):
         dc09.parse_reply(b'\n00000005"ACK"\r', dc09.Account("AAA"))
     assert "0123" not in repr(dc09.Account("AAA", key=KEY))
+
+
+def from_degrees_minutes(text):
+    """A DC-09 location value back to signed degrees ('000W07.654' -> -0.12757)."""
+    found = re.fullmatch(r"(\d{2,3})([NSEW])(\d{2}\.\d+)", text)
+    degrees, hemisphere, minutes = found.groups()
+    value = int(degrees) + float(minutes) / 60
+    return -value if hemisphere in "SW" else value
+
+
+@pytest.mark.parametrize("where", [(51.50078, -0.12757), (-33.8688, 151.2093),
+                                   (0.0, 0.0), (-89.99999, -179.99999)])
+def test_location_in_the_dc09_form_read_by_both_decoders(receiver, where):
+    """[X<ddd><E|W><mm.mmm>][Y<dd><N|S><mm.mmm>]: pysiaalarm passes it through, siadc09 reads
+    it; both give back the position to a thousandth of a minute."""
+    from siadc09 import message
+    port, events = receiver
+    line = dc09.encode_event(dc09.Account("AAA"), 19, dc09.Event("PA", 120, zone=7,
+                                                                 location=where), now())
+    assert dc09.parse_reply(exchange(port, line), dc09.Account("AAA")).kind == "ACK"
+    got = events.get(timeout=5)
+    blocks = dict(re.findall(r"\[?([XY])([^\]]+)\]?", got.x_data))
+    second = {x.prefix: x.value for x in message.parse_frame(line).xdata}
+    assert second == blocks
+    lat, lon = from_degrees_minutes(blocks["Y"]), from_degrees_minutes(blocks["X"])
+    assert abs(lat - where[0]) < 1 / 60000 and abs(lon - where[1]) < 1 / 60000
+    assert len(blocks["X"]) == 10 and len(blocks["Y"]) == 9
+
+
+def test_time_of_occurrence_goes_in_h_extended_data(receiver):
+    from siadc09 import message
+    port, events = receiver
+    occurred = now() - datetime.timedelta(minutes=7)
+    for fmt in ("SIA-DCS", "ADM-CID"):
+        event = dc09.Event("PA", 120, zone=7, text="SOS", occurred=occurred)
+        line = dc09.encode_event(dc09.Account("AAA"), 20, event, now(), fmt=fmt)
+        assert dc09.parse_reply(exchange(port, line), dc09.Account("AAA")).kind == "ACK", fmt
+        got = events.get(timeout=5)
+        assert "H" + dc09.timestamp(occurred)[1:] in got.x_data
+        (h,) = [x for x in message.parse_frame(line).xdata if x.prefix == "H"]
+        assert h.value == occurred.replace(microsecond=0)
+        assert ("ISOS" in got.x_data) == (fmt == "SIA-DCS")  # ADM-CID: one block, the time

@@ -46,15 +46,17 @@ def receiver():
 _ROW_IDS = itertools.count(1)
 
 
-def item(kind, event, location=None, zone=3, row_id=None, audit=()):
-    """An outbox row (a new row id each, as the outbox gives them, unless `row_id` says)."""
+def item(kind, event, location=None, zone=3, row_id=None, audit=(), created_at=None):
+    """An outbox row (a new row id each, as the outbox gives them, unless `row_id` says),
+    queued now unless `created_at` says."""
     snapshot = {"event": event, "device_id": 0xC0FFEE,
                 "incident": {"id": 1, "kind": kind, "state": "open", "counter": 5,
                              "opened_at": 0, "updated_at": 0},
                 "wearer": {}, "zone": zone, "location": location,
                 "audit": [{"at": 0, "event": e, "detail": ""} for e in audit]}
+    created_at = time.time() if created_at is None else created_at
     return Item(next(_ROW_IDS) if row_id is None else row_id, "dc09", 1, 0xC0FFEE, "k", event,
-                snapshot, 0, 0, 0, None, None, None)
+                snapshot, created_at, 0, created_at, None, None, None)
 
 
 def transport(tmp_path, port, encrypted, fmt, clock=time.time):
@@ -87,7 +89,7 @@ def test_every_mapped_kind_is_acknowledged_and_understood(receiver, tmp_path, fm
         else:  # the raw Contact ID (pysiaalarm's table lacks 384: not its translation)
             assert (got.event_qualifier, got.event_type) == (qualifier, cid), (kind, event)
         if location and fmt == "SIA-DCS":  # ADM-CID: one extended-data block at most
-            assert "Y51.500000" in got.x_data and "X-0.120000" in got.x_data
+            assert "Y51N30.000" in got.x_data and "X000W07.200" in got.x_data
     assert t.state._row()[0] == len(CASES)  # one sequence number each, on disk
 
 
@@ -137,6 +139,19 @@ def test_receiver_down_is_a_plain_failure(tmp_path):
     result = asyncio.run(t.deliver(item("SOS", "raised")))
     assert not result.ok and not result.alert and "cannot reach" in result.error
     assert t.link_up is False
+
+
+def test_an_event_sent_late_carries_its_time_of_occurrence(receiver, tmp_path):
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, True, "SIA-DCS")
+    queued = time.time() - 600                       # waited ten minutes in the outbox
+    assert asyncio.run(t.deliver(item("SOS", "raised", created_at=queued))).ok
+    got = events.get(timeout=5)
+    assert "H" + dc09.timestamp(dc09.datetime.datetime.fromtimestamp(
+        int(queued), dc09.datetime.timezone.utc))[1:] in got.x_data
+    assert asyncio.run(t.deliver(item("SOS", "resolved"))).ok    # sent at once: no [H]
+    assert [x.identifier for x in events.get(timeout=5).extended_data] == ["I"]
 
 
 def test_no_motion_says_so_in_text():

@@ -54,7 +54,7 @@ def test_arc_down_then_up(tmp_path, mosquitto):
             got = events.get(timeout=20)
         assert (got.code, got.account) == ("PA", "1234AB")
         assert got.message.startswith("012")                       # the wearer's zone
-        assert "Y51.500700" in got.x_data and "X-0.124600" in got.x_data
+        assert "Y51N30.042" in got.x_data and "X000W07.476" in got.x_data
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             frame = device.downlinks.get(timeout=10)
