@@ -1,17 +1,29 @@
-# Prometheus metrics in the text exposition format (version 0.0.4), kept in memory.
-# Small on purpose: counters and gauges with labels, and one kind of histogram.
+# Prometheus metrics, exported with prometheus_client (text format 0.0.4, from its own
+# exposition code), kept in memory by the gateway.
+#
+# Rules:
+#   every series an operator alerts on exists from the start: a metric without labels starts
+#   at 0 (mqtt_connected 0 before the first connection), a labelled one has each of its known
+#   label sets at 0 (Metrics.__init__, declare_destinations), so a rate or an absence alert has
+#   its zero;
+#   counters are counters (only inc, exported as <name>_total), gauges are set;
+#   the values live in plain dicts, incremented on the ingest path at the cost of a dict update:
+#   prometheus_client's own metric objects take a lock and a label lookup per inc, several
+#   times per alarm; its collector interface turns the dicts into metric families at scrape
+#   time, beside its process and platform collectors and vigil_gateway_build_info.
 import math
+import platform
+import sys
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.platform_collector import PlatformCollector
 
 # Seconds; the RECEIVED-ack latency goal is 10 ms, so the buckets are fine around it.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                    2.5, 10.0)
-
-
-def _labels(names, values):
-    if not names:
-        return ""
-    return "{%s}" % ",".join('%s="%s"' % (n, str(v).replace("\\", "\\\\").replace('"', '\\"')
-                                          .replace("\n", "\\n")) for n, v in zip(names, values))
 
 
 class _Metric:
@@ -22,13 +34,17 @@ class _Metric:
         self.help = help_text
         self.label_names = tuple(labels)
         self.values = {}
-
-    def header(self):
-        return ["# HELP %s %s" % (self.name, self.help), "# TYPE %s %s" % (self.name, self.TYPE)]
+        if not self.label_names:
+            self.values[()] = 0
 
 
 class Counter(_Metric):
     TYPE = "counter"
+
+    def __init__(self, name, help_text, labels=()):
+        if not name.endswith("_total"):
+            raise ValueError("a counter's name ends in _total: %s" % name)
+        _Metric.__init__(self, name, help_text, labels)
 
     def inc(self, *labels, amount=1):
         self.values[labels] = self.values.get(labels, 0) + amount
@@ -36,23 +52,38 @@ class Counter(_Metric):
     def get(self, *labels):
         return self.values.get(labels, 0)
 
-    def render(self):
-        return self.header() + ["%s%s %s" % (self.name, _labels(self.label_names, k), _num(v))
-                                for k, v in sorted(self.values.items())]
+    def family(self):
+        family = CounterMetricFamily(self.name, self.help, labels=self.label_names)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric([str(v) for v in labels], value)
+        return family
 
 
-class Gauge(Counter):
+class Gauge(_Metric):
     TYPE = "gauge"
 
     def set(self, value, *labels):
         self.values[labels] = value
+
+    def inc(self, *labels, amount=1):
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def get(self, *labels):
+        return self.values.get(labels, 0)
+
+    def family(self):
+        family = GaugeMetricFamily(self.name, self.help, labels=self.label_names)
+        for labels, value in sorted(self.values.items()):
+            family.add_metric([str(v) for v in labels], value)
+        return family
 
 
 class Histogram(_Metric):
     TYPE = "histogram"
 
     def __init__(self, name, help_text, buckets=LATENCY_BUCKETS):
-        _Metric.__init__(self, name, help_text)
+        _Metric.__init__(self, name, help_text, ("le",))
+        self.values = {}
         self.buckets = tuple(buckets)
         self.counts = [0] * (len(self.buckets) + 1)
         self.sum = 0.0
@@ -67,22 +98,38 @@ class Histogram(_Metric):
                 return
         self.counts[-1] += 1
 
-    def render(self):
-        lines = self.header()
-        running = 0
+    def family(self):
+        cumulative, running = [], 0
         for bound, n in zip(self.buckets + (math.inf,), self.counts):
             running += n
-            le = "+Inf" if bound == math.inf else repr(bound)
-            lines.append('%s_bucket{le="%s"} %d' % (self.name, le, running))
-        lines.append("%s_sum %s" % (self.name, _num(self.sum)))
-        lines.append("%s_count %d" % (self.name, self.count))
-        return lines
+            cumulative.append(("+Inf" if bound == math.inf else repr(bound), running))
+        return HistogramMetricFamily(self.name, self.help, buckets=cumulative,
+                                     sum_value=self.sum)
 
 
-def _num(value):
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def build_version():
+    try:
+        from importlib.metadata import version
+
+        return version("vigil")
+    except Exception:  # not installed as a distribution (run from a source tree)
+        return "unknown"
+
+
+class _Collector:
+    """prometheus_client's view of a Metrics: its families at scrape time."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        for metric in self.metrics.all():
+            yield metric.family()
+        info = GaugeMetricFamily("vigil_gateway_build_info",
+                                 "The gateway's version and Python (value 1)",
+                                 labels=["version", "python"])
+        info.add_metric([self.metrics.version, platform.python_version()], 1)
+        yield info
 
 
 class Metrics:
@@ -167,11 +214,47 @@ class Metrics:
                                     "no_effect, unauthorized, malformed, replayed, refused, "
                                     "not_found, ...)", ["result"])
 
+        # The label sets known from the start (destinations: declare_destinations).
+        for result in ("new", "retransmission", "rejected", "status"):
+            self.frames.inc(result, amount=0)
+        for stage in ("RECEIVED", "DELIVERED"):
+            self.acks.inc(stage, amount=0)
+        for queue in ("inbound", "downlink_unconfirmed"):
+            self.queue_depth.set(0, queue)
+        for state in ("active", "revoked", "lost_contact"):
+            self.devices.set(0, state)
+        for path in ("mqtt", "ble"):
+            for what in ("DELIVERED", "ACKNOWLEDGED", "PROMPT_DOUBLE_TAP", "HELP_DISPATCHED",
+                         "RESOLVED"):
+                self.downlinks.inc(path, what, amount=0)
+        for outcome in ("kept", "raised"):
+            self.early_taps.inc(outcome, amount=0)
+        for reason in ("no_subscriber", "not_queued", "refused"):
+            self.downlink_retries.inc(reason, amount=0)
+        for result in ("applied", "no_effect", "shown", "unauthorized", "malformed",
+                       "replayed", "refused", "not_found", "method_not_allowed"):
+            self.api_requests.inc(result, amount=0)
+        self.version = build_version()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def declare_destinations(self, names):
+        """The forwarding destinations' series, from the start (names: "webhook", "dc09")."""
+        for name in names:
+            for result in ("delivered", "failed"):
+                self.forward_attempts.inc(name, result, amount=0)
+            for reason in ("too_old", "refused"):
+                self.forward_alerts.inc(name, reason, amount=0)
+            self.forward_pending.set(0, name)
+        if "dc09" in names:  # down until the receiving centre first answers
+            self.dc09_link.set(0)
+        else:  # no receiving centre: no DC-09 path to alert on
+            self.dc09_link.values.pop((), None)
+
     def all(self):
         return [m for m in vars(self).values() if isinstance(m, _Metric)]
 
     def render(self):
-        lines = []
-        for metric in self.all():
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()

@@ -112,6 +112,7 @@ class Gateway:
         Wearers(self.conn)  # the profiles' table, for the outbox's snapshots
         if transports is None:
             transports = make_transports(config, self.conn, clock)
+        self.metrics.declare_destinations([t.name for t in transports])
         self.outbox = Outbox(self.conn, [t.name for t in transports],
                              (config.forward.backoff_min_s, config.forward.backoff_max_s),
                              config.forward.max_event_age_s)
