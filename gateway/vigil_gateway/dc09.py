@@ -12,8 +12,9 @@ Rules (ANSI/SIA DC-09):
   ts       = '_HH:MM:SS,MM-DD-YYYY' in UTC, the sender's clock corrected by the last NAK
   encrypted (account has a key): '*' before id; everything after the first '[' becomes the
              upper-hex AES-CBC (zero IV) of pad '|' data ']' xdata ts, pad making it a multiple
-             of 16 bytes. The key is the account's 16/24/32-character key, used as its ASCII
-             bytes (AES-128/192/256), as receivers such as pysiaalarm do.
+             of 16 bytes. The key (AES-128/192/256) comes from the key file as
+             32/48/64 hex digits, or as 16/24/32 characters used as their ASCII bytes (what
+             pysiaalarm does with its key string): parse_key.
   replies  = '"ACK"' echoing the sequence, receiver, line and account (ack_problem says why
              one does not pair); to an encrypted message only '"*ACK"' whose body decrypts
              with the account's key counts;
@@ -58,20 +59,52 @@ def timestamp(when):
     return when.astimezone(datetime.timezone.utc).strftime(_TIME_FORMAT)
 
 
+KEY_FORMS = ("the AES key as 32, 48 or 64 hex digits (128/192/256-bit, as ARCs issue them), "
+             "or as 16, 24 or 32 characters used as their ASCII bytes; 'hex:' or 'text:' before "
+             "it says which")
+
+
+def parse_key(text):
+    """The AES key of a key file's first line, as bytes. DC-09 keys are 128/192/256-bit binary,
+    written as 32/48/64 hex digits; receivers such as pysiaalarm take a 16/24/32-character
+    string as its ASCII bytes instead, which is still accepted. 32 hex digits could be either
+    (a 128-bit key in hex, a 256-bit key as text): refused unless 'hex:' or 'text:' says.
+    No error repeats the key."""
+    text = text.strip()
+    form = None
+    for prefix in ("hex:", "text:"):
+        if text.lower().startswith(prefix):
+            form, text = prefix[:-1], text[len(prefix):]
+    is_hex = bool(re.fullmatch(r"[0-9A-Fa-f]+", text))
+    if form is None and len(text) == 32 and is_hex:
+        raise Dc09Error("the key is 32 hex digits, which could be a 128-bit key in hex or a "
+                        "256-bit key as 32 characters: write 'hex:' or 'text:' before it")
+    if form == "hex" or (form is None and is_hex and len(text) in (48, 64)):
+        if not is_hex or len(text) not in (32, 48, 64):
+            raise Dc09Error("a hex key is 32, 48 or 64 hex digits (got %d characters)"
+                            % len(text))
+        return bytes.fromhex(text)
+    if len(text) in (16, 24, 32) and all(" " < c <= "~" for c in text):
+        return text.encode("ascii")
+    raise Dc09Error("the key must be %s (got %d characters)" % (KEY_FORMS, len(text)))
+
+
 class Account:
-    """One account at the receiver: number (3-16 hex digits), optional AES key, line prefix
-    and receiver number (hex)."""
+    """One account at the receiver: number (3-16 hex digits), optional AES key (bytes: the key
+    itself; a str: its ASCII bytes), line prefix and receiver number (hex)."""
 
     def __init__(self, number, key=None, line="0", receiver=None):
         if not re.fullmatch(r"[0-9A-Fa-f]{3,16}", number or ""):
             raise Dc09Error("account must be 3 to 16 hex digits")
         if key is not None and len(key) not in (16, 24, 32):
             raise Dc09Error("the account key must be 16, 24 or 32 characters (AES-128/192/256)")
+        if isinstance(key, str):
+            key = key.encode("ascii")
         for name, value in (("line", line), ("receiver", receiver)):
             if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{1,6}", value):
                 raise Dc09Error("%s must be 1 to 6 hex digits" % name)
         self.number = number.upper()
-        self.key = key.encode("ascii") if key else None
+        self.key = bytes(key) if key else None
         self.line = line.upper()
         self.receiver = receiver.upper() if receiver else None
 

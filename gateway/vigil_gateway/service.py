@@ -41,7 +41,7 @@ from .config import read_secret
 from .actions import ActionsApi, read_tokens
 from .ble_central import BleCentral
 from .db import open_database
-from .dc09 import Account, Dc09Error
+from .dc09 import Account, Dc09Error, parse_key
 from .downlinks import Downlinks
 from .forward_dc09 import Dc09State, Dc09Transport
 from .forward_webhook import WebhookTransport
@@ -487,7 +487,8 @@ def make_transports(config, conn, clock=time.time):
     if arc.host:
         key = read_secret(arc.key_file, "forward.dc09.key_file") if arc.key_file else None
         try:
-            account = Account(arc.account, key, arc.line, arc.receiver or None)
+            account = Account(arc.account, parse_key(key) if key else None, arc.line,
+                              arc.receiver or None)
         except Dc09Error as exc:
             key_name = "forward.dc09.key_file" if "key" in str(exc) else "forward.dc09.account"
             raise ConfigError(key_name, str(exc)) from None

@@ -166,3 +166,51 @@ def test_time_of_occurrence_goes_in_h_extended_data(receiver):
         (h,) = [x for x in message.parse_frame(line).xdata if x.prefix == "H"]
         assert h.value == occurred.replace(microsecond=0)
         assert ("ISOS" in got.x_data) == (fmt == "SIA-DCS")  # ADM-CID: one block, the time
+
+
+def test_key_forms():
+    """DC-09 keys as ARCs issue them (32/48/64 hex digits: 128/192/256-bit binary), the older
+    16/24/32-character form (its ASCII bytes), and 'hex:'/'text:' to settle 32 hex digits."""
+    hex256 = "00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff"
+    assert dc09.parse_key(hex256) == bytes.fromhex(hex256)
+    assert dc09.parse_key(hex256[:48]) == bytes.fromhex(hex256[:48])
+    assert dc09.parse_key("hex:" + hex256[:32]) == bytes.fromhex(hex256[:32])
+    assert dc09.parse_key("text:" + KEY) == KEY.encode()
+    assert dc09.parse_key("my-sixteen-chars") == b"my-sixteen-chars"
+    assert dc09.parse_key("  0123456789ABCDEF01234567 \n") == b"0123456789ABCDEF01234567"
+    for bad, says in ((KEY, "could be a 128-bit key in hex or a 256-bit key"),
+                      ("hex:" + hex256[:30], "32, 48 or 64 hex digits"),
+                      ("short", "32, 48 or 64 hex digits"), ("x" * 40, "16, 24 or 32"),
+                      ("text:" + "é" * 16, "16, 24 or 32")):
+        with pytest.raises(dc09.Dc09Error, match=says) as err:
+            dc09.parse_key(bad)
+        assert bad.split(":")[-1] not in str(err.value)
+
+
+def test_a_hex_key_talks_to_a_receiver_holding_the_same_bytes(receiver):
+    """pysiaalarm uses its key string's ASCII bytes: the hex of those bytes is the same key."""
+    port, events = receiver
+    account = dc09.Account("BBB", key=dc09.parse_key(KEY.encode().hex()))
+    reply = dc09.parse_reply(exchange(port, dc09.encode_event(
+        account, 21, dc09.Event("PA", 120, zone=1), now())), account)
+    assert reply.kind == "ACK" and reply.encrypted
+
+
+def test_an_ambiguous_key_file_stops_the_gateway_naming_the_setting(tmp_path):
+    from vigil_gateway import config as gateway_config
+    from vigil_gateway.db import open_database
+    from vigil_gateway.errors import ConfigError
+    from vigil_gateway.service import make_transports
+    key_file = tmp_path / "arc.key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    cfg = gateway_config.load_dict({"forward": {"dc09": {
+        "host": "127.0.0.1", "port": 9, "account": "BBB", "key_file": str(key_file)}}},
+        str(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        make_transports(cfg, open_database(str(tmp_path)))
+    assert err.value.key == "forward.dc09.key_file" and "hex:" in str(err.value)
+    assert KEY not in str(err.value)
+    key_file.write_text("text:" + KEY + "\n")
+    (transport,) = make_transports(cfg, open_database(str(tmp_path)))
+    assert transport.account.key == KEY.encode()
