@@ -72,6 +72,7 @@ SETTINGS = {
     ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),
     ("incidents", "double_tap_wait_s"): (15.0, _positive, "a positive number of seconds",
                                          False),
+    ("incidents", "late_after_s"): (30.0, _positive, "a positive number of seconds", False),
     ("protocol", "accept_v1"): (True, _flag, "true or false", False),
     ("ble", "enabled"): (False, _flag, "true or false", False),
     ("ble", "allow"): ("", _device_list, "device ids as 8 hex digits, comma-separated "

@@ -68,7 +68,8 @@ class WebhookTransport:
         if location is not None:
             location = dict(location, at=webhook._iso(location["at"]))
         payload = webhook.incident_payload(s["event"], s["incident"], s["device_id"], s["wearer"],
-                                           s["audit"], location, sent_at=now)
+                                           s["audit"], location, sent_at=now,
+                                           late=s.get("late"))
         return webhook.encode_body(payload)
 
     async def deliver(self, item):

@@ -6,6 +6,8 @@
 #   a DOUBLE_TAP names the alarm it answers (its `ref`): that incident records "wearer confirms
 #     they need help" and goes to `needs_help` - even from `closed`, since a wearer asking for
 #     help is never ignored;
+#   an alarm that arrived late (lateness.py) raises its incident all the same, marked late: its
+#     Lateness is stored with it before the raise is forwarded, and the audit says why;
 #   a DOUBLE_TAP naming an alarm not here (yet) is kept (early_taps): applied when that alarm
 #     arrives; if it has not arrived within the wait (incidents.double_tap_wait_s), the tap
 #     raises an incident of its own for that alarm's counter, kind SOS (a wearer is asked to
@@ -19,6 +21,8 @@
 #   an event with no rule for the incident's state is written to the audit trail as ignored;
 #   every applied event is handed to the forwarding outbox (when there is one) in the same
 #     transaction: the outbox keeps those it forwards (outbox.FORWARDED_EVENTS).
+from . import lateness
+
 OPEN = "open"
 NEEDS_HELP = "needs_help"
 CLOSED = "closed"
@@ -63,17 +67,24 @@ class Incidents:
         self.outbox = outbox
         self._early = store.early_tap_devices()  # devices with a DOUBLE_TAP kept for its alarm
 
-    def raise_alarm(self, device_id, counter, kind, at, detail="", location=None):
-        """location: (lat, lon, accuracy_m) in degrees and metres, when the alarm carried one."""
+    def raise_alarm(self, device_id, counter, kind, at, detail="", location=None, late=None):
+        """location: (lat, lon, accuracy_m) in degrees and metres, when the alarm carried one;
+        late: its Lateness when it arrived late."""
         state, text = RULES[(None, RAISED)]
+        if late is not None:
+            detail = _join(lateness.describe(late), detail)
         incident = self.store.create_alarm_incident(device_id, counter, kind, state, at)
         if incident is None:  # its double tap came first and raised it (promote_early_taps)
             incident = self.store.incident_for_alarm(device_id, counter)
+            if late is not None:
+                self.store.set_lateness(incident.id, late)
             self.store.add_audit(incident.id, at, ALARM_ARRIVED, _join(
                 "the %s alarm itself arrived (after its double tap raised this incident)" % kind,
                 detail))
             return incident
         self.store.add_audit(incident.id, at, RAISED, _join(text, detail))
+        if late is not None:
+            self.store.set_lateness(incident.id, late)
         if self.outbox is not None:
             if location is not None:
                 self.outbox.set_location(incident.id, location[0], location[1], location[2], at)

@@ -164,6 +164,12 @@ class Metrics:
                                     "LOST_CONTACT incidents raised by supervision")
         self.late_frames = Counter("vigil_gateway_late_frames_total",
                                    "Frames below the replay window, never seen, accepted")
+        self.late_alarms = Counter("vigil_gateway_late_alarms_total",
+                                   "Alarms delivered marked late, by what showed it (age: it "
+                                   "waited on the wearable; order: a later frame came first; "
+                                   "silence: it came while contact was lost)", ["basis"])
+        for basis in ("age", "order", "silence"):
+            self.late_alarms.inc(basis, amount=0)
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
         self.ble_connected = Gauge("vigil_gateway_ble_connected",
                                    "Wearables connected over BLE")

@@ -106,6 +106,7 @@ class Outbox:
             "wearer": wearer_profiles.as_payload(wearer),
             "zone": wearer.zone if wearer else 1,
             "location": self.location(incident.id),
+            "late": _late(store.lateness(incident.id)),
             "audit": [{"at": a.at, "event": a.event, "detail": a.detail}
                       for a in store.audit(incident.id)],
         }
@@ -180,3 +181,8 @@ def _item(row):
     row = list(row)
     row[6] = json.loads(row[6])
     return Item(*row)
+
+
+def _late(lateness):
+    """A Lateness as the snapshot keeps it (JSON), or None."""
+    return None if lateness is None else lateness._asdict()

@@ -15,7 +15,9 @@
 #              is at or below the device's history floor (its first accepted counter minus the
 #              window size: this gateway has no record there), which is `stale_counter`
 #   persist    a new frame, its incident change and the device's contact go into the batch's
-#              transaction; a retransmission creates nothing
+#              transaction; a retransmission creates nothing; an alarm that arrived late
+#              (lateness.py: its age, a later frame that came first, lost contact) raises its
+#              incident all the same, marked late
 #   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
 #              downlink counter, allocated in the same transaction, sealed in the frame's
 #              version; a verified v2 frame raises the device's registry protocol to 2, so
@@ -32,7 +34,7 @@ import time
 
 import vigil_protocol as p
 
-from . import logs
+from . import lateness, logs
 from .errors import RegistryError, StoreError
 from .incidents import CONTACT_RESTORED, Incidents
 from .registry import REVOKED, device_hex
@@ -93,9 +95,10 @@ class Rejected(Exception):
 
 class Pipeline:
     def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None,
-                 accept_v1=True):
+                 accept_v1=True, late_after_s=30.0):
         self.registry = registry
         self.accept_v1 = accept_v1
+        self.late_after_s = late_after_s
         self.store = store
         self.topics = topics
         self.metrics = metrics
@@ -308,18 +311,47 @@ class Pipeline:
                 self.metrics.late_frames.inc()
             return NEW
 
+    def _lateness(self, frame, now):
+        """An alarm's Lateness when it is late enough to say so (lateness.py), else None.
+        Before the frame is stored and its contact restored: both change what it is judged
+        on."""
+        device_id = frame.device_id
+        top = self._window(device_id).top
+        higher = None
+        if frame.counter < top:
+            higher = self.store.first_arrival_above(device_id, frame.counter)
+        silent_since = None
+        contact = self._contact_of(device_id)
+        if contact is not None and contact.lost_incident is not None and frame.counter > top:
+            silent_since = contact.last_seen
+        late = lateness.judge(now, frame.age or 0, higher, silent_since)
+        if not lateness.is_late(late, self.late_after_s):
+            return None
+        logs.event(log, logging.WARNING, "alarm_late", device=device_hex(device_id),
+                   counter=frame.counter, kind=frame.kind_name, late_s=round(late.late_s, 1),
+                   basis=late.basis or None, possibly_held_s=None if late.held_up_to_s is None
+                   else round(late.held_up_to_s, 1))
+        if self.metrics is not None:
+            for basis in (late.basis.split(",") if late.basis else []) + (
+                    ["silence"] if late.held_up_to_s is not None else []):
+                self.metrics.late_alarms.inc(basis)
+        return late
+
     def _persist(self, frame, payload, now, touched):
         device_id = frame.device_id
         kind = getattr(frame, "kind_name", None)
         ref = getattr(frame, "ref", None) or None
+        late = self._lateness(frame, now) if isinstance(frame, p.Alarm) else None
         self.store.insert_frame(device_id, frame.counter, frame.tag, frame.NAME, kind, ref,
                                 payload, now)
         self._contact(frame, now, touched)
         if isinstance(frame, p.Alarm):
             detail = _alarm_detail(frame)
             if frame.kind == p.DOUBLE_TAP:
-                incident = self.incidents.wearer_confirms(device_id, frame.ref, now,
-                                                          "double tap, frame %d" % frame.counter)
+                said = "double tap, frame %d" % frame.counter
+                if late is not None:
+                    said += ", " + lateness.describe(late)
+                incident = self.incidents.wearer_confirms(device_id, frame.ref, now, said)
                 if incident is None:  # before its alarm: kept for it (incidents.py)
                     self.incidents.early_tap(device_id, frame.counter, frame.ref, now)
                     if self.metrics is not None:
@@ -334,7 +366,7 @@ class Pipeline:
                     location = (frame.location[0] / 1e7, frame.location[1] / 1e7,
                                 frame.location[2])
                 incident = self.incidents.raise_alarm(device_id, frame.counter, frame.kind_name,
-                                                      now, detail, location)
+                                                      now, detail, location, late)
                 logs.event(log, logging.INFO, "incident_raised", incident=incident.id,
                            kind=frame.kind_name, device=device_hex(device_id),
                            counter=frame.counter)

@@ -11,6 +11,7 @@
 from collections import namedtuple
 
 from .db import Transaction
+from .lateness import Lateness
 
 Incident = namedtuple("Incident", "id device_id counter kind state opened_at updated_at")
 AuditEntry = namedtuple("AuditEntry", "incident_id at event detail")
@@ -60,6 +61,13 @@ CREATE TABLE IF NOT EXISTS early_taps (
     PRIMARY KEY (device_id, counter)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS early_taps_by_ref ON early_taps (device_id, ref);
+CREATE TABLE IF NOT EXISTS incident_lateness (
+    incident_id INTEGER PRIMARY KEY REFERENCES incidents (id),
+    raised_at REAL NOT NULL,
+    late_s REAL NOT NULL,
+    basis TEXT NOT NULL,
+    held_up_to_s REAL
+);
 CREATE TABLE IF NOT EXISTS contact (
     device_id INTEGER PRIMARY KEY,
     last_seen REAL NOT NULL,
@@ -104,6 +112,11 @@ class Store:
         return self.conn.execute("SELECT counter, tag FROM frames WHERE device_id = ? "
                                  "ORDER BY counter DESC LIMIT ?", (device_id, limit)).fetchall()
 
+    def first_arrival_above(self, device_id, counter):
+        """When the first frame with a higher counter than `counter` arrived (None: none)."""
+        return self.conn.execute("SELECT min(received_at) FROM frames WHERE device_id = ? "
+                                 "AND counter > ?", (device_id, counter)).fetchone()[0]
+
     def frame_count(self, device_id=None):
         if device_id is None:
             return self.conn.execute("SELECT count(*) FROM frames").fetchone()[0]
@@ -138,6 +151,17 @@ class Store:
         if cur.rowcount == 0:
             return None
         return Incident(cur.lastrowid, device_id, counter, kind, state, at, at)
+
+    def set_lateness(self, incident_id, lateness):
+        self.conn.execute("INSERT OR REPLACE INTO incident_lateness VALUES (?, ?, ?, ?, ?)",
+                          (incident_id,) + tuple(lateness))
+
+    def lateness(self, incident_id):
+        """The incident's alarm's Lateness, if it arrived late (lateness.py); else None."""
+        row = self.conn.execute("SELECT raised_at, late_s, basis, held_up_to_s FROM "
+                                "incident_lateness WHERE incident_id = ?",
+                                (incident_id,)).fetchone()
+        return Lateness(*row) if row else None
 
     def incident(self, incident_id):
         row = self.conn.execute("SELECT %s FROM incidents WHERE id = ?" % _INCIDENT_COLUMNS,

@@ -70,7 +70,8 @@ def verify(secret, header, body, now=None, tolerance_s=TOLERANCE_S):
     return t
 
 
-def incident_payload(event, incident, device_id, wearer, audit, location=None, sent_at=None):
+def incident_payload(event, incident, device_id, wearer, audit, location=None, sent_at=None,
+                     late=None):
     """The webhook body for one incident event.
 
     event    -- what happened: "raised", "wearer_confirms", "contact_restored", "resolved", ...
@@ -78,6 +79,8 @@ def incident_payload(event, incident, device_id, wearer, audit, location=None, s
     wearer   -- dict: name, contacts [{name, phone, relation}], notes (or None)
     audit    -- list of dicts: at, event, detail
     location -- dict: lat, lon, accuracy_m, at (or None)
+    late     -- dict: raised_at, late_s, basis, held_up_to_s (lateness.Lateness), when the
+                alarm arrived late (or None)
     """
     kind = incident["kind"]
     ref = incident["counter"] if incident.get("counter") is not None else "i%d" % incident["id"]
@@ -93,6 +96,13 @@ def incident_payload(event, incident, device_id, wearer, audit, location=None, s
             "alarm_counter": incident.get("counter"),
             "opened_at": _iso(incident["opened_at"]),
             "updated_at": _iso(incident["updated_at"]),
+            # When the alarm was raised at the latest: earlier than opened_at if it came late.
+            "raised_at": _iso(late["raised_at"] if late else incident["opened_at"]),
+            "late": None if late is None else {
+                "late_by_s": round(late["late_s"], 3),
+                "basis": late["basis"].split(",") if late["basis"] else [],
+                "possibly_held_s": None if late["held_up_to_s"] is None
+                else round(late["held_up_to_s"], 3)},
         },
         "procedure": PROCEDURES.get(kind, PROCEDURES["default"]),
         "device": {"id": "%08x" % device_id},

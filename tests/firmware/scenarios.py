@@ -490,7 +490,30 @@ async def link_diagnostics():
     report(cases=out)
 
 
-SCENARIOS = {"duress": duress, "duress_three_presses": duress_three_presses,
+async def waited():
+    """A duress alarm raised while no link is up, sent 2.5 s later when one comes up."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    await board.duress_button.presses(4)
+    task = asyncio.create_task(w.input_task())
+    await until(lambda: w.stats["raised"] == 1, 3000, 5)
+    task.cancel()
+    await asyncio.sleep_ms(2500)
+    slot = next(w.outbox.oldest_first())
+    fresh_before = w.outbox.fresh[slot]
+
+    async def body():
+        acked = await until(lambda: len(w.outbox) == 0)
+        return acked
+
+    acked = await with_running(w, body)
+    report(acked=acked, fresh_before=fresh_before,
+           raised=[m.split()[-1] for _, m in log if m.startswith("vigil: raised ")],
+           tx=[m.split()[-1] for _, m in log if m.startswith("vigil: tx ")],
+           played=board.played)
+
+
+SCENARIOS = {"waited": waited, "duress": duress, "duress_three_presses": duress_three_presses,
              "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
              "power_cuts": power_cuts, "hardware_tap": hardware_tap, "battery": battery,
              "watchdog": watchdog, "boot_config": boot_config, "stall": stall, "garbled": garbled,

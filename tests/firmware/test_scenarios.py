@@ -189,3 +189,18 @@ def test_tls_refuses_a_broker_signed_by_another_ca(scenario, mosquitto_factory, 
     broker = mosquitto_factory(tls=tls)
     report = scenario("duress", port=broker.tls_port, ca_file=other["cafile"])
     assert report["acked"] is False and report["stats"]["sent"] == 0
+
+
+def test_an_alarm_that_waited_for_a_link_goes_out_sealed_with_its_age(scenario, fake_gateway):
+    gw = fake_gateway()
+    report = scenario("waited")
+    assert report["acked"] is True and report["fresh_before"] == 1
+    [raised] = [p.decode(bytes.fromhex(f), gw.key, p.UP) for f in report["raised"]]
+    [alarm] = gw.wait_frames("alarm", 1)
+    # The same alarm (counter, kind), sealed again once before it first went out, with the
+    # seconds it waited (2.5 s, rounded down); every copy sent is those bytes.
+    assert (alarm.counter, alarm.kind) == (raised.counter, p.DURESS)
+    assert raised.age == 0 and alarm.age == 2
+    assert set(report["tx"]) == {p.encode(alarm, gw.key, 2).hex()} == {
+        raw.hex() for _, raw, frame in gw.uplinks if getattr(frame, "NAME", "") == "alarm"}
+    assert report["played"] == []  # duress: still nothing shown

@@ -97,7 +97,9 @@ def test_a_tap_whose_alarm_never_comes_raises_an_incident_of_its_own(tmp_path):
     assert [i.id for i in site.store.incidents()] == [incident.id]
     assert trail(site, incident)[-1] == (
         "alarm_arrived", "the FALL alarm itself arrived (after its double tap raised this "
-                         "incident)")
+                         "incident); LATE: raised at least 45 s before it arrived (a later "
+                         "frame of the device came first)")  # its tap, a higher counter
+    assert site.store.lateness(incident.id).late_s == 45
     assert site.store.frame_tag(DEV, 5) is not None
     # And another tap on it is an ordinary confirmation.
     send(site, frame(9, p.DOUBLE_TAP, ref=5))

@@ -59,3 +59,20 @@ def test_the_schema_rejects_a_payload_without_its_procedure():
     del payload["procedure"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(payload, SCHEMA)
+
+
+def test_a_late_alarm_says_when_it_was_raised_and_why_it_is_late():
+    late = {"raised_at": 1699999000.0, "late_s": 1000.0, "basis": "age,order",
+            "held_up_to_s": None}
+    payload = webhook.incident_payload("raised", INCIDENT, 1, WEARER, [], late=late)
+    jsonschema.validate(payload, SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert payload["incident"]["raised_at"] == "2023-11-14T21:56:40.000Z"
+    assert payload["incident"]["late"] == {"late_by_s": 1000.0, "basis": ["age", "order"],
+                                           "possibly_held_s": None}
+    on_time = webhook.incident_payload("raised", INCIDENT, 1, WEARER, [])
+    jsonschema.validate(on_time, SCHEMA, format_checker=jsonschema.FormatChecker())
+    assert on_time["incident"]["late"] is None
+    assert on_time["incident"]["raised_at"] == on_time["incident"]["opened_at"]
+    broken = dict(payload, incident=dict(payload["incident"], late={"late_by_s": -1}))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
