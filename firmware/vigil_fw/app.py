@@ -122,9 +122,18 @@ class Wearable:
         self.feedback.duress_open = self.alarms.any_of_kind(DURESS)
 
     def urgent(self):
-        """An alarm is waiting to be sent or is still open: links should be reachable fast
-        (the BLE link advertises quickly), so acks and responder actions get through."""
-        return len(self.outbox) > 0 or bool(self.alarms.open)
+        """An alarm other than a duress alarm is waiting to be sent or is still open: links
+        should be reachable fast (the BLE link advertises quickly), so acks and responder
+        actions get through. A duress alarm never makes it true: while one is open the radio
+        is an idle wearable's (SPEC section 10), and acks reach it at the idle cadence."""
+        outbox = self.outbox
+        for i in range(len(outbox.used)):
+            if outbox.used[i] and outbox.kinds[i] != DURESS:
+                return True
+        for alarm in self.alarms.open.values():
+            if alarm >> 8 != DURESS:
+                return True
+        return False
 
     def _busy(self, name):
         self.beats[name] = ticks_ms()

@@ -48,7 +48,7 @@ from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
 from .outbox import Outbox
 from .wearers import Wearers
-from .errors import ConfigError, GatewayError, StoreError
+from .errors import ConfigError, GatewayError, RegistryError, StoreError
 from .http_server import serve
 from .incidents import STATES
 from .metrics import Metrics
@@ -147,7 +147,8 @@ class Gateway:
             self.ble = BleCentral(self.topics, self.inbound.put_nowait, self._ble_allowed,
                                   scanner_factory, client_factory,
                                   max_connections=config.ble.max_connections,
-                                  scan_stall_s=config.ble.scan_stall_s)
+                                  scan_stall_s=config.ble.scan_stall_s,
+                                  key_of=self._ble_key)
         self._ble_writes = set()
         # Stored downlinks handed over and not yet confirmed: id -> (Downlink, future or task).
         self._mqtt_waiting = {}
@@ -164,6 +165,16 @@ class Gateway:
         if self.config.ble.allow:
             return {int(v, 16) for v in self.config.ble.allow.split(",") if v.strip()}
         return {d.device_id for d in self.registry.devices() if d.state == ACTIVE}
+
+    def _ble_key(self, device_id):
+        """An active device's key, to resolve its rotating BLE identifier; None otherwise."""
+        device = self.registry.get(device_id)
+        if device is None or device.state != ACTIVE:
+            return None
+        try:
+            return self.registry.key(device)
+        except RegistryError:  # its key file is unreadable: the MQTT path says so too
+            return None
 
     # -- running --
     async def run(self):
@@ -460,7 +471,10 @@ class Gateway:
             for name, value in (("scanner_restarts", s.scanner_restarts),
                                 ("scanner_errors", s.scanner_errors),
                                 ("connect_failures", s.connect_failures),
-                                ("ignored_adverts", s.ignored), ("adverts", s.adverts)):
+                                ("ignored_adverts", s.ignored), ("adverts", s.adverts),
+                                ("resolved_adverts", s.resolved),
+                                ("unresolved_adverts", s.unresolved),
+                                ("legacy_adverts", s.legacy), ("bad_frames", s.bad_frames)):
                 m.ble_events.set(value, name)
         pending = self.outbox.pending_counts()
         for transport in self.forwarding.transports:

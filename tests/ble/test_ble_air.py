@@ -9,6 +9,7 @@ import pytest
 from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
+from vigil_protocol.ble_id import BleKey, apply
 from vigil_tools.aioble_bumble import Aioble
 from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
 from vigil_gateway.bumble_air import Air
@@ -25,8 +26,8 @@ KEY = bytes(range(0x30, 0x50))
 DEVICE = "00c0ffee"
 
 
-async def wearable(air, flash_dir, address="F1:00:00:00:00:01", device=DEVICE):
-    config = Config({"version": 1, "device_id": device, "key": KEY.hex(),
+async def wearable(air, flash_dir, address="F1:00:00:00:00:01", device=DEVICE, key=KEY):
+    config = Config({"version": 1, "device_id": device, "key": key.hex(),
                      "mqtt": {"host": "unused", "username": device, "password": "x"}})
     board = SimBoard(str(flash_dir))
     w = Wearable(board, config, [], log=lambda m: None)
@@ -54,13 +55,16 @@ async def next_alarm(frames, timeout=5):
             return data
 
 
-async def find(central, device_hex, timeout=5):
+async def find(central, key, timeout=5):
+    """The first wearable heard whose rotating identifier resolves under `key`, with the
+    identifier: (device, adv, identifier)."""
     found = asyncio.get_running_loop().create_future()
+    ble = BleKey(key)
 
     def seen(device, adv):
         data = adv.manufacturer_data.get(ble_link.COMPANY_ID)
-        if data and data.hex() == device_hex and not found.done():
-            found.set_result((device, adv))
+        if data and ble.resolves(data) and not found.done():
+            found.set_result((device, adv, bytes(data)))
 
     scanner = BleakScanner(seen, [ble_link.SERVICE], backend=BumbleScanner,
                            bumble_device=central)
@@ -78,23 +82,33 @@ def test_scan_connect_alarm_notify_and_ack_by_write(tmp_path, mtu):
         w, board, link = await wearable(air, tmp_path)
         central = await air.device("F0:00:00:00:00:01")
         task = asyncio.create_task(w.run())
-        device, adv = await find(central, DEVICE)
-        # (The name "Vigil" rides in the scan response, which bumble's emulated controller
-        # answers with the advertising data instead: the service and device id identify us.)
-        assert ble_link.SERVICE in adv.service_uuids
+        device, adv, identifier = await find(central, KEY)
+        # (No name, no device id: the service and an identifier only its key resolves.)
+        assert ble_link.SERVICE in adv.service_uuids and adv.local_name is None
+        up, down = BleKey(KEY).masks(identifier)
+
+        def unmasked(mask, data):
+            out = bytearray(len(data))
+            apply(mask, data, out)
+            return bytes(out)
+
         notes = asyncio.Queue()
         async with BleakClient(device, backend=BumbleClient, bumble_device=central,
                                mtu=mtu) as client:
             assert client.mtu_size == mtu
-            await client.start_notify(ble_link.UPLINK, lambda c, d: notes.put_nowait(bytes(d)))
-            identity = await client.read_gatt_char(ble_link.IDENTITY)
-            assert identity.hex() == DEVICE + "01"
+            await client.start_notify(ble_link.UPLINK,
+                                      lambda c, d: notes.put_nowait(unmasked(up, d)))
+            # Nothing readable before the key is proved: no identity characteristic.
+            readable = [c.uuid for s in client.services for c in s.characteristics
+                        if "read" in c.properties and s.uuid == ble_link.SERVICE]
+            assert readable == []
             await asyncio.sleep(0.1)
             counter = w.raise_alarm(p.SOS)
             frame = p.decode(await next_alarm(notes), KEY, p.UP)
             assert (frame.kind, frame.counter) == (p.SOS, counter)
             ack = p.encode(p.Ack(frame.device_id, 1, frame.counter, p.RECEIVED), KEY)
-            await client.write_gatt_char(ble_link.DOWNLINK, ack, response=True)
+            await client.write_gatt_char(ble_link.DOWNLINK, unmasked(down, ack),
+                                         response=True)
             for _ in range(100):
                 if len(w.outbox) == 0:
                     break

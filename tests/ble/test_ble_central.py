@@ -12,11 +12,16 @@ from vigil_gateway.bleak_bumble import BumbleScanner, factories as bumble_factor
 from vigil_gateway.bumble_air import Air
 
 
+OTHER_KEY = bytes(range(0x60, 0x80))
+KEYS = {0x00C0FFEE: p.DeviceKey(KEY), 0x0000BEEF: p.DeviceKey(OTHER_KEY)}
+
+
 async def central_for(air, allowed, messages, **kwargs):
+    """A central serving `allowed`, resolving rotating identifiers with the devices' keys."""
     device = await air.device("F0:00:00:00:00:01")
     central = BleCentral(
         Topics("vigil"), messages.put_nowait, lambda: allowed,
-        *bumble_factories(device), **kwargs)
+        *bumble_factories(device), key_of=KEYS.get, **kwargs)
     return central
 
 
@@ -33,7 +38,7 @@ def test_allowed_wearable_is_connected_and_its_alarm_arrives_as_a_message(tmp_pa
         air = Air()
         w, _, link = await wearable(air, tmp_path / "a")
         other, _, _ = await wearable(air, tmp_path / "b", address="F1:00:00:00:00:02",
-                                     device="0000beef")
+                                     device="0000beef", key=OTHER_KEY)
         messages = asyncio.Queue()
         central = await central_for(air, {0x00C0FFEE}, messages)
         tasks = [asyncio.create_task(t) for t in (w.run(), other.run(), central.run())]
@@ -43,12 +48,14 @@ def test_allowed_wearable_is_connected_and_its_alarm_arrives_as_a_message(tmp_pa
         assert message.topic == "vigil/up/00c0ffee" and message.token == ("ble", 0x00C0FFEE)
         frame = p.decode(message.payload, KEY, p.UP)
         assert (frame.kind, frame.counter) == (p.DURESS, counter)
-        # The ack goes back by write; the wearable stops retransmitting.
+        # The ack goes back by write (masked by the central); the wearable stops
+        # retransmitting.
         ack = p.encode(p.Ack(frame.device_id, 1, counter, p.RECEIVED), KEY)
         assert await central.send(0x00C0FFEE, ack)
         assert await until(lambda: len(w.outbox) == 0)
-        # The other wearable is not on the allow-list: seen, never connected.
-        assert central.status.ignored > 0 and central.status.connected == {0x00C0FFEE}
+        # The other wearable is not on the allow-list: its identifier resolves under none of
+        # the allowed keys; heard, counted, never connected.
+        assert central.status.unresolved > 0 and central.status.connected == {0x00C0FFEE}
         assert not await central.send(0x0000BEEF, ack)
         await central.close()
         for t in tasks:
@@ -87,7 +94,7 @@ def test_at_most_max_connections_wearables_are_held(tmp_path):
         air = Air()
         a, _, _ = await wearable(air, tmp_path / "a")
         b, _, _ = await wearable(air, tmp_path / "b", address="F1:00:00:00:00:02",
-                                 device="0000beef")
+                                 device="0000beef", key=OTHER_KEY)
         messages = asyncio.Queue()
         central = await central_for(air, {0x00C0FFEE, 0x0000BEEF}, messages,
                                     max_connections=1)

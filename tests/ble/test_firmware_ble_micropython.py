@@ -11,6 +11,7 @@ import pytest
 from bleak import BleakClient, BleakScanner
 
 import vigil_protocol as p
+from vigil_protocol.ble_id import BleKey
 from vigil_gateway import config as gateway_config
 from vigil_gateway.ble_central import COMPANY_ID, SERVICE
 from vigil_gateway.bleak_bumble import BumbleClient, BumbleScanner
@@ -19,6 +20,7 @@ from vigil_gateway.service import Gateway
 from vigil_tools.ble_rig import BleRig, WearableProcess
 
 KEY = bytes(range(0x30, 0x50))
+OTHER_KEY = bytes(range(0x60, 0x80))
 DEVICE = 0x00C0FFEE
 OTHER = 0x0000BEEF
 TOKEN = "ble-micropython-token-0123456789"
@@ -128,7 +130,7 @@ def test_an_allowed_wearable_is_connected_and_its_alarm_acked_by_a_signed_write(
     asks for an MTU of 247 itself, so a central that asks for none still gets 21-byte
     check-ins."""
     a = wearables(0)
-    b = wearables(1, device=OTHER)
+    b = wearables(1, device=OTHER, key=OTHER_KEY.hex())
 
     async def scenario():
         ble = {"allow": "%08x" % DEVICE}
@@ -139,11 +141,12 @@ def test_an_allowed_wearable_is_connected_and_its_alarm_acked_by_a_signed_write(
             factories = radio_factories(
                 await open_device(rig.gateway_transport, "F0:00:00:00:00:01"), central_mtu)
         gateway = gateway_for(tmp_path, mosquitto, "mpble-%d" % central_mtu, ble, factories)
-        gateway.registry.add(OTHER, KEY)  # known to the gateway, but not on the BLE allow-list
+        gateway.registry.add(OTHER, OTHER_KEY)  # known, but not on the BLE allow-list
         task = asyncio.create_task(gateway.run())
         try:
             assert await until(lambda: DEVICE in gateway.ble.status.connected)
-            assert await until(lambda: gateway.ble.status.ignored > 0)
+            # The other's rotating identifier resolves under no allowed key: never connected.
+            assert await until(lambda: gateway.ble.status.unresolved > 0)
             assert await until(lambda: gateway.metrics.frames.get("new") >= 1)  # a check-in
             status = await call(a.status)
             assert status["links"] == [{"name": "ble", "up": True, "status": ""}]
@@ -163,12 +166,13 @@ def test_an_allowed_wearable_is_connected_and_its_alarm_acked_by_a_signed_write(
             assert gateway.ble.status.connected == {DEVICE}
         finally:
             await stop(gateway, task)
-        # What each wearable asked its controller to advertise: the Vigil service, the name,
-        # and its device id after the company id; the first advertising was the slow one.
-        for index, device in ((0, DEVICE), (1, OTHER)):
+        # What each wearable asked its controller to advertise: the Vigil service and a
+        # rotating identifier its own key resolves; no name, no device id, no scan response.
+        for index, key in ((0, KEY), (1, OTHER_KEY)):
             record = rig.advertising(index)
-            assert advertised(record) == (SERVICE.replace("-", ""),
-                                          (COMPANY_ID, struct.pack(">I", device)), b"Vigil")
+            service, (company, identifier), name = advertised(record)
+            assert (service, company, name) == (SERVICE.replace("-", ""), COMPANY_ID, None)
+            assert BleKey(key).resolves(identifier) and record.scan_response == b""
             assert record.intervals()[0] == SLOW_MS
 
     asyncio.run(scenario())

@@ -2,8 +2,11 @@
 (vigil_fw.ble_link.BleLink) runs on CPython as a real GATT peripheral in the emulated air.
 
 Implements what the firmware uses: Service, Characteristic, BufferedCharacteristic,
-register_services, advertise (returning a connection with is_connected() and mtu), notify,
-written() -> (connection, data) for capture characteristics, asyncio.TimeoutError on timeouts.
+register_services, advertise (returning a connection with is_connected(), mtu and
+disconnect()), with the fields as keywords or as raw adv_data/resp_data, notify, written() ->
+(connection, data) for capture characteristics, asyncio.TimeoutError on timeouts, and config():
+"mac" and addr_mode as MicroPython's bluetooth.BLE.config has them (1 RANDOM, 3 NRPA: a fresh
+address each time it is set, as NimBLE makes them; 0 and 2 are refused with EINVAL).
 """
 import asyncio
 import struct
@@ -13,6 +16,7 @@ from bumble.device import AdvertisingData
 from bumble.gatt import Characteristic as GattCharacteristic
 from bumble.gatt import CharacteristicValue
 from bumble.gatt import Service as GattService
+from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
 
 
 def UUID(text):
@@ -34,6 +38,10 @@ class Connection:
     @property
     def mtu(self):
         return self.bumble.att_mtu
+
+    async def disconnect(self, timeout_ms=2000):
+        if self.connected:
+            await asyncio.wait_for(self.bumble.disconnect(), timeout_ms / 1000)
 
 
 class Aioble:
@@ -102,6 +110,24 @@ class Aioble:
         self.Characteristic = Characteristic
         self.BufferedCharacteristic = BufferedCharacteristic
         self.UUID = UUID
+        self._address_pending = False
+
+    def config(self, *args, **kwargs):
+        if args == ("mac",):
+            return (1, bytes(reversed(bytes(self.device.random_address))))
+        if args:
+            raise ValueError("unknown config param")
+        mode = kwargs.pop("addr_mode", None)
+        if mode is not None:
+            if mode not in (1, 3):
+                raise OSError(22, "EINVAL")
+            self.device.random_address = (Address.generate_static_address() if mode == 1
+                                          else Address.generate_private_address())
+            self._address_pending = True  # sent to the controller before advertising again
+        kwargs.pop("gap_name", None)
+        if kwargs:
+            raise ValueError("unknown config param")
+        return None
 
     def register_services(self, *services):
         for service in services:
@@ -111,20 +137,26 @@ class Aioble:
     async def advertise(self, interval_us, adv_data=None, resp_data=None, connectable=True,
                         limited_disc=False, br_edr=False, name=None, services=None,
                         appearance=0, manufacturer=None, timeout_ms=None):
-        fields = [(AdvertisingData.FLAGS, bytes([0x06]))]
-        for uuid in services or ():
-            fields.append((AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
-                           bytes(BumbleUUID(uuid))))
-        if manufacturer:
-            fields.append((AdvertisingData.MANUFACTURER_SPECIFIC_DATA,
-                           struct.pack("<H", manufacturer[0]) + manufacturer[1]))
-        response = AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, name.encode())]
-                                   if name else [])
+        if not adv_data and not resp_data:
+            fields = [(AdvertisingData.FLAGS, bytes([0x06]))]
+            for uuid in services or ():
+                fields.append((AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                               bytes(BumbleUUID(uuid))))
+            if manufacturer:
+                fields.append((AdvertisingData.MANUFACTURER_SPECIFIC_DATA,
+                               struct.pack("<H", manufacturer[0]) + manufacturer[1]))
+            adv_data = bytes(AdvertisingData(fields))
+            resp_data = bytes(AdvertisingData(
+                [(AdvertisingData.COMPLETE_LOCAL_NAME, name.encode())] if name else []))
         if not self._incoming.empty():
             return self._accept(self._incoming.get_nowait())
+        if self._address_pending:
+            self._address_pending = False
+            await self.device.send_command(HCI_LE_Set_Random_Address_Command(
+                random_address=self.device.random_address))
         await self.device.start_advertising(
-            advertising_data=bytes(AdvertisingData(fields)),
-            scan_response_data=bytes(response),
+            advertising_data=bytes(adv_data or b""),
+            scan_response_data=bytes(resp_data or b""),
             advertising_interval_min=interval_us / 1000,
             advertising_interval_max=interval_us / 1000)
         try:

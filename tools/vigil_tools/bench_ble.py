@@ -4,8 +4,10 @@ N simulated wearables (the firmware's own core and BLE link, on CPython over an 
 layer on bumble) and one gateway central (real bleak code, bumble backend) feeding the
 gateway's real pipeline and store. Prints the time to connect them all, the alarm-notify ->
 RECEIVED-ack-at-the-wearable latency (p50/p99), and how many wearables the central holds at
-once. The baseline, measured in the same run, is a bare notify -> write round trip over the
-same emulated link with no Vigil work.
+once, for wearables sealing protocol v1 frames and v2 frames, one after the other in the same
+run. Both go over the same private BLE link (rotating identifier resolved by the central,
+every frame masked), which frame version does not change. The baseline, measured in the same
+run, is a bare notify -> write round trip over the same emulated link with no Vigil work.
 
 With --device micropython, the same again with the wearables as a board runs them, beside the
 CPython figures: each in a process of the 32-bit MicroPython build with `bluetooth`
@@ -15,6 +17,7 @@ TCP. Their latency is timed on the wearable (ticks_us from raising the alarm to 
 ack taking it out of the outbox); its baseline is the same bare write round trip.
 """
 import asyncio
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -26,6 +29,11 @@ from . import ToolError
 from .firmware_build import FIRMWARE
 
 KEY = bytes(range(0x40, 0x60))
+
+
+def _key(device_id):
+    """Each wearable's own key: a central tells wearables apart by the key that resolves them."""
+    return hashlib.sha256(KEY + device_id.to_bytes(4, "big")).digest()
 SOS = 1
 CONNECT_LIMIT_S = 60
 
@@ -52,11 +60,12 @@ class _GatewaySide:
         topics = Topics("vigil")
         self.pipeline = Pipeline(registry, Store(self.conn), topics)
         for device_id in device_ids:
-            registry.add(device_id, KEY)
+            registry.add(device_id, _key(device_id))
         self.inbound = asyncio.Queue()
+        keys = {device_id: registry.key(registry.get(device_id)) for device_id in device_ids}
         self.central = BleCentral(topics, self.inbound.put_nowait, lambda: set(device_ids),
                                   *factories(radio),
-                                  max_connections=len(device_ids))
+                                  max_connections=len(device_ids), key_of=keys.get)
         self.tasks = []
 
     async def _loop(self):
@@ -111,8 +120,9 @@ def _figures(wearables, held, connect_s, latencies, lost, baseline):
             "ack_vs_baseline": statistics.median(latencies) / baseline}
 
 
-async def _bench(wearables, alarms):
-    """The wearables on CPython, in this process, on an in-process emulated link."""
+async def _bench(wearables, alarms, version=2):
+    """The wearables on CPython, in this process, on an in-process emulated link, sealing
+    protocol `version` frames."""
     sys.path.insert(0, str(FIRMWARE))  # the wearable's core is device code
     import vigil_protocol as p
     from vigil_fw import ble_link
@@ -127,7 +137,9 @@ async def _bench(wearables, alarms):
     devices = []
     for i in range(wearables):
         device_id = 0x00B1E000 + i
-        config = Config({"version": 1, "device_id": "%08x" % device_id, "key": KEY.hex(),
+        config = Config({"version": 1, "device_id": "%08x" % device_id,
+                         "key": _key(device_id).hex(),
+                         "protocol": version,
                          "mqtt": {"host": "-", "username": "%08x" % device_id,
                                   "password": "-"}})
         flash = tempfile.mkdtemp(dir=tmp.name)
@@ -166,7 +178,7 @@ async def _bench(wearables, alarms):
     return _figures(wearables, held, connect_s, latencies, lost, baseline)
 
 
-async def _bench_micropython(exe, wearables, alarms):
+async def _bench_micropython(exe, wearables, alarms, version=2):
     """The wearables on the 32-bit MicroPython build, a process each, on the rig's ptys."""
     from vigil_gateway.bumble_air import open_device
 
@@ -181,8 +193,8 @@ async def _bench_micropython(exe, wearables, alarms):
             flash = tempfile.mkdtemp(dir=tmp.name)
             devices.append((device_id, await asyncio.to_thread(
                 WearableProcess, exe, rig.wearable_uart(i),
-                {"device": "%08x" % device_id, "key": KEY.hex(), "fs": flash,
-                 "log": False})))
+                {"device": "%08x" % device_id, "key": _key(device_id).hex(), "fs": flash,
+                 "log": False, "protocol": version})))
         radio = await open_device(rig.gateway_transport, "F0:00:00:00:00:02")
         gateway = _GatewaySide(radio, [d for d, _ in devices], tmp.name)
         gateway.start()
@@ -225,24 +237,50 @@ def _print(title, f):
         f["baseline_roundtrip_ms"], f["ack_vs_baseline"]))
 
 
+def _versions(run):
+    """{1: figures, 2: figures}: `run(version)` for wearables on v1, then on v2."""
+    return {version: run(version) for version in (1, 2)}
+
+
+def _print_versions(title, by_version):
+    for version in (1, 2):
+        _print("%s, protocol v%d frames" % (title, version), by_version[version])
+    v1, v2 = by_version[1], by_version[2]
+    print("  v2 / v1: ack p50 %.2f x, p99 %.2f x" % (v2["ack_p50_ms"] / v1["ack_p50_ms"],
+                                                     v2["ack_p99_ms"] / v1["ack_p99_ms"]))
+
+
+def _flat(prefix, by_version):
+    out = {}
+    for version in (1, 2):
+        out.update(("%sv%d_%s" % (prefix, version, k), v) for k, v in by_version[version].items())
+    out[prefix + "v2_vs_v1_ack_p50"] = (by_version[2]["ack_p50_ms"]
+                                        / by_version[1]["ack_p50_ms"])
+    return out
+
+
 def ble_command(args):
-    f = asyncio.run(_bench(args.wearables, args.alarms))
-    _print("Vigil BLE benchmark (emulated controllers, bumble host, real bleak central)", f)
+    f = _versions(lambda v: asyncio.run(_bench(args.wearables, args.alarms, v)))
+    _print_versions("Vigil BLE benchmark (emulated controllers, bumble host, real bleak "
+                    "central)", f)
+    figures = _flat("", f)
     if args.device == "micropython":
         from . import mpy32
         exe = mpy32.executable()
         if exe is None:
             raise ToolError("--device micropython: %s" % mpy32.skip_reason())
-        m = asyncio.run(_bench_micropython(exe, args.wearables, args.alarms))
-        _print("The same with the wearables on the 32-bit MicroPython build (BTstack, aioble, "
-               "a process each on a pty; latency timed on the wearable)", m)
-        print("  MicroPython / CPython: connect %.2f x, ack p50 %.2f x, p99 %.2f x" % (
-            m["connect_all_s"] / f["connect_all_s"], m["ack_p50_ms"] / f["ack_p50_ms"],
-            m["ack_p99_ms"] / f["ack_p99_ms"]))
-        f.update(("mpy_" + k, v) for k, v in m.items())
-        f["mpy_vs_cpython_ack_p50"] = m["ack_p50_ms"] / f["ack_p50_ms"]
+        m = _versions(lambda v: asyncio.run(_bench_micropython(exe, args.wearables,
+                                                               args.alarms, v)))
+        _print_versions("The same with the wearables on the 32-bit MicroPython build "
+                        "(BTstack, aioble, a process each on a pty; latency timed on the "
+                        "wearable)", m)
+        print("  MicroPython / CPython (v2): connect %.2f x, ack p50 %.2f x, p99 %.2f x" % (
+            m[2]["connect_all_s"] / f[2]["connect_all_s"],
+            m[2]["ack_p50_ms"] / f[2]["ack_p50_ms"], m[2]["ack_p99_ms"] / f[2]["ack_p99_ms"]))
+        figures.update(_flat("mpy_", m))
+        figures["mpy_vs_cpython_ack_p50"] = m[2]["ack_p50_ms"] / f[2]["ack_p50_ms"]
     print(" ".join("%s=%s" % (k, ("%.3f" % v) if isinstance(v, float) else v)
-                   for k, v in f.items()))
+                   for k, v in figures.items()))
     return 0
 
 

@@ -271,7 +271,7 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize):
     cmd, env = frozen
     rig = BleRig(wearables=1).start()
     try:
-        rig.listening_central([int(DEVICE, 16)])
+        rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
                            alarms, heapsize, idle=False, ble=True)
     finally:

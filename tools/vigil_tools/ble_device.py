@@ -7,7 +7,8 @@
 #   MICROPYPATH=.frozen MICROPYBTUART=<pty> micropython ble_device.py
 #
 # stdin: one JSON line of settings (device, key, fs; optional mqtt_port, mqtt_prefix,
-# retry_ms, adv_window_ms, checkin_interval_s), then one command per line:
+# retry_ms, adv_window_ms, rotate_ms, checkin_interval_s, protocol), then one command per
+# line:
 #   raise KIND          raise an alarm of that kind (1 SOS, 2 DURESS, 4 FALL ...) at once;
 #                       the reply says how long raising it took ("us")
 #   checkin             send a check-in now (21 bytes: over BLE only once the MTU was raised)
@@ -55,10 +56,12 @@ class Device:
         Outbox.RETRY_FIRST_MS = s.get("retry_ms", Outbox.RETRY_FIRST_MS)
         Outbox.RETRY_MAX_MS = max(Outbox.RETRY_FIRST_MS, s.get("retry_max_ms", 4000))
         BleLink.ADV_WINDOW_MS = s.get("adv_window_ms", BleLink.ADV_WINDOW_MS)
+        BleLink.ROTATE_MS = s.get("rotate_ms", BleLink.ROTATE_MS)
         mqtt = {"host": "127.0.0.1", "port": s.get("mqtt_port", 1883), "username": s["device"],
                 "password": "unused", "prefix": s.get("mqtt_prefix", "vigil")}
         self.config = Config({"version": 1, "device_id": s["device"], "key": s["key"],
                               "checkin_interval_s": s.get("checkin_interval_s", 300),
+                              "protocol": s.get("protocol", 2),
                               "mqtt": mqtt})
         self.board = SimBoard(s["fs"], hardware_taps=True)
         log = print if s.get("log", True) else (lambda m: None)
@@ -97,7 +100,10 @@ class Device:
         for link in w.links:
             links.append({"name": link.name, "up": link.up, "status": link.status})
         return {"outbox": len(w.outbox), "stats": w.stats, "links": links,
-                "connects": self.ble.connects,
+                "connects": self.ble.connects, "rotations": self.ble.rotations,
+                "identifier": self.ble.identifier.hex(),
+                "address": self.ble.address and self.ble.address[1].hex(),
+                "address_stuck": self.ble.address_stuck,
                 "mtu": connection.mtu if connection is not None else None,
                 "open": w.alarms.listing(), "feedback": w.feedback.played,
                 "inbox": self.inbox,

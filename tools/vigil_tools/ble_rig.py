@@ -10,6 +10,7 @@ open_device). No kernel Bluetooth, no radio.
     rig.wearable_uart(0)      # "/tmp/.../hci0", for MICROPYBTUART
     rig.gateway_transport     # "tcp-client:127.0.0.1:PORT", for the gateway's ble.hci
     rig.advertising(0)        # what wearable 0's host asked its controller to advertise
+    rig.observer(1)           # a passive observer on central port 1 (Observer)
     rig.stop()
 
 The controllers run on an event loop in a thread of their own, so the caller's loop (a test's,
@@ -159,7 +160,18 @@ class RigController(Controller):
 
 
 class RigLink(LocalLink):
-    """bumble's link between emulated controllers, with LE data sent from the right address."""
+    """bumble's link between emulated controllers, with LE data sent from the right address,
+    and taps for observers: each LE data PDU (a whole L2CAP PDU: the controllers reassemble)
+    is shown to every callable in `sniffers` as (time, source address, destination address,
+    PDU), which is what a sniffer following the connection records."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sniffers = []
+
+    def _tap(self, source, destination, data):
+        for sniff in self.sniffers:
+            sniff(time.monotonic(), str(source), str(destination), bytes(data))
 
     def advertiser(self, address):
         for c in self.controllers:
@@ -175,6 +187,9 @@ class RigLink(LocalLink):
         # the address the sender's connection was made with, which is the one the receiver
         # knows the connection by.
         connection = sender_controller.le_connections.get(destination_address)
+        if transport == PhysicalTransport.LE and self.sniffers:
+            self._tap(connection.self_address if connection is not None
+                      else sender_controller.random_address, destination_address, data)
         if transport != PhysicalTransport.LE or connection is None or \
                 not connection.self_address:
             return super().send_acl_data(sender_controller, destination_address, transport,
@@ -225,12 +240,19 @@ class BleRig:
 
     def listening_central(self, allowed, index=0, timeout=10.0):
         """The gateway's BLE central (vigil_gateway.ble_central: bleak over bumble) on central
-        port `index`, run on the rig's own loop: it connects the wearables whose device ids
-        are in `allowed` and subscribes to their uplink, and drops what they send, as a
-        gateway in range that never acknowledges would. Returns the BleCentral (its
-        .status.connected says who is connected)."""
+        port `index`, run on the rig's own loop: it connects the wearables in `allowed` (a
+        dict of device id -> key bytes, so it resolves their rotating identifiers) and
+        subscribes to their uplink, and drops what they send, as a gateway in range that never
+        acknowledges would. Returns the BleCentral (its .status.connected says who is
+        connected)."""
         return asyncio.run_coroutine_threadsafe(
-            self._listen(set(allowed), index), self._loop).result(timeout)
+            self._listen(dict(allowed), index), self._loop).result(timeout)
+
+    def observer(self, index, timeout=10.0):
+        """A passive Observer on central port `index`, recording from now on."""
+        observer = Observer(self)
+        asyncio.run_coroutine_threadsafe(observer._start(index), self._loop).result(timeout)
+        return observer
 
     async def _listen(self, allowed, index):
         from vigil_gateway.ble_central import SERVICE, BleCentral
@@ -240,8 +262,12 @@ class BleRig:
 
         device = await open_device(self.central_transport(index),
                                    "F0:00:00:00:01:%02X" % (index & 255))
-        central = BleCentral(Topics("vigil"), lambda message: None, lambda: allowed,
-                             *factories(device, [SERVICE]), max_connections=len(allowed))
+        import vigil_protocol as p
+
+        keys = {device_id: p.DeviceKey(key) for device_id, key in allowed.items()}
+        central = BleCentral(Topics("vigil"), lambda message: None, lambda: set(keys),
+                             *factories(device, [SERVICE]), max_connections=len(allowed),
+                             key_of=keys.get)
         self._background.append((asyncio.ensure_future(central.run()), central, device))
         return central
 
@@ -311,14 +337,66 @@ class BleRig:
             for task, central, device in self._background:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)  # its scanner stopped
-                await central.close()
-                await asyncio.gather(*central._tasks, return_exceptions=True)
+                if central is not None:
+                    await central.close()
+                    await asyncio.gather(*central._tasks, return_exceptions=True)
                 await device.transport.close()
             for transport in transports:
                 try:
                     await transport.close()
                 except Exception:  # a transport whose peer already went away
                     pass
+
+
+class Observer:
+    """A bystander with a sniffer: a bumble host on one of the rig's central ports that only
+    scans, passively (it sends nothing, not even scan requests), and records every
+    advertisement it hears, and a tap on the link that records every ATT notification and
+    write, as a sniffer following each connection would. Lists grow from the threads the rig
+    runs on; read them after the fact.
+
+    adverts: [(time, address, data)]             every advertising report heard
+    frames:  [(time, "notify" | "write", peer address, value)]
+    """
+
+    _NOTIFY, _WRITE_REQUEST, _WRITE_COMMAND = 0x1B, 0x12, 0x52
+
+    def __init__(self, rig):
+        self.rig = rig
+        self.adverts = []
+        self.frames = []
+        self.device = None
+
+    async def _start(self, index):
+        from bumble.device import Device
+
+        from vigil_gateway.bumble_air import open_device
+
+        self.device = await open_device(self.rig.central_transport(index),
+                                        "F0:00:00:00:0E:%02X" % (index & 255))
+        self.device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
+        await self.device.start_scanning(active=False, filter_duplicates=False)
+        self.rig.controllers[0].link.sniffers.append(self._on_pdu)
+        self.rig._background.append((asyncio.ensure_future(asyncio.sleep(0)), None,
+                                     self.device))
+
+    def _on_advertisement(self, advertisement):
+        self.adverts.append((time.monotonic(), str(advertisement.address).split("/")[0],
+                             bytes(advertisement.data_bytes)))
+
+    def _on_pdu(self, at, source, destination, pdu):
+        # L2CAP: length u16, channel u16 (4: ATT), then the ATT PDU: opcode, handle u16, value.
+        if len(pdu) < 7 or int.from_bytes(pdu[2:4], "little") != 4:
+            return
+        opcode = pdu[4]
+        if opcode == self._NOTIFY:
+            self.frames.append((at, "notify", source, pdu[7:]))
+        elif opcode in (self._WRITE_REQUEST, self._WRITE_COMMAND):
+            self.frames.append((at, "write", destination, pdu[7:]))
+
+    def of(self, address_prefix=""):
+        """The advertisements heard from addresses starting with `address_prefix`."""
+        return [a for a in self.adverts if a[1].startswith(address_prefix)]
 
 
 class HostPort:
