@@ -176,7 +176,8 @@ class Metrics:
         self.ble_scanning = Gauge("vigil_gateway_ble_scanning", "1 while the BLE scanner runs")
         self.ble_events = Gauge("vigil_gateway_ble_events",
                                 "BLE link events since start (scanner_restarts, scanner_errors, "
-                                "connect_failures, ignored_adverts, adverts)", ["event"])
+                                "connect_failures, ignored_adverts, adverts, resolved_adverts, "
+                                "unresolved_adverts, legacy_adverts, bad_frames)", ["event"])
 
         self.forward_attempts = Counter("vigil_gateway_forward_attempts_total",
                                         "Attempts to deliver an incident event, by destination "
