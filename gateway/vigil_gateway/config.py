@@ -94,6 +94,8 @@ SETTINGS = {
     ("forward.dc09", "key_file"): ("", _text, "a file path (empty: unencrypted)", True),
     ("forward.dc09", "format"): ("SIA-DCS", lambda v: v in ("SIA-DCS", "ADM-CID"),
                                  "one of SIA-DCS, ADM-CID", False),
+    ("forward.dc09", "account_scheme"): ("site", lambda v: v in ("site", "device"),
+                                         "one of site, device", False),
     ("forward.dc09", "receiver"): ("", _text, "1 to 6 hex digits (empty: none)", False),
     ("forward.dc09", "line"): ("0", _text, "1 to 6 hex digits", False),
     ("forward.dc09", "null_interval_s"): (60.0, _positive, "a positive number of seconds",

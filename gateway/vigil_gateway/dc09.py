@@ -155,7 +155,8 @@ def _xdata(event, fmt="SIA-DCS"):
         if fmt == "ADM-CID":
             text = None  # one block at most after a Contact ID event: the time matters more
     if text:
-        clean = "".join(c for c in text if c.isalnum() or c in " -_.:,")[:60]
+        # ASCII letters, digits and a little punctuation: a name such as "Zoë" loses its ë
+        clean = "".join(c for c in text if c.isascii() and (c.isalnum() or c in " -_.:,"))[:60]
         out += "[I%s]" % clean
     return out
 

@@ -16,8 +16,11 @@
 #   wearer_confirms on DURESS: 6 121 / HA, I-text "duress - double tap received", counted
 #                       (duress_taps): never a personal emergency that invites a call;
 #   contact_restored, resolved: 3 <the kind's event> / the kind's restore code;
-#   every code is zone-addressed: zone = the wearer's zone (wearer profile, default 1), area /
+#   every code is zone-addressed: account and zone from dc09_identity (scheme "site": the
+#   site's account, the wearer profile's zone; "device": the device's own account, zone 001;
+#   no profile under "site": the device's own account, logged dc09_identity_derived), area /
 #   partition 1 (DC-05 addresses 121 by user: the same number);
+#   the I-text names the device ("dev 00c0ffee") and the wearer where the profile has a name;
 #   location, when known, in [X lon][Y lat] (degrees, hemisphere, minutes) with SIA-DCS;
 #   an event sent more than LATE_S after it was queued carries its time of occurrence [H...];
 #   ADM-CID messages carry at most one extended-data block: receivers such as pysiaalarm refuse
@@ -42,10 +45,16 @@
 import asyncio
 import collections
 import datetime
+import logging
 import time
 
-from . import dc09
+from . import dc09, logs
+from . import wearers as wearer_profiles
+from .dc09_identity import identity
 from .errors import GatewayError
+from .registry import device_hex
+
+log = logging.getLogger("vigil_gateway.forward_dc09")
 
 NAME = "dc09"
 
@@ -104,6 +113,9 @@ def event_for(snapshot):
     where = None
     if location and -90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180:
         where = (location["lat"], location["lon"])
+    # who it is, for the ARC's operator: the device id, and the wearer's name where known
+    name = (snapshot.get("wearer") or {}).get("name")
+    text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], name) if part)
     return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
                       location=where, text=text)
 
@@ -125,6 +137,7 @@ class Dc09State:
         self.conn = conn
         self.destination = destination
         conn.executescript(_SCHEMA)
+        wearer_profiles.Wearers(conn)  # its table, read for each message's identity
         conn.execute("INSERT OR IGNORE INTO dc09_state VALUES (?, 0, 0.0)", (destination,))
 
     def _row(self):
@@ -162,10 +175,12 @@ class Dc09Transport:
     name = NAME
 
     def __init__(self, host, port, account, state, fmt="SIA-DCS", timeout_s=10.0,
-                 clock=time.time):
+                 clock=time.time, scheme="site"):
         self.host = host
         self.port = port
-        self.account = account
+        self.account = account  # the site's account (NULL link tests, scheme "site")
+        self.scheme = scheme    # dc09_identity: "site" or "device"
+        self.derived = set()    # devices reported under an identity derived from their id
         self.state = state
         self.fmt = fmt
         self.timeout_s = timeout_s
@@ -187,12 +202,20 @@ class Dc09Transport:
             return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":
             event.location = None
+        account, event.zone, derived = identity(
+            self.scheme, self.account, item.device_id,
+            wearer_profiles.get(self.state.conn, item.device_id))
+        if derived and item.device_id not in self.derived:
+            self.derived.add(item.device_id)
+            logs.event(log, logging.WARNING, "dc09_identity_derived",
+                       device=device_hex(item.device_id), account=account.number,
+                       fix="give the wearer a profile with its zone (vigil gateway wearer set)")
         if self.clock() - item.created_at > LATE_S:
             event.occurred = datetime.datetime.fromtimestamp(
                 int(item.created_at + self.state.clock_offset), datetime.timezone.utc)
         result = await self._send(self.state.sequence_for(item.id),
-                                  lambda seq, when: dc09.encode_event(self.account, seq, event,
-                                                                      when, self.fmt))
+                                  lambda seq, when: dc09.encode_event(account, seq, event, when,
+                                                                      self.fmt), account)
         if result.ok and item.event == "wearer_confirms" and \
                 item.snapshot["incident"]["kind"] == "DURESS":
             self.duress_taps += 1
@@ -200,18 +223,19 @@ class Dc09Transport:
 
     async def link_test(self):
         return await self._send(self.state.next_sequence(),
-                                lambda seq, when: dc09.encode_null(self.account, seq, when))
+                                lambda seq, when: dc09.encode_null(self.account, seq, when),
+                                self.account)
 
     def _refused(self, reason, error):
         self.counts[reason] += 1
         return Result(False, error, alert=True, reason=reason)
 
-    async def _send(self, seq, build):
+    async def _send(self, seq, build, account):
         for _attempt in range(2):
             when = self._when()
             try:
                 raw = await self._exchange(build(seq, when))
-                reply = dc09.parse_reply(raw, self.account)
+                reply = dc09.parse_reply(raw, account)
             except (OSError, asyncio.TimeoutError) as exc:
                 self.link_up = False
                 return Result(False, "cannot reach the receiver at %s:%d: %s"
@@ -223,7 +247,7 @@ class Dc09Transport:
             if not raw:  # connected, then closed without a word: the ACK (if any) was lost
                 return Result(False, "no reply from the receiver to sequence %04d" % seq)
             if reply.kind == "ACK":
-                problem = dc09.ack_problem(reply, self.account, seq)
+                problem = dc09.ack_problem(reply, account, seq)
                 if problem is None:
                     return Result(True)
                 reason, text = problem
@@ -232,13 +256,13 @@ class Dc09Transport:
             if reply.kind == "NAK" and reply.receiver_time is not None:
                 offset = reply.receiver_time.timestamp() - when.timestamp()
                 if abs(offset) <= CLOCK_SLACK_S:
-                    if self.account.key:
+                    if account.key:
                         return self._refused("wrong_key", "the receiver cannot decrypt our "
                                              "messages for account %s: wrong key (its NAK's time "
-                                             "agrees with ours)" % self.account.number)
+                                             "agrees with ours)" % account.number)
                     return self._refused("nak", "the receiver refused the message for account "
                                          "%s (NAK; its time agrees with ours)"
-                                         % self.account.number)
+                                         % account.number)
                 self.state.set_clock_offset(self.state.clock_offset + offset)
                 self.clock_corrections += 1
                 continue  # resend at once with the corrected time, same sequence number
@@ -246,7 +270,7 @@ class Dc09Transport:
                 return self._refused("duh", "the receiver does not understand this event (DUH)")
             if reply.kind == "NAK":
                 return self._refused("unknown_account", "the receiver refused account %s (NAK "
-                                     "without its time: unknown account)" % self.account.number)
+                                     "without its time: unknown account)" % account.number)
             if reply.kind == "NONE":
                 return self._refused("corrupt", "the receiver got a corrupt line (no framed "
                                      "reply)")

@@ -205,6 +205,9 @@ class Metrics:
         self.dc09_duress_taps = Counter("vigil_gateway_dc09_duress_taps_total",
                                         "Double taps on a duress incident forwarded to the ARC "
                                         "(as duress; the gateway never prompts on duress)")
+        self.dc09_derived = Gauge("vigil_gateway_dc09_derived_identities",
+                                  "Wearables reported to the ARC under their own device account "
+                                  "because they have no wearer profile (account_scheme site)")
         self.downlinks = Counter("vigil_gateway_downlinks_total",
                                  "DELIVERED acks and responder actions sent (MQTT: the broker's "
                                  "PUBACK; BLE: the wearable's write response), by path and what",

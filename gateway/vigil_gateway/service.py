@@ -486,6 +486,7 @@ class Gateway:
                 for reason, n in transport.counts.items():
                     m.dc09_refused.values[(reason,)] = n
                 m.dc09_duress_taps.values[()] = transport.duress_taps
+                m.dc09_derived.set(len(transport.derived))
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)
@@ -508,7 +509,7 @@ def make_transports(config, conn, clock=time.time):
             key_name = "forward.dc09.key_file" if "key" in str(exc) else "forward.dc09.account"
             raise ConfigError(key_name, str(exc)) from None
         made.append(Dc09Transport(arc.host, arc.port, account, Dc09State(conn), arc.format,
-                                  arc.timeout_s, clock))
+                                  arc.timeout_s, clock, arc.account_scheme))
     return made
 
 

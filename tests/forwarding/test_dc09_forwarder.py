@@ -11,6 +11,7 @@ from vigil_gateway import dc09
 from vigil_gateway.db import open_database
 from vigil_gateway.forward_dc09 import Dc09State, Dc09Transport, event_for
 from vigil_gateway.outbox import Item
+from vigil_gateway.wearers import Wearers
 from vigil_tools.broker import free_port
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"
@@ -59,10 +60,15 @@ def item(kind, event, location=None, zone=3, row_id=None, audit=(), created_at=N
                 snapshot, created_at, 0, created_at, None, None, None)
 
 
-def transport(tmp_path, port, encrypted, fmt, clock=time.time):
+def transport(tmp_path, port, encrypted, fmt, clock=time.time, scheme="site", profile=True):
+    """A transport for the site account AAA (plain) or BBB (AES); the wearer of 00c0ffee has a
+    profile with zone 3 unless `profile` is False."""
     conn = open_database(str(tmp_path))
     account = dc09.Account("BBB", KEY) if encrypted else dc09.Account("AAA")
-    return Dc09Transport("127.0.0.1", port, account, Dc09State(conn), fmt, 5.0, clock)
+    state = Dc09State(conn)
+    if profile:
+        Wearers(conn).set(0xC0FFEE, "Zoë Quinn", zone=3)
+    return Dc09Transport("127.0.0.1", port, account, state, fmt, 5.0, clock, scheme)
 
 
 def drain(events):
@@ -121,6 +127,7 @@ def test_unknown_account_is_an_alert(receiver, tmp_path):
     port, _ = receiver
     conn = open_database(str(tmp_path))
     t = Dc09Transport("127.0.0.1", port, dc09.Account("DDD"), Dc09State(conn))
+    Wearers(conn).set(0xC0FFEE, "W", zone=3)
     result = asyncio.run(t.deliver(item("SOS", "raised")))
     assert not result.ok and result.alert and "DDD" in result.error
 
@@ -156,7 +163,7 @@ def test_an_event_sent_late_carries_its_time_of_occurrence(receiver, tmp_path):
 
 def test_no_motion_says_so_in_text():
     event = event_for(item("NO_MOTION", "raised").snapshot)
-    assert (event.sia_code, event.cid_event, event.text) == ("QA", 102, "no motion")
+    assert (event.sia_code, event.cid_event, event.text) == ("QA", 102, "no motion, dev 00c0ffee")
 
 
 def test_codes_against_dc03_and_dc05_tables():
@@ -179,7 +186,7 @@ def test_a_confirmation_is_its_alarm_reported_again_and_closed_by_its_restore():
     resolved = event_for(item("SOS", "resolved").snapshot)
     assert (confirms.sia_code, confirms.cid_event, confirms.zone) == \
         (raised.sia_code, raised.cid_event, raised.zone)
-    assert confirms.qualifier == dc09.STATUS and confirms.text == "wearer confirms"
+    assert confirms.qualifier == dc09.STATUS and confirms.text.startswith("wearer confirms")
     assert (resolved.cid_event, resolved.qualifier) == (raised.cid_event, dc09.RESTORE)
     # a tap after the alarm was resolved reopens it: a new event
     again = event_for(item("SOS", "wearer_confirms", audit=("raised", "resolved",
@@ -220,3 +227,54 @@ def test_every_mapped_kind_is_decoded_by_siadc09(tmp_path, fmt):
                         cid_event.addr) == (qualifier, cid, 1, 3), (kind, event)
     finally:
         server.stop()
+
+
+def test_each_device_its_own_account_under_the_device_scheme(tmp_path):
+    """scheme "device": the wearable's id is its account (zone 001), as lone-worker ARCs
+    identify devices; key, line and receiver number stay the configured ones."""
+    port = free_port()
+    client = start_receiver(port, {"00C0FFEE": KEY, "00C0FFEF": KEY})
+    try:
+        t = transport(tmp_path, port, True, "SIA-DCS", scheme="device")
+        assert asyncio.run(t.deliver(item("SOS", "raised"))).ok
+        got = client.events.get(timeout=5)
+        assert (got.account, got.code, got.message[:3]) == ("00C0FFEE", "PA", "001")
+        other = item("FALL", "raised")
+        other.snapshot["device_id"] = 0xC0FFEF
+        assert asyncio.run(t.deliver(other._replace(device_id=0xC0FFEF))).ok
+        got = client.events.get(timeout=5)
+        assert (got.account, got.code) == ("00C0FFEF", "MA")
+        assert t.derived == set()  # the scheme chosen: nothing to tell the operator
+    finally:
+        client.stop()
+
+
+def test_a_wearer_without_a_profile_never_lands_on_zone_001_of_the_site(receiver, tmp_path,
+                                                                          caplog):
+    """Under the site account, a wearable with no profile is reported under its own device
+    account (the receiver here does not know it: refused, an alert) and the operator is told
+    once; with a profile it goes under the site account and its zone."""
+    port, events = receiver
+    t = transport(tmp_path, port, False, "SIA-DCS", profile=False)
+    with caplog.at_level("WARNING", logger="vigil_gateway.forward_dc09"):
+        result = asyncio.run(t.deliver(item("SOS", "raised")))
+        asyncio.run(t.deliver(item("SOS", "raised")))
+    assert not result.ok and result.reason == "unknown_account" and "00C0FFEE" in result.error
+    assert [r.getMessage() for r in caplog.records].count("dc09_identity_derived") == 1
+    assert t.derived == {0xC0FFEE}
+    Wearers(t.state.conn).set(0xC0FFEE, "W", zone=9)
+    drain(events)
+    assert asyncio.run(t.deliver(item("SOS", "raised"))).ok
+    got = events.get(timeout=5)
+    assert (got.account, got.message[:3]) == ("AAA", "009")
+
+
+def test_the_i_text_names_the_device_and_the_wearer(receiver, tmp_path):
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, False, "SIA-DCS")
+    row = item("FALL", "raised")
+    row.snapshot["wearer"] = {"name": "Zoë Quinn", "contacts": [], "notes": None}
+    assert asyncio.run(t.deliver(row)).ok
+    got = events.get(timeout=5)
+    assert "Ifall, dev 00c0ffee, Zo Quinn" in got.x_data   # ASCII only: the ë is dropped

@@ -14,6 +14,7 @@ from test_dc09_forwarder import item
 from vigil_gateway import dc09
 from vigil_gateway.db import open_database
 from vigil_gateway.forward_dc09 import Dc09State, Dc09Transport
+from vigil_gateway.wearers import Wearers
 from vigil_tools.broker import free_port
 
 KEY = "0123456789ABCDEF0123456789ABCDEF"
@@ -60,8 +61,10 @@ def accepted(events, sequence, n):
 
 def transport(tmp_path, port, account, clock=None):
     kwargs = {} if clock is None else {"clock": clock}
-    return Dc09Transport("127.0.0.1", port, account, Dc09State(open_database(str(tmp_path))),
-                         "SIA-DCS", 5.0, **kwargs)
+    conn = open_database(str(tmp_path))
+    state = Dc09State(conn)
+    Wearers(conn).set(0xC0FFEE, "W", zone=3)  # so the site account reports it
+    return Dc09Transport("127.0.0.1", port, account, state, "SIA-DCS", 5.0, **kwargs)
 
 
 def rewrite_ack(pattern, replacement):

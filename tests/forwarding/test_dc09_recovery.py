@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from forwarding_site import Site
+from forwarding_site import DEV, Site
 from sia_receiver import ReplyProxy, start_receiver
 
 import vigil_protocol as p
@@ -25,6 +25,7 @@ def arc(tmp_path):
     """A site forwarding to DC-09 only; the receiver (behind a proxy that records each
     message) is started by the test."""
     site = Site(tmp_path, destinations=("dc09",))
+    site.wearers.set(DEV, "W", zone=3)
     port = free_port()
     transport = Dc09Transport("127.0.0.1", port, dc09.Account("AAA"), Dc09State(site.conn),
                               "SIA-DCS", 5.0)

@@ -73,9 +73,11 @@ class _Site:
         from vigil_gateway.registry import Registry
         from vigil_gateway.store import Store
         from vigil_gateway.topics import Topics
+        from vigil_gateway.wearers import Wearers
 
         conn = open_database(folder)
         registry = Registry(conn, os.path.join(folder, "keys"), clock)
+        wearers = Wearers(conn)
         self.store = Store(conn)
         self.outbox = Outbox(conn, ("dc09",), (1.0, 300.0), 3600.0)
         metrics = Metrics(REASONS)
@@ -99,6 +101,7 @@ class _Site:
             device = _DEVICE + i
             key = bytes((device * 7 + j) & 0xFF for j in range(32))
             registry.add(device, key, interval_s=3600)
+            wearers.set(device, "W%d" % i, zone=i % 999 + 1)  # zones of the site account
             frame = p.encode(p.Alarm(device, 1, p.SOS), p.DeviceKey(key))
             pipeline.process([Message("vigil/up/%08x" % device, frame)])
 
