@@ -96,6 +96,9 @@ SETTINGS = {
                                  "one of SIA-DCS, ADM-CID", False),
     ("forward.dc09", "account_scheme"): ("site", lambda v: v in ("site", "device"),
                                          "one of site, device", False),
+    ("forward.dc09", "backup_host"): ("", _text, "a host name or address (empty: no backup)",
+                                      False),
+    ("forward.dc09", "backup_port"): (0, _port, "an integer from 1 to 65535", False),
     ("forward.dc09", "receiver"): ("", _text, "1 to 6 hex digits (empty: none)", False),
     ("forward.dc09", "line"): ("0", _text, "1 to 6 hex digits", False),
     ("forward.dc09", "null_interval_s"): (60.0, _positive, "a positive number of seconds",
@@ -200,6 +203,9 @@ def _check_together(config):
             raise ConfigError("forward.dc09.port", "is needed when forward.dc09.host is set")
         if not config.forward.dc09.account:
             raise ConfigError("forward.dc09.account", "is needed when forward.dc09.host is set")
+        if config.forward.dc09.backup_host and not config.forward.dc09.backup_port:
+            raise ConfigError("forward.dc09.backup_port",
+                              "is needed when forward.dc09.backup_host is set")
     if config.mqtt.password_file and not config.mqtt.username:
         raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
 

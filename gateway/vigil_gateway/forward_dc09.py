@@ -41,7 +41,12 @@
 #   answer to a message the receiver could not decrypt, reported as a wrong key;
 #   DUH, a bare NAK or an unreadable reply: a failed attempt with an operator alert (`alert`
 #   set), retried by the outbox with backoff; every such reply is counted by reason (`counts`);
-#   a NULL link test every null_interval_s keeps `link_up` true or false.
+#   a backup receiver (primary and secondary paths, EN 50136-1 dual path): a message the
+#   primary does not acknowledge (unreachable, no ACK within timeout_s, or refused) goes to the
+#   secondary with the same sequence number and account, so an ARC that gets it on both pairs
+#   them; a path known down is tried after the others; each path has its own NULL link tests
+#   and up/down state (dc09_path_down at error on failure, dc09_path_up when it answers again);
+#   `link_up` is true while one path answers. One clock offset for both (NTP-run receivers).
 import asyncio
 import collections
 import datetime
@@ -171,13 +176,27 @@ class Dc09State:
                           (offset, self.destination))
 
 
+class Path:
+    """One way to the ARC: a receiver's host and port, and what its last exchange said."""
+
+    def __init__(self, name, host, port):
+        self.name = name
+        self.host = host
+        self.port = port
+        self.link_up = None  # unknown until the first exchange
+
+    def __repr__(self):
+        return "<DC-09 %s path %s:%d>" % (self.name, self.host, self.port)
+
+
 class Dc09Transport:
     name = NAME
 
     def __init__(self, host, port, account, state, fmt="SIA-DCS", timeout_s=10.0,
-                 clock=time.time, scheme="site"):
-        self.host = host
-        self.port = port
+                 clock=time.time, scheme="site", backup=None):
+        self.paths = [Path("primary", host, port)]
+        if backup:  # (host, port) of the ARC's secondary receiver
+            self.paths.append(Path("secondary", backup[0], backup[1]))
         self.account = account  # the site's account (NULL link tests, scheme "site")
         self.scheme = scheme    # dc09_identity: "site" or "device"
         self.derived = set()    # devices reported under an identity derived from their id
@@ -185,10 +204,31 @@ class Dc09Transport:
         self.fmt = fmt
         self.timeout_s = timeout_s
         self.clock = clock
-        self.link_up = None  # unknown until the first exchange
         self.clock_corrections = 0
         self.counts = collections.Counter()  # refused replies by reason
         self.duress_taps = 0  # double taps on a duress incident forwarded (as duress)
+
+    @property
+    def link_up(self):
+        """True while some path answers, False once every path has failed, None before."""
+        states = [p.link_up for p in self.paths]
+        if True in states:
+            return True
+        return False if False in states else None
+
+    def _order(self):
+        # the primary first, unless it is known down and another is not: an alarm must not
+        # wait out the primary's timeout on every attempt while the secondary answers
+        return sorted(self.paths, key=lambda p: p.link_up is False)
+
+    def _path_seen(self, path, up, error=None):
+        if up and path.link_up is False:
+            logs.event(log, logging.WARNING, "dc09_path_up", path=path.name, host=path.host,
+                       port=path.port)
+        elif not up and path.link_up is not False:
+            logs.event(log, logging.ERROR, "dc09_path_down", path=path.name, host=path.host,
+                       port=path.port, error=error)
+        path.link_up = up
 
     def _when(self):
         # Whole seconds: what the timestamp carries, so a NAK's time compares with it exactly.
@@ -213,39 +253,60 @@ class Dc09Transport:
         if self.clock() - item.created_at > LATE_S:
             event.occurred = datetime.datetime.fromtimestamp(
                 int(item.created_at + self.state.clock_offset), datetime.timezone.utc)
-        result = await self._send(self.state.sequence_for(item.id),
-                                  lambda seq, when: dc09.encode_event(account, seq, event, when,
-                                                                      self.fmt), account)
+        result = await self._on_some_path(
+            self.state.sequence_for(item.id),
+            lambda seq, when: dc09.encode_event(account, seq, event, when, self.fmt), account)
         if result.ok and item.event == "wearer_confirms" and \
                 item.snapshot["incident"]["kind"] == "DURESS":
             self.duress_taps += 1
         return result
 
     async def link_test(self):
-        return await self._send(self.state.next_sequence(),
-                                lambda seq, when: dc09.encode_null(self.account, seq, when),
-                                self.account)
+        """A NULL on every path (each its own supervision); ok when one answers."""
+        results = []
+        for path in self.paths:
+            results.append(await self._send(
+                self.state.next_sequence(),
+                lambda seq, when: dc09.encode_null(self.account, seq, when), self.account, path))
+        return _first_ok(results, self.paths)
+
+    async def _on_some_path(self, seq, build, account):
+        """The message on each path in turn, the same sequence number and account on each (so
+        an ARC that gets it from both pairs them), until one acknowledges it."""
+        results, tried = [], []
+        for path in self._order():
+            result = await self._send(seq, build, account, path)
+            if result.ok:
+                return result
+            results.append(result)
+            tried.append(path)
+        return _first_ok(results, tried)
 
     def _refused(self, reason, error):
         self.counts[reason] += 1
         return Result(False, error, alert=True, reason=reason)
 
-    async def _send(self, seq, build, account):
+    async def _send(self, seq, build, account, path=None):
+        path = path or self.paths[0]
         for _attempt in range(2):
             when = self._when()
             try:
-                raw = await self._exchange(build(seq, when))
+                raw = await self._exchange(build(seq, when), path)
                 reply = dc09.parse_reply(raw, account)
             except (OSError, asyncio.TimeoutError) as exc:
-                self.link_up = False
-                return Result(False, "cannot reach the receiver at %s:%d: %s"
-                              % (self.host, self.port, type(exc).__name__))
+                error = "cannot reach the receiver at %s:%d: %s" % (path.host, path.port,
+                                                                    type(exc).__name__)
+                self._path_seen(path, False, error)
+                return Result(False, error)
             except dc09.Dc09Error as exc:
-                self.link_up = True
+                self._path_seen(path, True)
                 return self._refused("unreadable", "unreadable reply from the receiver: %s" % exc)
-            self.link_up = True
             if not raw:  # connected, then closed without a word: the ACK (if any) was lost
-                return Result(False, "no reply from the receiver to sequence %04d" % seq)
+                error = "no reply from the receiver at %s:%d to sequence %04d" % (
+                    path.host, path.port, seq)
+                self._path_seen(path, False, error)
+                return Result(False, error)
+            self._path_seen(path, True)
             if reply.kind == "ACK":
                 problem = dc09.ack_problem(reply, account, seq)
                 if problem is None:
@@ -277,9 +338,9 @@ class Dc09Transport:
             return self._refused("unexpected", "the receiver answered %s" % reply.kind)
         return self._refused("clock", "the receiver refused our time twice (NAK)")
 
-    async def _exchange(self, line):
+    async def _exchange(self, line, path):
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.timeout_s)
+            asyncio.open_connection(path.host, path.port), self.timeout_s)
         try:
             writer.write(line)
             await writer.drain()
@@ -299,3 +360,16 @@ class Dc09Transport:
 
     async def close(self):
         pass
+
+
+def _first_ok(results, paths):
+    """One Result for attempts on several paths: the first success, else every path's error
+    (alert when one was a refusal, its reason the first refusal's)."""
+    for result in results:
+        if result.ok:
+            return result
+    if len(results) == 1:
+        return results[0]
+    refusals = [r for r in results if r.alert]
+    return Result(False, "; ".join("%s: %s" % (p.name, r.error) for p, r in zip(paths, results)),
+                  alert=bool(refusals), reason=refusals[0].reason if refusals else None)

@@ -208,6 +208,9 @@ class Metrics:
         self.dc09_derived = Gauge("vigil_gateway_dc09_derived_identities",
                                   "Wearables reported to the ARC under their own device account "
                                   "because they have no wearer profile (account_scheme site)")
+        self.dc09_path_up = Gauge("vigil_gateway_dc09_path_up",
+                                  "1 while that path to the ARC answers (primary, secondary: "
+                                  "each its own NULL link tests)", ["path"])
         self.downlinks = Counter("vigil_gateway_downlinks_total",
                                  "DELIVERED acks and responder actions sent (MQTT: the broker's "
                                  "PUBACK; BLE: the wearable's write response), by path and what",

@@ -487,6 +487,9 @@ class Gateway:
                     m.dc09_refused.values[(reason,)] = n
                 m.dc09_duress_taps.values[()] = transport.duress_taps
                 m.dc09_derived.set(len(transport.derived))
+                for path in transport.paths:
+                    if path.link_up is not None:
+                        m.dc09_path_up.set(1 if path.link_up else 0, path.name)
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)
@@ -509,7 +512,8 @@ def make_transports(config, conn, clock=time.time):
             key_name = "forward.dc09.key_file" if "key" in str(exc) else "forward.dc09.account"
             raise ConfigError(key_name, str(exc)) from None
         made.append(Dc09Transport(arc.host, arc.port, account, Dc09State(conn), arc.format,
-                                  arc.timeout_s, clock, arc.account_scheme))
+                                  arc.timeout_s, clock, arc.account_scheme,
+                                  (arc.backup_host, arc.backup_port) if arc.backup_host else None))
     return made
 
 

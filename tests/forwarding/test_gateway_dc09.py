@@ -76,3 +76,41 @@ def test_arc_down_then_up(tmp_path, mosquitto):
         gw.stop()
         if receiver is not None:
             receiver.stop()
+
+
+def test_primary_receiver_dead_the_backup_gets_it(tmp_path, mosquitto):
+    """[forward.dc09] backup_host/backup_port: with nothing on the primary, the alarm reaches
+    the secondary receiver; each path's state is on /metrics and the dead one is an alert."""
+    backup_port = free_port()
+    write_secret(tmp_path / "arc.key", AES_KEY.encode().hex() + "\n")
+    gw = GatewayProcess(tmp_path / "gw", mosquitto.port, mqtt={"prefix": "fwd-dc09b"},
+                        forward={"backoff_min_s": 0.05, "backoff_max_s": 0.3},
+                        **{"forward.dc09": {"host": "127.0.0.1", "port": free_port(),
+                                            "backup_host": "127.0.0.1",
+                                            "backup_port": backup_port,
+                                            "account": "1234AB",
+                                            "key_file": str(tmp_path / "arc.key"),
+                                            "null_interval_s": 0.2}})
+    gw.add_device(DEV, KEY)
+    gw.cli("wearer", "set", "%08x" % DEV, "--name", "W", "--zone", "12")
+    events = queue.Queue()
+    backup = start_receiver(backup_port, {"1234AB": AES_KEY}, events)
+    gw.start()
+    device = Device(mosquitto.port, DEV, KEY, prefix="fwd-dc09b", client_id="fwd-dc09b")
+    try:
+        sos = device.next_counter()
+        device.publish(p.encode(p.Alarm(DEV, sos, p.SOS), device.key))
+        got = events.get(timeout=20)
+        while got.code == "RP":  # a NULL link test may come first
+            got = events.get(timeout=20)
+        assert (got.code, got.account) == ("PA", "1234AB")
+        wait_for(lambda: gw.metrics().get('vigil_gateway_dc09_path_up{path="secondary"}') == 1
+                 and gw.metrics().get('vigil_gateway_dc09_path_up{path="primary"}') == 0,
+                 what="each path's state")
+        assert gw.metrics()["vigil_gateway_dc09_link_up"] == 1
+        assert any(e["event"] == "dc09_path_down" and e["path"] == "primary"
+                   for e in gw.log_events())
+    finally:
+        device.close()
+        gw.stop()
+        backup.stop()
