@@ -22,7 +22,8 @@
 #   partition 1 (DC-05 addresses 121 by user: the same number);
 #   the I-text names the device ("dev 00c0ffee") and the wearer where the profile has a name;
 #   location, when known, in [X lon][Y lat] (degrees, hemisphere, minutes) with SIA-DCS;
-#   an event sent more than LATE_S after it was queued carries its time of occurrence [H...];
+#   an event sent more than LATE_S after it happened carries its time of occurrence [H...] (a
+#   late alarm's raised_at from the snapshot, else when it was queued);
 #   ADM-CID messages carry at most one extended-data block: receivers such as pysiaalarm refuse
 #   more after a Contact ID event, so no location, and [H] in place of the I-text when late:
 #   choose SIA-DCS where the ARC should see the location.
@@ -123,6 +124,16 @@ def event_for(snapshot):
     text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], name) if part)
     return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
                       location=where, text=text)
+
+
+def _occurred(item):
+    """When the event happened: a late alarm's `raised` at the time it was raised at the latest
+    (the snapshot's `late`, from the wearable's age or the order of its frames), else when it
+    was queued."""
+    late = item.snapshot.get("late")
+    if item.event == "raised" and late and late.get("raised_at") is not None:
+        return min(late["raised_at"], item.created_at)
+    return item.created_at
 
 
 class Result:
@@ -250,9 +261,10 @@ class Dc09Transport:
             logs.event(log, logging.WARNING, "dc09_identity_derived",
                        device=device_hex(item.device_id), account=account.number,
                        fix="give the wearer a profile with its zone (vigil gateway wearer set)")
-        if self.clock() - item.created_at > LATE_S:
+        occurred = _occurred(item)
+        if self.clock() - occurred > LATE_S:
             event.occurred = datetime.datetime.fromtimestamp(
-                int(item.created_at + self.state.clock_offset), datetime.timezone.utc)
+                int(occurred + self.state.clock_offset), datetime.timezone.utc)
         result = await self._on_some_path(
             self.state.sequence_for(item.id),
             lambda seq, when: dc09.encode_event(account, seq, event, when, self.fmt), account)

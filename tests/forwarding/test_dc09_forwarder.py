@@ -161,6 +161,22 @@ def test_an_event_sent_late_carries_its_time_of_occurrence(receiver, tmp_path):
     assert [x.identifier for x in events.get(timeout=5).extended_data] == ["I"]
 
 
+def test_a_late_alarm_carries_the_time_it_was_raised(receiver, tmp_path):
+    """An alarm that waited on the wearable (the snapshot's `late`) goes with [H] at the time it
+    was raised at the latest, even when the gateway forwards it at once."""
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, False, "SIA-DCS")
+    row = item("SOS", "raised")
+    raised_at = time.time() - 300
+    row.snapshot["late"] = {"raised_at": raised_at, "late_s": 300.0, "basis": "age",
+                            "held_up_to_s": None}
+    assert asyncio.run(t.deliver(row)).ok
+    stamp = dc09.timestamp(dc09.datetime.datetime.fromtimestamp(
+        int(raised_at), dc09.datetime.timezone.utc))[1:]
+    assert "H" + stamp in events.get(timeout=5).x_data
+
+
 def test_no_motion_says_so_in_text():
     event = event_for(item("NO_MOTION", "raised").snapshot)
     assert (event.sia_code, event.cid_event, event.text) == ("QA", 102, "no motion, dev 00c0ffee")
