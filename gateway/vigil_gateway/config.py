@@ -108,6 +108,11 @@ SETTINGS = {
     ("forward.dc09", "timeout_s"): (10.0, _positive, "a positive number of seconds", False),
     ("actions", "tokens_file"): ("", _text, "a file path (empty: no actions API)", True),
     ("actions", "tolerance_s"): (300, _count, "a whole number of seconds", False),
+    ("actions", "host"): ("", _text, "an address to listen on (empty: the API is on the [http] "
+                          "listener, this machine only)", False),
+    ("actions", "port"): (8443, _port, "an integer from 0 to 65535 (0: any free port)", False),
+    ("actions", "cert_file"): ("", _text, "a file path (empty: no TLS, loopback only)", True),
+    ("actions", "key_file"): ("", _text, "a file path", True),
     ("http", "host"): ("127.0.0.1", _text, "a host name or address", False),
     ("http", "port"): (9464, _port, "an integer from 0 to 65535 (0: any free port)", False),
     ("log", "level"): ("info", lambda v: v in _LOG_LEVELS, "one of " + ", ".join(_LOG_LEVELS),
@@ -206,6 +211,9 @@ def _check_together(config):
         if config.forward.dc09.backup_host and not config.forward.dc09.backup_port:
             raise ConfigError("forward.dc09.backup_port",
                               "is needed when forward.dc09.backup_host is set")
+    if bool(config.actions.cert_file) != bool(config.actions.key_file):
+        raise ConfigError("actions.key_file", "TLS for the API needs both cert_file and "
+                          "key_file")
     if config.mqtt.password_file and not config.mqtt.username:
         raise ConfigError("mqtt.username", "is needed when mqtt.password_file is set")
 

@@ -49,7 +49,7 @@ from .forwarding import Forwarding
 from .outbox import Outbox
 from .wearers import Wearers
 from .errors import ConfigError, GatewayError, RegistryError, StoreError
-from .http_server import serve
+from .http_server import serve_all
 from .incidents import STATES
 from .metrics import Metrics
 from .mqtt_link import NO_SUBSCRIBERS, NOT_QUEUED, MqttLink
@@ -158,6 +158,7 @@ class Gateway:
         self._mqtt_retry_devices = {}
         self.store_ok = True
         self.http = None
+        self.api_http = None
         self._stop = asyncio.Event()
 
     def _ble_allowed(self):
@@ -179,15 +180,13 @@ class Gateway:
     # -- running --
     async def run(self):
         """Run until stop() (or SIGTERM/SIGINT when installed by main())."""
-        try:
-            self.http = await serve(self.config.http.host, self.config.http.port,
-                                    {"/metrics": self._metrics_page,
-                                     "/healthz": self._health_page},
-                                    self._api if self.api is not None else None)
-        except OSError as exc:
+        try:  # the API on a listener of its own when [actions] host is set
+            self.http, self.api_http = await serve_all(
+                self.config, {"/metrics": self._metrics_page, "/healthz": self._health_page},
+                self._api if self.api is not None else None)
+        except ConfigError:
             self.conn.close()
-            raise ConfigError("http.port", "cannot listen on %s:%d: %s" % (
-                self.config.http.host, self.config.http.port, exc.strerror)) from None
+            raise
         logs.event(log, logging.INFO, "gateway_started", data_dir=self.config.gateway.data_dir,
                    devices=len(self.registry.devices()))
         if self.config.mqtt.shared_group:
@@ -225,6 +224,8 @@ class Gateway:
             except Exception:
                 pass
         self.http.close()
+        if self.api_http is not None:
+            self.api_http.close()
         self.conn.close()  # after the COMMIT in flight, if any
         self._writer.shutdown()
         logs.event(log, logging.INFO, "gateway_stopped")
@@ -235,6 +236,12 @@ class Gateway:
     @property
     def http_port(self):
         return self.http.sockets[0].getsockname()[1] if self.http else None
+
+    @property
+    def api_port(self):
+        """The actions API's port: its own listener's, else the local one's."""
+        server = self.api_http or self.http
+        return server.sockets[0].getsockname()[1] if server else None
 
     async def _ingest(self):
         batch_max = self.config.store.batch_max
