@@ -74,6 +74,7 @@ SETTINGS = {
                                          False),
     ("incidents", "late_after_s"): (30.0, _positive, "a positive number of seconds", False),
     ("protocol", "accept_v1"): (True, _flag, "true or false", False),
+    ("protocol", "reack_interval_s"): (1.0, _positive, "a positive number of seconds", False),
     ("ble", "enabled"): (False, _flag, "true or false", False),
     ("ble", "allow"): ("", _device_list, "device ids as 8 hex digits, comma-separated "
                        "(empty: every active registered device)", False),

@@ -170,6 +170,9 @@ class Metrics:
                                    "silence: it came while contact was lost)", ["basis"])
         for basis in ("age", "order", "silence"):
             self.late_alarms.inc(basis, amount=0)
+        self.reacks_suppressed = Counter("vigil_gateway_reacks_suppressed_total",
+                                         "Retransmissions not acknowledged again: one re-ack "
+                                         "per counter per protocol.reack_interval_s")
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
         self.ble_connected = Gauge("vigil_gateway_ble_connected",
                                    "Wearables connected over BLE")

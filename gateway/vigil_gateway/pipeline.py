@@ -21,7 +21,11 @@
 #   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
 #              downlink counter, allocated in the same transaction, sealed in the frame's
 #              version; a verified v2 frame raises the device's registry protocol to 2, so
-#              its other downlinks (DELIVERED, responder actions) are sealed too
+#              its other downlinks (DELIVERED, responder actions) are sealed too;
+#              a retransmission is acked again at most once per reack_interval_s per counter
+#              (replayed frames must not make the gateway a downlink amplifier; every ack
+#              goes out on every path, so a copy arriving meanwhile needs none), the rest
+#              counted in vigil_gateway_reacks_suppressed_total
 # A new frame enters its replay window as soon as it is written into the batch's transaction
 # (so a later frame of the same batch is judged against it); process() returns the acks only
 # once the batch has committed: nothing is acknowledged that is not on disk. (The service
@@ -95,8 +99,10 @@ class Rejected(Exception):
 
 class Pipeline:
     def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None,
-                 accept_v1=True, late_after_s=30.0):
+                 accept_v1=True, late_after_s=30.0, reack_interval_s=1.0):
         self.registry = registry
+        self.reack_interval_s = reack_interval_s
+        self._reacked = {}  # (device_id, counter) -> when a retransmission of it was last acked
         self.accept_v1 = accept_v1
         self.late_after_s = late_after_s
         self.store = store
@@ -274,6 +280,11 @@ class Pipeline:
         else:
             logs.event(log, logging.DEBUG, "retransmission", device=device_hex(frame.device_id),
                        counter=frame.counter)
+            if not self._may_reack(frame, now):
+                if self.metrics is not None:
+                    self.metrics.reacks_suppressed.inc()
+                return Outcome(message, verdict, device_id=frame.device_id,
+                               counter=frame.counter)
         ack = p.Ack(frame.device_id, self._next_downlink_counter(frame.device_id, used),
                     frame.counter, p.RECEIVED)
         # In the uplink's version: a unit re-flashed to v2 may still resend v1 frames from
@@ -281,6 +292,19 @@ class Pipeline:
         downlink = (self.topics.down(frame.device_id), p.encode(ack, key, frame.version))
         return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
                        downlink=downlink)
+
+    def _may_reack(self, frame, now):
+        """True at most once per reack_interval_s per counter (a wearable retransmits no
+        faster than every 1.5 s: each of its own retransmissions is acked)."""
+        key = (frame.device_id, frame.counter)
+        last = self._reacked.get(key)
+        if last is not None and 0 <= now - last < self.reack_interval_s:
+            return False
+        if len(self._reacked) >= 4096:  # forget what can no longer suppress anything
+            self._reacked = {k: t for k, t in self._reacked.items()
+                             if 0 <= now - t < self.reack_interval_s}
+        self._reacked[key] = now
+        return True
 
     def _window(self, device_id):
         window = self._windows.get(device_id)

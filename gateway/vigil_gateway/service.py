@@ -118,7 +118,8 @@ class Gateway:
                              config.forward.max_event_age_s)
         self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock,
                                  self.outbox, accept_v1=config.protocol.accept_v1,
-                                 late_after_s=config.incidents.late_after_s)
+                                 late_after_s=config.incidents.late_after_s,
+                                 reack_interval_s=config.protocol.reack_interval_s)
         self.downlinks = Downlinks(self.conn, self.registry, self.pipeline)
         self._downlink_wake = asyncio.Event()
         self.forwarding = Forwarding(self.store, self.outbox, self.downlinks, transports,

@@ -167,3 +167,25 @@ def test_a_fault_on_one_message_holds_it_back_and_commits_the_others(site, monke
     assert site.store.frame_tag(DEV, 2) is None  # nothing half-written
     monkeypatch.setattr(site.pipeline.incidents, "raise_alarm", real)
     assert site.results(alarm(2)) == ["new"]  # redelivered later: accepted
+
+
+def test_a_replayed_frame_is_acked_again_at_most_once_a_second(site):
+    frame = alarm(1)
+    assert site.send(frame)[0].downlink is not None
+    # A flood of replays in one second: the first is acked again, the rest are not (an
+    # attacker must not turn the gateway into a downlink amplifier), and all are counted.
+    flood = site.send(*[frame] * 50)
+    assert [o.result for o in flood] == ["retransmission"] * 50
+    assert [o.downlink is not None for o in flood] == [True] + [False] * 49
+    assert site.metrics.reacks_suppressed.get() == 49
+    site.clock.now += 0.5
+    assert site.send(frame)[0].downlink is None
+    # The wearable's own retransmissions come at least 1.5 s apart: each is acked.
+    for _ in range(3):
+        site.clock.now += 1.5
+        assert site.send(frame)[0].downlink is not None
+    # Per counter: another alarm's retransmission is not held back by this one's.
+    site.send(alarm(2))
+    assert site.send(alarm(2))[0].downlink is not None
+    acks = [p.decode(o.downlink[1], KEY, p.DOWN).counter for o in site.send(alarm(3))]
+    assert acks == [1 + 1 + 3 + 1 + 1 + 1]  # one downlink counter per ack actually made
