@@ -64,6 +64,7 @@ class BleStatus:
         self.unresolved = 0            # ... that no allowed device's key resolves
         self.legacy = 0                # advertisements with a device id in clear
         self.bad_frames = 0            # masked frames that did not unmask to their header
+        self.superseded = 0            # connection attempts dropped for a newer identifier
 
 
 class BleCentral:
@@ -88,6 +89,8 @@ class BleCentral:
         self.status = BleStatus()
         self._clients = {}        # device_id -> connected BleakClient
         self._connecting = set()  # device ids with a connection task running
+        self._attempts = {}       # device_id -> (identifier, task) until connected
+        self._superseded = set()  # attempts given up for the wearable's newer identifier
         self._retry_at = {}       # device_id -> (monotonic time, delay)
         self._tasks = set()
         self._connect_lock = asyncio.Lock()
@@ -150,7 +153,17 @@ class BleCentral:
         if device_id not in (self.allowed() if allowed is None else allowed):
             self.status.ignored += 1
             return
-        if device_id in self._clients or device_id in self._connecting:
+        if device_id in self._connecting and device_id not in self._clients:
+            attempt = self._attempts.get(device_id)
+            if attempt is not None and attempt[0] != identifier and identifier is not None:
+                # The wearable rotated while we were connecting to its old address, which
+                # will never answer again: give that attempt up now, not at its timeout
+                # (it holds the one connection slot every other wearable waits for).
+                self._superseded.add(device_id)
+                self.status.superseded += 1
+                attempt[1].cancel()
+            return
+        if device_id in self._clients:
             return
         if len(self._clients) + len(self._connecting) >= self.max_connections:
             return
@@ -165,6 +178,7 @@ class BleCentral:
             masks = ble.masks(identifier)
         self._connecting.add(device_id)
         task = asyncio.ensure_future(self._serve(device_id, device, masks))
+        self._attempts[device_id] = (identifier, task)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -255,10 +269,17 @@ class BleCentral:
             self._masks.pop(device_id, None)
             self.status.connected.discard(device_id)
             self._connecting.discard(device_id)
-            delay = self._retry_at.get(device_id, (0, self.RETRY_FIRST_S / 2))[1] * 2
-            delay = min(delay, self.RETRY_MAX_S)
-            self._retry_at[device_id] = (time.monotonic() + delay * random.uniform(0.8, 1.2),
-                                         delay)
+            self._attempts.pop(device_id, None)
+            if device_id in self._superseded:  # connect to its new address at once
+                self._superseded.discard(device_id)
+                self._retry_at.pop(device_id, None)
+                logs.event(log, logging.INFO, "ble_connect_superseded",
+                           device="%08x" % device_id)
+            else:
+                delay = self._retry_at.get(device_id, (0, self.RETRY_FIRST_S / 2))[1] * 2
+                delay = min(delay, self.RETRY_MAX_S)
+                self._retry_at[device_id] = (
+                    time.monotonic() + delay * random.uniform(0.8, 1.2), delay)
             try:
                 await client.disconnect()
             except Exception:  # already gone

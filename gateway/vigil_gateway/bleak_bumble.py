@@ -18,6 +18,7 @@ from bleak.exc import BleakError
 from bumble.core import UUID
 from bumble.device import AdvertisingData, Peer
 from bumble.gatt import Characteristic as GattCharacteristic
+from bumble.hci import HCI_LE_Create_Connection_Cancel_Command
 
 
 def _uuid_str(uuid):
@@ -108,7 +109,16 @@ class BumbleClient(BaseBleakClient):
         try:
             self.connection = await asyncio.wait_for(
                 self.device.connect(self._peer_address), self._timeout)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            # The controller is still trying (a peer that stopped advertising, one whose
+            # address rotated): stop it, or it refuses every later connection attempt.
+            try:
+                await asyncio.shield(self.device.send_sync_command(
+                    HCI_LE_Create_Connection_Cancel_Command()))
+            except Exception:  # it completed or failed meanwhile: nothing left to cancel
+                pass
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise BleakError("connection to %s timed out" % self.address) from None
         self.connection.on(self.connection.EVENT_DISCONNECTION, self._on_disconnection)
         self.peer = Peer(self.connection)

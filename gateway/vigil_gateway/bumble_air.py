@@ -10,6 +10,7 @@ Across processes:    `vigil ble-air tcp-server:127.0.0.1:7001 tcp-server:127.0.0
 """
 import asyncio
 
+from bumble import hci
 from bumble.controller import Controller
 from bumble.device import Device
 from bumble.hci import Address
@@ -17,6 +18,30 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
+
+
+class AirController(Controller):
+    """bumble's emulated controller, with LE Create Connection Cancel doing what a real one
+    does: bumble's answers "success" and keeps trying, so a central that gave up on a peer (one
+    that stopped advertising, or rotated its address) got "command disallowed" for every
+    connection after that. Here the pending connection ends with the Connection Complete event
+    the specification calls for (Vol 4, Part E, 7.8.13)."""
+
+    def on_hci_le_create_connection_cancel_command(self, command):
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        peer = pending.peer_address if hasattr(pending, "peer_address") else \
+            pending.peer_addresses[0]
+        # After the Command Complete this handler's return value becomes.
+        asyncio.get_running_loop().call_soon(
+            self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0, role=hci.Role.CENTRAL,
+                peer_address_type=peer.address_type, peer_address=peer, connection_interval=0,
+                peripheral_latency=0, supervision_timeout=0, central_clock_accuracy=0))
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
 
 class Air:
@@ -27,8 +52,8 @@ class Air:
         self.devices = []
 
     async def device(self, address):
-        controller = Controller("C" + address.replace(":", "")[-4:], link=self.link,
-                                public_address=address)
+        controller = AirController("C" + address.replace(":", "")[-4:], link=self.link,
+                                   public_address=address)
         device = Device(address=Address(address), host=Host(controller,
                                                               AsyncPipeSink(controller)))
         await device.power_on()

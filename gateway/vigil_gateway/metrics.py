@@ -180,7 +180,8 @@ class Metrics:
         self.ble_events = Gauge("vigil_gateway_ble_events",
                                 "BLE link events since start (scanner_restarts, scanner_errors, "
                                 "connect_failures, ignored_adverts, adverts, resolved_adverts, "
-                                "unresolved_adverts, legacy_adverts, bad_frames)", ["event"])
+                                "unresolved_adverts, legacy_adverts, bad_frames, superseded)",
+                                ["event"])
 
         self.forward_attempts = Counter("vigil_gateway_forward_attempts_total",
                                         "Attempts to deliver an incident event, by destination "

@@ -482,7 +482,8 @@ class Gateway:
                                 ("ignored_adverts", s.ignored), ("adverts", s.adverts),
                                 ("resolved_adverts", s.resolved),
                                 ("unresolved_adverts", s.unresolved),
-                                ("legacy_adverts", s.legacy), ("bad_frames", s.bad_frames)):
+                                ("legacy_adverts", s.legacy), ("bad_frames", s.bad_frames),
+                                ("superseded", s.superseded)):
                 m.ble_events.set(value, name)
         pending = self.outbox.pending_counts()
         for transport in self.forwarding.transports:

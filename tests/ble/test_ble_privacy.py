@@ -194,3 +194,79 @@ def test_a_wearable_advertising_its_device_id_in_clear_is_still_served(tmp_path)
         await air.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_attempt_to_a_rotated_address_is_given_up_for_the_new_one():
+    """The wearable rotated while the central was connecting to its old address: the attempt
+    is dropped at once (it holds the one connection slot) and the new address tried without
+    backoff."""
+
+    async def scenario():
+        started, cancelled = [], []
+
+        class Hanging:
+            def __init__(self, device, gone):
+                started.append(device)
+
+            async def connect(self):
+                try:
+                    await asyncio.Event().wait()  # the old address never answers
+                except asyncio.CancelledError:
+                    cancelled.append(1)
+                    raise
+
+            async def disconnect(self):
+                pass
+
+        key = p.DeviceKey(KEY)
+        central = BleCentral(Topics("vigil"), lambda m: None, lambda: {DEVICE}, None,
+                             Hanging, key_of={DEVICE: key}.get)
+        old, new = BleKey(key).identifier(b"\x01\x02\x03"), BleKey(key).identifier(b"\x04\x05\x06")
+        central._connect(DEVICE, "old address", old)
+        await asyncio.sleep(0.05)
+        central._connect(DEVICE, "old address", old)  # the same identifier again: nothing
+        await asyncio.sleep(0.05)
+        assert started == ["old address"] and cancelled == []
+        central._connect(DEVICE, "new address", new)
+        assert await until(lambda: cancelled == [1] and DEVICE not in central._connecting)
+        assert central.status.superseded == 1 and DEVICE not in central._retry_at
+        central._connect(DEVICE, "new address", new)
+        await asyncio.sleep(0.05)
+        assert started == ["old address", "new address"]
+        await central.close()
+
+    asyncio.run(scenario())
+
+
+def test_after_an_abandoned_connection_the_central_can_connect_again(tmp_path):
+    """bumble's emulated controller ignored LE Create Connection Cancel, so every connection
+    after one that timed out was refused ("command disallowed"); AirController ends it."""
+    from bleak import BleakClient
+    from bleak.backends.device import BLEDevice
+    from bumble.hci import Address
+    from vigil_gateway.bleak_bumble import BumbleClient
+
+    async def scenario():
+        air = Air()
+        w, _, link = await wearable(air, tmp_path)
+        central = await air.device("F0:00:00:00:00:01")
+        task = asyncio.create_task(w.run())
+        nobody = BLEDevice("C0:00:00:00:00:99", None,
+                           Address("C0:00:00:00:00:99", Address.RANDOM_DEVICE_ADDRESS))
+        client = BleakClient(nobody, backend=BumbleClient, bumble_device=central, timeout=0.3)
+        try:
+            await client.connect()
+            raise AssertionError("connected to nobody")
+        except Exception as exc:  # BleakError: timed out
+            assert "timed out" in str(exc)
+        assert await until(lambda: link.address is not None)
+        address = Address(":".join("%02X" % b for b in link.address[1]),
+                          Address.RANDOM_DEVICE_ADDRESS)
+        target = BLEDevice(str(address), None, address)
+        async with BleakClient(target, backend=BumbleClient, bumble_device=central,
+                               timeout=5) as client:
+            assert client.is_connected
+        task.cancel()
+        await air.close()
+
+    asyncio.run(scenario())

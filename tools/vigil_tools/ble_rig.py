@@ -33,7 +33,7 @@ import threading
 import time
 
 from bumble import hci, ll
-from bumble.controller import Controller
+from vigil_gateway.bumble_air import AirController
 from bumble.core import PhysicalTransport
 from bumble.link import LocalLink
 from bumble.transport import open_transport
@@ -69,8 +69,9 @@ class AdvertisingRecord:
         return out
 
 
-class RigController(Controller):
-    """bumble's emulated controller, made to work with BTstack as MicroPython runs it."""
+class RigController(AirController):
+    """bumble's emulated controller, made to work with BTstack as MicroPython runs it (and
+    with LE Create Connection Cancel ending a pending connection: AirController)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
