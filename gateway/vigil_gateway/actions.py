@@ -10,8 +10,11 @@
 #   shape       JSON object, at most 8 KiB, fields as in ACTIONS/the OpenAPI document (sent_at
 #               a finite number: not NaN, not infinite), else 400 malformed (the message names
 #               the field)
+#   retried     a request_id this backend used before, for the same incident and the same
+#               body bytes: the original answer again (200, as it was; counted "retried"), so
+#               a backend may retry after a timeout, however late; the same request_id with
+#               another body or incident: 409 replayed (a request_id names one request)
 #   fresh       sent_at within tolerance_s of the gateway's clock, else 409 replayed ("stale")
-#   once        a request_id is used once per backend; again: 409 replayed
 #   incident    unknown: 404 not_found; closed (for anything but resolve): 409 refused
 #   duress      prompt_double_tap on a DURESS incident: 409 refused - the wearer must not be
 #               cued; acknowledged and help_dispatched are audited but send no downlink (the
@@ -25,6 +28,7 @@
 #   effect      audit trail entry (with the backend's name), incident rule (resolve closes and is
 #               forwarded), and the signed downlink, all in one transaction: the downlink waits
 #               in the store until the wearable is reachable (downlinks.py)
+import hashlib
 import hmac
 import json
 import math
@@ -53,9 +57,15 @@ CREATE TABLE IF NOT EXISTS api_requests (
     backend TEXT NOT NULL,
     request_id TEXT NOT NULL,
     at REAL NOT NULL,
+    request_sha256 TEXT,
+    status INTEGER,
+    reply TEXT,
     PRIMARY KEY (backend, request_id)
 ) WITHOUT ROWID;
 """
+# Columns added since the table first shipped (a request stored before has none: a request_id
+# used then stays used, whatever the body).
+_ADDED = (("request_sha256", "TEXT"), ("status", "INTEGER"), ("reply", "TEXT"))
 
 
 def read_tokens(path, key="actions.tokens_file"):
@@ -101,6 +111,11 @@ class ActionsApi:
         self.downlink_ready = downlink_ready
         self.pipeline = pipeline
         store.conn.executescript(_SCHEMA)
+        have = {row[1] for row in store.conn.execute("PRAGMA table_info(api_requests)")}
+        for column, kind in _ADDED:
+            if column not in have:
+                store.conn.execute("ALTER TABLE api_requests ADD COLUMN %s %s" % (column, kind))
+        store.conn.commit()
 
     def handle(self, method, path, headers, body):
         match = _PATH.match(path.split("?", 1)[0])
@@ -167,6 +182,10 @@ class ActionsApi:
         data, problem = self._parse(headers, body)
         if data is None:
             return _error(400, "malformed", problem)
+        digest = hashlib.sha256(b"%d\n" % incident_id + body).hexdigest()
+        earlier = self._earlier(backend, data["request_id"], digest)
+        if earlier is not None:
+            return earlier
         now = self.clock()
         if abs(now - data["sent_at"]) > self.tolerance_s:
             return _error(409, "replayed", "sent_at is more than %d s from the gateway's clock: "
@@ -178,6 +197,13 @@ class ActionsApi:
                 reply = self._apply(backend, incident_id, data, event, code, now)
                 if reply.status >= 400 and reply.result != "replayed":
                     raise _Rollback(reply)
+                if reply.status < 400:  # what a retry of this request gets
+                    kept = dict(reply.body, downlink_queued=False)
+                    self.store.conn.execute(
+                        "UPDATE api_requests SET request_sha256 = ?, status = ?, reply = ? "
+                        "WHERE backend = ? AND request_id = ?",
+                        (digest, reply.status, json.dumps(kept, sort_keys=True), backend,
+                         data["request_id"]))
         except _Rollback as rollback:
             return rollback.reply
         except Exception:
@@ -187,6 +213,19 @@ class ActionsApi:
         if reply.body.get("downlink_queued"):
             self.downlink_ready()
         return reply
+
+    def _earlier(self, backend, request_id, digest):
+        """The stored answer to this very request (a retry), a refusal when the request_id
+        named another request, or None when it is new."""
+        row = self.store.conn.execute(
+            "SELECT request_sha256, status, reply FROM api_requests WHERE backend = ? AND "
+            "request_id = ?", (backend, request_id)).fetchone()
+        if row is None:
+            return None
+        if row[0] == digest and row[2] is not None:
+            return Reply(row[1], json.loads(row[2]), "retried")
+        return _error(409, "replayed", "request_id %s was used already, for another request "
+                      "(a retry must send the same body to the same incident)" % request_id)
 
     def _apply(self, backend, incident_id, data, event, code, now):
         seen = self.store.conn.execute(

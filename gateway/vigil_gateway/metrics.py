@@ -248,7 +248,7 @@ class Metrics:
             self.early_taps.inc(outcome, amount=0)
         for reason in ("no_subscriber", "not_queued", "refused"):
             self.downlink_retries.inc(reason, amount=0)
-        for result in ("applied", "no_effect", "shown", "unauthorized", "malformed",
+        for result in ("applied", "no_effect", "retried", "shown", "unauthorized", "malformed",
                        "replayed", "refused", "not_found", "method_not_allowed"):
             self.api_requests.inc(result, amount=0)
         self.version = build_version()

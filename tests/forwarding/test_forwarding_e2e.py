@@ -204,14 +204,16 @@ def test_wrong_token_malformed_and_replayed_requests_are_refused_and_counted(sit
         assert (got, body["error"]) == (status, error), (kwargs, body)
         check_openapi("/v1/incidents/{incident_id}/actions", "post", got, body)
         assert body["message"]
-    assert site.api.request("POST", path, good)[0] == 200
-    status, body = site.api.request("POST", path, good)           # the same request again
+    first = site.api.request("POST", path, good)
+    assert first[0] == 200
+    assert site.api.request("POST", path, good) == first     # the same request again: a retry
+    status, body = site.api.request("POST", path, dict(good, note="another"))  # another body
     assert (status, body["error"]) == (409, "replayed")
     status, body = site.api.act(999, "acknowledge")
     assert (status, body["error"]) == (404, "not_found")
     metrics = site.gw.metrics()
     for result, n in (("unauthorized", 2), ("malformed", 7), ("replayed", 2), ("applied", 1),
-                      ("not_found", 1)):
+                      ("retried", 1), ("not_found", 1)):
         assert metrics['vigil_gateway_api_requests_total{result="%s"}' % result] == n
     assert TOKEN not in site.gw.log()
 

@@ -82,3 +82,39 @@ def test_an_api_listener_that_cannot_be_safe_stops_the_gateway(gateway_factory, 
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == "vigil: " + line.format(dir=gw.dir)
     assert "Traceback" not in result.stderr
+
+
+def test_a_retried_request_gets_its_first_answer_and_another_body_is_refused(
+        mosquitto, gateway_factory, devices, tmp_path):
+    # A backend that timed out sends the same request again, even past the freshness window
+    # (tolerance_s 1 here), even after a gateway restart: the first answer, no second effect.
+    write_secret(tmp_path / "tokens", "responder %s\n" % TOKEN)
+    gw = gateway_factory(mosquitto.port, mqtt={"prefix": "api-retry"},
+                         actions={"tokens_file": str(tmp_path / "tokens"), "tolerance_s": 1})
+    gw.add_device(A, key_for(A))
+    gw.start()
+    a = devices(mosquitto.port, A, key_for(A), prefix="api-retry")
+    a.publish(a.alarm(p.SOS))
+    a.wait_acked([1])
+    incident = gw.incidents()[0]["id"]
+    url = "http://127.0.0.1:%d/v1/incidents/%d/actions" % (gw.http_port, incident)
+    request = {"action": "prompt_double_tap", "request_id": "retry-%s" % uuid.uuid4().hex[:8],
+               "sent_at": time.time()}
+    headers = {"Authorization": "Bearer %s" % TOKEN}
+    first = httpx.post(url, json=request, headers=headers, timeout=10)
+    assert first.status_code == 200 and first.json()["effect"] == "applied"
+    time.sleep(1.5)  # past tolerance_s: a new request with this sent_at would be stale
+    gw.stop()
+    gw.start()
+    again = httpx.post(url, json=request, headers=headers, timeout=10)
+    assert (again.status_code, again.json()) == (200, first.json())
+    stale = httpx.post(url, json=dict(request, request_id="fresh-%s" % uuid.uuid4().hex[:8]),
+                       headers=headers, timeout=10)
+    assert (stale.status_code, stale.json()["error"]) == (409, "replayed")
+    other = httpx.post(url, json=dict(request, action="resolve"), headers=headers, timeout=10)
+    assert other.status_code == 409
+    assert "used already, for another request" in other.json()["message"]
+    # One prompt sent, one audit entry.
+    audit = [e["event"] for e in gw.incidents()[0]["audit"]]
+    assert audit.count("prompt_double_tap") == 1
+    assert gw.metrics()['vigil_gateway_api_requests_total{result="retried"}'] == 1
