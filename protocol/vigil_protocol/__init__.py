@@ -61,6 +61,7 @@ if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
         Action,
         Alarm,
         CheckIn,
+        Receipt,
         decode,
         encode,
         peek,

@@ -15,6 +15,7 @@
 #   checkin  v1 body = battery u8 | flags u8 | interval u16
 #            v2 core = type:2 flags:5 battery:7 interval:10
 #   ack, action  v1 body = ref u32 | code u8;  v2 core = type:2 code:6 | ref u32   -> 22 bytes
+#   receipt  v2 only: core = type:2 downlink:22 (low bits of a downlink counter)   -> 20 bytes
 #   extensions = (type u8 | length u8 | value)*; unknown types are skipped, known ones checked;
 #     in v2 a zero type byte starts the padding, which is zeros up to the tag
 #   The decoder checks, in order (SPEC section 6): size, version, then v1: type, body size,
@@ -481,11 +482,51 @@ class Action(_Reply):
         return self.code
 
 
+class Receipt(Frame):
+    """v2 only: the wearable has taken the downlink whose counter ends in `downlink` (its low
+    22 bits), a stored one (DELIVERED ack or responder action), so the gateway stops offering
+    it again. Sent for a repeat too: a lost receipt is made good by the next offer."""
+
+    TYPE = 0  # no v1 form
+    CODE2 = 3
+    NAME = "receipt"
+    CORE2 = 3
+    MASK = 0x3FFFFF
+
+    def __init__(self, device_id, counter, downlink):
+        Frame.__init__(self, device_id, counter)
+        self.downlink = downlink
+
+    def _core2(self, buf):
+        if not isinstance(self.downlink, int) or self.downlink < 0:
+            raise protocol.LocalProtocolError("a receipt names a downlink counter")
+        low = self.downlink & self.MASK
+        buf[HEADER_LEN] = (self.CODE2 << 6) | (low >> 16)
+        buf[HEADER_LEN + 1] = (low >> 8) & 0xFF
+        buf[HEADER_LEN + 2] = low & 0xFF
+
+    def _values2(self, core):
+        return (((core[0] & 0x3F) << 16) | (core[1] << 8) | core[2],)
+
+    def _parse_body(self, values):
+        self.downlink = values[0]
+
+    def _body_fields(self, fields):
+        fields["downlink"] = self.downlink
+
+    def resolve(self, highest):
+        """The full downlink counter this receipt names, given the highest one the gateway
+        has used for the device (the receipt's is at most that, within 2**22 of it)."""
+        return highest - ((highest - self.downlink) & self.MASK)
+
+
 TYPES = {_TYPE_ALARM: Alarm, _TYPE_CHECKIN: CheckIn, _TYPE_ACK: Ack,
-         _TYPE_ACTION: Action}  # type: dict[int, type[Frame]]
-TYPE_NAMES = {Alarm.NAME: Alarm, CheckIn.NAME: CheckIn, Ack.NAME: Ack, Action.NAME: Action}
-# v2 type codes, by the direction the frame verified in: code -> class (0 and 3 unassigned)
-_TYPES2 = {UP: (None, Alarm, CheckIn, None),
+         _TYPE_ACTION: Action}  # type: dict[int, type[Frame]]  # v1 types
+TYPE_NAMES = {Alarm.NAME: Alarm, CheckIn.NAME: CheckIn, Ack.NAME: Ack, Action.NAME: Action,
+              Receipt.NAME: Receipt}
+# v2 type codes, by the direction the frame verified in: code -> class (0 unassigned, and 3
+# downlinks)
+_TYPES2 = {UP: (None, Alarm, CheckIn, Receipt),
            DOWN: (None, Ack, Action, None)}  # type: dict[str, tuple[type[Frame] | None, ...]]
 
 
@@ -597,6 +638,8 @@ def encode(frame, key, version=_V1):
         return _encode2(frame, as_key(key))
     if version != _V1:
         raise protocol.LocalProtocolError("version is 1 or 2, not %r" % (version,))
+    if not frame.TYPE:
+        raise protocol.LocalProtocolError("a %s exists in v2 only" % frame.NAME)
     message = (struct.pack(">BII", (_V1 << 4) | frame.TYPE, frame.device_id, frame.counter)
                + frame._body() + frame._extensions())
     if len(message) + TAG_LEN > MAX_FRAME:

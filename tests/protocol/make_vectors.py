@@ -268,6 +268,11 @@ def build_v2():
                                       "RESOLVED"], 3):
         ok("action_" + action.lower(), p.Action(DEVICE, counter, 101, action))
 
+    ok("receipt", p.Receipt(DEVICE, 136, 2),
+       "the wearable took downlink 2 (the DELIVERED ack above): 20 bytes, as an alarm")
+    ok("receipt_low_bits", p.Receipt(DEVICE, 137, 0x12345678),
+       "downlink 0x12345678 travels as its low 22 bits, 0x345678; the gateway resolves it "
+       "against the highest downlink counter it has used")
     sos = p.encode(p.Alarm(DEVICE, 140, "SOS"), KEY, version=2)
     ack = p.encode(p.Ack(DEVICE, 9, 140, "RECEIVED"), KEY, version=2)
     big = p.encode(p.Alarm(DEVICE, 141, "SOS", location=(1, 2, 3), battery=50), KEY, version=2)
@@ -288,6 +293,9 @@ def build_v2():
         "a valid alarm decoded by a wearable: it verifies with the uplink MAC key only")
     bad("downlink_received_as_uplink", "ack", "up", ack, "wrong_direction",
         "a valid ack decoded by a gateway")
+    bad("receipt_received_as_downlink", "receipt", "down",
+        p.encode(p.Receipt(DEVICE, 138, 5), KEY, version=2), "wrong_direction",
+        "a receipt decoded by a wearable: v2 type 3 is assigned upward only")
     bad("bad_mac_flipped_tag_bit", "alarm", "up", sos[:-1] + bytes([sos[-1] ^ 1]), "bad_mac",
         "last tag bit flipped")
     bad("bad_mac_flipped_ciphertext_bit", "alarm", "up",
@@ -374,8 +382,8 @@ def build_v2():
         "kind 15 sealed with the downlink keys, decoded as an uplink: nothing is decrypted "
         "once the MAC fails this way")
     bad("two_faults_bad_mac_unknown_type", "alarm", "up",
-        flip_tag(sealed(alarm_core(p.SOS, code=3), counter=163)), "bad_mac",
-        "type 3 under a broken tag: nothing is decrypted before the MAC verifies")
+        flip_tag(sealed(alarm_core(p.SOS, code=0), counter=163)), "bad_mac",
+        "type 0 under a broken tag: nothing is decrypted before the MAC verifies")
     bad("two_faults_unknown_type_counter_zero", "alarm", "up",
         sealed(alarm_core(p.SOS, code=0), counter=0), "unknown_type", "type before fields")
     bad("two_faults_truncated_core_counter_zero", "ack", "down",

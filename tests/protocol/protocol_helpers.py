@@ -42,4 +42,6 @@ def frame_from_fields(type_name, fields):
                          interval=fields["interval"], location=location)
     if type_name == "ack":
         return p.Ack(d, c, fields["ref"], fields["stage"])
+    if type_name == "receipt":
+        return p.Receipt(d, c, fields["downlink"])
     return p.Action(d, c, fields["ref"], fields["action"])

@@ -153,7 +153,8 @@ EXPORTS = (
     "LOW_BATTERY MAX_FRAME NEW NO_MOTION PROMPT_DOUBLE_TAP PROTOCOL_VERSION RECEIVED REJECTIONS "
     "RESOLVED RETRANSMISSION SOS STAGES TAG_LEN TYPE_NAMES UP Ack Action Alarm BadExtension "
     "BadField BadMac BleKey CheckIn CounterReservation CounterReuse DeviceKey LocalProtocolError "
-    "Oversized ProtocolError RemoteProtocolError ReplayWindow StaleCounter Truncated UnknownKind "
+    "Oversized ProtocolError Receipt RemoteProtocolError ReplayWindow StaleCounter Truncated "
+    "UnknownKind "
     "UnknownType UnsupportedVersion WrongDirection decode encode peek "
     "ble_id counters errors frames mac window"
 ).split()

@@ -130,6 +130,28 @@ class WhatTravelsInClear(unittest.TestCase):
         self.assertEqual(v2(p.Alarm(DEV, 12, "DURESS")), v2(p.Alarm(DEV, 12, "DURESS")))
 
 
+class Receipts(unittest.TestCase):
+    def test_a_receipt_is_an_uplink_of_the_alarm_size(self):
+        receipt = v2(p.Receipt(DEV, 40, 77))
+        self.assertEqual(len(receipt), len(v2(p.Alarm(DEV, 41, p.DURESS))))
+        self.assertEqual(receipt[:1], b"\x20")
+        frame = p.decode(receipt, KEY, p.UP)
+        self.assertEqual((frame.NAME, frame.downlink), ("receipt", 77))
+
+    def test_the_low_22_bits_travel_and_the_gateway_resolves_them(self):
+        frame = p.decode(v2(p.Receipt(DEV, 42, 0x12345678)), KEY, p.UP)
+        self.assertEqual(frame.downlink, 0x345678)
+        self.assertEqual(frame.resolve(0x12345678), 0x12345678)
+        self.assertEqual(frame.resolve(0x12345678 + 1000), 0x12345678)
+        self.assertEqual(frame.resolve(0x12345678 + 0x3FFFFF), 0x12345678)
+        small = p.decode(v2(p.Receipt(DEV, 43, 5)), KEY, p.UP)
+        self.assertEqual(small.resolve(9), 5)
+
+    def test_there_is_no_v1_receipt(self):
+        with self.assertRaises(p.LocalProtocolError):
+            p.encode(p.Receipt(DEV, 44, 5), KEY)
+
+
 class KeyDerivation(unittest.TestCase):
     def test_four_keys_from_hkdf_expand_with_distinct_labels(self):
         key = p.DeviceKey(KEY)

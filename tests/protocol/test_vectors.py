@@ -40,7 +40,8 @@ class GoldenVectors(unittest.TestCase):
         for version in (1, 2):
             types = set(v["type"] for v in of_version(version) if v["valid"])
             for name in p.TYPE_NAMES:
-                self.assertIn(name, types)
+                if version == 2 or p.TYPE_NAMES[name].TYPE:  # (a receipt is v2 only)
+                    self.assertIn(name, types)
 
     def test_valid_vectors_decode_to_their_fields(self):
         for v in VECTORS:
