@@ -29,13 +29,19 @@ def test_keygen_shows_the_key_only_when_asked(tmp_path):
     assert record["mqtt_password"] not in proc.stdout
 
 
-def test_keygen_never_overwrites_a_record(tmp_path):
-    out = tmp_path / "dev.json"
-    assert vigil("keygen", "--out", out).returncode == 0
+def test_keygen_never_overwrites_a_record_and_is_safe_to_run_again(tmp_path):
+    out = tmp_path / "units" / "van3.json"  # the folder is made
+    assert vigil("keygen", "--out", out, "--device", "00c0ffee").returncode == 0
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
     before = out.read_text()
-    proc = vigil("keygen", "--out", out)
+    for args in ((), ("--device", "00c0ffee")):  # again: the record is kept, and said so
+        proc = vigil("keygen", "--out", out, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert "device 00c0ffee: kept the record in %s" % out in proc.stdout
+    proc = vigil("keygen", "--out", out, "--device", "0000beef")
     assert proc.returncode == 2
-    assert "not overwriting" in proc.stderr
+    assert proc.stderr == ("vigil: %s holds the record of device 00c0ffee, not 0000beef: not "
+                           "overwriting a device record (its key may be in use)\n" % out)
     assert out.read_text() == before
 
 

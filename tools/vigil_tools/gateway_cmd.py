@@ -254,20 +254,105 @@ def revoke_command(args):
 
 
 def import_command(args):
+    """Every record checked before any is added (the batch goes in whole or not at all); a
+    device already registered with the same key and broker password is left as it is."""
+    from vigil_gateway import GatewayError, registry
+
+    records = [(path, _read_record(path)) for path in args.records]
+    _check_records(records)
+    _, reg, _ = _state(args)
+    plan, seen = [], {}
+    for path, record in records:
+        device_id = registry.parse_device_id(record["device_id"])
+        name = registry.device_hex(device_id)
+        if device_id in seen:
+            raise ToolError("%s: device %s is also in %s (nothing imported)"
+                            % (path, name, seen[device_id]))
+        seen[device_id] = path
+        device = reg.get(device_id)
+        if device is not None:
+            problem = _differs(reg, device, record)
+            if problem:
+                raise ToolError("%s: device %s is already registered %s (nothing imported)"
+                                % (path, name, problem))
+        plan.append((path, record, device is not None))
+    for path, record, already in plan:
+        name = registry.device_hex(registry.parse_device_id(record["device_id"]))
+        if already:
+            print("device %s is already registered with this record (%s): left as it is"
+                  % (name, path))
+            continue
+        try:
+            reg.import_record(record)
+        except GatewayError as exc:
+            raise ToolError("%s: %s" % (path, exc)) from None
+        print("imported device %s" % name)
+    return 0
+
+
+def _read_record(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as exc:
+        raise ToolError("cannot read %s: %s" % (path, exc.strerror)) from None
+    except ValueError as exc:
+        raise ToolError("%s is not JSON: %s" % (path, exc)) from None
+
+
+def _check_records(records):
+    """Each record through the registry's own checks, in a registry of its own (thrown away),
+    so a bad record anywhere in the batch stops it before anything is added."""
+    import tempfile
+
+    from vigil_gateway import GatewayError
+    from vigil_gateway.db import open_database
+    from vigil_gateway.registry import Registry
+
+    with tempfile.TemporaryDirectory(prefix="vigil-import-") as scratch:
+        conn = open_database(scratch, "normal")
+        try:
+            reg = Registry(conn, os.path.join(scratch, "keys"))
+            for path, record in records:
+                try:
+                    if isinstance(record, dict) and reg.get(_record_id(record)) is not None:
+                        continue  # twice in the batch: said so with both files' names
+                    reg.import_record(record)
+                except GatewayError as exc:
+                    raise ToolError("%s: %s (nothing imported)" % (path, exc)) from None
+        finally:
+            conn.close()
+
+
+def _record_id(record):
     from vigil_gateway import registry
 
-    _, reg, _ = _state(args)
-    for path in args.records:
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except OSError as exc:
-            raise ToolError("cannot read %s: %s" % (path, exc.strerror)) from None
-        except ValueError as exc:
-            raise ToolError("%s is not JSON: %s" % (path, exc)) from None
-        device = reg.import_record(record)
-        print("imported device %s" % registry.device_hex(device.device_id))
-    return 0
+    return registry.parse_device_id(record.get("device_id", ""))
+
+
+def _differs(reg, device, record):
+    """Why a registered device is not the one this record describes, or None."""
+    import base64
+
+    import vigil_protocol as p
+    from vigil_gateway import broker_config, registry
+
+    if device.state != registry.ACTIVE:
+        return "and %s: give the wearable a new record (`vigil keygen`)" % device.state
+    probe = b"vigil import: same key?"
+    key = registry.parse_key_hex(record["key"], "the provisioning record")
+    if reg.key(device).tag(p.UP, probe) != p.DeviceKey(key).tag(p.UP, probe):
+        return "with another key (use `vigil gateway device rotate-key` to change it)"
+    password = record.get("mqtt_password")
+    stored = device.mqtt_password_hash
+    if bool(password) != bool(stored):
+        return "with%s a broker password" % ("out" if password else "")
+    if password:
+        _, _, iterations, salt, _ = stored.split("$")
+        if broker_config.mosquitto_hash(password, int(iterations),
+                                        base64.b64decode(salt)) != stored:
+            return "with another broker password"
+    return None
 
 
 def _when(ts):
