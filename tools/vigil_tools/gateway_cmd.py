@@ -120,6 +120,17 @@ def register(sub):
     tls.add_argument("--site", default="Site", help="the site's name, in the CA's name")
     tls.set_defaults(func=_handler(tls_setup_command))
 
+    bak = gw.add_parser("backup", parents=[common],
+                        help="copy the database and the key files into a new folder (safe while "
+                             "the gateway runs)")
+    bak.add_argument("dest", help="the backup's folder (new, or empty)")
+    bak.set_defaults(func=_handler(backup_command))
+    res = gw.add_parser("restore", parents=[common],
+                        help="put a backup into gateway.data_dir (no database there, no gateway "
+                             "running), downlink counters moved past the backup's")
+    res.add_argument("src", help="a folder written by `vigil gateway backup`")
+    res.set_defaults(func=_handler(restore_command))
+
     svc = gw.add_parser("install-service",
                         help="run the gateway as a systemd service: its system user, folders, "
                              "a first config and a hardened unit (as root)")
@@ -478,6 +489,28 @@ def _broker_tls(directory):
             raise ToolError("--tls: no %s (make the files with `vigil gateway tls-setup --out %s`)"
                             % (path, directory))
     return tls
+
+
+def backup_command(args):
+    from vigil_gateway import backup
+
+    made = backup.backup(_load(args).gateway.data_dir, args.dest)
+    print("backup of %d devices, %d incidents, %d frames in %s (taken %s; keep it as secret as "
+          "the gateway's keys)" % (made["devices"], made["incidents"], made["frames"],
+                                   args.dest, made["created_at"]))
+    return 0
+
+
+def restore_command(args):
+    from vigil_gateway import backup
+
+    data_dir = _load(args).gateway.data_dir
+    made = backup.restore(args.src, data_dir)
+    print("restored %d devices, %d incidents from the backup taken %s into %s; every device's "
+          "downlink counter moved %d past the backup's" % (
+              made["devices"], made["incidents"], made["created_at"], data_dir,
+              backup.DOWNLINK_MARGIN))
+    return 0
 
 
 def install_service_command(args):

@@ -1,0 +1,177 @@
+# `vigil gateway backup DEST` and `vigil gateway restore SRC`: the gateway's database and its
+# device key files, consistent while the gateway runs.
+#
+# Rules:
+#   the database is copied with SQLite's online backup API (a snapshot of one moment, WAL and
+#   all), the key files beside it; the copy is checked (integrity_check, and a key file for
+#   every device's key version) and taken again if a key was rotated meanwhile;
+#   a backup is private like the data it holds: folder 0700, files 0600; a manifest
+#   (vigil-backup.json) says when it was taken and what it holds, never a key;
+#   restore writes into a data folder with no database and no gateway running on it (the
+#   instance lock is held while it works), then moves every device's downlink counter
+#   DOWNLINK_MARGIN past the backup's: the wearables saw the downlinks the lost gateway sent
+#   after the backup, and a counter they have seen is refused (SPEC, section 7), so a restored
+#   gateway must never sign with one again. Uplink counters need nothing: the wearables count on
+#   from their own flash, and the gateway takes any counter above its history.
+import datetime
+import json
+import os
+import shutil
+import sqlite3
+
+from . import instance_lock
+from .db import DB_NAME, open_database
+from .errors import GatewayError
+
+MANIFEST = "vigil-backup.json"
+FORMAT = 1
+# Downlinks a device may have been sent between the backup and the loss of the gateway: more
+# than a RECEIVED ack for a check-in every minute for a year, with its retransmissions. A
+# counter is 32 bits: thousands of restores fit.
+DOWNLINK_MARGIN = 1_000_000
+_ATTEMPTS = 3
+
+
+class BackupError(GatewayError):
+    pass
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _copy_private(src, dst):
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(f, out)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _missing_keys(db_path, keys_dir):
+    """Key files the database names and keys_dir lacks."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT device_id, key_version FROM devices").fetchall()
+    finally:
+        conn.close()
+    return [name for name in ("%08x.v%d.key" % row for row in rows)
+            if not os.path.exists(os.path.join(keys_dir, name))]
+
+
+def _summary(db_path):
+    conn = sqlite3.connect(db_path)
+    try:
+        count = {table: conn.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0]
+                 for table in ("devices", "incidents", "frames")}
+        counters = dict(conn.execute("SELECT device_id, last_counter FROM downlink_counters"))
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+    return count, counters, check
+
+
+def backup(data_dir, dest):
+    """Copy the gateway's database and key files into the new folder `dest`; returns the
+    manifest (a dict)."""
+    db_path = os.path.join(data_dir, DB_NAME)
+    if not os.path.exists(db_path):
+        raise BackupError("no gateway database in %s (gateway.data_dir)" % data_dir)
+    if os.path.exists(dest) and os.listdir(dest):
+        raise BackupError("%s exists and is not empty: a backup goes into a new folder" % dest)
+    os.makedirs(os.path.join(dest, "keys"), mode=0o700, exist_ok=True)
+    os.chmod(dest, 0o700)
+    keys_src, keys_dst = os.path.join(data_dir, "keys"), os.path.join(dest, "keys")
+    copy_path = os.path.join(dest, DB_NAME)
+    for _ in range(_ATTEMPTS):
+        if os.path.isdir(keys_src):
+            for name in sorted(os.listdir(keys_src)):
+                if name.endswith(".key"):
+                    _copy_private(os.path.join(keys_src, name), os.path.join(keys_dst, name))
+        source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10.0)
+        fd = os.open(copy_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        target = sqlite3.connect(copy_path)
+        try:
+            source.backup(target)  # one consistent snapshot, while writers go on
+        except sqlite3.Error as exc:
+            raise BackupError("cannot back up %s: %s" % (db_path, exc)) from None
+        finally:
+            target.close()
+            source.close()
+        if not _missing_keys(copy_path, keys_dst):
+            break  # else a key was rotated between the two copies: take both again
+    else:
+        raise BackupError("device keys kept changing during the backup: try again")
+    count, counters, check = _summary(copy_path)
+    if check != "ok":
+        raise BackupError("the copy of %s fails SQLite's integrity check: %s" % (db_path, check))
+    manifest = {"format": FORMAT, "created_at": _now(), "data_dir": os.path.abspath(data_dir),
+                "devices": count["devices"], "incidents": count["incidents"],
+                "frames": count["frames"],
+                "highest_downlink_counter": max(counters.values(), default=0)}
+    with open(os.path.join(dest, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    for folder in (keys_dst, dest):
+        _fsync_dir(folder)
+    return manifest
+
+
+def restore(src, data_dir):
+    """Put the backup in `src` into `data_dir` (which holds no database), with every device's
+    downlink counter moved DOWNLINK_MARGIN past the backup's; returns the manifest."""
+    try:
+        with open(os.path.join(src, MANIFEST)) as f:
+            manifest = json.load(f)
+    except OSError as exc:
+        raise BackupError("%s is not a gateway backup (%s: %s)" % (
+            src, MANIFEST, exc.strerror)) from None
+    except ValueError:
+        raise BackupError("%s is not a gateway backup (%s is not JSON)" % (src, MANIFEST)) \
+            from None
+    if manifest.get("format") != FORMAT:
+        raise BackupError("%s is a backup of format %r; this gateway reads format %d" % (
+            src, manifest.get("format"), FORMAT))
+    lock = instance_lock.acquire(data_dir)  # no gateway may run on it meanwhile
+    try:
+        db_path = os.path.join(data_dir, DB_NAME)
+        if os.path.exists(db_path):
+            raise BackupError("%s already holds a gateway database: restore into an empty data "
+                              "folder (move this one away first)" % data_dir)
+        copy = os.path.join(src, DB_NAME)
+        if _summary(copy)[2] != "ok":
+            raise BackupError("%s fails SQLite's integrity check" % copy)
+        if _missing_keys(copy, os.path.join(src, "keys")):
+            raise BackupError("%s lacks key files its database names" % src)
+        keys = os.path.join(data_dir, "keys")
+        os.makedirs(keys, mode=0o700, exist_ok=True)
+        for name in sorted(os.listdir(os.path.join(src, "keys"))):
+            _copy_private(os.path.join(src, "keys", name), os.path.join(keys, name))
+        _copy_private(copy, db_path + ".restoring")
+        os.replace(db_path + ".restoring", db_path)
+        conn = open_database(data_dir)  # its files' modes, as the gateway makes them
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR IGNORE INTO downlink_counters (device_id, last_counter) "
+                         "SELECT device_id, 0 FROM devices")
+            conn.execute("UPDATE downlink_counters SET last_counter = last_counter + ?",
+                         (DOWNLINK_MARGIN,))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        _fsync_dir(keys)
+        _fsync_dir(data_dir)
+    finally:
+        lock.close()
+    return manifest
