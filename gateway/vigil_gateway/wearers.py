@@ -6,7 +6,9 @@
 #   profile before provisioning);
 #   a contact is "name,phone,relation": all three present, the phone made of digits, spaces and
 #   + - ( ) only;
-#   zone (1-999) is the wearer's zone number at the alarm receiving centre (SIA DC-09).
+#   zone (1-999) is the wearer's zone number at the alarm receiving centre (SIA DC-09);
+#   dc09_account (3-16 hex digits, or empty) is the wearer's own account there, when the ARC
+#   gives each wearer one (dc09_identity.py).
 import json
 import re
 import time
@@ -14,7 +16,7 @@ from collections import namedtuple
 
 from .errors import GatewayError
 
-Wearer = namedtuple("Wearer", "device_id name contacts notes zone updated_at")
+Wearer = namedtuple("Wearer", "device_id name contacts notes zone updated_at dc09_account")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wearers (
@@ -23,9 +25,11 @@ CREATE TABLE IF NOT EXISTS wearers (
     contacts TEXT NOT NULL DEFAULT '[]',
     notes TEXT NOT NULL DEFAULT '',
     zone INTEGER NOT NULL DEFAULT 1,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    dc09_account TEXT NOT NULL DEFAULT ''
 );
 """
+_ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-]{3,24}$")
 
 
@@ -48,17 +52,22 @@ class Wearers:
     def __init__(self, conn):
         self.conn = conn
         conn.executescript(_SCHEMA)
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(wearers)")]
+        if "dc09_account" not in columns:  # a database from before the column
+            conn.execute("ALTER TABLE wearers ADD COLUMN dc09_account TEXT NOT NULL DEFAULT ''")
 
-    def set(self, device_id, name, contacts=(), notes="", zone=1, at=None):
+    def set(self, device_id, name, contacts=(), notes="", zone=1, at=None, dc09_account=""):
         if not name or not name.strip():
             raise WearerError("--name: a wearer needs a name")
         if not 1 <= int(zone) <= 999:
             raise WearerError("--zone: from 1 to 999")
+        if dc09_account and not _ACCOUNT.match(dc09_account):
+            raise WearerError("--dc09-account: 3 to 16 hex digits")
         self.conn.execute(
-            "INSERT OR REPLACE INTO wearers (device_id, name, contacts, notes, zone, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO wearers (device_id, name, contacts, notes, zone, updated_at, "
+            "dc09_account) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (device_id, name.strip(), json.dumps(list(contacts)), notes or "", int(zone),
-             time.time() if at is None else at))
+             time.time() if at is None else at, (dc09_account or "").upper()))
 
     def get(self, device_id):
         return get(self.conn, device_id)
@@ -74,11 +83,11 @@ class Wearers:
 
 def get(conn, device_id):
     """The device's profile or None (no schema work: safe inside a transaction)."""
-    row = conn.execute("SELECT device_id, name, contacts, notes, zone, updated_at "
+    row = conn.execute("SELECT device_id, name, contacts, notes, zone, updated_at, dc09_account "
                        "FROM wearers WHERE device_id = ?", (device_id,)).fetchone()
     if row is None:
         return None
-    return Wearer(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+    return Wearer(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
 
 
 def as_payload(wearer):

@@ -294,3 +294,30 @@ def test_the_i_text_names_the_device_and_the_wearer(receiver, tmp_path):
     assert asyncio.run(t.deliver(row)).ok
     got = events.get(timeout=5)
     assert "Ifall, dev 00c0ffee, Zo Quinn" in got.x_data   # ASCII only: the ë is dropped
+
+
+def test_a_wearer_with_an_account_of_its_own_is_reported_under_it(tmp_path):
+    """The ARC gave this wearer its own account (wearer set --dc09-account): that account and
+    the profile's zone, under either scheme; the site account stays for the others."""
+    port = free_port()
+    client = start_receiver(port, {"AAA": None, "5A17": None})
+    try:
+        for scheme in ("site", "device"):
+            t = transport(tmp_path / scheme, port, False, "SIA-DCS", scheme=scheme,
+                          profile=False)
+            Wearers(t.state.conn).set(0xC0FFEE, "W", zone=4, dc09_account="5a17")
+            assert asyncio.run(t.deliver(item("SOS", "raised"))).ok
+            got = client.events.get(timeout=5)
+            assert (got.account, got.message[:3]) == ("5A17", "004"), scheme
+            assert t.derived == set()
+    finally:
+        client.stop()
+
+
+def test_a_profile_table_from_before_the_account_column_is_migrated(tmp_path):
+    conn = open_database(str(tmp_path))
+    conn.executescript("CREATE TABLE wearers (device_id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                       "contacts TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '', "
+                       "zone INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL);"
+                       "INSERT INTO wearers VALUES (1, 'Old', '[]', '', 7, 0);")
+    assert Wearers(conn).get(1).dc09_account == "" and Wearers(conn).get(1).zone == 7

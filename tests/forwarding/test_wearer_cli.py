@@ -19,13 +19,14 @@ def test_wearer_set_show_list_and_errors(tmp_path):
     assert "A. Worker" in shown and "C. Kin, 07700 900123 (partner)" in shown
     rows = [json.loads(line) for line in gw.cli("wearer", "list", "--json").stdout.splitlines()]
     assert rows == [{"device": "00c0ffee", "name": "A. Worker", "zone": 12, "notes": "asthma",
-                     "contacts": [{"name": "B. Lead", "phone": "+44 1234 567890",
+                     "dc09_account": None, "contacts": [{"name": "B. Lead", "phone": "+44 1234 567890",
                                    "relation": "supervisor"},
                                   {"name": "C. Kin", "phone": "07700 900123",
                                    "relation": "partner"}]}]
     for args, message in ((["--contact", "only-a-name"], "--contact"),
                           (["--contact", "B,not a phone!,x"], "phone number"),
-                          (["--zone", "1000"], "--zone")):
+                          (["--zone", "1000"], "--zone"),
+                          (["--dc09-account", "XYZ"], "--dc09-account")):
         result = gw.cli("wearer", "set", "00c0ffee", "--name", "X", *args, check=False)
         assert result.returncode == 2 and message in result.stderr
     missing = gw.cli("wearer", "show", "0000beef", check=False)

@@ -74,6 +74,9 @@ def register(sub):
     wset.add_argument("--notes", default="", help="what a responder should know")
     wset.add_argument("--zone", type=int, default=1,
                       help="the wearer's zone at the alarm receiving centre (1-999)")
+    wset.add_argument("--dc09-account", default="", metavar="HEX",
+                      help="the wearer's own account at the alarm receiving centre (3-16 hex "
+                           "digits), when the ARC gives each wearer one")
     wset.set_defaults(func=_handler(wearer_set_command))
     wshow = wr.add_parser("show", parents=[common], help="show a device's wearer profile")
     wshow.add_argument("device")
@@ -556,7 +559,7 @@ def _wearers(args):
 
 def _wearer_row(w):
     return {"device": "%08x" % w.device_id, "name": w.name, "contacts": w.contacts,
-            "notes": w.notes, "zone": w.zone}
+            "notes": w.notes, "zone": w.zone, "dc09_account": w.dc09_account or None}
 
 
 def wearer_set_command(args):
@@ -564,7 +567,8 @@ def wearer_set_command(args):
 
     device_id = registry.parse_device_id(args.device)
     contacts = [wearers.parse_contact(c) for c in args.contact]
-    _wearers(args).set(device_id, args.name, contacts, args.notes, args.zone)
+    _wearers(args).set(device_id, args.name, contacts, args.notes, args.zone,
+                       dc09_account=args.dc09_account)
     print("wearer profile set for %s (%d escalation contact%s)"
           % (registry.device_hex(device_id), len(contacts), "" if len(contacts) == 1 else "s"))
     return 0
@@ -580,6 +584,8 @@ def wearer_show_command(args):
                         % registry.device_hex(device_id))
     print("device   %08x\nname     %s\nzone     %d\nnotes    %s" % (w.device_id, w.name,
                                                                    w.zone, w.notes or "-"))
+    if w.dc09_account:
+        print("account  %s (DC-09)" % w.dc09_account)
     for i, c in enumerate(w.contacts, 1):
         print("contact%d %s, %s (%s)" % (i, c["name"], c["phone"], c["relation"]))
     return 0
