@@ -7,6 +7,9 @@
 #     downlink names its counter
 #   downlinks count only once verified: MAC, direction, device id, replay window; the window
 #     is kept on flash (seen.py), so a captured downlink is refused after a reboot too
+#   a stored downlink (DELIVERED ack, responder action) that verifies is answered with a v2
+#     receipt on every link that is up, a repeat too (its receipt may have been lost): the
+#     gateway offers it again until one arrives
 #   feedback is whatever alarms.py allows, and nothing at all while a duress alarm is open
 #   the board's IRQs only record edges (inputs.EdgeRing); one input task judges the gestures
 #     on the times the edges happened
@@ -32,6 +35,7 @@ from vigil_protocol.frames import (
     SOS,
     Alarm,
     CheckIn,
+    Receipt,
     decode,
     encode,
 )
@@ -98,7 +102,7 @@ class Wearable:
         for name in _TASKS:
             self.beats[name] = None
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
-                      "taps_ignored": 0, "restarts": 0, "memory_retries": 0,
+                      "taps_ignored": 0, "restarts": 0, "memory_retries": 0, "receipts": 0,
                       "rejected": {}}  # type: dict
         self.low_battery_reported = False
         self.use_watchdog = True   # safe mode (bootguard.py) runs without one
@@ -349,13 +353,17 @@ class Wearable:
             await inbox.ready.wait()
             self._busy("downlink")
             for frame, link_name in inbox.take():
-                self.on_downlink(frame, link_name)
+                taken = self.on_downlink(frame, link_name)
+                if taken is not None:
+                    await self._send_receipt(taken)
 
     def _reject(self, reason):
         self.stats["rejected"][reason] = self.stats["rejected"].get(reason, 0) + 1
         self.log("vigil: rx rejected (%s)" % reason)
 
     def on_downlink(self, data, link_name):
+        """Verify and apply one downlink. Returns the counter of a stored downlink (not a
+        RECEIVED ack) to answer with a receipt, or None."""
         try:
             frame = decode(data, self.key, DOWN)
             if frame.device_id != self.config.device_id:
@@ -365,8 +373,11 @@ class Wearable:
         except vigil_protocol.RemoteProtocolError as exc:  # loads the error classes if need be
             self._reject(exc.reason)
             return
+        stored = frame.NAME != "ack" or frame.stage != RECEIVED
         if verdict != NEW:
-            return  # the same downlink again: nothing new to show
+            # The same downlink again: nothing new to show, but the gateway offers a stored
+            # one again only when it has no receipt for it.
+            return frame.counter if stored and self.version == 2 else None
         self.stats["downlinks"] += 1
         self.log("vigil: rx %s" % data.hex())
         # Any verified downlink naming a counter proves the gateway has that frame.
@@ -386,6 +397,16 @@ class Wearable:
             # tap after the prompt, never one from before it).
             self.board.accel.start()
             self.prompt.set()
+        return frame.counter if stored and self.version == 2 else None
+
+    async def _send_receipt(self, downlink):
+        """Best effort, like a check-in: never stored, never retransmitted."""
+        frame = encode(Receipt(self.config.device_id, self.counters.next(), downlink),
+                       self.key, 2)
+        for link in self.links:
+            if link.up:
+                await link.send(frame)
+        self.stats["receipts"] += 1
 
     # -- check-ins and battery ----------------------------------------------------------------
 

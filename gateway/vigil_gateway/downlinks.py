@@ -11,7 +11,12 @@
 #   that way yet; a BLE copy is offered for BLE_FOR_S after it was made;
 #   `mqtt_sent_at` is set when the broker's PUBACK took it, `ble_sent_at` when the wearable
 #   answered the write (service.py): what has neither is sent again, the same stored bytes;
-#   the wearable's replay window makes a second copy (MQTT and BLE) harmless.
+#   the wearable's replay window makes a second copy (MQTT and BLE) harmless;
+#   a v2 wearable answers each stored downlink with a receipt (SPEC section 3): `confirmed_at`.
+#     One sent and not confirmed is offered again - its sent marks cleared, so the same bytes
+#     go out on MQTT and BLE - when the device is next heard from at least REOFFER_S[0] after
+#     it was last offered, the wait doubling to REOFFER_S[1]: a power cut of the broker and
+#     the gateway together (the broker's memory lost) loses nothing.
 from collections import namedtuple
 
 import vigil_protocol as p
@@ -19,9 +24,10 @@ import vigil_protocol as p
 ACK = "ack"
 ACTION = "action"
 BLE_FOR_S = 24 * 3600
+REOFFER_S = (10.0, 3600.0)
 
 Downlink = namedtuple("Downlink", "id device_id counter ref kind code frame created_at "
-                                  "mqtt_sent_at ble_sent_at")
+                                  "mqtt_sent_at ble_sent_at confirmed_at offers")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS downlinks (
@@ -35,11 +41,18 @@ CREATE TABLE IF NOT EXISTS downlinks (
     created_at REAL NOT NULL,
     mqtt_sent_at REAL,
     ble_sent_at REAL,
+    confirmed_at REAL,
+    offered_at REAL,
+    offers INTEGER NOT NULL DEFAULT 0,
     UNIQUE (device_id, ref, kind, code)
 );
+CREATE INDEX IF NOT EXISTS downlinks_unconfirmed ON downlinks (device_id)
+    WHERE confirmed_at IS NULL;
 """
 _COLUMNS = ("id, device_id, counter, ref, kind, code, frame, created_at, mqtt_sent_at, "
-            "ble_sent_at")
+            "ble_sent_at, confirmed_at, offers")
+_ADDED = (("confirmed_at", "REAL"), ("offered_at", "REAL"),
+          ("offers", "INTEGER NOT NULL DEFAULT 0"))  # columns a database of before v2 lacks
 
 
 class Downlinks:
@@ -47,7 +60,12 @@ class Downlinks:
         self.conn = conn
         self.registry = registry
         self.pipeline = pipeline  # owns the downlink counters (allocate_downlink)
+        have = [row[1] for row in conn.execute("PRAGMA table_info(downlinks)")]
+        for name, sql_type in (_ADDED if have else ()):
+            if name not in have:
+                conn.execute("ALTER TABLE downlinks ADD COLUMN %s %s" % (name, sql_type))
         conn.executescript(_SCHEMA)
+        pipeline.downlinks = self  # receipts confirm, and contact re-offers, in its batches
 
     def make(self, device_id, ref, kind, code, at):
         """Inside a transaction: the signed downlink, stored; None if it exists already."""
@@ -61,7 +79,8 @@ class Downlinks:
         cur = self.conn.execute(
             "INSERT INTO downlinks (device_id, counter, ref, kind, code, frame, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)", (device_id, counter, ref, kind, code, frame, at))
-        return Downlink(cur.lastrowid, device_id, counter, ref, kind, code, frame, at, None, None)
+        return Downlink(cur.lastrowid, device_id, counter, ref, kind, code, frame, at, None, None,
+                        None, 0)
 
     def find(self, device_id, ref, kind, code):
         row = self.conn.execute("SELECT %s FROM downlinks WHERE device_id = ? AND ref = ? AND "
@@ -87,6 +106,23 @@ class Downlinks:
     def mark(self, downlink_id, path, at):
         column = "mqtt_sent_at" if path == "mqtt" else "ble_sent_at"
         self.conn.execute("UPDATE downlinks SET %s = ? WHERE id = ?" % column, (at, downlink_id))
+
+    def confirm(self, device_id, counter, at):
+        """A receipt names this downlink: the wearable has it. True if it was news."""
+        return self.conn.execute("UPDATE downlinks SET confirmed_at = ? WHERE device_id = ? AND "
+                                 "counter = ? AND confirmed_at IS NULL",
+                                 (at, device_id, counter)).rowcount > 0
+
+    def reoffer(self, device_id, now):
+        """The device was heard from: its downlinks sent but not confirmed whose wait is over
+        are to be sent again (their sent marks cleared). Returns how many."""
+        return self.conn.execute(
+            "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = ?, "
+            "offers = offers + 1 WHERE device_id = ? AND confirmed_at IS NULL AND "
+            "(mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL) AND "
+            "? - coalesce(offered_at, min(coalesce(mqtt_sent_at, ble_sent_at), "
+            "coalesce(ble_sent_at, mqtt_sent_at))) >= min(? * (1 << min(offers, 20)), ?)",
+            (now, device_id, now, REOFFER_S[0], REOFFER_S[1])).rowcount
 
     def all(self, device_id=None):
         sql, args = "SELECT %s FROM downlinks" % _COLUMNS, []

@@ -173,6 +173,13 @@ class Metrics:
         self.reacks_suppressed = Counter("vigil_gateway_reacks_suppressed_total",
                                          "Retransmissions not acknowledged again: one re-ack "
                                          "per counter per protocol.reack_interval_s")
+        self.receipts = Counter("vigil_gateway_downlink_receipts_total",
+                                "Stored downlinks and the wearables' receipts: confirmed (a "
+                                "receipt named it), repeat (a receipt for one already "
+                                "confirmed), offered_again (sent again: no receipt came)",
+                                ["outcome"])
+        for outcome in ("confirmed", "repeat", "offered_again"):
+            self.receipts.inc(outcome, amount=0)
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
         self.ble_connected = Gauge("vigil_gateway_ble_connected",
                                    "Wearables connected over BLE")

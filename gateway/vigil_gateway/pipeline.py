@@ -18,6 +18,9 @@
 #              transaction; a retransmission creates nothing; an alarm that arrived late
 #              (lateness.py: its age, a later frame that came first, lost contact) raises its
 #              incident all the same, marked late
+#   receipt    a v2 wearable's receipt confirms the stored downlink it names (downlinks.py)
+#              and is acknowledged by nothing; every new frame from a v2 device offers its
+#              unconfirmed stored downlinks again once their wait is over
 #   ack        new frames and retransmissions both get a signed RECEIVED ack with a fresh
 #              downlink counter, allocated in the same transaction, sealed in the frame's
 #              version; a verified v2 frame raises the device's registry protocol to 2, so
@@ -77,11 +80,13 @@ class Message:
 
 
 class Outcome:
-    __slots__ = ("message", "result", "reason", "device_id", "counter", "downlink", "hold")
+    __slots__ = ("message", "result", "reason", "device_id", "counter", "downlink", "hold",
+                 "reoffered")
 
     def __init__(self, message, result, reason=None, device_id=None, counter=None,
-                 downlink=None, hold=False):
+                 downlink=None, hold=False, reoffered=0):
         self.message = message
+        self.reoffered = reoffered  # stored downlinks to send again (the service's pump)
         self.hold = hold            # not to be acknowledged to the broker (see process())
         self.result = result        # NEW, RETRANSMISSION, REJECTED or STATUS_RESULT
         self.reason = reason        # for REJECTED
@@ -103,6 +108,7 @@ class Pipeline:
         self.registry = registry
         self.reack_interval_s = reack_interval_s
         self._reacked = {}  # (device_id, counter) -> when a retransmission of it was last acked
+        self.downlinks = None  # downlinks.Downlinks, which sets itself here
         self.accept_v1 = accept_v1
         self.late_after_s = late_after_s
         self.store = store
@@ -274,10 +280,19 @@ class Pipeline:
             self._devices[frame.device_id] = device._replace(protocol=frame.version)
             logs.event(log, logging.INFO, "device_protocol", device=device_hex(frame.device_id),
                        protocol=frame.version)
+        receipt = isinstance(frame, p.Receipt)
+        if receipt:
+            self._confirm(frame, now)  # first: what it names is not to be offered again
+        reoffered = 0
         if verdict == NEW:
             self._persist(frame, payload, now, touched)
             self._window(frame.device_id).record(frame.counter, frame.tag)
-        else:
+            if frame.version == 2 and self.downlinks is not None:
+                reoffered = self._reoffer(frame.device_id, now)
+        if receipt:
+            return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
+                           reoffered=reoffered)
+        if verdict != NEW:
             logs.event(log, logging.DEBUG, "retransmission", device=device_hex(frame.device_id),
                        counter=frame.counter)
             if not self._may_reack(frame, now):
@@ -291,7 +306,30 @@ class Pipeline:
         # its outbox, and a v1 unit cannot read a v2 ack.
         downlink = (self.topics.down(frame.device_id), p.encode(ack, key, frame.version))
         return Outcome(message, verdict, device_id=frame.device_id, counter=frame.counter,
-                       downlink=downlink)
+                       downlink=downlink, reoffered=reoffered)
+
+    def _confirm(self, receipt, now):
+        device_id = receipt.device_id
+        highest = self._downlink.get(device_id)
+        if highest is None:
+            highest = self.store.downlink_counter(device_id)
+        counter = receipt.resolve(highest)
+        if self.downlinks is not None and self.downlinks.confirm(device_id, counter, now):
+            logs.event(log, logging.DEBUG, "downlink_confirmed", device=device_hex(device_id),
+                       counter=counter)
+            if self.metrics is not None:
+                self.metrics.receipts.inc("confirmed")
+        elif self.metrics is not None:
+            self.metrics.receipts.inc("repeat")  # already confirmed, or no such stored one
+
+    def _reoffer(self, device_id, now):
+        count = self.downlinks.reoffer(device_id, now)
+        if count:
+            logs.event(log, logging.INFO, "downlinks_offered_again",
+                       device=device_hex(device_id), count=count)
+            if self.metrics is not None:
+                self.metrics.receipts.inc("offered_again", amount=count)
+        return count
 
     def _may_reack(self, frame, now):
         """True at most once per reack_interval_s per counter (a wearable retransmits no

@@ -262,6 +262,8 @@ class Gateway:
                         self.metrics.acks.inc("RECEIVED")
                         self.metrics.ack_latency.observe(now - outcome.message.arrived)
                 self.forwarding.wake.set()
+                if any(outcome.reoffered for outcome in outcomes):
+                    self._downlink_wake.set()  # stored downlinks with no receipt: again
                 for outcome in outcomes:
                     token = outcome.message.token
                     if not outcome.hold and not (token and token[0] == "ble"):

@@ -1,0 +1,134 @@
+# Receipts (SPEC section 3): a v2 wearable confirms each stored downlink it takes; what it has
+# not confirmed is offered again - the same bytes - once it is heard from after a wait that
+# doubles. The pipeline and the downlinks table, with a clock the test moves.
+import sqlite3
+
+import pytest
+
+import vigil_protocol as p
+from gateway_harness import key_for
+from test_pipeline import DEV, KEY, Site
+from vigil_gateway.db import open_database
+from vigil_gateway.downlinks import ACTION, REOFFER_S, Downlinks
+from vigil_gateway.registry import Registry
+from vigil_gateway.store import Store
+
+OLD = 0x000001D1
+
+
+@pytest.fixture
+def site(tmp_path):
+    site = Site(tmp_path)
+    site.downlinks = Downlinks(site.conn, site.registry, site.pipeline)
+    site.counter = 0
+    return site
+
+
+def uplink(site, frame_cls=p.CheckIn, *args, device=DEV, key=KEY, version=2):
+    site.counter += 1
+    frame = frame_cls(device, site.counter, *args) if args else frame_cls(device, site.counter)
+    topic = "vigil/up/%08x" % device
+    from vigil_gateway.pipeline import Message
+    return site.pipeline.process([Message(topic, p.encode(frame, key, version))])[0]
+
+
+def action(site, code=p.ACKNOWLEDGED, device=DEV, ref=1):
+    """A stored action downlink, published and taken by the broker."""
+    site.store.begin()
+    made = site.downlinks.make(device, ref, ACTION, code, site.clock())
+    site.downlinks.mark(made.id, "mqtt", site.clock())
+    site.conn.commit_or_rollback()
+    return made
+
+
+def row(site, made):
+    return next(d for d in site.downlinks.all() if d.id == made.id)
+
+
+def test_a_receipt_confirms_its_downlink_and_is_acknowledged_by_nothing(site):
+    made = action(site)
+    outcome = uplink(site, p.Receipt, made.counter)
+    assert outcome.result == "new" and outcome.downlink is None
+    assert row(site, made).confirmed_at == site.clock()
+    assert site.metrics.receipts.get("confirmed") == 1
+    # A repeat (the wearable answers every copy) changes nothing and is counted as such.
+    uplink(site, p.Receipt, made.counter)
+    assert site.metrics.receipts.get("repeat") == 1
+    site.clock.now += 3600
+    assert uplink(site).reoffered == 0  # confirmed: never offered again
+
+
+def test_an_unconfirmed_downlink_is_offered_again_when_the_wearable_is_heard(site):
+    made = action(site)
+    site.clock.now += REOFFER_S[0] - 1
+    assert uplink(site).reoffered == 0  # its receipt may still be on its way
+    site.clock.now += 2
+    assert uplink(site).reoffered == 1
+    again = row(site, made)
+    assert (again.mqtt_sent_at, again.ble_sent_at, again.offers) == (None, None, 1)
+    assert again.frame == made.frame and again.counter == made.counter  # the same bytes
+    assert site.metrics.receipts.get("offered_again") == 1
+    # Published again; the next wait is twice as long.
+    site.downlinks.mark(made.id, "mqtt", site.clock())
+    site.clock.now += 2 * REOFFER_S[0] - 1
+    assert uplink(site).reoffered == 0
+    site.clock.now += 2
+    assert uplink(site).reoffered == 1
+    # Not while it waits to be published: only what was sent is offered again.
+    site.clock.now += 1000
+    assert uplink(site).reoffered == 0
+    site.downlinks.mark(made.id, "mqtt", site.clock())
+    uplink(site, p.Receipt, made.counter)
+    site.clock.now += 10 ** 5
+    assert uplink(site).reoffered == 0
+
+
+def test_a_receipt_names_its_downlink_by_the_low_bits(site):
+    site.store.set_downlink_counter(DEV, 0x400000 + 5)
+    made = action(site)  # counter 0x400006
+    assert made.counter == 0x400006
+    uplink(site, p.Receipt, made.counter)  # travels as 6
+    assert row(site, made).confirmed_at is not None
+
+
+def test_only_new_v2_frames_offer_again(site):
+    site.registry.add(OLD, key_for(OLD), protocol=1)
+    old = action(site, device=OLD)
+    made = action(site)
+    site.clock.now += 100
+    # A v1 unit sends no receipts: for it "sent" stays the broker's PUBACK.
+    assert uplink(site, device=OLD, key=key_for(OLD), version=1).reoffered == 0
+    assert row(site, old).mqtt_sent_at is not None
+    # A replayed frame is no sign of life.
+    from vigil_gateway.pipeline import Message
+    frame = p.encode(p.CheckIn(DEV, 500), KEY, 2)
+    site.pipeline.process([Message("vigil/up/%08x" % DEV, frame)])
+    site.downlinks.mark(made.id, "mqtt", site.clock())
+    site.clock.now += 100
+    [outcome] = site.pipeline.process([Message("vigil/up/%08x" % DEV, frame)])
+    assert outcome.result == "retransmission" and outcome.reoffered == 0
+
+
+def test_a_downlinks_table_from_before_receipts_gets_its_columns(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / "gateway.db"))
+    conn.execute("CREATE TABLE downlinks (id INTEGER PRIMARY KEY, device_id INTEGER NOT NULL, "
+                 "counter INTEGER NOT NULL, ref INTEGER NOT NULL, kind TEXT NOT NULL, "
+                 "code INTEGER NOT NULL, frame BLOB NOT NULL, created_at REAL NOT NULL, "
+                 "mqtt_sent_at REAL, ble_sent_at REAL, UNIQUE (device_id, ref, kind, code))")
+    conn.execute("INSERT INTO downlinks VALUES (1, 7, 3, 1, 'action', 1, x'00', 1.0, 2.0, NULL)")
+    conn.commit()
+    conn.close()
+    conn = open_database(str(tmp_path))
+    from vigil_gateway.pipeline import Pipeline
+    from vigil_gateway.topics import Topics
+    registry = Registry(conn, str(tmp_path / "keys"))
+    downlinks = Downlinks(conn, registry, Pipeline(registry, Store(conn), Topics("vigil")))
+    [old] = downlinks.all()
+    assert (old.counter, old.mqtt_sent_at, old.confirmed_at, old.offers) == (3, 2.0, None, 0)
+
+
+def test_a_late_receipt_confirms_before_anything_is_offered_again(site):
+    made = action(site)
+    site.clock.now += 600  # the wearable was away; the broker kept the downlink for it
+    outcome = uplink(site, p.Receipt, made.counter)
+    assert outcome.reoffered == 0 and row(site, made).mqtt_sent_at is not None
