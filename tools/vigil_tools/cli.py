@@ -5,6 +5,7 @@ in COMMANDS; a command's handler takes the parsed arguments and returns the exit
 """
 import argparse
 import importlib
+import os
 import sys
 
 from . import ToolError
@@ -37,6 +38,10 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `vigil ... | head`: the reader has all it wanted
+        # Python would print a traceback flushing stdout at exit: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a command ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -123,6 +123,11 @@ def register(sub):
     tls.add_argument("--site", default="Site", help="the site's name, in the CA's name")
     tls.set_defaults(func=_handler(tls_setup_command))
 
+    check = gw.add_parser("check-config", parents=[common],
+                          help="check the config and every file it names (secrets, CA, "
+                               "certificates, keys, device key files), as `run` would")
+    check.set_defaults(func=_handler(check_config_command))
+
     bak = gw.add_parser("backup", parents=[common],
                         help="copy the database and the key files into a new folder (safe while "
                              "the gateway runs)")
@@ -492,6 +497,31 @@ def _broker_tls(directory):
             raise ToolError("--tls: no %s (make the files with `vigil gateway tls-setup --out %s`)"
                             % (path, directory))
     return tls
+
+
+def check_config_command(args):
+    from vigil_gateway import config_files
+    from vigil_gateway.db import DB_NAME
+
+    config = _load(args)
+    checked = config_files.check(config)
+    keys = 0
+    if os.path.exists(os.path.join(config.gateway.data_dir, DB_NAME)):
+        from vigil_gateway import GatewayError, registry
+
+        _, reg, _ = _state(args)
+        for device in reg.devices():
+            if device.state != registry.ACTIVE:
+                continue
+            try:
+                reg.key(device)
+            except GatewayError as exc:
+                raise ToolError("device %s: %s" % (registry.device_hex(device.device_id), exc)) \
+                    from None
+            keys += 1
+    print("%s: the config and %d files it names are fit to run with; %d device key files "
+          "readable" % (args.config, len(checked), keys))
+    return 0
 
 
 def backup_command(args):

@@ -1,0 +1,90 @@
+# `vigil gateway check-config` checks the config and every file it names with the one-line
+# errors `run` gives (a missing CA is one of them, not a traceback); a command whose reader
+# goes away (`| head`) ends quietly.
+import os
+import subprocess
+
+from gateway_harness import VIGIL, GatewayProcess, key_for, write_secret
+from tls_ca import make_ca
+
+A = 0x0000000A
+
+
+def _gateway(tmp_path, name="gw", **sections):
+    write_secret(tmp_path / "gw.pw", "gateway-secret\n")
+    write_secret(tmp_path / "tokens", "responder token-0123456789abcdef\n")
+    write_secret(tmp_path / "hook.secret", "webhook-secret\n")
+    if not (tmp_path / "pki").exists():
+        make_ca(tmp_path / "pki")
+    tls = {"cafile": str(tmp_path / "pki" / "ca.pem")}
+    base = {"mqtt": {"username": "gw", "password_file": str(tmp_path / "gw.pw")},
+            "mqtt.tls": {"enabled": True, "ca_file": tls["cafile"]},
+            "actions": {"tokens_file": str(tmp_path / "tokens")},
+            "forward.webhook": {"url": "https://127.0.0.1:9/hook",
+                                "secret_file": str(tmp_path / "hook.secret"),
+                                "ca_file": tls["cafile"]}}
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return GatewayProcess(tmp_path / name, 8883, **base)
+
+
+def test_check_config_passes_a_config_fit_to_run(tmp_path):
+    gw = _gateway(tmp_path)
+    gw.add_device(A, key_for(A))
+    out = gw.cli("check-config").stdout
+    assert out == "%s: the config and 5 files it names are fit to run with; 1 device key " \
+                  "files readable\n" % gw.config
+
+
+def test_each_unusable_file_is_one_line_from_check_config_and_run(tmp_path):
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    (tmp_path / "open.pw").write_text("gateway-secret\n")
+    os.chmod(tmp_path / "open.pw", 0o644)
+    cases = [
+        ({"mqtt.tls": {"ca_file": str(tmp_path / "missing-ca.pem")}},
+         "mqtt.tls.ca_file: no such file: %s" % (tmp_path / "missing-ca.pem")),
+        ({"mqtt.tls": {"ca_file": str(tmp_path / "not-a-ca.pem")}},
+         "mqtt.tls.ca_file: %s holds no CA certificate in PEM" % (tmp_path / "not-a-ca.pem")),
+        ({"forward.webhook": {"ca_file": str(tmp_path / "missing-ca.pem")}},
+         "forward.webhook.ca_file: no such file: %s" % (tmp_path / "missing-ca.pem")),
+        ({"mqtt": {"password_file": str(tmp_path / "open.pw")}},
+         "mqtt.password_file: refusing %s: others can read it" % (tmp_path / "open.pw")),
+        ({"actions": {"tokens_file": str(tmp_path / "no-tokens")}},
+         "actions.tokens_file: cannot read %s: No such file or directory"
+         % (tmp_path / "no-tokens")),
+    ]
+    for n, (sections, line) in enumerate(cases):
+        gw = _gateway(tmp_path, name="gw-case%d" % n, **sections)
+        for command in (["check-config"], ["run"]):
+            result = gw.cli(*command, check=False)
+            assert result.returncode == 2, (command, line)
+            assert result.stderr.splitlines()[-1].startswith("vigil: " + line), result.stderr
+            assert "Traceback" not in result.stderr
+
+
+def test_a_device_key_file_others_can_read_is_named(tmp_path):
+    gw = _gateway(tmp_path)
+    gw.add_device(A, key_for(A))
+    os.chmod(gw.dir / "data" / "keys" / "0000000a.v1.key", 0o644)
+    result = gw.cli("check-config", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("vigil: device 0000000a: refusing the key file ")
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
+    # Enough devices that `device list` writes more than a pipe holds, so the write fails.
+    gw = GatewayProcess(tmp_path / "gw", 1883)
+    from vigil_gateway import config
+    from vigil_gateway.service import open_state
+
+    conn, registry, _ = open_state(config.load(str(gw.config)))
+    for i in range(1, 2001):
+        registry.add(i, key_for(i))
+    conn.close()
+    proc = subprocess.Popen(VIGIL + ["gateway", "device", "list", "--config", str(gw.config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141
+    assert stderr == ""
