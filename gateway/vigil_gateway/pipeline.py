@@ -12,8 +12,9 @@
 #   window     new / retransmission / `stale_counter` / `counter_reuse` (SPEC §7); below the
 #              window the store decides: the same tag stored is a retransmission, another tag
 #              `counter_reuse`, nothing stored a late frame accepted as new - unless the counter
-#              is at or below the device's history floor (its first accepted counter minus the
-#              window size: this gateway has no record there), which is `stale_counter`
+#              is below the device's history floor (where its counters started, from the
+#              registry; when that is not known, its first accepted counter minus the window
+#              size: this gateway has no record there), which is `stale_counter`
 #   persist    a new frame, its incident change and the device's contact go into the batch's
 #              transaction; a retransmission creates nothing; an alarm that arrived late
 #              (lateness.py: its age, a later frame that came first, lost contact) raises its
@@ -437,7 +438,11 @@ class Pipeline:
         device_id = frame.device_id
         contact = self._contact_of(device_id)
         if contact is None:
-            contact = Contact(device_id, now, None, None, max(0, frame.counter - WINDOW_SIZE))
+            # The history floor (SPEC section 7): where the unit's counters started, when the
+            # registry knows it; else this first frame's counter less the window.
+            floor = self._device(device_id).counter_floor
+            floor = max(0, frame.counter - WINDOW_SIZE) if floor is None else max(0, floor - 1)
+            contact = Contact(device_id, now, None, None, floor)
         if contact.lost_incident is not None:
             incident = self.store.incident(contact.lost_incident)
             if incident is not None:

@@ -10,7 +10,11 @@
 #   rotate-key writes the new key file, then switches the version, then removes the old file;
 #   `protocol` is the frame version the gateway seals the device's downlinks in: a new device
 #     is 2; a device from a record of older tools is 1 until a v2 frame of its verifies
-#     (raise_protocol), and it never goes back down.
+#     (raise_protocol), and it never goes back down;
+#   `counter_floor` is where the unit's counters start, when that is known (a new key, or
+#     provisioning that started the unit over): every counter from it up that the gateway
+#     has not stored is an authentic frame, however late it comes; NULL when not known (a
+#     key in service elsewhere), and the pipeline falls back to the first frame it accepts.
 import json
 import os
 import secrets
@@ -26,9 +30,9 @@ ACTIVE = "active"
 REVOKED = "revoked"
 
 Device = namedtuple("Device", "device_id state key_version mqtt_password_hash interval_s "
-                              "label added_at protocol")
+                              "label added_at protocol counter_floor")
 _COLUMNS = ("device_id, state, key_version, mqtt_password_hash, interval_s, label, added_at, "
-            "protocol")
+            "protocol, counter_floor")
 PROTOCOLS = (1, 2)
 
 _SCHEMA = """
@@ -41,7 +45,8 @@ CREATE TABLE IF NOT EXISTS devices (
     label TEXT NOT NULL DEFAULT '',
     added_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    protocol INTEGER NOT NULL DEFAULT 1
+    protocol INTEGER NOT NULL DEFAULT 1,
+    counter_floor INTEGER
 );
 """
 
@@ -103,6 +108,8 @@ class Registry:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(devices)")]
         if "protocol" not in columns:  # a database from before protocol v2
             conn.execute("ALTER TABLE devices ADD COLUMN protocol INTEGER NOT NULL DEFAULT 1")
+        if "counter_floor" not in columns:
+            conn.execute("ALTER TABLE devices ADD COLUMN counter_floor INTEGER")
 
     # -- reading --
     def get(self, device_id):
@@ -146,10 +153,14 @@ class Registry:
         os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
         os.chmod(self.keys_dir, 0o700)
 
-    def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2):
+    def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2,
+            counter_floor=None):
         """Register a device with its 32-byte frame key. RegistryError if it exists."""
         if protocol not in PROTOCOLS:
             raise RegistryError("protocol is 1 or 2, not %r" % (protocol,))
+        if counter_floor is not None and (not isinstance(counter_floor, int) or isinstance(
+                counter_floor, bool) or not 0 <= counter_floor <= 0xFFFFFFFF):
+            raise RegistryError("a counter floor is a whole number from 0 to 4294967295")
         if self.get(device_id) is not None:
             raise RegistryError("device %s is already registered (use rotate-key to change its "
                                 "key)" % device_hex(device_id))
@@ -160,9 +171,10 @@ class Registry:
         now = self.clock()
         self.conn.execute(
             "INSERT INTO devices (device_id, state, key_version, mqtt_password_hash, interval_s, "
-            "label, added_at, updated_at, protocol) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)",
+            "label, added_at, updated_at, protocol, counter_floor) "
+            "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
             (device_id, ACTIVE, mosquitto_hash(mqtt_password) if mqtt_password else None,
-             interval_s, label, now, now, protocol))
+             interval_s, label, now, now, protocol, counter_floor))
         return self.get(device_id)
 
     def raise_protocol(self, device_id, version):
@@ -213,7 +225,7 @@ class Registry:
         if protocol not in PROTOCOLS:
             raise RegistryError("protocol in the provisioning record must be 1 or 2")
         return self.add(device_id, key, password, interval, str(record.get("label", "")),
-                        protocol)
+                        protocol, record.get("counter_floor"))
 
     def _existing(self, device_id):
         device = self.get(device_id)

@@ -74,6 +74,16 @@ def test_device_commands(tmp_path):
         ("00000042", "active", 60, True), ("00c0ffee", "active", 120, False)]
     # A record that does not say (older tools) may be a v1 unit; one added now is v2.
     assert [r["protocol"] for r in rows] == [1, 2]
+    # Neither says where its counters start (a key given, a record): not known.
+    assert [r["counter_floor"] for r in rows] == [None, None]
+    gw.cli("device", "add", "00000061", "--record-out", str(tmp_path / "new.json"))
+    (tmp_path / "k98").write_text(key_for(98).hex())
+    gw.cli("device", "add", "00000062", "--key-file", str(tmp_path / "k98"),
+           "--counter-floor", "5000")
+    rows = {r["device"]: r for r in map(json.loads, gw.cli(
+        "device", "list", "--json").stdout.splitlines())}
+    # A key made just now has sealed nothing: every counter from 1 is the unit's.
+    assert (rows["00000061"]["counter_floor"], rows["00000062"]["counter_floor"]) == (0, 5000)
     listing = gw.cli("device", "list").stdout.splitlines()
     assert "protocol v1" in listing[0] and "protocol v2" in listing[1]
 
@@ -92,7 +102,8 @@ def test_device_commands(tmp_path):
 
     gw.cli("device", "revoke", "00c0ffee")
     rows = [json.loads(line) for line in gw.cli("device", "list", "--json").stdout.splitlines()]
-    assert [r["state"] for r in rows] == ["active", "revoked"]
+    assert [r["state"] for r in rows if r["device"] in ("00000042", "00c0ffee")] == [
+        "active", "revoked"]
 
     for bad in (["device", "add", "xyz", "--key-file", str(new_key)],
                 ["device", "add", "00000001"],

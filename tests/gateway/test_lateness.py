@@ -93,3 +93,27 @@ def test_the_webhook_snapshot_carries_the_lateness(site):
     late = item.snapshot["late"]
     assert late["basis"] == "age" and 560 <= late["late_s"] <= 600
     assert late["raised_at"] == site.clock() - late["late_s"]
+
+
+def test_alarms_from_below_the_first_frame_are_taken_when_the_start_is_known(site):
+    from gateway_harness import key_for
+    from vigil_gateway.pipeline import Message
+
+    def results(device, *counters):
+        frames = [p.encode(p.Alarm(device, c, p.SOS), key_for(device), 2) for c in counters]
+        return [o.reason or o.result for o in site.pipeline.process(
+            [Message("vigil/up/%08x" % device, f) for f in frames])]
+
+    # A new unit (its key made at registration): two reboots out of reach skipped counter
+    # blocks, so its later alarm arrives first; the earlier ones are still its own.
+    site.registry.add(0x51, key_for(0x51), counter_floor=0)
+    assert results(0x51, 300) == ["new"]
+    site.clock.now += 60
+    assert results(0x51, 5, 6, 5) == ["new", "new", "retransmission"]
+    assert site.store.lateness(site.store.incident_for_alarm(0x51, 5).id).basis == "order"
+    # Started over by provisioning at 1000: below it nothing can be this unit's.
+    site.registry.add(0x52, key_for(0x52), counter_floor=1000)
+    assert results(0x52, 1300, 1000, 999) == ["new", "new", "stale_counter"]
+    # Not known (a key that was in service elsewhere): its first frame less the window.
+    site.registry.add(0x53, key_for(0x53))
+    assert results(0x53, 300, 5, 237) == ["new", "stale_counter", "new"]

@@ -128,6 +128,8 @@ def test_provision_end_to_end(tmp_path, board, device_file, bundle, mosquitto_fa
 
     # The gateway knows the device, with a broker password.
     assert registered(gateway_config)[dev]["broker_password"] is True
+    # A unit started here from a clean flash: the gateway knows where its counters begin.
+    assert registered(gateway_config)[dev]["counter_floor"] == 0
     assert record["mqtt_password"] not in (files / "passwords").read_text()
 
     # The wearable, running on the board, reaches the broker with its own credentials once

@@ -37,6 +37,10 @@ def register(sub):
     add.add_argument("--protocol", type=int, choices=(1, 2), default=2,
                      help="the frame version of the unit's firmware: 2 (this release), or 1 "
                           "for a unit still on v1 firmware (raised to 2 by its first v2 frame)")
+    add.add_argument("--counter-floor", type=int, metavar="N",
+                     help="where the unit's counters start, if known (a new key made here: 1); "
+                          "every counter from it up that this gateway has not stored is taken "
+                          "as a late frame, however late, never as a replay")
     add.set_defaults(func=_handler(add_command))
 
     ls = dev.add_parser("list", parents=[common], help="list registered devices")
@@ -240,8 +244,11 @@ def add_command(args):
     _, reg, _ = _state(args)
     if reg.get(device_id) is not None:
         raise ToolError("device %s is already registered" % registry.device_hex(device_id))
+    floor = args.counter_floor
+    if floor is None and not args.key_file:
+        floor = 0  # a key made just now has sealed nothing yet: every counter is this unit's
     _write_record(args, device_id, key, password, args.interval, args.label, args.protocol)
-    reg.add(device_id, key, password, args.interval, args.label, args.protocol)
+    reg.add(device_id, key, password, args.interval, args.label, args.protocol, floor)
     print("added device %s" % registry.device_hex(device_id))
     return 0
 
@@ -389,6 +396,7 @@ def list_command(args):
         contact = store.contact(device.device_id)
         row = {"device": registry.device_hex(device.device_id), "state": device.state,
                "key_version": device.key_version, "protocol": device.protocol,
+               "counter_floor": device.counter_floor,
                "interval_s": device.interval_s,
                "label": device.label, "broker_password": bool(device.mqtt_password_hash),
                "last_seen": contact.last_seen if contact else None,

@@ -81,14 +81,15 @@ def counter_floor(config_path, record):
     return highest[0][0] + 1 + COUNTER_MARGIN if highest else 0
 
 
-def register(config_path, record, interval_s=None):
+def register(config_path, record, interval_s=None, counter_floor=None):
     """Add the device (key and broker password) unless it is already there; returns
-    ADDED or ALREADY."""
+    ADDED or ALREADY. counter_floor: where the unit's counters start, when provisioning
+    started it over (None: not known)."""
     if check(config_path, record) == ALREADY:
         return ALREADY
     with _registry(config_path) as registry:
         registry.add(record.device_id, record.key, record.mqtt_password, interval_s,
-                     record.label)
+                     record.label, counter_floor=counter_floor)
     return ADDED
 
 

@@ -144,6 +144,7 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
     if ca is not None:
         files[device_config.BOARD_CA_PATH] = ca
     _say(out, "provisioning device %s" % name)
+    started_over = {}  # "at": the counter a unit starting over as this device begins from
 
     def claim(board):
         # A unit's flash holds its identity's state: counters, and alarms signed with its key
@@ -160,6 +161,8 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         # Counters: a unit that already is this device keeps its own (and the floor it was
         # given); one that starts over as this device id starts past what the gateway has seen.
         start = board_floor if current == name else floor
+        if current != name:
+            started_over["at"] = floor
         if start:
             config["counter_floor"] = start
             files[device_config.BOARD_PATH] = device_config.render(config)
@@ -177,7 +180,10 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
     _say(out, "device %s is up with its config" % name)
 
     if gateway_config:
-        outcome = gateway_registration.register(gateway_config, record, checkin_interval_s)
+        # A unit started over here: the gateway knows where its counters begin, so its alarms
+        # that come late (after later ones) are taken, not refused as replays.
+        outcome = gateway_registration.register(gateway_config, record, checkin_interval_s,
+                                                started_over.get("at"))
         _say(out, "gateway: device %s %s" % (name, outcome))
         if broker_files:
             gateway_registration.write_broker_files(gateway_config, broker_files)
