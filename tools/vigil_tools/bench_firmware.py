@@ -14,7 +14,11 @@ board's ROMFS partition (romfs.py), through its life with a gateway out of reach
 
 Every phase counts task deaths and restarts (the app's supervisor restarts a task that raised)
 and samples the live heap (after a collection) at each step: the peak, and the largest block
-that can still be allocated at the peak. The command fails if any task died. The baseline, in
+that can still be allocated at the peak (with --heap-map DIR, MicroPython's map of the heap,
+micropython.mem_info(1), is written there where that block was smallest). The command fails
+if any task died. With --runs N each build runs N times, with other environment and path
+sizes; the figures are the worst of the runs (highest peak, smallest block), with the best
+block beside them. The baseline, in
 the same run: the same boot with the bundle loaded from files (bytecode in the heap). Where the
 32-bit build with the firmware frozen in is available (vigil_tools.mpy32), phases 1 and 2 also
 run on it, as a production image: its figures have an ESP32's object sizes. There the BLE link
@@ -86,6 +90,11 @@ def largest_free():
             lo = mid
         except MemoryError:
             hi = mid - 1
+    if S.get("heap_map") and lo < F["largest_free_block_bytes"]:
+        import micropython
+        print("HEAPMAP %d" % lo)
+        micropython.mem_info(1)  # one character a block: what splits the free space
+        print("HEAPMAP-END")
     return lo
 
 def sample(block=False):
@@ -194,10 +203,16 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
     proc.stdin.close()
     figures = None
     lines = []
+    heap_map = None  # the last map the phase printed: where its free block was smallest
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
         for line in proc.stdout:
+            if line.startswith("HEAPMAP ") or (heap_map is not None and heap_map[-1] != ""):
+                if line.startswith("HEAPMAP "):
+                    heap_map = []
+                heap_map.append("" if line.startswith("HEAPMAP-END") else line)
+                continue
             lines.append(line)
             if line.startswith("READY") and gateway is not None:
                 gateway.acking = True
@@ -213,17 +228,21 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
         raise ToolError("the firmware failed in its %s phase (heap %s): %s%s" % (
             settings["phase"], settings.get("heapsize"), detail[-1] if detail else "no output",
             " (at %s)" % "; ".join(where) if where else ""))
+    if heap_map:
+        figures["heap_map"] = "".join(heap_map)
     return figures
 
 
-def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False):
+def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
+                heap_map=False):
     """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
     heap's layout depends on (the host malloc's alignment follows the environment's and the
     paths' sizes): a padding variable and a deeper flash folder."""
     env = dict(env, VIGIL_BENCH_PAD="x" * (run * 37 % 301))
     flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
     common = {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
-              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble}
+              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
+              "heap_map": heap_map}
     out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
     gateway = _Gateway(broker.port)
     try:
@@ -263,7 +282,7 @@ def _frozen32(heapsize):
             dict(os.environ, MICROPYPATH=".frozen"))
 
 
-def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize):
+def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=False):
     """Phases 1 and 2 on the 32-bit build with its BLE link up: a rig's pty as its H4 UART,
     and the gateway's central on the rig connecting it (never acknowledging)."""
     from .ble_rig import BleRig
@@ -273,7 +292,7 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize):
     try:
         rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
-                           alarms, heapsize, idle=False, ble=True)
+                           alarms, heapsize, idle=False, ble=True, run=run, heap_map=heap_map)
     finally:
         rig.stop()
 
@@ -299,7 +318,29 @@ def _totals(phases):
             "alarms_sent": fill["alarms_sent"]}
 
 
-def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
+def _worst(runs, into, suffix=""):
+    """Put the worst of several runs' totals in `into`: highest peak, smallest free block (and
+    the best block beside it), every death and restart counted."""
+    into["heap%s_peak_bytes" % suffix] = max(t["heap_peak_bytes"] for t in runs)
+    blocks = [t["largest_free_block_bytes"] for t in runs]
+    into["largest_free_block%s_bytes" % suffix] = min(blocks)
+    into["largest_free_block%s_max_bytes" % suffix] = max(blocks)
+    into["left_after_drain%s" % suffix] = max(t["left_after_drain"] for t in runs)
+    into["runs%s_without_death" % suffix] = sum(
+        1 for t in runs if t["task_deaths"] == 0)
+
+
+def _save_heap_maps(folder, build, runs):
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for run, phases in enumerate(runs):
+        for phase, f in phases.items():
+            if f.get("heap_map"):
+                (folder / ("%s-run%d-%s.txt" % (build, run, phase))).write_text(f["heap_map"])
+
+
+def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None):
+    maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         files = firmware_build.build(tmp / "bundle")
@@ -312,19 +353,30 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
                                          "count_wakes": False,
                                          "fs": tempfile.mkdtemp(dir=tmp)})
             cmd, env = _unix_port(heapsize, rom=tmp / "firmware.romfs")
-            phases = _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True)
-            clean = [_totals(phases)["task_deaths"] == 0]
+            all64 = [_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True,
+                                 heap_map=maps)]
             for run in range(1, runs):
-                clean.append(_totals(_run_phases(cmd, env, tmp, broker, alarms, heapsize,
-                                                 idle=False, run=run))["task_deaths"] == 0)
+                all64.append(_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=False,
+                                         run=run, heap_map=maps))
             frozen = _frozen32(heapsize32)
-            phases32 = None if frozen is None else _phases32_with_ble(
-                frozen, tmp, broker, alarms, heapsize32)
+            all32 = []
+            if frozen is not None:
+                for run in range(runs):
+                    all32.append(_phases32_with_ble(frozen, tmp, broker, alarms, heapsize32,
+                                                    run=run, heap_map=maps))
         finally:
             broker.stop()
+    if maps:
+        _save_heap_maps(heap_map, "64bit", all64)
+        _save_heap_maps(heap_map, "32bit", all32)
+    phases = all64[0]
+    totals = [_totals(p) for p in all64]
     figures = _totals(phases)
+    figures["task_deaths"] = sum(t["task_deaths"] for t in totals)
+    figures["task_restarts"] = sum(t["task_restarts"] for t in totals)
+    figures["memory_retries"] = sum(t["memory_retries"] for t in totals)
+    _worst(totals, figures)
     figures["runs"] = runs
-    figures["runs_without_death"] = sum(clean)
     figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
     figures["idle_wakeups_per_s"] = round(phases["idle"]["wakeups"] * 1000 / IDLE_MS, 2)
     figures["ble_loaded"] = 0  # this build has no `bluetooth` module
@@ -335,18 +387,18 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k"):
     figures["bundle_bytes"] = sum(files.values())
     figures["bundle_files"] = len(files)
     figures["romfs_image_bytes"] = image_bytes
-    if phases32 is not None:
-        t32 = _totals(phases32)
+    if all32:
+        totals32 = [_totals(p) for p in all32]
+        t32 = totals32[0]
         figures["heapsize32_bytes"] = _size(heapsize32)
         figures["heap32_after_boot_bytes"] = t32["heap_after_boot_bytes"]
         figures["heap32_after_reboot_bytes"] = t32["heap_after_reboot_bytes"]
-        figures["heap32_peak_bytes"] = t32["heap_peak_bytes"]
-        figures["largest_free_block32_bytes"] = t32["largest_free_block_bytes"]
-        figures["task_deaths"] += t32["task_deaths"]
-        figures["task_restarts"] += t32["task_restarts"]
-        figures["left_after_drain32"] = t32["left_after_drain"]
+        _worst(totals32, figures, "32")
+        figures["task_deaths"] += sum(t["task_deaths"] for t in totals32)
+        figures["task_restarts"] += sum(t["task_restarts"] for t in totals32)
+        figures["memory_retries"] += sum(t["memory_retries"] for t in totals32)
         figures["ble32_loaded"] = 1
-        figures["ble32_connected"] = min(f.get("ble_up", 0) for f in phases32.values())
+        figures["ble32_connected"] = min(f.get("ble_up", 0) for p in all32 for f in p.values())
     return figures, files
 
 
@@ -357,7 +409,7 @@ def _size(text):
 
 def firmware_command(args):
     from . import mpy32
-    f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32)
+    f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32, args.heap_map)
     print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
         f["bundle_files"], f["bundle_bytes"], f["romfs_image_bytes"]))
@@ -369,8 +421,9 @@ def firmware_command(args):
           "(heap after boot %d), drained to %d" % (
               args.alarms, f["alarms_queued"], f["queued_at_reboot"],
               f["heap_after_reboot_bytes"], f["left_after_drain"]))
-    print("    peak live heap %d bytes; largest free block at the peak %d bytes" % (
-        f["heap_peak_bytes"], f["largest_free_block_bytes"]))
+    print("    peak live heap %d bytes; largest free block at the peak %d bytes (%d in the "
+          "best of %d runs)" % (f["heap_peak_bytes"], f["largest_free_block_bytes"],
+                                f["largest_free_block_max_bytes"], f["runs"]))
     print("    idle (MQTT link up, no alarm): %.2f task wake-ups per second" %
           f["idle_wakeups_per_s"])
     if "heap32_peak_bytes" in f:
@@ -378,21 +431,26 @@ def firmware_command(args):
               "BLE link up (aioble on BTstack; a central connected: %s):"
               % (args.heapsize32, "yes" if f["ble32_connected"] else "NO"))
         print("    heap after boot %d, after the reboot with a full outbox %d; peak %d; "
-              "largest free block at the peak %d" % (
+              "largest free block at the peak %d (%d in the best of %d runs)" % (
                   f["heap32_after_boot_bytes"], f["heap32_after_reboot_bytes"],
-                  f["heap32_peak_bytes"], f["largest_free_block32_bytes"]))
+                  f["heap32_peak_bytes"], f["largest_free_block32_bytes"],
+                  f["largest_free_block32_max_bytes"], f["runs"]))
     else:
         print("  no 32-bit build: %s" % mpy32.skip_reason())
-    print("  task deaths %d, restarts %d, alarm-path memory retries %d; runs without a task "
-          "death %d of %d" % (f["task_deaths"], f["task_restarts"], f["memory_retries"],
-                              f["runs_without_death"], f["runs"]))
+    print("  task deaths %d, restarts %d, alarm-path memory retries %d (all runs); runs without "
+          "a task death %d of %d%s" % (
+              f["task_deaths"], f["task_restarts"], f["memory_retries"],
+              f["runs_without_death"], f["runs"],
+              "; 32-bit %d of %d" % (f["runs32_without_death"], f["runs"])
+              if "runs32_without_death" in f else ""))
+    if args.heap_map:
+        print("  heap maps where the free block was smallest: %s" % args.heap_map)
     print(" ".join("%s=%s" % kv for kv in sorted(f.items())))
     if not f["link_up"]:
         raise ToolError("the MQTT link did not come up during the benchmark")
     if f["task_deaths"] or f["runs_without_death"] < f["runs"]:
-        raise ToolError("tasks died during the benchmark (%d in the first run; %d of %d runs "
-                        "without a death)" % (f["task_deaths"], f["runs_without_death"],
-                                              f["runs"]))
+        raise ToolError("tasks died during the benchmark (%d in all; %d of %d runs without a "
+                        "death)" % (f["task_deaths"], f["runs_without_death"], f["runs"]))
     return 0
 
 
@@ -448,7 +506,11 @@ def register_bench(bench_sub):
                     help="heap cap for the 32-bit frozen build, where there is one (default 64k)")
     fw.add_argument("--runs", type=int, default=1,
                     help="repeat the fill and drain phases with other environment and path "
-                         "sizes (the heap's layout follows them); prints how many had no death")
+                         "sizes (the heap's layout follows them), on each build; prints the "
+                         "worst figures and how many runs had no death")
+    fw.add_argument("--heap-map", metavar="DIR", default=None,
+                    help="write MicroPython's heap map (micropython.mem_info(1)) of each phase "
+                         "where its largest free block was smallest into DIR")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")
