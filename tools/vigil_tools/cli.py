@@ -18,6 +18,7 @@ COMMANDS = (
     "vigil_tools.demo",
     "vigil_tools.technician_cmd",
     "vigil_tools.ble_air_cmd",
+    "vigil_responder.console.cli",
 )
 
 

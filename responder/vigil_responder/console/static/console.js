@@ -1,0 +1,76 @@
+// The console's only script: live updates over server-sent events, the new-alarm cue (a
+// banner, the title, and a tone once sound is on), and the ages ticking. The pages work
+// without it; it adds no control of its own.
+(function () {
+  "use strict";
+  var body = document.body;
+  var page = body.dataset.page;
+  var audio = null;
+
+  function refresh(url, id) {
+    return fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+      if (r.status === 401 || r.redirected) { location.href = "/login"; return; }
+      return r.text().then(function (html) {
+        var el = document.getElementById(id);
+        if (el) { el.innerHTML = html; ages(); }
+      });
+    });
+  }
+
+  function reload(incident) {
+    if (page === "queue") refresh("/queue", "queue");
+    if (page === "incident" && (incident === undefined || incident === body.dataset.incident))
+      refresh("/incidents/" + body.dataset.incident + "/panel", "panel");
+  }
+
+  function cue(incident) {
+    var box = document.getElementById("cue");
+    if (!box) return;
+    document.getElementById("cue-link").href = "/incidents/" + incident;
+    box.hidden = false;
+    box.classList.add("flash");
+    document.title = "NEW ALARM · Vigil console";
+    if (audio) {
+      var osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.2;
+      osc.connect(gain); gain.connect(audio.destination);
+      osc.start(); osc.stop(audio.currentTime + 0.6);
+    }
+  }
+
+  function ages() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll(".age[data-since]").forEach(function (el) {
+      var s = Math.max(0, Math.round(now - parseFloat(el.dataset.since)));
+      var text = s < 120 ? s + " s" : s < 7200 ? Math.floor(s / 60) + " min" : Math.floor(s / 3600) + " h";
+      el.textContent = "age " + text;
+    });
+  }
+
+  var sound = document.getElementById("sound");
+  if (sound) sound.addEventListener("click", function () {
+    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+    sound.textContent = "Sound on";
+  });
+  var seen = document.getElementById("cue-seen");
+  if (seen) seen.addEventListener("click", function () {
+    document.getElementById("cue").hidden = true;
+    document.title = "Vigil console";
+  });
+
+  if (page) {
+    var live = document.getElementById("live");
+    var first = true;
+    var source = new EventSource("/events");
+    source.addEventListener("hello", function () {
+      live.textContent = "live"; live.className = "live up";
+      if (!first) reload();  // reconnected: what changed meanwhile
+      first = false;
+    });
+    source.addEventListener("incident", function (e) { reload(e.data); });
+    source.addEventListener("alarm", function (e) { reload(e.data); cue(e.data); });
+    source.onerror = function () { live.textContent = "reconnecting…"; live.className = "live down"; };
+  }
+  ages();
+  setInterval(ages, 1000);
+})();

@@ -1,0 +1,133 @@
+# The responder console as a process (`vigil responder run`), for the console's tests: its
+# folder, config, secrets, accounts, and signed webhooks posted to it.
+# (A module of its own, not conftest.py: test folders' conftest modules shadow each other.)
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from vigil_gateway import webhook
+from vigil_tools.broker import free_port
+
+VIGIL = [sys.executable, "-m", "vigil_tools.cli"]
+SECRET = "console-webhook-secret-0123456789"
+TOKEN = "console-actions-token-0123456789"
+PASSWORD = "correct horse battery"
+
+
+def private(path, text):
+    path = Path(path)
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return path
+
+
+class ConsoleProcess:
+    def __init__(self, workdir, gateway_url="http://127.0.0.1:9", users=("ana",)):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.webhook_url = self.url + "/vigil"
+        private(self.dir / "secret", SECRET)
+        private(self.dir / "token", TOKEN)
+        self.config = self.dir / "responder.toml"
+        self.gateway_url = gateway_url  # may be set before start()
+        self._write_config()
+        self.log_path = self.dir / "console.log"
+        self.proc = None
+        for name in users:
+            self.cli("user", "add", name, input=PASSWORD + "\n")
+
+    def _write_config(self):
+        self.config.write_text(
+            '[console]\nport = %d\ndata_dir = "data"\n\n[webhook]\nsecret_file = "secret"\n\n'
+            '[gateway]\nurl = "%s"\ntoken_file = "token"\n' % (self.port, self.gateway_url))
+
+    def cli(self, *args, input=None):
+        result = subprocess.run(VIGIL + ["responder"] + list(args) + ["--config",
+                                str(self.config)], input=input, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def start(self):
+        self._write_config()
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(VIGIL + ["responder", "run", "--config", str(self.config)],
+                                     stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "console exited:\n" + self.log()
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("console not up:\n" + self.log())
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self):
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def post_webhook(self, payload=None, raw=None, signature=None, secret=SECRET):
+        body = raw if raw is not None else webhook.encode_body(payload)
+        req = urllib.request.Request(self.webhook_url, data=body, method="POST")
+        req.add_header(webhook.SIGNATURE_HEADER,
+                       signature if signature is not None else webhook.sign(secret.encode(),
+                                                                            body))
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as reply:
+                return reply.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def metrics(self):
+        values = {}
+        for line in self.get("/metrics")[1].splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def webhooks(self, result):
+        return self.metrics().get('vigil_responder_webhooks_total{result="%s"}' % result, 0)
+
+
+def event(incident_id=1, kind="SOS", event_name="raised", state="open", counter=1,
+          name="A. Worker", at=None):
+    """A webhook body as the gateway builds it (vigil_gateway.webhook.incident_payload)."""
+    at = time.time() if at is None else at
+    return webhook.incident_payload(
+        event_name, {"id": incident_id, "kind": kind, "state": state, "counter": counter,
+                     "opened_at": at, "updated_at": at}, 0xC0FFEE,
+        {"name": name, "contacts": [{"name": "B. Lead", "phone": "+44 1234 567890",
+                                     "relation": "supervisor"}], "notes": None},
+        [{"at": at, "event": event_name, "detail": event_name}],
+        location={"lat": 51.5007, "lon": -0.1246, "accuracy_m": 9,
+                  "at": webhook._iso(at)}, sent_at=at)
+
+
+def body_json(payload):
+    return json.loads(webhook.encode_body(payload))
