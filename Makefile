@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq $$missing; \
 	fi
+	@# Debian's chromium, for the responder console's browser tests (skipped without it)
+	@command -v chromium >/dev/null || { echo "installing chromium (the console's browser tests)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium || \
+		echo "chromium could not be installed: the console's browser tests will be skipped"; }
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e ".[test]"

@@ -1,0 +1,231 @@
+# The console in a real headless Chromium (Debian's, driven by Playwright), fed by a real
+# gateway (`vigil gateway run`) on a real Mosquitto, from a wearable's MQTT side publishing
+# signed frames: an SOS shows up without a reload, the checklist keeps its order, the prompt
+# reaches the gateway and the wearable, the tap comes back to the page; a duress page has no
+# control that would contact or cue the wearer; a resolution needs a reason; two responders see
+# who holds an incident. One browser and one site for the module.
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import vigil_protocol as p
+from console_harness import PASSWORD, SECRET, TOKEN, ConsoleProcess
+from vigil_responder import ActionsClient
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
+from gateway_harness import Device, GatewayProcess, key_for, wait_for, write_secret  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+DEV = 0x00C0FF18
+KEY = key_for(DEV)
+SHOTS = Path(os.environ.get("VIGIL_ARTIFACTS", Path(__file__).resolve().parents[2] / ".venv"
+                            / "artifacts")) / "console"
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # make setup installs it (requirements.lock)
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (make setup installs it)")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no %s: make setup installs Debian's chromium where apt can" % CHROMIUM)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Site:
+    """A gateway forwarding to the console, the console acting through the gateway's API."""
+
+    def __init__(self, tmp, broker_port):
+        write_secret(tmp / "gw-secret", SECRET)
+        write_secret(tmp / "gw-tokens", "console %s\n" % TOKEN)
+        self.console = ConsoleProcess(tmp / "console", users=("ana", "ben"))
+        self.prefix = "console-" + uuid.uuid4().hex[:8]
+        self.gw = GatewayProcess(
+            tmp / "gw", broker_port, mqtt={"prefix": self.prefix},
+            forward={"backoff_min_s": 0.05, "backoff_max_s": 0.5},
+            **{"forward.webhook": {"url": self.console.webhook_url,
+                                   "secret_file": str(tmp / "gw-secret")},
+               "actions": {"tokens_file": str(tmp / "gw-tokens")}})
+        self.gw.add_device(DEV, KEY)
+        self.gw.cli("wearer", "set", "%08x" % DEV, "--name", "Dana Field",
+                    "--contact", "Sam Lead,+44 1234 567890,supervisor")
+        self.console.gateway_url = "http://127.0.0.1:%d" % self.gw.http_port
+        self.api = ActionsClient(self.console.gateway_url, TOKEN)
+        self.console.start()
+        self.gw.start()
+        self.device = Device(broker_port, DEV, KEY, prefix=self.prefix, client_id=self.prefix)
+
+    def alarm(self, kind, **ext):
+        counter = self.device.next_counter()
+        self.device.publish(p.encode(p.Alarm(DEV, counter, kind, **ext), self.device.key))
+        return counter
+
+    def incident_for(self, counter):
+        wait_for(lambda: any(i["counter"] == counter for i in self.gw.incidents()),
+                 what="the gateway's incident")
+        return next(i for i in self.gw.incidents() if i["counter"] == counter)["id"]
+
+    def gateway_audit(self, incident):
+        status, body = self.api.incident(incident)
+        assert status == 200
+        return [a["event"] for a in body["audit"]]
+
+    def close(self):
+        self.device.close()
+        self.gw.stop()
+        self.console.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, mosquitto):
+    s = Site(tmp_path_factory.mktemp("console-site"), mosquitto.port)
+    yield s
+    s.close()
+
+
+def signed_in(browser, site, name="ana"):
+    page = browser.new_context().new_page()
+    page.goto(site.console.url + "/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#sign-in")
+    expect(page.locator("#responder-name")).to_have_text(name)
+    expect(page.locator("#live")).to_have_text("live")  # the event stream is open
+    return page
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def post_step(page, incident, step, **form):
+    """A request built by hand, with the page's own session and CSRF token."""
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    reply = page.request.post("%s/incidents/%d/steps/%s" % (
+        page.url.split("/incidents")[0], incident, step),
+        form=dict(form, csrf=csrf), max_redirects=0)
+    return reply.status
+
+
+def test_sos_arrives_live_and_its_checklist_keeps_order_to_the_wearable(browser, site):
+    page = signed_in(browser, site)
+    sos = site.alarm(p.SOS, location=(515007000, -1246000, 9))
+    row = page.locator("#alarms li[data-kind=SOS]")
+    expect(row).to_have_count(1)  # pushed to the open page: no reload
+    expect(page.locator("#cue")).to_be_visible()
+    expect(row).to_contain_text("Dana Field")
+    expect(row.locator(".where")).to_contain_text("51.50070, -0.12460 (within 9 m)")
+    expect(row.locator(".contacts")).to_contain_text("Sam Lead (supervisor), +44 1234 567890")
+    shot(page, "queue.png")
+    incident = site.incident_for(sos)
+    row.locator("a").click()
+    expect(page.locator("#incident")).to_have_attribute("data-kind", "SOS")
+
+    # the order: nothing but the call before the call
+    for step in ("prompt_double_tap", "help_dispatched", "resolve"):
+        expect(page.locator("button[data-step=%s]" % step)).to_be_disabled()
+    assert post_step(page, incident, "prompt_double_tap") == 409
+    assert post_step(page, incident, "help_dispatched") == 409
+    assert "prompt_double_tap" not in site.gateway_audit(incident)
+
+    page.click("button[data-step=contact_wearer]")
+    expect(page.locator("[data-step-item=contact_wearer]")).to_contain_text("ana")
+    page.click("button[data-step=prompt_double_tap]")
+    expect(page.locator("#prompt-sent")).to_contain_text("sent")
+    assert "prompt_double_tap" in site.gateway_audit(incident)
+    wait_for(lambda: any(isinstance(f, p.Action) and f.action == p.PROMPT_DOUBLE_TAP
+                         and f.ref == sos for f in list(site.device.downlinks.queue)),
+             what="the prompt on the wearable's down topic")
+
+    site.device.publish(site.device.alarm(p.DOUBLE_TAP, ref=sos))
+    expect(page.locator("#tapped")).to_have_text(re.compile(r"\d\d:\d\d:\d\d UTC"))  # live
+    expect(page.locator("#state")).to_contain_text("needs_help")
+    page.click("button[data-step=help_dispatched]")
+    expect(page.locator("[data-step-item=help_dispatched]")).to_contain_text("ana")
+    shot(page, "sos.png")
+
+    page.click("button[data-step=resolve]")  # no reason chosen
+    expect(page.locator("#error")).to_contain_text("a resolution needs a reason")
+    assert "resolved" not in site.gateway_audit(incident)
+    page.select_option("#reason", "false_alarm")
+    page.click("button[data-step=resolve]")
+    expect(page.locator("#resolution")).to_contain_text("false alarm")
+    assert "resolved" in site.gateway_audit(incident)
+    steps = page.locator("#steps li")
+    expect(steps.last).to_contain_text("ana")
+    page.context.close()
+
+
+def test_duress_page_has_no_contact_control_and_reads_out_to_the_police(browser, site):
+    page = signed_in(browser, site)
+    duress = site.alarm(p.DURESS, location=(515007000, -1246000, 9))
+    row = page.locator("#alarms li[data-kind=DURESS]")
+    expect(row).to_have_count(1)
+    incident = site.incident_for(duress)
+    row.locator("a").click()
+    expect(page.locator("#do-not-contact")).to_contain_text("do NOT contact the wearer")
+    html = page.content()
+    for control in ("contact_wearer", "prompt_double_tap", "acknowledge"):
+        assert page.locator("[data-step=%s]" % control).count() == 0  # absent, not hidden
+        assert control not in html
+    assert "tap twice" not in html.lower() and "Wearer called" not in html
+    script = page.locator("#police-script")
+    for fact in ("Dana Field", "51.50070, -0.12460", "Sam Lead", "+44 1234 567890",
+                 "Alarm raised at"):
+        expect(script).to_contain_text(fact)
+    shot(page, "duress.png")
+
+    # a crafted request for a prompt is refused by the console and never reaches the gateway
+    assert post_step(page, incident, "prompt_double_tap") == 409
+    assert post_step(page, incident, "contact_wearer") == 409
+    assert "prompt_double_tap" not in site.gateway_audit(incident)
+
+    expect(page.locator("button[data-step=inform_contacts]")).to_be_disabled()
+    page.click("button[data-step=police]")
+    expect(page.locator("[data-step-item=police]")).to_contain_text("ana")
+    page.click("button[data-step=inform_contacts]")
+    page.select_option("#reason", "other")
+    page.click("button[data-step=resolve]")  # "other" says nothing: refused
+    expect(page.locator("#error")).to_contain_text("say what the other reason is")
+    page.select_option("#reason", "other")
+    page.fill("#reason-text", "police attended, wearer safe")
+    page.click("button[data-step=resolve]")
+    expect(page.locator("#resolution")).to_contain_text("police attended")
+    audit = site.gateway_audit(incident)
+    assert "help_dispatched" in audit and "resolved" in audit
+    assert "prompt_double_tap" not in audit
+    page.context.close()
+
+
+def test_two_responders_see_who_holds_it_and_faults_keep_their_lane(browser, site):
+    ana, ben = signed_in(browser, site, "ana"), signed_in(browser, site, "ben")
+    site.alarm(p.LOW_BATTERY)
+    expect(ana.locator("#faults li[data-kind=LOW_BATTERY]")).to_have_count(1)
+    assert ana.locator("#alarms li[data-kind=LOW_BATTERY]").count() == 0
+    fall = site.incident_for(site.alarm(p.FALL))
+    ana.goto("%s/incidents/%d" % (site.console.url, fall))
+    ben.goto("%s/incidents/%d" % (site.console.url, fall))
+    ana.click("#take")
+    expect(ben.locator("#holder")).to_have_text("ana")  # live, on the other screen
+    expect(ben.locator("#take-over")).to_contain_text("Take it over from ana")
+    assert post_step(ben, fall, "contact_wearer") == 409  # ana has it
+    ben.click("#take-over")
+    expect(ben.locator("#holder")).to_have_text("ben")
+    expect(ben.locator("#steps")).to_contain_text("took it over from ana")
+    expect(ana.locator("#take-over")).to_contain_text("Take it over from ben")
+    ana.context.close()
+    ben.context.close()
