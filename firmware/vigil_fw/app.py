@@ -86,10 +86,14 @@ class Wearable:
         self.version = config.protocol  # of the frames this unit seals
         self.counters = CounterStore(flash, config.counter_floor)
         self.outbox = Outbox(flash)
+        # Reading flash makes garbage: collected here, what is allocated next fills the holes
+        # it leaves instead of landing above them (where it would split the free space).
+        gc.collect()
         self.alarms = fsm.Alarms(flash)
         self.feedback = Feedback(board)
         self.inbox = Inbox()
         self.seen = SeenDownlinks(flash)  # the replay window, kept across reboots
+        gc.collect()
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
         self.wake = Flag()      # the sender: a new alarm, or a link came up
@@ -108,6 +112,7 @@ class Wearable:
         self.use_watchdog = True   # safe mode (bootguard.py) runs without one
         self.on_healthy = None     # called once the wearable has run HEALTHY_MS
         self._reconcile()
+        gc.collect()
         self._reserve = bytearray(_RESERVE_BYTES)  # type: bytearray | None
 
     # -- state --------------------------------------------------------------------------------
