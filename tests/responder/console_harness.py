@@ -2,6 +2,7 @@
 # folder, config, secrets, accounts, and signed webhooks posted to it.
 # (A module of its own, not conftest.py: test folders' conftest modules shadow each other.)
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -26,11 +27,15 @@ def private(path, text):
 
 
 class ConsoleProcess:
-    def __init__(self, workdir, gateway_url="http://127.0.0.1:9", users=("ana",)):
+    def __init__(self, workdir, gateway_url="http://127.0.0.1:9", users=("ana",), tls=None,
+                 host="127.0.0.1"):
+        """tls: {"certfile", "keyfile"} (tests/tls_ca.py) to serve https."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.tls, self.host = tls, host
+        self.ssl = ssl.create_default_context(cafile=tls["cafile"]) if tls else None
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
         self.webhook_url = self.url + "/vigil"
         private(self.dir / "secret", SECRET)
         private(self.dir / "token", TOKEN)
@@ -43,9 +48,12 @@ class ConsoleProcess:
             self.cli("user", "add", name, input=PASSWORD + "\n")
 
     def _write_config(self):
+        tls = ('cert_file = "%s"\nkey_file = "%s"\n' % (self.tls["certfile"], self.tls["keyfile"])
+               if self.tls else "")
         self.config.write_text(
-            '[console]\nport = %d\ndata_dir = "data"\n\n[webhook]\nsecret_file = "secret"\n\n'
-            '[gateway]\nurl = "%s"\ntoken_file = "token"\n' % (self.port, self.gateway_url))
+            '[console]\nhost = "%s"\nport = %d\ndata_dir = "data"\n%s\n[webhook]\n'
+            'secret_file = "secret"\n\n[gateway]\nurl = "%s"\ntoken_file = "token"\n'
+            % (self.host, self.port, tls, self.gateway_url))
 
     def cli(self, *args, input=None):
         result = subprocess.run(VIGIL + ["responder"] + list(args) + ["--config",
@@ -85,7 +93,7 @@ class ConsoleProcess:
 
     def get(self, path):
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as reply:
+            with urllib.request.urlopen(self.url + path, timeout=5, context=self.ssl) as reply:
                 return reply.status, reply.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -98,7 +106,7 @@ class ConsoleProcess:
                                                                             body))
         req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=5) as reply:
+            with urllib.request.urlopen(req, timeout=5, context=self.ssl) as reply:
                 return reply.status
         except urllib.error.HTTPError as exc:
             return exc.code

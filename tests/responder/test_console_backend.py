@@ -3,6 +3,8 @@
 # counted refusals, and a session for every page and action.
 import http.cookiejar
 import re
+import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -10,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from console_harness import PASSWORD, SECRET, TOKEN, ConsoleProcess, event
+from console_harness import PASSWORD, SECRET, TOKEN, VIGIL, ConsoleProcess, event
+from tls_ca import make_ca
 from vigil_gateway import webhook
 
 
@@ -101,3 +104,56 @@ def test_every_page_and_action_needs_a_session_and_posts_a_csrf_token(console):
     assert "Held by</dt><dd id=\"holder\">ana" in browser.request("/incidents/4")[1]
     session = [c for c in browser.jar if c.name == "vigil_console"][0]
     assert session.has_nonstandard_attr("HttpOnly")
+
+
+def test_a_late_duress_alarm_says_so_and_gives_the_police_the_time_it_was_raised(console):
+    arrived = time.time()
+    late = event(incident_id=5, kind="DURESS", at=arrived)
+    late["incident"]["raised_at"] = webhook._iso(arrived - 92)
+    late["incident"]["late"] = {"late_by_s": 92.0, "basis": ["age"], "possibly_held_s": None}
+    assert console.post_webhook(late) == 200
+    browser = Browser(console.url)
+    browser.login()
+    page = browser.request("/incidents/5")[1]
+    assert "LATE ALARM: raised at least 92 s before it reached the gateway" in page
+    raised = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(arrived - 92))
+    script = page.split('id="police-script"')[1].split("</section>")[0]
+    assert "Alarm raised at %s at the latest; it reached us late." % raised in script
+    figures = browser.request("/figures")[1]
+    row = figures.split('<tr data-incident="5">')[1].split("</tr>")[0]
+    assert "<td>%s</td>" % raised in row
+    assert re.search(r'class="to_console">9[23]\.\d s<', row)  # raised, not arrived, counts
+
+
+def test_a_step_the_gateway_did_not_take_is_shown_refused_never_done(console):
+    # the console's gateway URL answers nothing: the step is tried, then shown as refused
+    assert console.post_webhook(event(incident_id=6, kind="SOS")) == 200
+    browser = Browser(console.url)
+    browser.login()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', browser.request("/incidents/6")[1]).group(1)
+    status, page, _ = browser.request("/incidents/6/steps/contact_wearer", {"csrf": csrf})
+    assert status == 409 and "Not done: the gateway did not take it (unreachable" in page
+    page = browser.request("/incidents/6")[1]
+    assert 'class="refused"' in page and "REFUSED: the gateway did not take acknowledge" in page
+    assert 'data-step="contact_wearer"' in page  # still to do: its button is there
+    assert 'data-step="prompt_double_tap" disabled' in page
+
+
+def test_served_over_tls_when_configured_and_never_in_clear_off_loopback(tmp_path):
+    files = make_ca(tmp_path / "ca")
+    console = ConsoleProcess(tmp_path / "tls", tls=files).start()
+    try:
+        context = ssl.create_default_context(cafile=files["cafile"])
+        with urllib.request.urlopen(console.url + "/login", context=context, timeout=5) as r:
+            assert r.status == 200 and "Sign in" in r.read().decode()
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(console.url.replace("https", "http") + "/login", timeout=5)
+    finally:
+        console.stop()
+    exposed = ConsoleProcess(tmp_path / "exposed", host="0.0.0.0", users=())
+    result = subprocess.run(VIGIL + ["responder", "run", "--config", str(exposed.config)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("vigil responder: console.cert_file: the console on "
+                                     "0.0.0.0 is reachable from the network: give it TLS "
+                                     "(cert_file and key_file)")

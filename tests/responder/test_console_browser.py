@@ -229,3 +229,19 @@ def test_two_responders_see_who_holds_it_and_faults_keep_their_lane(browser, sit
     expect(ana.locator("#take-over")).to_contain_text("Take it over from ben")
     ana.context.close()
     ben.context.close()
+
+
+def test_a_page_open_through_a_console_restart_gets_what_came_meanwhile(browser, site):
+    page = signed_in(browser, site)
+    before = page.locator("#alarms li[data-kind=SOS]").count()
+    site.console.stop()
+    expect(page.locator("#live")).to_have_text("reconnecting…")
+    site.alarm(p.SOS)  # the gateway keeps it and retries until the console takes it
+    site.console.start()
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#alarms li[data-kind=SOS]")).to_have_count(before + 1)
+    page.goto(site.console.url + "/figures")
+    expect(page.locator("#summary tr[data-kind=all] .count")).not_to_have_text("0")
+    first_sos = page.locator("#incidents tr[data-incident]").filter(has_text="SOS").first
+    expect(first_sos.locator(".to_resolved")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    page.context.close()

@@ -6,6 +6,7 @@
 #   POST /incidents/{id}/take      take it (or take it over, explicitly, audited)
 #   POST /incidents/{id}/steps/{s} one step of the procedure (procedures.py's rules)
 #   GET  /events                   server-sent events: what changed
+#   GET  /figures?month=YYYY-MM    alarm-handling times, per incident and the month's summary
 #   GET  /queue, /incidents/{id}/panel   the fragments the page fetches again on an event
 #   GET  /healthz, /metrics        no personal data; no login
 # Every other page and action needs a session; every POST but the login and the webhook
@@ -18,7 +19,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from . import auth, procedures, views
+from . import auth, figures, procedures, views
 from .gateway import GatewayClient
 from .live import Hub
 from .receiver import Receiver
@@ -41,12 +42,19 @@ class Console:
         self.hub = Hub()
         self.gateway = gateway or GatewayClient(config.gateway_url, config.token,
                                                 config.ca_file)
-        self.step_lock = asyncio.Lock()
+        self._locks = {}
         self.secure_cookie = bool(config.cert_file)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.filters["clock"] = views.clock
+        self.templates.filters["duration"] = figures.duration
+        self.templates.globals["handling_times"] = figures.incident_times
+
+    def lock(self, incident_id):
+        """One step at a time per incident (its order is checked against the store), while
+        other incidents' steps go on."""
+        return self._locks.setdefault(incident_id, asyncio.Lock())
 
 
 def make_app(console):
@@ -61,6 +69,7 @@ def make_app(console):
     app.router.add_get("/", _queue_page)
     app.router.add_get("/queue", _queue_fragment)
     app.router.add_get("/events", _events)
+    app.router.add_get("/figures", _figures)
     app.router.add_get("/incidents/{id:[0-9]{1,12}}", _incident_page)
     app.router.add_get("/incidents/{id:[0-9]{1,12}}/panel", _incident_panel)
     app.router.add_post("/incidents/{id:[0-9]{1,12}}/take", _take)
@@ -231,7 +240,7 @@ async def _step(request):
     console = request.app[STATE]
     name = request["responder"]
     form = request["form"]
-    async with console.step_lock:  # one step at a time: order is checked against the store
+    async with console.lock(int(request.match_info["id"])):
         view = _incident(request)
         refused = _may_act(view, name)
         done = {s["name"] for s in view["checklist"] if s["done"]}
@@ -253,14 +262,15 @@ async def _step(request):
                                                note="%s (by %s)" % (detail, name))
             if not answer.ok:
                 console.store.add_step(view["id"], step.name, name, "refused",
-                                       "the gateway refused %s: %s" % (step.action,
-                                                                      answer.message))
+                                       "the gateway did not take %s: %s" % (step.action,
+                                                                           answer.message))
                 log.warning("incident=%d step=%s refused by the gateway: %s", view["id"],
                             step.name, answer.body.get("error", answer.status))
                 console.hub.publish("incident", view["id"])
                 return _render(request, "incident.html", status=409,
                                i=_incident(request),
-                               error="Not done: the gateway refused it (%s)" % answer.message)
+                               error="Not done: the gateway did not take it (%s)"
+                               % answer.message)
             if answer.body.get("downlink") is not None:
                 detail += "; the gateway queued downlink %d" % answer.body["downlink"]
         at = console.store.add_step(view["id"], step.name, name, "done", detail)
@@ -277,3 +287,29 @@ def _may_act(view, name):
     if view["holder"] and view["holder"] != name:
         return "%s has this incident: take it over first" % view["holder"]
     return None
+
+
+async def _figures(request):
+    console = request.app[STATE]
+    month = request.query.get("month") or figures.month_of(time.time())
+    try:
+        first = time.strptime(month + "-01", "%Y-%m-%d")
+    except ValueError:
+        raise web.HTTPBadRequest(text="month is YYYY-MM\n")
+    views_ = [views.incident_view(row, console.store.steps(row["id"]))
+              for row in console.store.incidents(open_only=False)]
+    chosen = sorted((v for v in views_ if figures.month_of(v["raised_at"]) == month),
+                    key=lambda v: v["raised_at"])
+    rows = figures.summary(chosen, month)
+    medians = [(r["kind"], r["to_first_step"]["median"]) for r in rows
+               if r["kind"] != "all" and r["to_first_step"]]
+    top = max([m for _, m in medians] or [1]) or 1
+    bars = [{"kind": k, "width": int(400 * m / top), "label": figures.duration(m)}
+            for k, m in medians]
+    year, mon = first.tm_year, first.tm_mon
+    previous = "%04d-%02d" % ((year, mon - 1) if mon > 1 else (year - 1, 12))
+    following = "%04d-%02d" % ((year, mon + 1) if mon < 12 else (year + 1, 1))
+    return _render(request, "figures.html", month=month, rows=rows, bars=bars,
+                   intervals=figures.INTERVALS, previous=previous,
+                   next=following if following <= figures.month_of(time.time()) else None,
+                   incidents=[(v, figures.incident_times(v)) for v in chosen])
