@@ -74,7 +74,7 @@ demo: setup
 	$(BIN)/vigil demo
 
 # Every benchmark; each one's full output goes to .venv/bench-NAME.log, its key=value line here.
-BENCHES := protocol firmware taps ble ingest
+BENCHES := protocol firmware taps ble ingest dc09 retention
 bench: setup
 	@for b in $(BENCHES); do \
 		$(BIN)/vigil bench $$b > $(VENV)/bench-$$b.log 2>&1 || \

@@ -23,6 +23,10 @@ def _positive(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _not_negative(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
 def _count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -67,6 +71,8 @@ SETTINGS = {
     ("mqtt.tls", "key_file"): ("", _text, "a file path (empty: no client certificate)", True),
     ("store", "synchronous"): ("full", lambda v: v in _SYNC_MODES, "one of full, normal", False),
     ("store", "batch_max"): (500, _count, "a count, at least 1", False),
+    ("store", "retain_days"): (30, _not_negative, "a number of days (0: keep everything)",
+                               False),
     ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
     ("supervision", "grace_s"): (60, _count, "a whole number of seconds", False),
     ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),

@@ -124,6 +124,13 @@ class Downlinks:
             "coalesce(ble_sent_at, mqtt_sent_at))) >= min(? * (1 << min(offers, 20)), ?)",
             (now, device_id, now, REOFFER_S[0], REOFFER_S[1])).rowcount
 
+    def prune(self, cutoff):
+        """Delete downlinks made before `cutoff` that went out (confirmed, or sent on a path):
+        only one still waiting for its wearable stays."""
+        return self.conn.execute(
+            "DELETE FROM downlinks WHERE created_at < ? AND (confirmed_at IS NOT NULL OR "
+            "mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL)", (cutoff,)).rowcount
+
     def all(self, device_id=None):
         sql, args = "SELECT %s FROM downlinks" % _COLUMNS, []
         if device_id is not None:

@@ -69,6 +69,11 @@ class Outbox:
         wearer_profiles.Wearers(conn)  # its table, read by snapshot()
 
     # -- writing (inside the caller's transaction) --
+    def prune_delivered(self, cutoff):
+        """Delete the events delivered before `cutoff` (their incidents and audit stay)."""
+        return self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
+                                 "delivered_at < ?", (cutoff,)).rowcount
+
     def set_location(self, incident_id, lat, lon, accuracy_m, at):
         self.conn.execute("INSERT OR REPLACE INTO incident_locations VALUES (?, ?, ?, ?, ?)",
                           (incident_id, lat, lon, accuracy_m, at))

@@ -43,6 +43,7 @@ from .ble_central import BleCentral
 from .db import open_database
 from .dc09 import Account, Dc09Error, parse_key
 from .downlinks import Downlinks
+from .retention import Retention
 from .forward_dc09 import Dc09State, Dc09Transport
 from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
@@ -53,7 +54,7 @@ from .http_server import serve_all
 from .incidents import STATES
 from .metrics import Metrics
 from .mqtt_link import NO_SUBSCRIBERS, NOT_QUEUED, MqttLink
-from .pipeline import REASONS, Pipeline
+from .pipeline import REASONS, WINDOW_SIZE, Pipeline
 from .registry import ACTIVE, REVOKED, Registry
 from .store import Store
 from .supervision import Supervisor
@@ -122,6 +123,8 @@ class Gateway:
                                  late_after_s=config.incidents.late_after_s,
                                  reack_interval_s=config.protocol.reack_interval_s)
         self.downlinks = Downlinks(self.conn, self.registry, self.pipeline)
+        self.retention = Retention(self.store, self.outbox, self.downlinks,
+                                   config.store.retain_days, WINDOW_SIZE)
         self._downlink_wake = asyncio.Event()
         self.forwarding = Forwarding(self.store, self.outbox, self.downlinks, transports,
                                      self.metrics, clock, self.pipeline, self._downlink_wake.set)
@@ -429,6 +432,9 @@ class Gateway:
                     logs.event(log, logging.WARNING, "lost_contact", incident=incident.id,
                                device="%08x" % incident.device_id)
                 self._promote_early_taps()
+                if self.retention.due(self.clock()):
+                    self.retention.prune(self.clock())
+                    self.pipeline.forget()  # history floors moved
             except Exception as exc:  # a supervision fault must not stop ingest
                 logs.event(log, logging.ERROR, "supervision_failed", error=repr(exc))
 

@@ -117,6 +117,25 @@ class Store:
         return self.conn.execute("SELECT min(received_at) FROM frames WHERE device_id = ? "
                                  "AND counter > ?", (device_id, counter)).fetchone()[0]
 
+    def prune_frames(self, cutoff, keep):
+        """Delete frames received before `cutoff`, except each device's `keep` highest
+        counters (the replay window is rebuilt from them), and raise each device's history
+        floor past what went: a copy of a deleted frame is then refused as stale, never taken
+        for a late new one. Inside a transaction. Returns the number of frames deleted."""
+        floors = self.conn.execute(
+            "SELECT f.device_id, max(f.counter) FROM frames f JOIN (SELECT device_id, "
+            "max(counter) AS top FROM frames GROUP BY device_id) t ON t.device_id = f.device_id "
+            "WHERE f.received_at < ? AND f.counter <= t.top - ? GROUP BY f.device_id",
+            (cutoff, keep)).fetchall()
+        deleted = 0
+        for device_id, floor in floors:
+            self.conn.execute("UPDATE contact SET history_floor = max(history_floor, ?) "
+                              "WHERE device_id = ?", (floor, device_id))
+            deleted += self.conn.execute("DELETE FROM frames WHERE device_id = ? AND "
+                                         "counter <= ? AND received_at < ?",
+                                         (device_id, floor, cutoff)).rowcount
+        return deleted
+
     def frame_count(self, device_id=None):
         if device_id is None:
             return self.conn.execute("SELECT count(*) FROM frames").fetchone()[0]

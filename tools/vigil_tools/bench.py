@@ -138,7 +138,7 @@ def register(sub):
 
 # Modules with a register_bench(bench_subparsers) adding `vigil bench <what>`.
 BENCHMARKS = ("vigil_tools.bench_firmware", "vigil_tools.bench_ingest", "vigil_tools.bench_ble",
-              "vigil_tools.bench_dc09")
+              "vigil_tools.bench_dc09", "vigil_tools.bench_retention", "vigil_tools.bench_falls")
 
 
 def protocol_command(args):
