@@ -1,8 +1,8 @@
 # Vigil: two commands on a fresh Debian / Ubuntu / Raspberry Pi OS machine.
 #   make demo   Vigil end to end on its embedded defaults
 #   make test   the whole suite
-# Both run `make setup` first: system packages (Mosquitto, Node) where missing, a .venv with
-# every Python dependency pinned, the MicroPython WebAssembly port from npm, and the
+# Both run `make setup` first: system packages (Mosquitto, PostgreSQL, Node) where missing, a
+# .venv with every Python dependency pinned, the MicroPython WebAssembly port from npm, and the
 # micropython-lib modules the MicroPython unix port needs, and, where MicroPython's source
 # tarball is present (MICROPYTHON_SRC), a 32-bit unix port with `bluetooth` and the firmware
 # frozen in (.venv/mpy32/, rebuilt when a frozen source changes). Re-running it with nothing
@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 		{ echo "Vigil needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
 	@missing=""; \
 	command -v mosquitto >/dev/null || missing="$$missing mosquitto mosquitto-clients"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		missing="$$missing postgresql"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
