@@ -71,6 +71,8 @@ SETTINGS = {
     ("mqtt.tls", "key_file"): ("", _text, "a file path (empty: no client certificate)", True),
     ("store", "synchronous"): ("full", lambda v: v in _SYNC_MODES, "one of full, normal", False),
     ("store", "batch_max"): (500, _count, "a count, at least 1", False),
+    ("store", "url"): ("sqlite:", _text, "sqlite: or a postgresql:// URL (store_url.py)",
+                      False),
     ("store", "retain_days"): (30, _not_negative, "a number of days (0: keep everything)",
                                False),
     ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
@@ -194,6 +196,9 @@ def _namespace(values):
 
 
 def _check_together(config):
+    from .store_url import check as check_store_url
+
+    check_store_url(config.store.url)  # (its own messages: they never repeat the URL)
     if config.mqtt.reconnect_min_s > config.mqtt.reconnect_max_s:
         raise ConfigError("mqtt.reconnect_min_s", "must not exceed mqtt.reconnect_max_s")
     if config.mqtt.tls.enabled and not config.mqtt.tls.ca_file:
