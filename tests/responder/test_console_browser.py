@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import vigil_protocol as p
-from console_harness import PASSWORD, SECRET, TOKEN, ConsoleProcess
+from console_harness import PASSWORD, SECRET, TOKEN, ConsoleProcess, event
 from vigil_responder import ActionsClient
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
@@ -244,4 +244,29 @@ def test_a_page_open_through_a_console_restart_gets_what_came_meanwhile(browser,
     expect(page.locator("#summary tr[data-kind=all] .count")).not_to_have_text("0")
     first_sos = page.locator("#incidents tr[data-incident]").filter(has_text="SOS").first
     expect(first_sos.locator(".to_resolved")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    page.context.close()
+
+
+def test_a_step_the_gateway_refuses_is_shown_refused_never_done(browser, site):
+    # an incident the console was told of (signed) and the gateway does not have
+    assert site.console.post_webhook(event(incident_id=9999, kind="SOS")) == 200
+    page = signed_in(browser, site)
+    page.goto("%s/incidents/9999" % site.console.url)
+    page.click("button[data-step=contact_wearer]")
+    expect(page.locator("#error")).to_contain_text("Not done: the gateway did not take it "
+                                                   "(not_found")
+    expect(page.locator("#steps li.refused")).to_contain_text("REFUSED")
+    expect(page.locator("button[data-step=contact_wearer]")).to_be_enabled()  # still to do
+    expect(page.locator("button[data-step=prompt_double_tap]")).to_be_disabled()
+    page.context.close()
+
+
+def test_an_open_page_whose_session_ended_goes_to_sign_in(browser, site):
+    page = signed_in(browser, site)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert page.request.post(site.console.url + "/logout", form={"csrf": csrf},
+                             max_redirects=0).status == 303
+    site.console.stop()  # the open stream ends; its reconnection is refused (401)
+    site.console.start()
+    page.wait_for_url("**/login")
     page.context.close()

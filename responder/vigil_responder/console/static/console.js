@@ -69,7 +69,13 @@
     });
     source.addEventListener("incident", function (e) { reload(e.data); });
     source.addEventListener("alarm", function (e) { reload(e.data); cue(e.data); });
-    source.onerror = function () { live.textContent = "reconnecting…"; live.className = "live down"; };
+    source.onerror = function () {
+      live.textContent = "reconnecting…"; live.className = "live down";
+      // the stream refused (401) once the session has ended: sign in again
+      fetch("/queue", {redirect: "manual", cache: "no-store"}).then(function (r) {
+        if (r.type === "opaqueredirect") { source.close(); location.href = "/login"; }
+      }).catch(function () {});  // the console is down: EventSource keeps trying
+    };
   }
   ages();
   setInterval(ages, 1000);
