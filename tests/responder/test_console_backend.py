@@ -73,14 +73,18 @@ def test_bad_webhooks_are_refused_counted_and_logged_on_one_line(console):
     assert console.post_webhook(raw=good, signature=stale) == 401
     assert console.post_webhook(raw=b"{not json") == 400
     assert console.post_webhook(raw=b'{"schema": "vigil.incident.v1"}') == 400
+    breaks_a_page = event(incident_id=3)
+    breaks_a_page["wearer"]["contacts"] = ["not an object"]
+    assert console.post_webhook(breaks_a_page) == 400
     assert console.webhooks("bad_signature") == 2
     assert console.webhooks("stale") == 1
-    assert console.webhooks("malformed") == 2
+    assert console.webhooks("malformed") == 3
     assert console.post_webhook(raw=good) == 200  # still up, and nothing refused was stored
     assert console.webhooks("stored") == 1
     refusals = [line for line in console.log().splitlines() if "webhook refused" in line]
-    assert len(refusals) == 5
+    assert len(refusals) == 6
     assert any("idempotency_key is missing" in line for line in refusals)
+    assert any("wearer.contacts is not a list of objects" in line for line in refusals)
     assert SECRET not in console.log() and TOKEN not in console.log()
 
 

@@ -77,4 +77,16 @@ def _parse(body):
     for field, kind in (("wearer", dict), ("location", dict), ("audit", list)):
         if event.get(field) is not None and not isinstance(event[field], kind):
             return None, "%s is not a %s" % (field, "list" if kind is list else "object")
+    # what the pages read of them: a signed body that breaks a page is refused here
+    contacts = (event.get("wearer") or {}).get("contacts") or []
+    if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
+        return None, "wearer.contacts is not a list of objects"
+    location = event.get("location") or {}
+    for field in ("lat", "lon", "accuracy_m"):
+        value = location.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value,
+                                                                             (int, float))):
+            return None, "location.%s is not a number" % field
+    if not all(isinstance(a, dict) for a in event.get("audit") or []):
+        return None, "audit is not a list of objects"
     return event, None
