@@ -1,0 +1,101 @@
+# Supervision and downlink counters outside ingest on the PostgreSQL store: every worker may
+# claim overdue devices, and each silent device gets one LOST_CONTACT; counters taken for
+# DELIVERED acks and actions never collide with ingest's.
+import threading
+
+import pytest
+
+from vigil_gateway.store_pg import NEW, PostgresStore, Uplink
+
+
+def alarm(device_id, counter):
+    tag = b"t%07d" % counter
+    return Uplink(device_id, counter, tag, "alarm", "SOS", None, b"frame" + tag, None)
+
+
+@pytest.fixture
+def stores(pg_store_url):
+    made = []
+
+    def make(n=1, **kwargs):
+        new = [PostgresStore(pg_store_url, **kwargs) for _ in range(n)]
+        made.extend(new)
+        return new
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_a_device_not_past_its_deadline_is_not_claimed(stores):
+    (store,) = stores()  # deadline: 300 s + 60 s after its frame, on the database clock
+    store.add_device(1, at=1.0, counter_floor=1)
+    store.ingest([alarm(1, 1)], now=10.0)
+    assert store.claim_overdue(now=11.0) == []
+
+
+def test_workers_claiming_at_once_raise_one_lost_contact_per_silent_device(stores):
+    # interval and grace 0: each device is past its deadline as soon as its frame is in
+    workers = stores(3, default_interval_s=0, grace_s=0)
+    devices = list(range(1, 41))
+    for device_id in devices:
+        workers[0].add_device(device_id, at=1.0, counter_floor=1)
+    workers[0].ingest([alarm(d, 1) for d in devices], now=10.0)
+    claimed, errors = [[] for _ in workers], []
+
+    def run(index):
+        try:
+            while True:
+                got = workers[index].claim_overdue(now=20.0, limit=3)
+                if not got:
+                    return
+                claimed[index].extend(got)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    everything = sorted(c for per_worker in claimed for c in per_worker)
+    assert [d for d, _ in everything] == devices  # each device once, none missed
+    assert workers[0].open_lost_contacts() == everything
+    assert workers[1].claim_overdue(now=30.0) == []  # one open at a time per device
+
+
+def test_a_frame_from_a_lost_device_closes_its_lost_contact(stores):
+    (store,) = stores(default_interval_s=0, grace_s=0)
+    store.add_device(1, at=1.0, counter_floor=1)
+    store.ingest([alarm(1, 1)], now=10.0)
+    [(device_id, incident_id)] = store.claim_overdue(now=20.0)
+    assert [v.result for v in store.ingest([alarm(1, 2)], now=30.0)] == [NEW]
+    assert store.open_lost_contacts() == []
+    # heard again, then silent again: a new LOST_CONTACT, not the old one reopened
+    [(_, again)] = store.claim_overdue(now=40.0)
+    assert again != incident_id
+
+
+def test_counters_taken_for_downlinks_and_by_ingest_at_once_never_collide(stores):
+    ingester, sender = stores(2)
+    ingester.add_device(7, at=1.0, counter_floor=1)
+    taken, errors = [], []
+
+    def send():
+        try:
+            for _ in range(200):
+                with sender.locked([7]):
+                    taken.append(sender.take_downlink_counter(7))
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    acks = []
+    for counter in range(1, 201):
+        acks.extend(v.ack_counter for v in ingester.ingest([alarm(7, counter)], now=10.0))
+    thread.join(60)
+    assert errors == []
+    assert sorted(taken + acks) == list(range(1, 401))
+    assert ingester.downlink_counter(7) == 400
