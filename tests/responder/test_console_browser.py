@@ -6,7 +6,7 @@
 # who holds an incident. One browser and one site for the module.
 import os
 import re
-import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -270,3 +270,31 @@ def test_an_open_page_whose_session_ended_goes_to_sign_in(browser, site):
     site.console.start()
     page.wait_for_url("**/login")
     page.context.close()
+
+
+def test_vigil_responder_demo_prints_the_console_and_its_wearable_alarms_show_there(browser):
+    demo = subprocess.Popen([sys.executable, "-m", "vigil_tools.cli", "responder", "demo"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [demo.stdout.readline() for _ in range(3)]
+        url = re.search(r"console at (http://\S+/)", lines[0]).group(1)
+        password = re.search(r"sign in as demo, password (\S+)", lines[1]).group(1)
+        assert "is up" in lines[2], lines
+        page = browser.new_context().new_page()
+        page.goto(url + "login")
+        page.fill("input[name=name]", "demo")
+        page.fill("input[name=password]", password)
+        page.click("#sign-in")
+        expect(page.locator("#live")).to_have_text("live")
+        demo.stdin.write("sos\n")
+        demo.stdin.flush()
+        expect(page.locator("#alarms li[data-kind=SOS]")).to_contain_text("Alex Example")
+        page.context.close()
+        demo.stdin.write("quit\n")
+        demo.stdin.flush()
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()

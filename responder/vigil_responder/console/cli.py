@@ -2,6 +2,7 @@
 #   run --config responder.toml         serve the console until SIGTERM / Ctrl-C
 #   user add NAME --config ... [--password-file F]   make an account, or set its password
 #   user list --config ...
+#   demo                                the console on a live Vigil on loopback (demo.py)
 import argparse
 import asyncio
 import getpass
@@ -34,6 +35,15 @@ def register(subparsers):
     listing = users.add_parser("list", help="the accounts")
     listing.add_argument("--config", required=True)
     listing.set_defaults(func=_user_list)
+    demo = sub.add_parser("demo", help="the console on a live Vigil on loopback, to try it in "
+                          "a browser (a simulated wearable takes commands from stdin)")
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args):
+    from .demo import run
+
+    return run(args)
 
 
 def _config(args):
