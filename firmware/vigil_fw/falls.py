@@ -123,8 +123,11 @@ class FallDetector:
         return False
 
     def _turned(self, x, y, z):
-        # In 1/32 g so the squares stay small ints on a 32-bit port (< 2**30).
+        # In 1/32 g (the still posture is within 1.12 g), the posture before scaled down to
+        # match, so every product stays a small int on a 32-bit port (< 2**30).
         bx, by, bz = self._bx >> 5, self._by >> 5, self._bz >> 5
+        while abs(bx) + abs(by) + abs(bz) > 64:  # a posture averaged over vigorous movement
+            bx, by, bz = bx >> 1, by >> 1, bz >> 1
         x, y, z = x >> 5, y >> 5, z >> 5
         dot = bx * x + by * y + bz * z
         if dot <= 0:

@@ -1,7 +1,9 @@
 # test_falls.py on the real MicroPython unix port: it must pass there and run as many tests as
-# CPython finds (so nothing is skipped silently), and its allocation test runs only there.
-# And `vigil bench falls` prints its figures and the key=value line.
+# CPython finds (so nothing is skipped silently), and its allocation test runs only there; the
+# same on the 32-bit build with the firmware frozen in (an ESP32's word size: small ints end at
+# 2**30, so a square past it would allocate). And `vigil bench falls` prints its figures.
 import importlib
+import os
 import re
 import subprocess
 import unittest
@@ -22,6 +24,24 @@ def test_fall_detectors_pass_on_micropython_unix_port(root, micropython):
                           env=env, cwd=root, capture_output=True, text=True, timeout=600)
     name, version, ran, failures = summary(proc.stdout)
     assert name == "micropython"
+    assert (failures, proc.returncode) == (0, 0), proc.stdout[-5000:] + proc.stderr[-2000:]
+    expected = unittest.TestLoader().loadTestsFromModule(
+        importlib.import_module("test_falls")).countTestCases()
+    assert ran == expected
+
+
+def test_fall_detectors_pass_frozen_on_the_32_bit_port(root, micropython32):
+    # the detector is the frozen one; the test data (lists of samples) wants a bigger heap
+    # than the port's default 1 MB
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(root / ".venv" / "mpy-lib"),
+                                                        ".frozen"]))
+    where = subprocess.run([micropython32, "-c", "import vigil_fw.falls as f; print(f.__file__)"],
+                           env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert where.stdout.split() == ["vigil_fw/falls.py"], where.stdout + where.stderr
+    proc = subprocess.run([micropython32, "-X", "heapsize=8m",
+                           str(root / "tests" / "mpy" / "run_unix.py"), "test_falls"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    name, version, ran, failures = summary(proc.stdout)
     assert (failures, proc.returncode) == (0, 0), proc.stdout[-5000:] + proc.stderr[-2000:]
     expected = unittest.TestLoader().loadTestsFromModule(
         importlib.import_module("test_falls")).countTestCases()
