@@ -1,6 +1,6 @@
 # The PostgreSQL store: the state of every device shared by many gateway workers. In progress
-# (gateway/README.md, "Scale-out on PostgreSQL"): ingest, downlink counters and supervision
-# claims are here; `[store] url = "postgresql://..."` is refused until the rest is.
+# (gateway/README.md, "Scale-out on PostgreSQL"): ingest, downlink counters, supervision and
+# outbox claims are here; `[store] url = "postgresql://..."` is refused until the rest is.
 #
 # The storage interface, at the level of the gateway's operations. Each operation is one
 # transaction; acks, PUBACKs and webhooks leave only after it commits (persist before ack).
@@ -14,6 +14,7 @@
 #                      DELIVERED acks and responder actions in their own transactions)
 #   outbox claims      FOR UPDATE SKIP LOCKED with a lease from the database clock; delivered is
 #                      marked only while the lease is held; one incident's events in order
+#                      (outbox_pg.py)
 #   supervision        a deadline per device, written by ingest from the database clock; a
 #                      worker claims expired devices (SKIP LOCKED) and raises LOST_CONTACT once
 #   registry           devices, their state, key version, protocol, counter floor
@@ -41,13 +42,16 @@
 #   worker that waited for a device sees what the worker before it wrote;
 #   retention (retention.py on SQLite) must raise history_floor past what it deletes, as there;
 #   no SQL outside this module (and store.py's family for SQLite).
+import json
 from collections import namedtuple
 
 import psycopg
 
+from . import outbox_pg
 from .errors import StoreError
 from .pipeline import WINDOW_SIZE  # the floor of a device first heard mid-stream
 from .registry import ACTIVE, REVOKED
+from .webhook import idempotency_key
 
 UP = 0  # frames.direction
 
@@ -132,6 +136,7 @@ def create_schema(conn):
     """The tables, in the connection's database (idempotent); commits."""
     with conn.transaction():
         conn.execute(SCHEMA)
+        conn.execute(outbox_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
@@ -140,15 +145,17 @@ class PostgresStore:
     """One worker's connection. Not shared between threads: each worker (or thread) opens its
     own."""
 
-    def __init__(self, url, default_interval_s=300, grace_s=60):
+    def __init__(self, url, default_interval_s=300, grace_s=60, destinations=()):
         self.default_interval_s = default_interval_s
         self.grace_s = grace_s
+        self.destinations = tuple(destinations)  # forwarding: one outbox row per destination
         try:
             self.conn = psycopg.connect(url)
         except psycopg.Error as exc:
             # The driver's message names host and database, never the password.
             raise StoreError("cannot connect to PostgreSQL: %s"
                              % str(exc).strip().splitlines()[0]) from None
+        self.outbox = outbox_pg.PostgresOutbox(self.conn)
 
     def close(self):
         self.conn.close()
@@ -177,6 +184,9 @@ class PostgresStore:
             self.rollback()
             raise StoreError("cannot write %d frames: %s" % (len(uplinks), _first_line(exc))
                              ) from None
+        except BaseException:  # a bug: nothing of the batch stays, and no lock is held
+            self.rollback()
+            raise
 
     def commit(self):
         try:
@@ -264,6 +274,7 @@ class PostgresStore:
             return None
         self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
                           "VALUES (%s, %s, 'raised', 'raised')", (row[0], now))
+        self._enqueue(row[0], "raised", now)
         return row[0]
 
     def _write_device(self, device, now, heard):
@@ -325,6 +336,7 @@ class PostgresStore:
                                           % (last_seen or 0)))
                     self.conn.execute("UPDATE devices SET lost_incident = %s WHERE "
                                       "device_id = %s", (incident_id, device_id))
+                    self._enqueue(incident_id, "raised", now)
                     raised.append((device_id, incident_id))
             return raised
         except psycopg.Error as exc:
@@ -332,12 +344,37 @@ class PostgresStore:
 
     def _restore_contact(self, device, now, uplink):
         """A frame from a device with LOST_CONTACT open closes it (incidents.RULES)."""
-        self.conn.execute("UPDATE incidents SET state = 'closed', updated_at = %s WHERE id = %s "
-                          "AND state = 'open'", (now, device.lost_incident))
+        closed = self.conn.execute("UPDATE incidents SET state = 'closed', updated_at = %s "
+                                   "WHERE id = %s AND state = 'open'",
+                                   (now, device.lost_incident)).rowcount
+        if not closed:
+            return
         self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) VALUES (%s, %s, "
                           "'contact_restored', %s)", (device.lost_incident, now,
                                                       "contact restored; %s frame %d"
                                                       % (uplink.type, uplink.counter)))
+        self._enqueue(device.lost_incident, "contact_restored", now)
+
+    def _enqueue(self, incident_id, event, now):
+        """The event for every destination, in the transaction that made it, with a snapshot
+        of the incident and its audit trail as they are now (outbox.py's snapshot less the
+        wearer, location and lateness, which this backend does not keep yet)."""
+        if not self.destinations:
+            return
+        row = self.conn.execute("SELECT id, device_id, counter, kind, state, opened_at, "
+                                "updated_at FROM incidents WHERE id = %s", (incident_id,)
+                                ).fetchone()
+        audit = self.conn.execute("SELECT at, event, detail FROM audit WHERE incident_id = %s "
+                                  "ORDER BY id", (incident_id,)).fetchall()
+        incident = dict(zip(("id", "device_id", "counter", "kind", "state", "opened_at",
+                             "updated_at"), row))
+        device_id = incident.pop("device_id")
+        snapshot = {"event": event, "device_id": device_id, "incident": incident,
+                    "audit": [{"at": a, "event": e, "detail": d} for a, e, d in audit]}
+        ref = incident["counter"] if incident["counter"] is not None else "i%d" % incident_id
+        self.outbox.enqueue(self.destinations, incident_id, device_id,
+                            idempotency_key(device_id, ref, event), event,
+                            json.dumps(snapshot, sort_keys=True))
 
     # -- reading (tests, the CLI) --
     def open_lost_contacts(self):

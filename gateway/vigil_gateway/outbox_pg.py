@@ -1,0 +1,130 @@
+# The forwarding outbox on PostgreSQL (store_pg.py's family; outbox.py is SQLite's): rows
+# claimed by whichever worker asks, each delivered by one worker at a time.
+#
+# Rules:
+#   a row is claimed with FOR UPDATE SKIP LOCKED and leased until the database clock says
+#   otherwise (lease_s from the claim): while the lease holds no other worker claims it;
+#   a claim takes only the oldest undelivered row of an incident, per destination, so one
+#   incident's events reach a destination in order (a later one waits, even while the earlier
+#   one is leased by another worker);
+#   the delivery itself happens outside any transaction; delivered() and failed() change the
+#   row only while the caller's lease (its token) still holds it: a worker whose lease ran out
+#   learns so (False) and changes nothing, since another worker may be delivering that row;
+#   the idempotency key goes with every attempt, so a backend dedupes a row delivered twice
+#   after a lease ran out mid-delivery;
+#   next_at, lease_until and created_at are the database's clock: workers' clocks may differ.
+import secrets
+from collections import namedtuple
+
+import psycopg
+
+from .errors import StoreError
+
+Claimed = namedtuple("Claimed", "id destination incident_id device_id key event snapshot "
+                                "attempts lease")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination text NOT NULL,
+    incident_id bigint NOT NULL,
+    device_id bigint NOT NULL,
+    key text NOT NULL,
+    event text NOT NULL,
+    snapshot text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts integer NOT NULL DEFAULT 0,
+    next_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    lease text,
+    lease_until timestamptz,
+    last_error text,
+    delivered_at timestamptz,
+    UNIQUE (destination, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, id)
+    WHERE delivered_at IS NULL;
+"""
+
+_CLAIM = """
+SELECT o.id FROM outbox o
+WHERE o.destination = %(destination)s AND o.delivered_at IS NULL
+  AND o.next_at <= clock_timestamp()
+  AND (o.lease_until IS NULL OR o.lease_until < clock_timestamp())
+  AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.destination = o.destination
+                  AND e.incident_id = o.incident_id AND e.delivered_at IS NULL AND e.id < o.id)
+ORDER BY o.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+
+
+class PostgresOutbox:
+    """The outbox on a worker's connection (a PostgresStore's `conn`)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def enqueue(self, destinations, incident_id, device_id, key, event, snapshot):
+        """Inside the transaction of the incident change that causes it: one row per
+        destination, none added twice for one key; returns the rows added."""
+        added = 0
+        for destination in destinations:
+            added += self.conn.execute(
+                "INSERT INTO outbox (destination, incident_id, device_id, key, event, snapshot) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (destination, key) DO NOTHING",
+                (destination, incident_id, device_id, key, event, snapshot)).rowcount
+        return added
+
+    def claim(self, destination, lease_s, limit=50):
+        """Lease up to `limit` due rows of `destination` (the oldest undelivered of each
+        incident) for lease_s seconds, and commit; returns them as Claimed, oldest first."""
+        lease = secrets.token_hex(16)
+        try:
+            with self.conn.transaction():
+                ids = [r[0] for r in self.conn.execute(
+                    _CLAIM, {"destination": destination, "limit": limit}).fetchall()]
+                if not ids:
+                    return []
+                rows = self.conn.execute(
+                    "UPDATE outbox SET lease = %s, lease_until = clock_timestamp() + "
+                    "make_interval(secs => %s) WHERE id = ANY(%s) RETURNING id, destination, "
+                    "incident_id, device_id, key, event, snapshot, attempts, lease",
+                    (lease, lease_s, ids)).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError("cannot claim outbox rows: %s" % _first_line(exc)) from None
+        return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+
+    def delivered(self, item):
+        """The row was delivered: True if this claim still held it (and it is marked)."""
+        return self._while_leased(
+            "UPDATE outbox SET delivered_at = clock_timestamp(), attempts = attempts + 1, "
+            "last_error = NULL, lease = NULL, lease_until = NULL", (), item)
+
+    def failed(self, item, delay_s, error):
+        """An attempt failed: due again after delay_s. True if this claim still held it."""
+        return self._while_leased(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s, lease = NULL, "
+            "lease_until = NULL, next_at = clock_timestamp() + make_interval(secs => %s)",
+            (error[:300], delay_s), item)
+
+    def _while_leased(self, update, args, item):
+        try:
+            with self.conn.transaction():
+                return self.conn.execute(
+                    update + " WHERE id = %s AND lease = %s AND delivered_at IS NULL AND "
+                    "lease_until >= clock_timestamp()", args + (item.id, item.lease)
+                ).rowcount == 1
+        except psycopg.Error as exc:
+            raise StoreError("cannot update outbox row %d: %s" % (item.id, _first_line(exc))
+                             ) from None
+
+    def delivered_keys(self, destination):
+        """(incident_id, key) of each delivered row of `destination`, by when it was marked."""
+        rows = self.conn.execute("SELECT incident_id, key FROM outbox WHERE destination = %s "
+                                 "AND delivered_at IS NOT NULL ORDER BY delivered_at, id",
+                                 (destination,)).fetchall()
+        self.conn.rollback()
+        return rows
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
