@@ -77,6 +77,19 @@ class Falls(unittest.TestCase):
         self.assertEqual(falls(traces.stairs(60, seed=5)), 0)
         self.assertEqual(falls(traces.bumps(120, seed=6)), 0)
 
+    def test_the_impact_must_be_hard_and_soon_after_the_free_fall(self):
+        def fall(impact_mg, delay_ms):
+            upright = [(0, 0, 1000)] * 100
+            free = [(0, 0, 100)] * 20  # 200 ms at 0.1 g
+            gap = [(0, 0, 1000)] * (delay_ms // 10)
+            side = [(1000, 0, 0)]
+            hit = [(1000 + impact_mg, 0, 0)] * 3  # along the new vertical: 1 g + the impact
+            return upright + free + gap + hit + side * 400
+        self.assertEqual(falls(fall(1500, 0)), 1)  # 2.5 g in all
+        self.assertEqual(falls(fall(800, 0)), 0)  # 1.8 g: under IMPACT_MG
+        self.assertEqual(falls(fall(1500, 300)), 1)
+        self.assertEqual(falls(fall(1500, 500)), 0)  # past IMPACT_WINDOW_MS
+
     def test_a_jump_is_a_fall_but_for_landing_upright(self):
         # what keeps a jump out is the posture check alone
         class NoTilt(FallDetector):
