@@ -57,10 +57,15 @@ ORDER BY o.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 
 
 class PostgresOutbox:
-    """The outbox on a worker's connection (a PostgresStore's `conn`)."""
+    """The outbox on a worker's connection: its PostgresStore's, connected again when lost."""
 
-    def __init__(self, conn):
-        self.conn = conn
+    def __init__(self, store):
+        self.store = store
+
+    @property
+    def conn(self):
+        """The store's connection as it is, inside a transaction (enqueue)."""
+        return self.store._conn
 
     def enqueue(self, destinations, incident_id, device_id, key, event, snapshot):
         """Inside the transaction of the incident change that causes it: one row per
@@ -78,7 +83,7 @@ class PostgresOutbox:
         incident) for lease_s seconds, and commit; returns them as Claimed, oldest first."""
         lease = secrets.token_hex(16)
         try:
-            with self.conn.transaction():
+            with self.store.conn.transaction():  # (connected again if it was lost)
                 ids = [r[0] for r in self.conn.execute(
                     _CLAIM, {"destination": destination, "limit": limit}).fetchall()]
                 if not ids:
@@ -107,7 +112,7 @@ class PostgresOutbox:
 
     def _while_leased(self, update, args, item):
         try:
-            with self.conn.transaction():
+            with self.store.conn.transaction():
                 return self.conn.execute(
                     update + " WHERE id = %s AND lease = %s AND delivered_at IS NULL AND "
                     "lease_until >= clock_timestamp()", args + (item.id, item.lease)
@@ -118,9 +123,9 @@ class PostgresOutbox:
 
     def delivered_keys(self, destination):
         """(incident_id, key) of each delivered row of `destination`, by when it was marked."""
-        rows = self.conn.execute("SELECT incident_id, key FROM outbox WHERE destination = %s "
-                                 "AND delivered_at IS NOT NULL ORDER BY delivered_at, id",
-                                 (destination,)).fetchall()
+        rows = self.store.conn.execute(
+            "SELECT incident_id, key FROM outbox WHERE destination = %s AND delivered_at IS "
+            "NOT NULL ORDER BY delivered_at, id", (destination,)).fetchall()
         self.conn.rollback()
         return rows
 

@@ -40,6 +40,9 @@
 #   frame or incident records come from the worker, as in SQLite;
 #   READ COMMITTED (the default): a row locked FOR UPDATE is read as last committed, so a
 #   worker that waited for a device sees what the worker before it wrote;
+#   a lost connection (a restart, a failover) fails the operation it was in with StoreError;
+#   the next operation connects again, never one midway: a new connection holds none of the
+#   old transaction, and committing it would commit nothing;
 #   retention (retention.py on SQLite) must raise history_floor past what it deletes, as there;
 #   no SQL outside this module (and store.py's family for SQLite).
 import json
@@ -143,27 +146,44 @@ def create_schema(conn):
 
 class PostgresStore:
     """One worker's connection. Not shared between threads: each worker (or thread) opens its
-    own."""
+    own. A connection lost (PostgreSQL restarted, a failover) fails the operation it was in
+    with StoreError - its transaction is gone, the caller retries it - and the next operation
+    connects again."""
 
     def __init__(self, url, default_interval_s=300, grace_s=60, destinations=()):
         self.default_interval_s = default_interval_s
         self.grace_s = grace_s
         self.destinations = tuple(destinations)  # forwarding: one outbox row per destination
+        self._url = url
+        self._closed = False
+        self._conn = self._connect()
+        self.outbox = outbox_pg.PostgresOutbox(self)
+
+    def _connect(self):
         try:
-            self.conn = psycopg.connect(url)
+            return psycopg.connect(self._url)
         except psycopg.Error as exc:
             # The driver's message names host and database, never the password.
-            raise StoreError("cannot connect to PostgreSQL: %s"
-                             % str(exc).strip().splitlines()[0]) from None
-        self.outbox = outbox_pg.PostgresOutbox(self.conn)
+            raise StoreError("cannot connect to PostgreSQL: %s" % _first_line(exc)) from None
+
+    def _live(self):
+        """The connection, a new one when the last was lost. At the start of an operation
+        only: inside one, a new connection would hold none of its transaction."""
+        if (self._conn.closed or self._conn.broken) and not self._closed:
+            self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    conn = property(_live)
 
     def close(self):
-        self.conn.close()
+        self._closed = True
+        self._conn.close()
 
     # -- registry (the part ingest needs so far) --
     def add_device(self, device_id, at, counter_floor=None, interval_s=None):
         with self.conn.transaction():
-            self.conn.execute(
+            self._conn.execute(
                 "INSERT INTO devices (device_id, state, added_at, updated_at, counter_floor, "
                 "interval_s) VALUES (%s, %s, %s, %s, %s, %s)",
                 (device_id, ACTIVE, at, at, counter_floor, interval_s))
@@ -171,7 +191,7 @@ class PostgresStore:
     def revoke(self, device_id, at):
         with self.conn.transaction():
             self._lock([device_id])
-            self.conn.execute("UPDATE devices SET state = %s, updated_at = %s "
+            self._conn.execute("UPDATE devices SET state = %s, updated_at = %s "
                               "WHERE device_id = %s", (REVOKED, at, device_id))
 
     # -- ingest --
@@ -179,6 +199,7 @@ class PostgresStore:
         """Ingest up to the commit: every uplink judged and written in a transaction left
         open; returns their Verdicts, to be acted on only once commit() has returned."""
         try:
+            self._live()
             return self._write(uplinks, now)
         except psycopg.Error as exc:
             self.rollback()
@@ -189,15 +210,16 @@ class PostgresStore:
             raise
 
     def commit(self):
+        # (the connection write() used, never a new one: that would commit nothing)
         try:
-            self.conn.commit()
+            self._conn.commit()
         except psycopg.Error as exc:
             self.rollback()
             raise StoreError("cannot commit: %s" % _first_line(exc)) from None
 
     def rollback(self):
         try:
-            self.conn.rollback()
+            self._conn.rollback()
         except psycopg.Error:
             pass  # a broken connection has nothing open
 
@@ -244,12 +266,12 @@ class PostgresStore:
         return verdicts
 
     def _lock(self, device_ids):
-        rows = self.conn.execute(_LOCK, (list(device_ids),)).fetchall()
+        rows = self._conn.execute(_LOCK, (list(device_ids),)).fetchall()
         return {row[0]: _Locked(*row) for row in rows}
 
     def _verdict(self, device, uplink, now):
         if uplink.counter > device.history_floor:
-            stored = self.conn.execute(
+            stored = self._conn.execute(
                 "INSERT INTO frames (device_id, direction, counter, tag, type, kind, ref, "
                 "payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (device_id, direction, counter) DO NOTHING RETURNING counter",
@@ -257,7 +279,7 @@ class PostgresStore:
                  uplink.ref, uplink.payload, now)).fetchone()
             if stored is not None:
                 return NEW
-        row = self.conn.execute("SELECT tag FROM frames WHERE device_id = %s AND direction = %s "
+        row = self._conn.execute("SELECT tag FROM frames WHERE device_id = %s AND direction = %s "
                                 "AND counter = %s", (uplink.device_id, UP, uplink.counter)
                                 ).fetchone()
         if row is None:
@@ -265,14 +287,14 @@ class PostgresStore:
         return RETRANSMISSION if bytes(row[0]) == bytes(uplink.tag) else COUNTER_REUSE
 
     def _raise_alarm(self, uplink, now):
-        row = self.conn.execute(
+        row = self._conn.execute(
             "INSERT INTO incidents (device_id, counter, kind, state, opened_at, updated_at) "
             "VALUES (%s, %s, %s, 'open', %s, %s) ON CONFLICT (device_id, counter) "
             "WHERE counter IS NOT NULL DO NOTHING RETURNING id",
             (uplink.device_id, uplink.counter, uplink.kind, now, now)).fetchone()
         if row is None:  # its double tap raised it first (not in this backend yet)
             return None
-        self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
+        self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
                           "VALUES (%s, %s, 'raised', 'raised')", (row[0], now))
         self._enqueue(row[0], "raised", now)
         return row[0]
@@ -282,14 +304,14 @@ class PostgresStore:
         frames came from it (retransmissions say nothing new), its contact and deadline, from
         the database clock (workers' clocks may differ)."""
         if not heard:
-            self.conn.execute("UPDATE devices SET downlink_counter = %s, history_floor = %s "
+            self._conn.execute("UPDATE devices SET downlink_counter = %s, history_floor = %s "
                               "WHERE device_id = %s",
                               (device.downlink_counter, device.history_floor, device.device_id))
             return
         if device.lost_incident is not None:
             self._restore_contact(device, now, heard[0])
         interval = next((u.interval for u in reversed(heard) if u.interval), None)
-        self.conn.execute(
+        self._conn.execute(
             "UPDATE devices SET downlink_counter = %s, history_floor = %s, lost_incident = NULL, "
             "last_seen = greatest(last_seen, %s), "
             "checkin_interval_s = coalesce(%s, checkin_interval_s), "
@@ -306,7 +328,7 @@ class PostgresStore:
 
     def take_downlink_counter(self, device_id):
         """Inside locked(): the device's next downlink counter, written at once."""
-        row = self.conn.execute("UPDATE devices SET downlink_counter = downlink_counter + 1 "
+        row = self._conn.execute("UPDATE devices SET downlink_counter = downlink_counter + 1 "
                                 "WHERE device_id = %s RETURNING downlink_counter",
                                 (device_id,)).fetchone()
         if row is None:
@@ -320,21 +342,21 @@ class PostgresStore:
         transaction holds (a worker claiming them, or ingesting their frames) are skipped."""
         try:
             with self.conn.transaction():
-                due = self.conn.execute(
+                due = self._conn.execute(
                     "SELECT device_id, last_seen FROM devices WHERE state = %s AND "
                     "lost_incident IS NULL AND deadline < clock_timestamp() ORDER BY device_id "
                     "LIMIT %s FOR UPDATE SKIP LOCKED", (ACTIVE, limit)).fetchall()
                 raised = []
                 for device_id, last_seen in due:
-                    incident_id = self.conn.execute(
+                    incident_id = self._conn.execute(
                         "INSERT INTO incidents (device_id, counter, kind, state, opened_at, "
                         "updated_at) VALUES (%s, NULL, %s, 'open', %s, %s) RETURNING id",
                         (device_id, LOST_CONTACT, now, now)).fetchone()[0]
-                    self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
+                    self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
                                       "VALUES (%s, %s, 'raised', %s)", (
                                           incident_id, now, "raised; silent since %.0f"
                                           % (last_seen or 0)))
-                    self.conn.execute("UPDATE devices SET lost_incident = %s WHERE "
+                    self._conn.execute("UPDATE devices SET lost_incident = %s WHERE "
                                       "device_id = %s", (incident_id, device_id))
                     self._enqueue(incident_id, "raised", now)
                     raised.append((device_id, incident_id))
@@ -344,12 +366,12 @@ class PostgresStore:
 
     def _restore_contact(self, device, now, uplink):
         """A frame from a device with LOST_CONTACT open closes it (incidents.RULES)."""
-        closed = self.conn.execute("UPDATE incidents SET state = 'closed', updated_at = %s "
+        closed = self._conn.execute("UPDATE incidents SET state = 'closed', updated_at = %s "
                                    "WHERE id = %s AND state = 'open'",
                                    (now, device.lost_incident)).rowcount
         if not closed:
             return
-        self.conn.execute("INSERT INTO audit (incident_id, at, event, detail) VALUES (%s, %s, "
+        self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) VALUES (%s, %s, "
                           "'contact_restored', %s)", (device.lost_incident, now,
                                                       "contact restored; %s frame %d"
                                                       % (uplink.type, uplink.counter)))
@@ -361,10 +383,10 @@ class PostgresStore:
         wearer, location and lateness, which this backend does not keep yet)."""
         if not self.destinations:
             return
-        row = self.conn.execute("SELECT id, device_id, counter, kind, state, opened_at, "
+        row = self._conn.execute("SELECT id, device_id, counter, kind, state, opened_at, "
                                 "updated_at FROM incidents WHERE id = %s", (incident_id,)
                                 ).fetchone()
-        audit = self.conn.execute("SELECT at, event, detail FROM audit WHERE incident_id = %s "
+        audit = self._conn.execute("SELECT at, event, detail FROM audit WHERE incident_id = %s "
                                   "ORDER BY id", (incident_id,)).fetchall()
         incident = dict(zip(("id", "device_id", "counter", "kind", "state", "opened_at",
                              "updated_at"), row))
@@ -382,26 +404,26 @@ class PostgresStore:
         rows = self.conn.execute("SELECT device_id, id FROM incidents WHERE kind = %s AND "
                                  "state = 'open' ORDER BY device_id, id",
                                  (LOST_CONTACT,)).fetchall()
-        self.conn.rollback()
+        self._conn.rollback()
         return rows
 
     def downlink_counter(self, device_id):
         row = self.conn.execute("SELECT downlink_counter FROM devices WHERE device_id = %s",
                                 (device_id,)).fetchone()
-        self.conn.rollback()  # a read leaves no transaction open (it would hold no lock)
+        self._conn.rollback()  # a read leaves no transaction open (it would hold no lock)
         return row[0] if row else 0
 
     def frame_count(self, device_id):
         count = self.conn.execute("SELECT count(*) FROM frames WHERE device_id = %s",
                                   (device_id,)).fetchone()[0]
-        self.conn.rollback()
+        self._conn.rollback()
         return count
 
     def alarm_incidents(self, device_id):
         """(counter, incident id) of every alarm incident of the device, by counter."""
         rows = self.conn.execute("SELECT counter, id FROM incidents WHERE device_id = %s AND "
                                  "counter IS NOT NULL ORDER BY counter", (device_id,)).fetchall()
-        self.conn.rollback()
+        self._conn.rollback()
         return rows
 
 

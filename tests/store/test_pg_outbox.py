@@ -21,7 +21,7 @@ def outboxes(pg_store_url):
     def make(n=1):
         stores = [PostgresStore(pg_store_url) for _ in range(n)]
         made.extend(stores)
-        return [PostgresOutbox(store.conn) for store in stores]
+        return [PostgresOutbox(store) for store in stores]
 
     yield make
     for store in made:
