@@ -108,10 +108,15 @@ class Downlinks:
         self.conn.execute("UPDATE downlinks SET %s = ? WHERE id = ?" % column, (at, downlink_id))
 
     def confirm(self, device_id, counter, at):
-        """A receipt names this downlink: the wearable has it. True if it was news."""
-        return self.conn.execute("UPDATE downlinks SET confirmed_at = ? WHERE device_id = ? AND "
-                                 "counter = ? AND confirmed_at IS NULL",
-                                 (at, device_id, counter)).rowcount > 0
+        """A receipt names this downlink: the wearable has it. Returns the Downlink if that
+        was news, else None."""
+        row = self.conn.execute("SELECT %s FROM downlinks WHERE device_id = ? AND counter = ? "
+                                "AND confirmed_at IS NULL" % _COLUMNS,
+                                (device_id, counter)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("UPDATE downlinks SET confirmed_at = ? WHERE id = ?", (at, row[0]))
+        return Downlink(*row)._replace(confirmed_at=at)
 
     def reoffer(self, device_id, now):
         """The device was heard from: its downlinks sent but not confirmed whose wait is over

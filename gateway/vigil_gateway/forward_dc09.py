@@ -99,6 +99,11 @@ CREATE TABLE IF NOT EXISTS dc09_sequences (
 """
 
 
+# Incident events the ARC is not sent: the wearable's receipt for a responder's prompt says
+# when it played, for a console; to an ARC it would read as the alarm raised again.
+NOT_FOR_THE_ARC = ("prompt_played",)
+
+
 def event_for(snapshot):
     """The dc09.Event reporting one outbox snapshot."""
     kind = snapshot["incident"]["kind"]
@@ -247,6 +252,8 @@ class Dc09Transport:
                                                datetime.timezone.utc)
 
     async def deliver(self, item):
+        if item.event in NOT_FOR_THE_ARC:
+            return Result(True)  # nothing an ARC's operator acts on: taken as delivered
         try:
             event = event_for(item.snapshot)
         except GatewayError as exc:

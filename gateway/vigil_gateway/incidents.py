@@ -15,6 +15,8 @@
 #     arriving later joins that incident (audited `alarm_arrived`), it raises nothing new;
 #   supervision raises LOST_CONTACT for a silent device (one open at a time per device); the
 #     device's next verified frame records "contact restored" and closes it;
+#   the wearable's receipt for a responder's prompt (it verified the prompt, and plays it as
+#     it does): `prompt_played`, audited on an open incident, no state change;
 #   a responder's actions (the actions API): `acknowledged`, `prompt_double_tap` and
 #     `help_dispatched` are audited on an open incident and change no state; `resolved` closes it;
 #     none applies to a closed incident;
@@ -35,6 +37,7 @@ RESOLVED = "resolved"
 ACKNOWLEDGED = "acknowledged"
 PROMPT_DOUBLE_TAP = "prompt_double_tap"
 HELP_DISPATCHED = "help_dispatched"
+PROMPT_PLAYED = "prompt_played"
 
 LOST_CONTACT = "LOST_CONTACT"
 ALARM_ARRIVED = "alarm_arrived"  # audit only: an alarm whose incident its double tap raised
@@ -54,6 +57,8 @@ RULES = {
     (NEEDS_HELP, ACKNOWLEDGED): (NEEDS_HELP, "responder acknowledged"),
     (OPEN, PROMPT_DOUBLE_TAP): (OPEN, "responder asks the wearer to tap twice"),
     (NEEDS_HELP, PROMPT_DOUBLE_TAP): (NEEDS_HELP, "responder asks the wearer to tap twice"),
+    (OPEN, PROMPT_PLAYED): (OPEN, "the wearable played the prompt to tap twice"),
+    (NEEDS_HELP, PROMPT_PLAYED): (NEEDS_HELP, "the wearable played the prompt to tap twice"),
     (OPEN, HELP_DISPATCHED): (OPEN, "help dispatched"),
     (NEEDS_HELP, HELP_DISPATCHED): (NEEDS_HELP, "help dispatched"),
 }

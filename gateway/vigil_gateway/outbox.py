@@ -21,7 +21,7 @@ from collections import namedtuple
 from . import wearers as wearer_profiles
 from .webhook import idempotency_key
 
-FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved")
+FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved", "prompt_played")
 
 Item = namedtuple("Item", "id destination incident_id device_id key event snapshot created_at "
                           "attempts next_at last_error delivered_at alerted_at")

@@ -44,7 +44,7 @@ import vigil_protocol as p
 
 from . import lateness, logs
 from .errors import RegistryError, StoreError
-from .incidents import CONTACT_RESTORED, Incidents
+from .incidents import CONTACT_RESTORED, PROMPT_PLAYED, Incidents
 from .registry import REVOKED, device_hex
 from .store import Contact
 from .topics import STATUS
@@ -315,11 +315,19 @@ class Pipeline:
         if highest is None:
             highest = self.store.downlink_counter(device_id)
         counter = receipt.resolve(highest)
-        if self.downlinks is not None and self.downlinks.confirm(device_id, counter, now):
+        taken = None if self.downlinks is None else self.downlinks.confirm(device_id, counter,
+                                                                          now)
+        if taken is not None:
             logs.event(log, logging.DEBUG, "downlink_confirmed", device=device_hex(device_id),
                        counter=counter)
             if self.metrics is not None:
                 self.metrics.receipts.inc("confirmed")
+            if taken.kind == "action" and taken.code == p.PROMPT_DOUBLE_TAP:
+                # The wearable plays a prompt as it verifies it: the responder learns when.
+                incident = self.store.incident_for_alarm(device_id, taken.ref)
+                if incident is not None:
+                    self.incidents.apply(incident, PROMPT_PLAYED, now,
+                                         "receipt, frame %d" % receipt.counter)
         elif self.metrics is not None:
             self.metrics.receipts.inc("repeat")  # already confirmed, or no such stored one
 

@@ -321,3 +321,16 @@ def test_a_profile_table_from_before_the_account_column_is_migrated(tmp_path):
                        "zone INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL);"
                        "INSERT INTO wearers VALUES (1, 'Old', '[]', '', 7, 0);")
     assert Wearers(conn).get(1).dc09_account == "" and Wearers(conn).get(1).zone == 7
+
+
+def test_a_played_prompt_is_not_sent_to_the_arc(receiver, tmp_path):
+    # The wearable's receipt for a responder's prompt is for a console: to an ARC it would
+    # read as the SOS raised again.
+    port, events = receiver
+    drain(events)
+    t = transport(tmp_path, port, False, "SIA-DCS")
+    result = asyncio.run(t.deliver(item("SOS", "prompt_played")))
+    assert result.ok
+    time.sleep(0.5)  # anything sent would have arrived by now
+    assert events.empty()
+    assert t.state._row()[0] == 0  # no sequence number spent

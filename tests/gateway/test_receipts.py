@@ -132,3 +132,23 @@ def test_a_late_receipt_confirms_before_anything_is_offered_again(site):
     site.clock.now += 600  # the wearable was away; the broker kept the downlink for it
     outcome = uplink(site, p.Receipt, made.counter)
     assert outcome.reoffered == 0 and row(site, made).mqtt_sent_at is not None
+
+
+def test_a_prompts_receipt_tells_the_responder_the_wearable_played_it(site):
+    from vigil_gateway.incidents import Incidents
+    from vigil_gateway.outbox import Outbox
+
+    outbox = Outbox(site.conn, ["webhook"])
+    site.pipeline.incidents = Incidents(site.store, outbox)
+    assert uplink(site, p.Alarm, p.SOS).result == "new"  # counter 1: the incident
+    prompt = action(site, p.PROMPT_DOUBLE_TAP, ref=1)
+    other = action(site, p.ACKNOWLEDGED, ref=1)
+    site.clock.now += 2
+    uplink(site, p.Receipt, other.counter)
+    uplink(site, p.Receipt, prompt.counter)
+    uplink(site, p.Receipt, prompt.counter)  # a repeat: said once
+    [incident] = site.store.incidents()
+    played = [a for a in site.store.audit(incident.id) if a.event == "prompt_played"]
+    assert [(a.at, a.detail) for a in played] == [
+        (site.clock(), "the wearable played the prompt to tap twice; receipt, frame 3")]
+    assert [i.event for i in outbox.items()] == ["raised", "prompt_played"]

@@ -150,6 +150,12 @@ def test_sos_arrives_live_and_its_checklist_keeps_order_to_the_wearable(browser,
     wait_for(lambda: any(isinstance(f, p.Action) and f.action == p.PROMPT_DOUBLE_TAP
                          and f.ref == sos for f in list(site.device.downlinks.queue)),
              what="the prompt on the wearable's down topic")
+    # The wearable's receipt for the prompt: the page says when it was played.
+    prompt = next(f for f in list(site.device.downlinks.queue)
+                  if isinstance(f, p.Action) and f.action == p.PROMPT_DOUBLE_TAP)
+    site.device.publish(p.encode(p.Receipt(site.device.device_id, site.device.next_counter(),
+                                           prompt.counter), site.device.key, 2))
+    expect(page.locator("#prompt-sent")).to_contain_text("played on the wearable")
 
     site.device.publish(site.device.alarm(p.DOUBLE_TAP, ref=sos))
     expect(page.locator("#tapped")).to_have_text(re.compile(r"\d\d:\d\d:\d\d UTC"))  # live

@@ -56,6 +56,8 @@ def incident_view(row, steps=(), events=()):
             if a.get("event") == "wearer_confirms"]
     prompts = [epoch(a.get("at")) for a in snap.get("audit") or []
                if a.get("event") == "prompt_double_tap"]
+    played = [epoch(a.get("at")) for a in snap.get("audit") or []
+              if a.get("event") == "prompt_played"]  # the wearable's receipt for it
     view = dict(
         id=row["id"], kind=row["kind"], lane=procedures.lane(row["kind"]), state=row["state"],
         device=row["device"], holder=row["holder"], resolved_at=row["resolved_at"],
@@ -70,6 +72,7 @@ def incident_view(row, steps=(), events=()):
         instruction=(snap.get("procedure") or {}).get("instruction", ""),
         prompt_sent=done.get("prompt_double_tap"),
         prompt_in_gateway=clock(prompts[0]) if prompts else None,
+        prompt_played=clock(played[0]) if played else None,
         tapped=clock(taps[-1]) if taps else None, open=row["resolved_at"] is None
         and row["state"] != "closed")
     if view["lane"] == procedures.DURESS:
