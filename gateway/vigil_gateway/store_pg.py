@@ -15,6 +15,8 @@
 #   outbox claims      FOR UPDATE SKIP LOCKED with a lease from the database clock; delivered is
 #                      marked only while the lease is held; one incident's events in order
 #                      (outbox_pg.py)
+#   DC-09              one sender per receiving centre (an advisory lock), its sequence numbers
+#                      in a locked row (dc09_pg.py)
 #   supervision        a deadline per device, written by ingest from the database clock; a
 #                      worker claims expired devices (SKIP LOCKED) and raises LOST_CONTACT once
 #   registry           devices, their state, key version, protocol, counter floor
@@ -50,7 +52,7 @@ from collections import namedtuple
 
 import psycopg
 
-from . import outbox_pg
+from . import dc09_pg, outbox_pg
 from .errors import StoreError
 from .pipeline import WINDOW_SIZE  # the floor of a device first heard mid-stream
 from .registry import ACTIVE, REVOKED
@@ -140,6 +142,7 @@ def create_schema(conn):
     with conn.transaction():
         conn.execute(SCHEMA)
         conn.execute(outbox_pg.SCHEMA)
+        conn.execute(dc09_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
