@@ -11,7 +11,8 @@
 #   replay verdicts    from the unique key (device, direction, counter) and the device's history
 #                      floor, inside that transaction: no replay window is cached by a worker
 #   downlink counters  allocated from the device's row under its lock (RECEIVED acks in ingest;
-#                      DELIVERED acks and responder actions in their own transactions)
+#                      DELIVERED acks and responder actions in their own transactions, stored
+#                      with their counter: downlinks_pg.py)
 #   outbox claims      FOR UPDATE SKIP LOCKED with a lease from the database clock; delivered is
 #                      marked only while the lease is held; one incident's events in order
 #                      (outbox_pg.py)
@@ -52,7 +53,7 @@ from collections import namedtuple
 
 import psycopg
 
-from . import dc09_pg, outbox_pg
+from . import dc09_pg, downlinks_pg, outbox_pg
 from .errors import StoreError
 from .pipeline import WINDOW_SIZE  # the floor of a device first heard mid-stream
 from .registry import ACTIVE, REVOKED
@@ -143,6 +144,7 @@ def create_schema(conn):
         conn.execute(SCHEMA)
         conn.execute(outbox_pg.SCHEMA)
         conn.execute(dc09_pg.SCHEMA)
+        conn.execute(downlinks_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
