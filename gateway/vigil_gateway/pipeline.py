@@ -219,10 +219,12 @@ class Pipeline:
         self.store.set_downlink_counter(device_id, counter)
         return counter
 
-    def _next_downlink_counter(self, device_id, used):
+    def _last_downlink_counter(self, device_id):
         last = self._downlink.get(device_id)
-        if last is None:
-            last = self.store.downlink_counter(device_id)
+        return self.store.downlink_counter(device_id) if last is None else last
+
+    def _next_downlink_counter(self, device_id, used):
+        last = self._last_downlink_counter(device_id)
         self._downlink[device_id] = used[device_id] = last + 1
         return last + 1
 
@@ -311,10 +313,7 @@ class Pipeline:
 
     def _confirm(self, receipt, now):
         device_id = receipt.device_id
-        highest = self._downlink.get(device_id)
-        if highest is None:
-            highest = self.store.downlink_counter(device_id)
-        counter = receipt.resolve(highest)
+        counter = receipt.resolve(self._last_downlink_counter(device_id))
         taken = None if self.downlinks is None else self.downlinks.confirm(device_id, counter,
                                                                           now)
         if taken is not None:
