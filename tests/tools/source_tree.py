@@ -1,4 +1,4 @@
-"""A copy of the source tree the firmware build reads, for tests that build from two places.
+"""A copy of the source tree the firmware builds read, for tests that build from two places.
 Imported by this unique name (several test folders have a conftest.py)."""
 import shutil
 
@@ -9,4 +9,7 @@ def copy_sources(root, dest):
     shutil.copytree(root / "firmware", dest / "firmware", ignore=ignore)
     shutil.copytree(root / "protocol" / "vigil_protocol", dest / "protocol" / "vigil_protocol",
                     ignore=ignore)
+    phase = dest / "tools" / "vigil_tools"
+    phase.mkdir(parents=True)
+    shutil.copy(root / "tools" / "vigil_tools" / "fw_bench_phase.py", phase)
     return dest

@@ -57,11 +57,15 @@ def test_the_key_follows_the_frozen_sources_not_where_they_are(root, tmp_path):
     assert mpy32.key(mpy32.frozen_files(b)) != key
     (a / "firmware" / "vigil_fw" / "extra.py").write_text("X = 1\n")  # a new module
     assert mpy32.key(mpy32.frozen_files(a)) != key
+    with open(b / "tools" / "vigil_tools" / "fw_bench_phase.py", "a") as f:
+        f.write("\n# changed\n")  # the benchmark's phase is frozen in too
+    assert mpy32.key(mpy32.frozen_files(b)) not in (key, mpy32.key(mpy32.frozen_files(a)))
 
 
-def test_the_key_covers_every_module_of_the_bundle(root):
+def test_the_key_covers_every_module_of_the_bundle_and_the_benchmark_phase(root):
     names = [name for name, _ in mpy32.frozen_files()]
-    assert names == [firmware_build.source_name(n) for _, n in firmware_build.sources()]
+    assert names == [firmware_build.source_name(n) for _, n in firmware_build.sources()] + [
+        "fw_bench_phase.py"]
     assert "vigil_fw/app.py" in names and "vigil_protocol/__init__.py" in names
 
 

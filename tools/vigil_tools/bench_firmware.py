@@ -25,10 +25,14 @@ run on it, as a production image: its figures have an ESP32's object sizes. Ther
 is up too, as on a board: its real aioble on BTstack, on a pty of the emulated radio
 (vigil_tools.ble_rig), with the gateway's central connected and subscribed but never
 acknowledging (so every alarm also goes out by notification).
+The device side of each phase is the module fw_bench_phase.py, run from ROM beside the firmware
+(in the ROMFS image, frozen into the 32-bit build) as a board's main.py would be, so that the
+heap figures are the firmware's and not the harness's bytecode.
 taps: scores the software double-tap detector on synthetic traces.
 """
 import json
 import pathlib
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -40,119 +44,10 @@ from .broker import Mosquitto
 DEVICE = "00c0ffee"
 KEY_HEX = "6b" * 32
 
-# Device side, run on MicroPython with the bundle on its path. Prints "FIGURES <json>".
-_PHASE_SCRIPT = """
-import gc, sys, json
-S = json.loads(sys.stdin.read())
-gc.collect()
-base = gc.mem_alloc()
-import asyncio
-WAKES = [0]
-if S["count_wakes"]:
-    def _counted(fn):
-        async def wrapper(*args):
-            r = await fn(*args)
-            WAKES[0] += 1
-            return r
-        return wrapper
-    asyncio.sleep_ms = _counted(asyncio.sleep_ms)
-    asyncio.sleep = _counted(asyncio.sleep)
-    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait)
-    asyncio.StreamReader.read = _counted(asyncio.StreamReader.read)
-    asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly)
-    asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto)
-from vigil_fw.app import Wearable
-from vigil_fw.config import Config
-from vigil_fw.hal_sim import SimBoard
-from vigil_fw.mqtt_link import MqttLink
-gc.collect()
-imported = gc.mem_alloc()
-cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
-              "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": S["device"],
-                       "password": "bench"}})
-board = SimBoard(S["fs"], hardware_taps=True)
-w = Wearable(board, cfg, [MqttLink(cfg, log=lambda m: None)], log=lambda m: None)
-if S.get("ble"):
-    import aioble, bluetooth
-    from vigil_fw.ble_link import BleLink
-    w.links.append(BleLink(cfg, aioble, bluetooth.UUID, urgent=w.urgent, log=lambda m: None))
-F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
-     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
-
-def largest_free():
-    gc.collect()
-    lo, hi = 0, gc.mem_free()
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        try:
-            b = bytearray(mid)
-            b = None
-            lo = mid
-        except MemoryError:
-            hi = mid - 1
-    if S.get("heap_map") and lo < F["largest_free_block_bytes"]:
-        import micropython
-        print("HEAPMAP %d" % lo)
-        micropython.mem_info(1)  # one character a block: what splits the free space
-        print("HEAPMAP-END")
-    return lo
-
-def sample(block=False):
-    gc.collect()
-    used = gc.mem_alloc()
-    if used > F["heap_peak_bytes"]:
-        F["heap_peak_bytes"] = used
-        if block:
-            F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
-    return used
-
-async def until(pred, ms):
-    t = 0
-    while not pred() and t < ms:
-        await asyncio.sleep_ms(20)
-        t += 20
-    return pred()
-
-async def main():
-    run = asyncio.create_task(w.run())
-    F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
-    if S.get("ble"):
-        F["ble_up"] = 1 if await until(lambda: w.links[1].up, 8000) else 0
-    await asyncio.sleep_ms(300)
-    F["heap_after_boot_bytes"] = sample(True)
-    F["heap_free_after_boot_bytes"] = gc.mem_free()
-    if S["phase"] == "fill":
-        for i in range(S["alarms"]):
-            w.raise_alarm((1, 2, 4)[i % 3])
-            await asyncio.sleep_ms(50)
-            sample()
-        await until(lambda: w.stats["sent"] >= len(w.outbox), 3000)
-        sample(True)
-        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
-    elif S["phase"] == "drain":
-        print("READY")
-        t = 0
-        while len(w.outbox) and t < 20000:
-            await asyncio.sleep_ms(100)
-            t += 100
-            sample()
-        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
-    else:  # idle
-        await asyncio.sleep_ms(1000)
-        WAKES[0] = 0
-        await asyncio.sleep_ms(S["idle_ms"])
-        F["wakeups"] = WAKES[0] - 1  # this task's own sleep returning
-    F["heap_free_at_end_bytes"] = gc.mem_free()
-    F["queued_at_end"] = len(w.outbox)
-    F["alarms_sent"] = w.stats["sent"]
-    F["task_restarts"] = w.stats["restarts"]
-    F["memory_retries"] = w.stats["memory_retries"]
-    F["run_died"] = 1 if run.done() else 0
-    run.cancel()
-    print("FIGURES " + json.dumps(F))
-
-asyncio.run(main())
-"""
+# Device side: the module that runs one phase on MicroPython (settings as JSON on stdin, it
+# prints "FIGURES <json>"). Run from ROM beside the firmware, so its bytecode is not counted.
+PHASE_MODULE = pathlib.Path(__file__).with_name("fw_bench_phase.py")
+PHASE_IMPORT = "import fw_bench_phase\n"
 
 BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
 IDLE_MS = 5000
@@ -255,16 +150,14 @@ def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
     return out
 
 
-def _unix_port(heapsize, rom=None, path=()):
-    """(command, environment) that runs _PHASE_SCRIPT on the unix port wheel."""
+def _unix_port(heapsize, rom, path=()):
+    """(command, environment) that runs the phase module on the unix port wheel, with the ROMFS
+    image `rom` (which holds the phase module) mapped and mounted as a board's partition."""
     import os
-    cmd = [micropython.executable()]
-    script = _PHASE_SCRIPT
-    if rom is not None:
-        from .romfs import MOUNT_FILE, command
-        cmd = command(rom)
-        script = MOUNT_FILE.read_text() + script
-    cmd += ["-X", "heapsize=%s" % heapsize, "-c", script]
+
+    from .romfs import MOUNT_FILE, command
+    cmd = command(rom) + ["-X", "heapsize=%s" % heapsize,
+                          "-c", MOUNT_FILE.read_text() + PHASE_IMPORT]
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(
         list(path) + [str(micropython.PROTOCOL_DIR), ".frozen"]))
     return cmd, env
@@ -278,7 +171,7 @@ def _frozen32(heapsize):
     exe = mpy32.executable()
     if exe is None:
         return None
-    return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c", _PHASE_SCRIPT],
+    return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c", PHASE_IMPORT],
             dict(os.environ, MICROPYPATH=".frozen"))
 
 
@@ -339,20 +232,39 @@ def _save_heap_maps(folder, build, runs):
                 (folder / ("%s-run%d-%s.txt" % (build, run, phase))).write_text(f["heap_map"])
 
 
+def _bench_images(tmp):
+    """Two ROMFS images for the 64-bit runs: the phase module alone (for the files baseline,
+    whose firmware comes from files) and the firmware image with the phase module added."""
+    from .romfs import build_image
+    harness = tmp / "harness-lib"
+    harness.mkdir()
+    firmware_build.compile_module(PHASE_MODULE, "fw_bench_phase.py",
+                                  harness / "fw_bench_phase.mpy")
+    bench = tmp / "bench-lib"
+    shutil.copytree(tmp / "bundle" / "lib", bench)
+    shutil.copy(harness / "fw_bench_phase.mpy", bench)
+    paths = tmp / "harness.romfs", tmp / "bench.romfs"
+    for folder, path in zip((harness, bench), paths):
+        path.write_bytes(build_image(folder))
+    return paths
+
+
 def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None):
     maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         files = firmware_build.build(tmp / "bundle")
         image_bytes = firmware_build.build_romfs(tmp / "bundle", tmp / "firmware.romfs")
+        harness_rom, bench_rom = _bench_images(tmp)
         broker = Mosquitto(tmp / "broker").start()
         try:
-            cmd, env = _unix_port(BASELINE_HEAPSIZE, path=[str(tmp / "bundle" / "lib")])
+            cmd, env = _unix_port(BASELINE_HEAPSIZE, harness_rom,
+                                  path=[str(tmp / "bundle" / "lib")])
             baseline = _phase(cmd, env, {"phase": "fill", "port": broker.port,
                                          "device": "00baba00", "key": KEY_HEX, "alarms": 0,
                                          "count_wakes": False,
                                          "fs": tempfile.mkdtemp(dir=tmp)})
-            cmd, env = _unix_port(heapsize, rom=tmp / "firmware.romfs")
+            cmd, env = _unix_port(heapsize, bench_rom)
             all64 = [_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True,
                                  heap_map=maps)]
             for run in range(1, runs):

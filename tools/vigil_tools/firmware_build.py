@@ -59,24 +59,29 @@ def build(out_dir, optimise=True, root=None):
     `root`: the source tree to build from (see sources())."""
     out = pathlib.Path(out_dir)
     files = {}
-    compiler = mpy_cross()
     for src, name in sources(root):
         target = out / (name + ".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Source on stdin, bytecode on stdout: mpy-cross keeps every path it is given as a
-        # name of at most 255 bytes, so a deep checkout would break the build.
-        args = [compiler] + (["-O2"] if optimise else []) + ["-s", source_name(name), "-"]
-        proc = subprocess.run(args, input=pathlib.Path(src).read_bytes(), capture_output=True)
-        if proc.returncode != 0 or not proc.stdout:
-            error = proc.stderr.decode(errors="replace").replace('"<stdin>"', '"%s"' % src)
-            raise ToolError("mpy-cross failed on %s: %s" % (src, error.strip()))
-        target.write_bytes(proc.stdout)
-        files[name + ".mpy"] = len(proc.stdout)
+        files[name + ".mpy"] = compile_module(src, source_name(name), target, optimise)
     firmware = _roots(root)[0]
     for entry in ("boot.py", "main.py"):
         shutil.copy(firmware / entry, out / entry)
         files[entry] = (out / entry).stat().st_size
     return files
+
+
+def compile_module(src, name, target, optimise=True):
+    """Compile one source file to `target` (.mpy) with mpy-cross, its bytecode naming it `name`
+    (e.g. vigil_fw/app.py); returns the size in bytes."""
+    # Source on stdin, bytecode on stdout: mpy-cross keeps every path it is given as a name of
+    # at most 255 bytes, so a deep checkout would break the build.
+    args = [mpy_cross()] + (["-O2"] if optimise else []) + ["-s", name, "-"]
+    proc = subprocess.run(args, input=pathlib.Path(src).read_bytes(), capture_output=True)
+    if proc.returncode != 0 or not proc.stdout:
+        error = proc.stderr.decode(errors="replace").replace('"<stdin>"', '"%s"' % src)
+        raise ToolError("mpy-cross failed on %s: %s" % (src, error.strip()))
+    pathlib.Path(target).write_bytes(proc.stdout)
+    return len(proc.stdout)
 
 
 def build_romfs(bundle_dir, image_path):

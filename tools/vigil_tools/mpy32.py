@@ -5,8 +5,8 @@ Built from the pinned MicroPython source tarball (see SRC_SHA256) with its
 build-micropython-unix.sh, which sits beside it: 32-bit (`--m32`, an ESP32's word size, so heap
 figures match a board's), `bluetooth` on BTstack over an H4 UART (`--bluetooth-h4`, the UART is
 $MICROPYBTUART at run time), and frozen in: the port's standard manifest, micropython-lib's
-aioble and every module of the firmware bundle (firmware_build.sources()), compiled as the
-bundle is (-O2).
+aioble, every module of the firmware bundle (firmware_build.sources()) and the firmware
+benchmark's device-side phase module (fw_bench_phase.py), compiled as the bundle is (-O2).
 
 The binary is cached at .venv/mpy32/<key>/micropython, where the key hashes the tarball's
 sha256, the build options and the name and bytes of every frozen source file: a firmware change
@@ -37,6 +37,7 @@ DEFAULT_SRC = firmware_build.ROOT.parent / "shared" / "vendor" / "micropython-sr
 CACHE = firmware_build.ROOT / ".venv" / "mpy32"
 # Bumped when the manifest this module writes changes in a way the sources do not show.
 SCHEME = b"vigil-mpy32/1"
+PHASE_MODULE = "fw_bench_phase.py"  # device side of `vigil bench firmware` (bench_firmware.py)
 HOSTS = ("x86_64", "amd64", "i386", "i686")  # where gcc -m32 builds (gcc-multilib)
 
 
@@ -47,11 +48,15 @@ def default_src():
 
 
 def frozen_files(root=None):
-    """[(path in the frozen image, source file)] for every firmware module frozen in: the
-    bundle's modules (firmware_build.sources()) at their paths under lib/, e.g.
-    ("vigil_fw/app.py", .../firmware/vigil_fw/app.py)."""
+    """[(path in the frozen image, source file)] for every module frozen in: the bundle's
+    modules (firmware_build.sources()) at their paths under lib/, e.g.
+    ("vigil_fw/app.py", .../firmware/vigil_fw/app.py), then the firmware benchmark's phase
+    module, frozen as a board's main.py would be so that its bytecode is not in the heap the
+    benchmark measures."""
+    phase = (pathlib.Path(root) / "tools" / "vigil_tools" if root is not None
+             else pathlib.Path(__file__).parent) / PHASE_MODULE
     return [(firmware_build.source_name(name), pathlib.Path(src))
-            for src, name in firmware_build.sources(root)]
+            for src, name in firmware_build.sources(root)] + [(PHASE_MODULE, phase)]
 
 
 def key(files, options=OPTIONS, src_sha256=SRC_SHA256):

@@ -1,0 +1,117 @@
+# Device side of `vigil bench firmware` (MicroPython only): one phase of the firmware's life,
+# its settings as JSON on stdin, its figures printed as "FIGURES <json>". Imported, never run as
+# a -c script: in the 64-bit runs it sits in the ROMFS image beside the firmware and in the
+# 32-bit build it is frozen in, so its bytecode stays in flash, as a board's main.py would, and
+# the heap figures are the firmware's, not this harness's source compiled into the heap.
+import gc
+import json
+import sys
+S = json.loads(sys.stdin.read())
+gc.collect()
+base = gc.mem_alloc()
+import asyncio
+WAKES = [0]
+if S["count_wakes"]:
+    def _counted(fn):
+        async def wrapper(*args):
+            r = await fn(*args)
+            WAKES[0] += 1
+            return r
+        return wrapper
+    asyncio.sleep_ms = _counted(asyncio.sleep_ms)
+    asyncio.sleep = _counted(asyncio.sleep)
+    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait)
+    asyncio.StreamReader.read = _counted(asyncio.StreamReader.read)
+    asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly)
+    asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto)
+from vigil_fw.app import Wearable
+from vigil_fw.config import Config
+from vigil_fw.hal_sim import SimBoard
+from vigil_fw.mqtt_link import MqttLink
+gc.collect()
+imported = gc.mem_alloc()
+cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
+              "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": S["device"],
+                       "password": "bench"}})
+board = SimBoard(S["fs"], hardware_taps=True)
+w = Wearable(board, cfg, [MqttLink(cfg, log=lambda m: None)], log=lambda m: None)
+if S.get("ble"):
+    import aioble, bluetooth
+    from vigil_fw.ble_link import BleLink
+    w.links.append(BleLink(cfg, aioble, bluetooth.UUID, urgent=w.urgent, log=lambda m: None))
+F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
+     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
+
+def largest_free():
+    gc.collect()
+    lo, hi = 0, gc.mem_free()
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid - 1
+    if S.get("heap_map") and lo < F["largest_free_block_bytes"]:
+        import micropython
+        print("HEAPMAP %d" % lo)
+        micropython.mem_info(1)  # one character a block: what splits the free space
+        print("HEAPMAP-END")
+    return lo
+
+def sample(block=False):
+    gc.collect()
+    used = gc.mem_alloc()
+    if used > F["heap_peak_bytes"]:
+        F["heap_peak_bytes"] = used
+        if block:
+            F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    return used
+
+async def until(pred, ms):
+    t = 0
+    while not pred() and t < ms:
+        await asyncio.sleep_ms(20)
+        t += 20
+    return pred()
+
+async def main():
+    run = asyncio.create_task(w.run())
+    F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
+    if S.get("ble"):
+        F["ble_up"] = 1 if await until(lambda: w.links[1].up, 8000) else 0
+    await asyncio.sleep_ms(300)
+    F["heap_after_boot_bytes"] = sample(True)
+    F["heap_free_after_boot_bytes"] = gc.mem_free()
+    if S["phase"] == "fill":
+        for i in range(S["alarms"]):
+            w.raise_alarm((1, 2, 4)[i % 3])
+            await asyncio.sleep_ms(50)
+            sample()
+        await until(lambda: w.stats["sent"] >= len(w.outbox), 3000)
+        sample(True)
+        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    elif S["phase"] == "drain":
+        print("READY")
+        t = 0
+        while len(w.outbox) and t < 20000:
+            await asyncio.sleep_ms(100)
+            t += 100
+            sample()
+        F["largest_free_block_bytes"] = min(F["largest_free_block_bytes"], largest_free())
+    else:  # idle
+        await asyncio.sleep_ms(1000)
+        WAKES[0] = 0
+        await asyncio.sleep_ms(S["idle_ms"])
+        F["wakeups"] = WAKES[0] - 1  # this task's own sleep returning
+    F["heap_free_at_end_bytes"] = gc.mem_free()
+    F["queued_at_end"] = len(w.outbox)
+    F["alarms_sent"] = w.stats["sent"]
+    F["task_restarts"] = w.stats["restarts"]
+    F["memory_retries"] = w.stats["memory_retries"]
+    F["run_died"] = 1 if run.done() else 0
+    run.cancel()
+    print("FIGURES " + json.dumps(F))
+
+asyncio.run(main())
