@@ -1,5 +1,7 @@
 # The `vigil` command through its real entry point (the installed console script).
 import json
+import re
+import subprocess
 
 from vigil_cli import vigil
 
@@ -57,20 +59,33 @@ def test_frame_decode_bad_input_is_a_clear_error():
     assert proc.returncode == 2 and "cannot read the key file" in proc.stderr
 
 
-def test_demo_runs_both_procedures_end_to_end():
-    proc = vigil("demo")
+def test_demo_runs_both_procedures_end_to_end_on_the_console():
+    proc = vigil("demo", stdin=subprocess.DEVNULL)  # not a terminal: it ends after the script
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
+    opening = out[:out.index("Procedure 1")]  # the console comes first, to watch the rest
+    assert re.search(r"console at http://127\.0\.0\.1:\d+/", opening)
+    assert re.search(r"sign in as demo, password \S{8,}", opening)
     duress = out[out.index("Procedure 1"):out.index("Procedure 2")]
-    assert "event 'raised' of incident #1 (DURESS, open), signature verified" in duress
-    assert "refuses a prompt on duress: HTTP 409" in duress
+    assert "incident #1 (DURESS) in the alarms queue" in duress
+    assert "the page: DURESS: do NOT contact the wearer" in duress
+    controls = re.search(r"controls on the page: (.*); none", duress).group(1).split(", ")
+    assert controls == ["police", "inform_contacts", "resolve"]
+    assert "| Escalation contacts: Sam Example (site supervisor), +44 20 7946 0000." in duress
+    assert "refuses a prompt crafted by hand (not sent)" in duress
+    assert "refuses a prompt on duress too, asked directly: HTTP 409" in duress
+    assert "robin: resolved: genuine alarm" in duress
     assert "plays" not in duress  # no pattern at all on the wearable
-    assert "patterns played during the duress alarm: none at all" in duress
+    assert "patterns played during the duress alarm (counter 1): none at all" in duress
     sos = out[out.index("Procedure 2"):]
+    assert "incident #2 (SOS) tops the alarms queue" in sos
     assert "verifies a signed action PROMPT_DOUBLE_TAP" in sos
     assert "plays the 'prompt' pattern" in sos
-    assert "is now 'needs_help'" in sos
+    assert re.search(r"console +prompt sent .* by robin; .*played on the wearable", sos)
+    assert "incident #2 is now 'needs_help'" in sos
+    assert re.search(r"\d+ webhook events stored, \d+ duplicates ignored, 0 refused", sos)
     assert "both procedures went as they must" in out
+    assert "stays up" not in out
 
 
 def test_bench_protocol_prints_figures_and_a_key_value_line():

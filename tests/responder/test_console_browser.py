@@ -5,9 +5,12 @@
 # control that would contact or cue the wearer; a resolution needs a reason; two responders see
 # who holds an incident. One browser and one site for the module.
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -294,6 +297,69 @@ def test_vigil_responder_demo_prints_the_console_and_its_wearable_alarms_show_th
         page.click("#sign-in")
         expect(page.locator("#live")).to_have_text("live")
         demo.stdin.write("sos\n")
+        demo.stdin.flush()
+        expect(page.locator("#alarms li[data-kind=SOS]")).to_contain_text("Alex Example")
+        page.context.close()
+        demo.stdin.write("quit\n")
+        demo.stdin.flush()
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+
+class Output:
+    """A process's output lines, read as they come (a thread), so a wait can time out."""
+
+    def __init__(self, proc):
+        self.lines = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in proc.stdout],
+                         daemon=True).start()
+
+    def until(self, text, timeout=90):
+        """The lines up to the first that contains text (a wait, not a measure)."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                seen.append(self.lines.get(timeout=0.2))
+            except queue.Empty:
+                continue
+            if text in seen[-1]:
+                return "".join(seen)
+        raise AssertionError("no %r within %d s in:\n%s" % (text, timeout, "".join(seen)))
+
+
+def test_vigil_demo_opens_with_the_console_and_the_demo_happens_on_it(browser):
+    demo = subprocess.Popen([sys.executable, "-m", "vigil_tools.cli", "demo", "--stay"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output = Output(demo)
+        opening = output.until("sign in as demo")
+        assert "Procedure 1" not in opening  # the console first, to watch the rest
+        url = re.search(r"console at (http://\S+/)", opening).group(1)
+        password = re.search(r"sign in as demo, password (\S+)", opening).group(1)
+        page = browser.new_context().new_page()
+        page.goto(url + "login")
+        page.fill("input[name=name]", "demo")
+        page.fill("input[name=password]", password)
+        page.click("#sign-in")
+        expect(page.locator("#live")).to_have_text("live")
+        rest = output.until("the console stays up")
+        assert "both procedures went as they must" in rest, rest
+        assert password in rest.splitlines()[-1]  # the account, again, under the script
+        # the script's two incidents, handled on this console by its responder
+        page.goto(url + "figures")
+        for kind in ("DURESS", "SOS"):
+            row = page.locator("#incidents tr[data-incident]").filter(has_text=kind)
+            expect(row).to_have_count(1)
+            expect(row.locator(".to_resolved")).to_have_text(re.compile(r"^\d+\.\d s$"))
+        page.goto(url)
+        expect(page.locator("#alarms li")).to_have_count(0)  # both resolved
+        demo.stdin.write("sos\n")  # and the wearable is the reader's now
         demo.stdin.flush()
         expect(page.locator("#alarms li[data-kind=SOS]")).to_contain_text("Alex Example")
         page.context.close()

@@ -1,95 +1,60 @@
-# `vigil responder demo`: the console on a live Vigil, in a temporary folder on loopback, to
-# try it in a browser: Mosquitto, the gateway (`vigil gateway run`) forwarding to the console
-# (`vigil responder run`), and a simulated wearable running the firmware's core on the
-# MicroPython unix port. It prints the console's URL and a throwaway account, then takes the
-# wearable's commands from standard input (sos, duress, tap, ...) until quit or EOF.
-import pathlib
+# The console for the demos, in their temporary folder: `vigil responder run` with throwaway
+# accounts, on loopback. `vigil responder demo` is `vigil demo` without the scripted
+# procedures: the console on a live Vigil (Mosquitto, the gateway forwarding to the console, a
+# simulated wearable running the firmware's core on the MicroPython unix port), its URL and
+# account printed, the wearable's commands (sos, duress, tap, ...) taken on standard input
+# until quit or end of input.
 import secrets
 import subprocess
 import sys
-import tempfile
 
 VIGIL = [sys.executable, "-m", "vigil_tools.cli"]
-COMMANDS = "sos, duress, tap (the double tap), battery PCT, silent, resume, help, quit"
 
 
 def run(args):
     from vigil_tools import demo
-    from vigil_tools.broker import Mosquitto, free_port
-    from vigil_tools.device_record import new_record
 
-    timeline = demo.Timeline()
-    started = []
-    with tempfile.TemporaryDirectory(prefix="vigil-console-demo-") as tmp:
-        folder = pathlib.Path(tmp)
-        try:
-            broker = Mosquitto(folder / "broker").start()
-            started.append(broker.stop)
-            port = free_port()
-            gateway_config, config = demo._gateway_config(
-                folder, broker.port, "http://127.0.0.1:%d/vigil" % port)
-            console = _console(folder, port, config.http.port, demo)
-            started.append(lambda: _stop(console))
-            record = new_record(demo.DEVICE)
-            demo._register(config, record)
-            log_path = folder / "gateway.log"
-            with open(log_path, "w") as log:
-                gateway = subprocess.Popen(VIGIL + ["gateway", "run", "--config",
-                                                    str(gateway_config)],
-                                           stdout=log, stderr=log)
-            started.append(lambda: _stop(gateway))
-            demo._wait_healthy(gateway, config.http.port, log_path)
-            wearable = demo.Wearable(record, broker.port, str(folder / "wearable"), timeline)
-            started.append(wearable.stop)
-            print("wearable %08x (Alex Example) is up; type %s" % (demo.DEVICE, COMMANDS),
-                  flush=True)
-            for line in sys.stdin:
-                command = line.strip()
-                if command in ("quit", "exit"):
-                    break
-                if command:
-                    wearable.command(command)
-        finally:
-            for stop in reversed(started):
-                try:
-                    stop()
-                except Exception:
-                    pass
-    return 0
+    return demo.run(args, procedures=False)
 
 
-def _console(folder, port, gateway_port, demo):
-    """The console as `vigil responder run`, with a throwaway account; printed for the user."""
-    (folder / "console").mkdir()
-    for name, value in (("webhook.secret", demo.SECRET.decode()), ("actions.token", demo.TOKEN)):
-        path = folder / "console" / name
+def start(folder, port, gateway_port, secret, token, accounts):
+    """The console as `vigil responder run` in folder/console, forwarding its steps to the
+    gateway's actions API; one throwaway password per account name. Returns (process, url,
+    {name: password}) once it serves."""
+    folder = folder / "console"
+    folder.mkdir()
+    for name, value in (("webhook.secret", secret), ("actions.token", token)):
+        path = folder / name
         path.write_text(value + "\n")
         path.chmod(0o600)
-    config = folder / "console" / "responder.toml"
+    config = folder / "responder.toml"
     config.write_text('[console]\nport = %d\ndata_dir = "data"\n\n[webhook]\n'
                       'secret_file = "webhook.secret"\n\n[gateway]\nurl = '
                       '"http://127.0.0.1:%d"\ntoken_file = "actions.token"\n'
                       % (port, gateway_port))
-    password = secrets.token_urlsafe(9)
-    subprocess.run(VIGIL + ["responder", "user", "add", "demo", "--config", str(config)],
-                   input=password + "\n", text=True, check=True, capture_output=True)
-    log = open(folder / "console" / "console.log", "w")
+    passwords = {}
+    for name in accounts:
+        passwords[name] = secrets.token_urlsafe(9)
+        subprocess.run(VIGIL + ["responder", "user", "add", name, "--config", str(config)],
+                       input=passwords[name] + "\n", text=True, check=True,
+                       capture_output=True)
+    log = open(folder / "console.log", "w")
     proc = subprocess.Popen(VIGIL + ["responder", "run", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=log, text=True)
     log.close()
-    first = proc.stdout.readline().strip()  # "vigil responder: console at URL ..."
-    if not first:
+    first = proc.stdout.readline().strip()  # "vigil responder: console at URL (webhook ...)"
+    if "console at " not in first:
+        stop(proc)
         raise RuntimeError("the console did not start: %s"
-                           % (folder / "console" / "console.log").read_text()[-2000:])
-    print(first, flush=True)
-    print("sign in as demo, password %s (this demo's throwaway account)" % password, flush=True)
-    return proc
+                           % (folder / "console.log").read_text()[-2000:])
+    return proc, first.split("console at ")[1].split()[0], passwords
 
 
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
