@@ -52,20 +52,6 @@ _FIELDS = {"action", "request_id", "sent_at", "note"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _PATH = re.compile(r"^/v1/incidents/([0-9]{1,12})(/actions)?$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_requests (
-    backend TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    request_sha256 TEXT,
-    status INTEGER,
-    reply TEXT,
-    PRIMARY KEY (backend, request_id)
-) WITHOUT ROWID;
-"""
-# Columns added since the table first shipped (a request stored before has none: a request_id
-# used then stays used, whatever the body).
-_ADDED = (("request_sha256", "TEXT"), ("status", "INTEGER"), ("reply", "TEXT"))
 
 
 def read_tokens(path, key="actions.tokens_file"):
@@ -110,12 +96,6 @@ class ActionsApi:
         self.tolerance_s = tolerance_s
         self.downlink_ready = downlink_ready
         self.pipeline = pipeline
-        store.conn.executescript(_SCHEMA)
-        have = {row[1] for row in store.conn.execute("PRAGMA table_info(api_requests)")}
-        for column, kind in _ADDED:
-            if column not in have:
-                store.conn.execute("ALTER TABLE api_requests ADD COLUMN %s %s" % (column, kind))
-        store.conn.commit()
 
     def handle(self, method, path, headers, body):
         match = _PATH.match(path.split("?", 1)[0])

@@ -7,6 +7,8 @@
 #   every device's key version) and taken again if a key was rotated meanwhile;
 #   a backup is private like the data it holds: folder 0700, files 0600; a manifest
 #   (vigil-backup.json) says when it was taken and what it holds, never a key;
+#   a backup of an older release is restored as it is and brought up when the gateway opens it
+#   (migrations.py); one of a newer release is refused before anything is written;
 #   restore writes into a data folder with no database and no gateway running on it (the
 #   instance lock is held while it works), then moves every device's downlink counter
 #   DOWNLINK_MARGIN past the backup's: the wearables saw the downlinks the lost gateway sent
@@ -19,7 +21,7 @@ import os
 import shutil
 import sqlite3
 
-from . import instance_lock
+from . import instance_lock, migrations
 from .db import DB_NAME, open_database
 from .errors import GatewayError
 
@@ -74,9 +76,10 @@ def _summary(db_path):
                  for table in ("devices", "incidents", "frames")}
         counters = dict(conn.execute("SELECT device_id, last_counter FROM downlink_counters"))
         check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
     finally:
         conn.close()
-    return count, counters, check
+    return count, counters, check, version
 
 
 def backup(data_dir, dest):
@@ -111,12 +114,12 @@ def backup(data_dir, dest):
             break  # else a key was rotated between the two copies: take both again
     else:
         raise BackupError("device keys kept changing during the backup: try again")
-    count, counters, check = _summary(copy_path)
+    count, counters, check, version = _summary(copy_path)
     if check != "ok":
         raise BackupError("the copy of %s fails SQLite's integrity check: %s" % (db_path, check))
     manifest = {"format": FORMAT, "created_at": _now(), "data_dir": os.path.abspath(data_dir),
                 "devices": count["devices"], "incidents": count["incidents"],
-                "frames": count["frames"],
+                "frames": count["frames"], "schema_version": version,
                 "highest_downlink_counter": max(counters.values(), default=0)}
     with open(os.path.join(dest, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
@@ -150,8 +153,13 @@ def restore(src, data_dir):
             raise BackupError("%s already holds a gateway database: restore into an empty data "
                               "folder (move this one away first)" % data_dir)
         copy = os.path.join(src, DB_NAME)
-        if _summary(copy)[2] != "ok":
+        _, _, check, version = _summary(copy)
+        if check != "ok":
             raise BackupError("%s fails SQLite's integrity check" % copy)
+        if version > migrations.VERSION:  # refused before anything is written
+            raise BackupError("%s was taken by a newer Vigil gateway (schema version %d; this "
+                              "one knows up to %d): restore it with that version" % (
+                                  src, version, migrations.VERSION))
         if _missing_keys(copy, os.path.join(src, "keys")):
             raise BackupError("%s lacks key files its database names" % src)
         keys = os.path.join(data_dir, "keys")

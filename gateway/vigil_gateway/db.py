@@ -1,5 +1,6 @@
 # One SQLite database per gateway, in WAL mode so the CLI can read and edit the registry while
-# the service runs. The registry and the store each own their tables; both share this file.
+# the service runs. Its schema, and the steps that bring an older one up, are in migrations.py:
+# they run here, whenever the database is opened.
 # It and its -wal and -shm files are readable by the gateway's user only (0600).
 #
 # The service commits its ingest batches in a writer thread (commit_in()): the COMMIT and its
@@ -10,6 +11,7 @@ import os
 import sqlite3
 import threading
 
+from . import migrations
 from .errors import StoreError
 
 DB_NAME = "gateway.db"
@@ -29,6 +31,11 @@ def open_database(data_dir, synchronous="full"):
         conn.execute("PRAGMA foreign_keys=ON")
     except (OSError, sqlite3.Error) as exc:
         raise StoreError("cannot open the gateway database in %s: %s" % (data_dir, exc)) from None
+    try:
+        migrations.migrate(conn, "the gateway database in %s" % data_dir)  # before any read
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

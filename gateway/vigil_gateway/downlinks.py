@@ -29,30 +29,8 @@ REOFFER_S = (10.0, 3600.0)
 Downlink = namedtuple("Downlink", "id device_id counter ref kind code frame created_at "
                                   "mqtt_sent_at ble_sent_at confirmed_at offers")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS downlinks (
-    id INTEGER PRIMARY KEY,
-    device_id INTEGER NOT NULL,
-    counter INTEGER NOT NULL,
-    ref INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    code INTEGER NOT NULL,
-    frame BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    mqtt_sent_at REAL,
-    ble_sent_at REAL,
-    confirmed_at REAL,
-    offered_at REAL,
-    offers INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (device_id, ref, kind, code)
-);
-CREATE INDEX IF NOT EXISTS downlinks_unconfirmed ON downlinks (device_id)
-    WHERE confirmed_at IS NULL;
-"""
 _COLUMNS = ("id, device_id, counter, ref, kind, code, frame, created_at, mqtt_sent_at, "
             "ble_sent_at, confirmed_at, offers")
-_ADDED = (("confirmed_at", "REAL"), ("offered_at", "REAL"),
-          ("offers", "INTEGER NOT NULL DEFAULT 0"))  # columns a database of before v2 lacks
 
 
 class Downlinks:
@@ -60,11 +38,6 @@ class Downlinks:
         self.conn = conn
         self.registry = registry
         self.pipeline = pipeline  # owns the downlink counters (allocate_downlink)
-        have = [row[1] for row in conn.execute("PRAGMA table_info(downlinks)")]
-        for name, sql_type in (_ADDED if have else ()):
-            if name not in have:
-                conn.execute("ALTER TABLE downlinks ADD COLUMN %s %s" % (name, sql_type))
-        conn.executescript(_SCHEMA)
         pipeline.downlinks = self  # receipts confirm, and contact re-offers, in its batches
 
     def make(self, device_id, ref, kind, code, at):

@@ -84,19 +84,6 @@ LATE_S = 10.0
 # timestamps have one-second resolution).
 CLOCK_SLACK_S = 2.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dc09_state (
-    destination TEXT PRIMARY KEY,
-    sequence INTEGER NOT NULL,
-    clock_offset REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dc09_sequences (
-    destination TEXT NOT NULL,
-    outbox_id INTEGER NOT NULL,
-    sequence INTEGER NOT NULL,
-    PRIMARY KEY (destination, outbox_id)
-);
-"""
 
 
 # Incident events the ARC is not sent: the wearable's receipt for a responder's prompt says
@@ -157,8 +144,6 @@ class Dc09State:
     def __init__(self, conn, destination=NAME):
         self.conn = conn
         self.destination = destination
-        conn.executescript(_SCHEMA)
-        wearer_profiles.Wearers(conn)  # its table, read for each message's identity
         conn.execute("INSERT OR IGNORE INTO dc09_state VALUES (?, 0, 0.0)", (destination,))
 
     def _row(self):

@@ -26,33 +26,6 @@ FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved",
 Item = namedtuple("Item", "id destination incident_id device_id key event snapshot created_at "
                           "attempts next_at last_error delivered_at alerted_at")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    destination TEXT NOT NULL,
-    incident_id INTEGER NOT NULL,
-    device_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    event TEXT NOT NULL,
-    snapshot TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    last_error TEXT,
-    delivered_at REAL,
-    alerted_at REAL,
-    UNIQUE (destination, key)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, id)
-    WHERE delivered_at IS NULL;
-CREATE TABLE IF NOT EXISTS incident_locations (
-    incident_id INTEGER PRIMARY KEY,
-    lat REAL NOT NULL,
-    lon REAL NOT NULL,
-    accuracy_m INTEGER NOT NULL,
-    at REAL NOT NULL
-);
-"""
 _COLUMNS = ("id, destination, incident_id, device_id, key, event, snapshot, created_at, "
             "attempts, next_at, last_error, delivered_at, alerted_at")
 
@@ -65,8 +38,6 @@ class Outbox:
         self.backoff = backoff
         self.max_age_s = max_age_s
         self.rng = rng
-        conn.executescript(_SCHEMA)
-        wearer_profiles.Wearers(conn)  # its table, read by snapshot()
 
     # -- writing (inside the caller's transaction) --
     def prune_delivered(self, cutoff):

@@ -35,20 +35,6 @@ _COLUMNS = ("device_id, state, key_version, mqtt_password_hash, interval_s, labe
             "protocol, counter_floor")
 PROTOCOLS = (1, 2)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    key_version INTEGER NOT NULL,
-    mqtt_password_hash TEXT,
-    interval_s INTEGER,
-    label TEXT NOT NULL DEFAULT '',
-    added_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    protocol INTEGER NOT NULL DEFAULT 1,
-    counter_floor INTEGER
-);
-"""
 
 
 def device_hex(device_id):
@@ -104,12 +90,6 @@ class Registry:
         self.keys_dir = keys_dir
         self.clock = clock
         self._keys = {}  # (device_id, key_version) -> DeviceKey
-        conn.executescript(_SCHEMA)
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(devices)")]
-        if "protocol" not in columns:  # a database from before protocol v2
-            conn.execute("ALTER TABLE devices ADD COLUMN protocol INTEGER NOT NULL DEFAULT 1")
-        if "counter_floor" not in columns:
-            conn.execute("ALTER TABLE devices ADD COLUMN counter_floor INTEGER")
 
     # -- reading --
     def get(self, device_id):

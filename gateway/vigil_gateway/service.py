@@ -48,7 +48,6 @@ from .forward_dc09 import Dc09State, Dc09Transport
 from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
 from .outbox import Outbox
-from .wearers import Wearers
 from .errors import ConfigError, GatewayError, RegistryError, StoreError
 from .http_server import serve_all
 from .incidents import STATES
@@ -111,7 +110,6 @@ class Gateway:
         self.conn, self.registry, self.store = open_state(config)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="vigil-store")
         self.topics = Topics(config.mqtt.prefix)
-        Wearers(self.conn)  # the profiles' table, for the outbox's snapshots
         if transports is None:
             transports = make_transports(config, self.conn, clock)
         self.metrics.declare_destinations([t.name for t in transports])

@@ -18,72 +18,13 @@ AuditEntry = namedtuple("AuditEntry", "incident_id at event detail")
 Contact = namedtuple("Contact", "device_id last_seen interval_s lost_incident history_floor")
 EarlyTap = namedtuple("EarlyTap", "device_id counter ref received_at")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS frames (
-    device_id INTEGER NOT NULL,
-    counter INTEGER NOT NULL,
-    tag BLOB NOT NULL,
-    type TEXT NOT NULL,
-    kind TEXT,
-    ref INTEGER,
-    payload BLOB NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (device_id, counter)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS incidents (
-    id INTEGER PRIMARY KEY,
-    device_id INTEGER NOT NULL,
-    counter INTEGER,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    opened_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS incidents_by_alarm ON incidents (device_id, counter)
-    WHERE counter IS NOT NULL;
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    incident_id INTEGER NOT NULL REFERENCES incidents (id),
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS audit_by_incident ON audit (incident_id, id);
-CREATE TABLE IF NOT EXISTS downlink_counters (
-    device_id INTEGER PRIMARY KEY,
-    last_counter INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS early_taps (
-    device_id INTEGER NOT NULL,
-    counter INTEGER NOT NULL,
-    ref INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (device_id, counter)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS early_taps_by_ref ON early_taps (device_id, ref);
-CREATE TABLE IF NOT EXISTS incident_lateness (
-    incident_id INTEGER PRIMARY KEY REFERENCES incidents (id),
-    raised_at REAL NOT NULL,
-    late_s REAL NOT NULL,
-    basis TEXT NOT NULL,
-    held_up_to_s REAL
-);
-CREATE TABLE IF NOT EXISTS contact (
-    device_id INTEGER PRIMARY KEY,
-    last_seen REAL NOT NULL,
-    interval_s INTEGER,
-    lost_incident INTEGER,
-    history_floor INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 _INCIDENT_COLUMNS = "id, device_id, counter, kind, state, opened_at, updated_at"
 
 
 class Store:
     def __init__(self, conn):
-        self.conn = conn
-        conn.executescript(_SCHEMA)
+        self.conn = conn  # its tables made by migrations.py when the database was opened
 
     def transaction(self):
         return Transaction(self.conn)

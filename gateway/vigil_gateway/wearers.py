@@ -18,17 +18,6 @@ from .errors import GatewayError
 
 Wearer = namedtuple("Wearer", "device_id name contacts notes zone updated_at dc09_account")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS wearers (
-    device_id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    contacts TEXT NOT NULL DEFAULT '[]',
-    notes TEXT NOT NULL DEFAULT '',
-    zone INTEGER NOT NULL DEFAULT 1,
-    updated_at REAL NOT NULL,
-    dc09_account TEXT NOT NULL DEFAULT ''
-);
-"""
 _ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-]{3,24}$")
 
@@ -51,10 +40,6 @@ def parse_contact(text):
 class Wearers:
     def __init__(self, conn):
         self.conn = conn
-        conn.executescript(_SCHEMA)
-        columns = [r[1] for r in conn.execute("PRAGMA table_info(wearers)")]
-        if "dc09_account" not in columns:  # a database from before the column
-            conn.execute("ALTER TABLE wearers ADD COLUMN dc09_account TEXT NOT NULL DEFAULT ''")
 
     def set(self, device_id, name, contacts=(), notes="", zone=1, at=None, dc09_account=""):
         if not name or not name.strip():

@@ -3,6 +3,7 @@
 # corrects our clock; DUH and unknown accounts are alerts, not silent retries.
 import asyncio
 import itertools
+import sqlite3
 import time
 
 import pytest
@@ -315,11 +316,13 @@ def test_a_wearer_with_an_account_of_its_own_is_reported_under_it(tmp_path):
 
 
 def test_a_profile_table_from_before_the_account_column_is_migrated(tmp_path):
-    conn = open_database(str(tmp_path))
-    conn.executescript("CREATE TABLE wearers (device_id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                       "contacts TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '', "
-                       "zone INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL);"
-                       "INSERT INTO wearers VALUES (1, 'Old', '[]', '', 7, 0);")
+    old = sqlite3.connect(str(tmp_path / "gateway.db"))  # as a release before the column left it
+    old.executescript("CREATE TABLE wearers (device_id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                      "contacts TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '', "
+                      "zone INTEGER NOT NULL DEFAULT 1, updated_at REAL NOT NULL);"
+                      "INSERT INTO wearers VALUES (1, 'Old', '[]', '', 7, 0);")
+    old.close()
+    conn = open_database(str(tmp_path))  # migrations.py adds the column
     assert Wearers(conn).get(1).dc09_account == "" and Wearers(conn).get(1).zone == 7
 
 
