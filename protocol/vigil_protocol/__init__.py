@@ -14,6 +14,7 @@ from . import _compat
 PROTOCOL_VERSION = 1
 
 if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
+    from .beacon_id import short_id  # noqa: F401
     from .ble_id import BleKey  # noqa: F401
     from .counters import CounterReservation  # noqa: F401
     from .errors import (  # noqa: F401
@@ -71,7 +72,8 @@ if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
 else:
 
     def __getattr__(name):
-        for sub in ("frames", "errors", "mac", "window", "counters", "ble_id"):
+        for sub in ("frames", "errors", "mac", "window", "counters", "ble_id",
+                    "beacon_id"):
             module = __import__("vigil_protocol." + sub, None, None, (sub,))
             if name == sub:
                 return module

@@ -18,6 +18,9 @@
 #   receipt  v2 only: core = type:2 downlink:22 (low bits of a downlink counter)   -> 20 bytes
 #   extensions = (type u8 | length u8 | value)*; unknown types are skipped, known ones checked;
 #     in v2 a zero type byte starts the padding, which is zeros up to the tag
+#   location extensions: 0x01 lat | lon | accuracy u16 (no age: older senders), 0x04 the same
+#     fix with accuracy and fix age as 8-bit floats rounded up, 0x05 BLE beacons and 0x06 Wi-Fi
+#     access points heard: scan age | (short id 4 bytes | rssi i8) strongest first
 #   The decoder checks, in order (SPEC section 6): size, version, then v1: type, body size,
 #   direction, MAC; v2: size class, MAC (and whether it verifies the other way: direction),
 #   decryption, type, body size; then both: codes, fields, extensions. Nothing is read from a
@@ -86,22 +89,35 @@ _MAX_INTERVAL2 = const(153000)  # the longest v2 interval: 255 x 10 min
 _EXT_LOCATION = const(0x01)  # lat_e7 i32 | lon_e7 i32 | accuracy_m u16
 _EXT_AGE = const(0x02)       # v1: seconds between raising the alarm and encoding this frame
 _EXT_BATTERY = const(0x03)   # battery percent u8
+_EXT_GNSS = const(0x04)      # lat_e7 i32 | lon_e7 i32 | accuracy f8 | fix age f8 (rounded up)
+_EXT_BEACONS = const(0x05)   # scan age f8 | (short id 4 bytes | rssi i8) x 1..8, strongest first
+_EXT_WIFI = const(0x06)      # the same for Wi-Fi access points (BSSIDs)
+_MAX_HEARD = const(8)        # entries in a beacons or Wi-Fi extension
+_RSSI_MIN = const(-127)      # the range of an LE advertising report's RSSI (Core spec, HCI)
+_RSSI_MAX = const(20)
 
 
 # -- v2 compact numbers ---------------------------------------------------------------------
 
-def age_code(seconds):
+def age_code(seconds, up=False):
     """The 8-bit v2 age of an alarm that waited `seconds`: a float with a 4-bit exponent and a
     4-bit mantissa, rounded down (the gateway learns a lower bound, within 1/16), 255 for
-    507,904 s (5.9 days) or more."""
-    if seconds < 16:
+    507,904 s (5.9 days) or more. up=True rounds up instead (a fix age or an accuracy, which
+    must never look better than it is); 255 is then "507,904 or more"."""
+    if seconds < 32:  # codes 0..31 are exact (e = 0, and e = 1 with a step of 1)
         return seconds
     e = 1
     while seconds >> (e - 1) >= 32:
         e += 1
+    m = (seconds >> (e - 1)) - 16
+    if up and seconds & ((1 << (e - 1)) - 1):
+        m += 1
+        if m == 16:
+            m = 0
+            e += 1
     if e > 15:
         return 255
-    return (e << 4) | ((seconds >> (e - 1)) - 16)
+    return (e << 4) | m
 
 
 def age_seconds(code):
@@ -160,12 +176,20 @@ class Frame:
     BODY_LEN = 0
     CORE2 = 0  # v2 core length
     EXTENSIONS = ()  # type: tuple  # extension types this frame may carry
-    _EXT_LEN = {_EXT_LOCATION: 10, _EXT_AGE: 4, _EXT_BATTERY: 1}  # known type -> value length
+    # known type -> value length; 0: a scan age and 5-byte entries (_length_ok())
+    _EXT_LEN = {_EXT_LOCATION: 10, _EXT_AGE: 4, _EXT_BATTERY: 1, _EXT_GNSS: 10,
+                _EXT_BEACONS: 0, _EXT_WIFI: 0}
+    # Heard beacons and access points: (scan age s, ((short id, rssi), ...)) or None. Class
+    # defaults, set on an instance only when present: no heap per frame on the wearable.
+    beacons = None
+    wifi = None
 
     def __init__(self, device_id, counter):
         self.device_id = device_id
         self.counter = counter
-        self.location = None  # (lat_e7, lon_e7, accuracy_m)
+        # (lat_e7, lon_e7, accuracy_m), or (lat_e7, lon_e7, accuracy_m, fix_age_s): a fix whose
+        # age is known, sent as extension 0x04 (accuracy and age rounded up)
+        self.location = None
         self.age = None
         self.battery_ext = None
         self.unknown_extensions = []
@@ -196,14 +220,21 @@ class Frame:
     # -- extensions --
     def _extensions(self, version=_V1):
         out = b""
+        gnss = None
         if self.location is not None:
             if _EXT_LOCATION not in self.EXTENSIONS:
                 raise protocol.LocalProtocolError("%s frames carry no location" % self.NAME)
-            lat, lon, acc = self.location
+            lat, lon, acc = self.location[:3]
             if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000
                     and 0 <= acc <= 0xFFFF):
                 raise protocol.LocalProtocolError("location out of range")
-            out += struct.pack(">BBiiH", _EXT_LOCATION, 10, lat, lon, acc)
+            if len(self.location) == 4:  # a fix with its age: extension 0x04, after the battery
+                if not (isinstance(self.location[3], int) and self.location[3] >= 0):
+                    raise protocol.LocalProtocolError("fix age out of range")
+                gnss = struct.pack(">BBiiBB", _EXT_GNSS, 10, lat, lon, age_code(acc, True),
+                                   age_code(self.location[3], True))
+            else:
+                out += struct.pack(">BBiiH", _EXT_LOCATION, 10, lat, lon, acc)
         if self.age is not None:
             if _EXT_AGE not in self.EXTENSIONS:
                 raise protocol.LocalProtocolError("%s frames carry no age" % self.NAME)
@@ -217,6 +248,34 @@ class Frame:
                                                   % self.NAME)
             _check_battery_local(self.battery_ext)
             out += struct.pack(">BBB", _EXT_BATTERY, 1, self.battery_ext)
+        if gnss is not None:
+            out += gnss
+        if self.beacons is not None:
+            out += self._heard_ext(_EXT_BEACONS, self.beacons)
+        if self.wifi is not None:
+            out += self._heard_ext(_EXT_WIFI, self.wifi)
+        return out
+
+    def _heard_ext(self, ext_type, heard):
+        """Extension 0x05 or 0x06 from (scan age s, ((short id, rssi), ...)), strongest first."""
+        if ext_type not in self.EXTENSIONS:
+            raise protocol.LocalProtocolError("%s frames carry no beacons" % self.NAME)
+        age, entries = heard
+        if not (isinstance(age, int) and age >= 0 and 1 <= len(entries) <= _MAX_HEARD):
+            raise protocol.LocalProtocolError("heard: a scan age and 1 to %d entries"
+                                              % _MAX_HEARD)
+        out = bytearray(3 + 5 * len(entries))
+        out[0] = ext_type
+        out[1] = 1 + 5 * len(entries)
+        out[2] = age_code(age, True)
+        i = 3
+        for short_id, rssi in entries:
+            if len(short_id) != 4 or not (_RSSI_MIN <= rssi <= _RSSI_MAX):
+                raise protocol.LocalProtocolError("heard: 4-byte ids, rssi -127..20 dBm")
+            out[i:i + 4] = short_id
+            out[i + 4] = rssi & 0xFF
+            i += 5
+        _check_heard(out, 3, len(out), protocol.LocalProtocolError)  # order, repeats
         return out
 
     def _parse_extensions(self, data, start, end, version=_V1):
@@ -249,13 +308,29 @@ class Frame:
             elif ext_type not in self.EXTENSIONS or (ext_type == _EXT_AGE and version == _V2):
                 raise protocol.BadExtension("extension 0x%02x is not allowed in a v%d %s"
                                             % (ext_type, version, self.NAME))
-            elif length != self._EXT_LEN[ext_type]:
+            elif not _length_ok(self._EXT_LEN[ext_type], length):
                 raise protocol.BadExtension("extension 0x%02x has length %d" % (ext_type, length))
-            elif ext_type == _EXT_LOCATION:
-                lat, lon, acc = struct.unpack_from(">iiH", data, i)
+            elif ext_type == _EXT_LOCATION or ext_type == _EXT_GNSS:
+                if _EXT_LOCATION in seen and _EXT_GNSS in seen:
+                    raise protocol.BadExtension("two locations (0x01 and 0x04)")
+                if ext_type == _EXT_LOCATION:
+                    lat, lon, acc = struct.unpack_from(">iiH", data, i)
+                    self.location = (lat, lon, acc)
+                else:
+                    lat, lon = struct.unpack_from(">ii", data, i)
+                    self.location = (lat, lon, age_seconds(data[i + 8]),
+                                     age_seconds(data[i + 9]))
                 if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000):
                     raise protocol.BadExtension("location out of range")
-                self.location = (lat, lon, acc)
+            elif ext_type == _EXT_BEACONS or ext_type == _EXT_WIFI:
+                _check_heard(data, i + 1, i + length, protocol.BadExtension)
+                heard = (age_seconds(data[i]), tuple(
+                    (bytes(data[j:j + 4]), _signed8(data[j + 4]))
+                    for j in range(i + 1, i + length, 5)))
+                if ext_type == _EXT_BEACONS:
+                    self.beacons = heard
+                else:
+                    self.wifi = heard
             elif ext_type == _EXT_AGE:
                 self.age = struct.unpack_from(">I", data, i)[0]
             else:
@@ -271,6 +346,13 @@ class Frame:
         if self.location is not None:
             fields["location"] = {"lat_e7": self.location[0], "lon_e7": self.location[1],
                                   "accuracy_m": self.location[2]}
+            if len(self.location) == 4:
+                fields["location"]["fix_age"] = self.location[3]
+        for name in ("beacons", "wifi"):
+            heard = getattr(self, name)
+            if heard is not None:
+                fields[name] = {"age": heard[0], "heard": [
+                    {"id": _hex(short_id), "rssi": rssi} for short_id, rssi in heard[1]]}
         if self.age is not None:
             fields["age"] = self.age
         if self.battery_ext is not None:
@@ -281,6 +363,42 @@ class Frame:
 
     def __repr__(self):
         return "<%s %r>" % (self.NAME, self.fields())
+
+
+def _length_ok(want, length):
+    """want: a fixed value length, or 0 for a scan age and 1 to 8 entries of 5 bytes."""
+    if want:
+        return length == want
+    return 6 <= length <= 1 + 5 * _MAX_HEARD and (length - 1) % 5 == 0
+
+
+def _heard_attrs(frame, beacons, wifi):
+    if beacons is not None:
+        frame.beacons = beacons
+    if wifi is not None:
+        frame.wifi = wifi
+
+
+def _check_heard(data, start, end, error):
+    """Entries of a beacons or Wi-Fi extension in data[start:end]: each rssi within
+    -127..+20 dBm, strongest first, no short id twice."""
+    last = _RSSI_MAX
+    for i in range(start, end, 5):
+        rssi = _signed8(data[i + 4])
+        if not (_RSSI_MIN <= rssi <= last):
+            raise error("heard: rssi %d out of range or out of order" % rssi)
+        last = rssi
+        for j in range(start, i, 5):
+            if data[j:j + 4] == data[i:i + 4]:
+                raise error("heard: short id %s twice" % _hex(data[i:i + 4]))
+
+
+def _signed8(byte):
+    return byte - 256 if byte > 127 else byte
+
+
+def _hex(data):
+    return "".join("%02x" % b for b in data)  # (bytes.hex() is not on every MicroPython)
 
 
 def _check_battery_local(value):
@@ -295,15 +413,17 @@ class Alarm(Frame):
     BODY = ">BH"
     BODY_LEN = 3
     CORE2 = 3
-    EXTENSIONS = (_EXT_LOCATION, _EXT_AGE, _EXT_BATTERY)
+    EXTENSIONS = (_EXT_LOCATION, _EXT_AGE, _EXT_BATTERY, _EXT_GNSS, _EXT_BEACONS, _EXT_WIFI)
 
-    def __init__(self, device_id, counter, kind, ref=0, location=None, age=None, battery=None):
+    def __init__(self, device_id, counter, kind, ref=0, location=None, age=None, battery=None,
+                 beacons=None, wifi=None):
         Frame.__init__(self, device_id, counter)
         self.kind = _code_of(KINDS, kind, "alarm kind")
         self.ref = ref
         self.location = location
         self.age = age
         self.battery_ext = battery
+        _heard_attrs(self, beacons, wifi)
 
     @property
     def kind_name(self):
@@ -367,15 +487,16 @@ class CheckIn(Frame):
     BODY = ">BBH"
     BODY_LEN = 4
     CORE2 = 3
-    EXTENSIONS = (_EXT_LOCATION,)
+    EXTENSIONS = (_EXT_LOCATION, _EXT_GNSS, _EXT_BEACONS, _EXT_WIFI)
 
     def __init__(self, device_id, counter, battery=BATTERY_UNKNOWN, flags=0, interval=0,
-                 location=None):
+                 location=None, beacons=None, wifi=None):
         Frame.__init__(self, device_id, counter)
         self.battery = battery
         self.flags = flags
         self.interval = interval  # seconds until the next check-in; 0 = not announced
         self.location = location
+        _heard_attrs(self, beacons, wifi)
 
     def _check(self, flags_max, interval_max):
         _check_battery_local(self.battery)
@@ -629,13 +750,17 @@ def _parse(frame, values, data, start, end, tag, version):
     return frame
 
 
-def encode(frame, key, version=_V1):
+def encode(frame, key, version=_V1, size=0):
     """Sign and serialise a frame: v1 unless version=2 asks for a sealed (encrypted) one.
-    Raises LocalProtocolError for values it cannot carry."""
+    v2 pads to the smallest size that holds the frame and is at least `size` (a sender that
+    seals every alarm and check-in at one size, SPEC section 13). Raises LocalProtocolError
+    for values it cannot carry."""
     _check_u32(frame.device_id, "device_id")
     _check_u32(frame.counter, "counter")
     if version == _V2:
-        return _encode2(frame, as_key(key))
+        return _encode2(frame, as_key(key), size)
+    if size:
+        raise protocol.LocalProtocolError("only v2 frames are padded")
     if version != _V1:
         raise protocol.LocalProtocolError("version is 1 or 2, not %r" % (version,))
     if not frame.TYPE:
@@ -651,12 +776,14 @@ def encode(frame, key, version=_V1):
     return message + tag
 
 
-def _encode2(frame, key):
+def _encode2(frame, key, least):
     extensions = frame._extensions(_V2)
     end = HEADER_LEN + frame.CORE2 + len(extensions)
+    if least and least not in V2_SIZES:
+        raise protocol.LocalProtocolError("a v2 frame is 20, 22, 32, 48 or 64 bytes")
     size = 0
     for size in V2_SIZES:
-        if size >= end + TAG_LEN:
+        if size >= end + TAG_LEN and size >= least:
             break
     if size < end + TAG_LEN:
         raise protocol.LocalProtocolError("frame would be %d bytes, at most %d"

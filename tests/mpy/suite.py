@@ -6,7 +6,8 @@ import sys
 import unittest
 
 # The modules every interpreter runs; tests/test_micropython.py checks the counts match.
-MODULES = ("test_vectors", "test_codec", "test_window", "test_v2", "test_ble_id")
+MODULES = ("test_vectors", "test_codec", "test_window", "test_v2", "test_ble_id",
+           "test_location_ext")
 
 
 def run(modules=MODULES):

@@ -179,6 +179,71 @@ def build_v1():
                 "bad_field", "battery 150% and a battery extension a check-in may not carry: "
                 "fields before extensions"),
     ]
+    v += location_v1()
+    return v
+
+
+# Beacons and access points of the location vectors: (kind, identifier), short ids below.
+IBEACON_HALL = ("ibeacon", bytes.fromhex("e2c56db5dffb48d2b060d0f5a71096e0") + bytes([0, 1, 0, 2]))
+EDDYSTONE_STAIRS = ("eddystone", bytes.fromhex("edd1ebeac04e5defa017") + bytes.fromhex("0badcafe0001"))
+WIFI_AP = ("wifi", bytes.fromhex("a4b1c2d3e4f5"))
+
+
+def sid(beacon):
+    return p.short_id(*beacon)
+
+
+def heard_entries(rssis, start=0):
+    """(short id, rssi) entries: the vectors' beacons first, then made-up ids."""
+    known = [sid(IBEACON_HALL), sid(EDDYSTONE_STAIRS)]
+    ids = known + [bytes([0xB0, 0, 0, n]) for n in range(8)]
+    return tuple(zip(ids[start:], rssis))
+
+
+def location_v1():
+    """Extensions 0x04 (a fix with its age), 0x05 (beacons) and 0x06 (Wi-Fi), v1."""
+    v = []
+    v.append(valid("alarm_sos_gnss_fix", p.Alarm(DEVICE, 60, "SOS",
+                                                   location=(515007800, -1275700, 9, 2)),
+                   "a fix 2 s old, accuracy 9 m: extension 0x04"))
+    v.append(valid("checkin_beacons", p.CheckIn(DEVICE, 61, battery=70, interval=300,
+                                                beacons=(1, heard_entries((-58, -71)))),
+                   "two beacons, strongest first, scanned 1 s before sealing"))
+    v.append(valid("alarm_wifi_hint", p.Alarm(DEVICE, 62, "DURESS",
+                                              wifi=(0, ((sid(WIFI_AP), -49),))),
+                   "no fix, no beacon: one access point as a hint"))
+    ext_frame = header(p.Alarm.TYPE, 63) + struct.pack(">BH", p.SOS, 0)
+    gnss = bytes([4, 10]) + struct.pack(">iiBB", 515007800, -1275700, 9, 2)
+    loc = bytes([1, 10]) + struct.pack(">iiH", 515007800, -1275700, 9)
+    one = bytes([5, 6, 0]) + sid(IBEACON_HALL) + bytes([0xC6])  # -58 dBm
+    v += [
+        invalid("gnss_wrong_length", "alarm", "up", signed(ext_frame + gnss[:1] + bytes([9])
+                                                           + gnss[2:11], "up"),
+                "bad_extension", "a GNSS fix must be 10 bytes"),
+        invalid("two_locations", "alarm", "up", signed(ext_frame + loc + gnss, "up"),
+                "bad_extension", "extensions 0x01 and 0x04 in one frame"),
+        invalid("beacons_out_of_order", "alarm", "up",
+                signed(header(p.Alarm.TYPE, 64) + struct.pack(">BH", p.SOS, 0)
+                       + bytes([5, 11, 0]) + sid(IBEACON_HALL) + bytes([0xB9])
+                       + sid(EDDYSTONE_STAIRS) + bytes([0xC6]), "up"),
+                "bad_extension", "-71 dBm before -58 dBm: entries must be strongest first"),
+        invalid("beacons_no_entry", "checkin", "up",
+                signed(header(p.CheckIn.TYPE, 65) + struct.pack(">BBH", 50, 0, 60)
+                       + bytes([5, 1, 0]), "up"),
+                "bad_extension", "a scan age and no beacon"),
+        invalid("wifi_length_not_whole_entries", "checkin", "up",
+                signed(header(p.CheckIn.TYPE, 66) + struct.pack(">BBH", 50, 0, 60)
+                       + bytes([6, 7, 0]) + sid(WIFI_AP) + bytes([0xCF, 0]), "up"),
+                "bad_extension", "length 7: one entry and a byte"),
+        invalid("beacons_repeated", "alarm", "up",
+                signed(header(p.Alarm.TYPE, 67) + struct.pack(">BH", p.SOS, 0)
+                       + bytes([5, 11]) + one[2:] + one[3:], "up"),
+                "bad_extension", "one short id twice"),
+        invalid("beacons_rssi_out_of_range", "alarm", "up",
+                signed(header(p.Alarm.TYPE, 68) + struct.pack(">BH", p.SOS, 0)
+                       + bytes([5, 6, 0]) + sid(IBEACON_HALL) + bytes([21]), "up"),
+                "bad_extension", "+21 dBm: past an advertising report's +20"),
+    ]
     return v
 
 
@@ -398,7 +463,81 @@ def build_v2():
     bad("two_faults_bad_field_bad_extension", "checkin", "up",
         sealed(checkin_core(110), counter=165, tail=bytes([3, 1, 50])), "bad_field",
         "battery 110% and a battery extension: fields before extensions")
+    v += location_v2()
     return v
+
+
+def location_v2():
+    """Extensions 0x04 to 0x06 in v2, and the one size a wearable with location on keeps."""
+    v = []
+
+    def ok(name, frame, note="", size=0):
+        data = p.encode(frame, KEY, version=2, size=size)
+        decoded = p.decode(data, KEY, frame.DIRECTION)
+        vec = {"name": "v2_" + name, "version": 2, "type": frame.NAME,
+               "direction": frame.DIRECTION, "key": KEY.hex(), "frame": data.hex(),
+               "valid": True, "fields": decoded.fields(), "note": note}
+        if size and len(p.encode(frame, KEY, version=2)) < size:
+            vec["canonical"] = False  # padded beyond the smallest size
+        v.append(vec)
+
+    def bad(name, type_name, data, error, note):
+        v.append(invalid("v2_" + name, type_name, "up", data, error, note, KEY, 2))
+
+    ok("alarm_sos_gnss_fix", p.Alarm(DEVICE, 170, "SOS", location=(515007800, -1275700, 9, 2)),
+       "a fix 2 s old: 32 bytes, as with extension 0x01")
+    ok("alarm_gnss_stale_fix", p.Alarm(DEVICE, 171, "FALL",
+                                       location=(-338688000, 1512093000, 37, 3600)),
+       "the last fix, an hour old: its age says 3712 s (rounded up), accuracy 38 m (up)")
+    ok("alarm_gnss_and_two_beacons", p.Alarm(DEVICE, 172, "SOS",
+                                              location=(515007800, -1275700, 9, 2),
+                                              beacons=(5, heard_entries((-58, -71)))),
+       "a fix and two beacons: 45 bytes of content in 48, the most a fix leaves room for")
+    ok("checkin_five_beacons", p.CheckIn(DEVICE, 173, battery=80, interval=300,
+                                         beacons=(0, heard_entries((-50, -61, -61, -80, -97)))),
+       "five beacons fill a 48-byte frame exactly; equal RSSIs in any order")
+    ok("checkin_eight_beacons", p.CheckIn(DEVICE, 174, battery=80, interval=300,
+                                          beacons=(40, heard_entries(range(-40, -120, -10)))),
+       "eight beacons, the most an extension holds: 64 bytes")
+    ok("alarm_wifi_hint", p.Alarm(DEVICE, 175, "DURESS", wifi=(0, ((sid(WIFI_AP), -49),))),
+       "no fix, no beacon: one access point as a hint")
+    ok("checkin_location_on_padded", p.CheckIn(DEVICE, 176, battery=80, interval=300),
+       "a wearable with location on seals every alarm and check-in at 48 bytes, "
+       "even with nothing heard", size=48)
+    ok("alarm_location_on_padded", p.Alarm(DEVICE, 177, "DURESS",
+                                           beacons=(3, heard_entries((-66,), 1))),
+       "a duress alarm with one beacon, sealed at 48 bytes like every other uplink", size=48)
+    bad("gnss_wrong_length", "alarm",
+        sealed(alarm_core(p.SOS), counter=178, tail=bytes([4, 9]) + bytes(9)),
+        "bad_extension", "a GNSS fix must be 10 bytes")
+    bad("two_locations", "checkin",
+        sealed(checkin_core(50), counter=179, size=48,
+               tail=bytes([1, 10]) + bytes(10) + bytes([4, 10]) + bytes(10)),
+        "bad_extension", "extensions 0x01 and 0x04 in one frame")
+    bad("beacons_out_of_order", "alarm",
+        sealed(alarm_core(p.SOS), counter=180, tail=bytes([5, 11, 0]) + sid(IBEACON_HALL)
+               + bytes([0xB9]) + sid(EDDYSTONE_STAIRS) + bytes([0xC6])),
+        "bad_extension", "-71 dBm before -58 dBm: entries must be strongest first")
+    bad("beacons_no_entry", "alarm",
+        sealed(alarm_core(p.SOS), counter=181, tail=bytes([5, 1, 0])),
+        "bad_extension", "a scan age and no beacon")
+    bad("beacons_empty", "checkin", sealed(checkin_core(50), counter=182, tail=bytes([5, 0])),
+        "bad_extension", "length 0: not even a scan age")
+    bad("wifi_repeated", "alarm",
+        sealed(alarm_core(p.SOS), counter=183, tail=bytes([6, 11, 0]) + sid(WIFI_AP)
+               + bytes([0xCF]) + sid(WIFI_AP) + bytes([0xCF])),
+        "bad_extension", "one access point twice")
+    bad("beacons_rssi_out_of_range", "checkin",
+        sealed(checkin_core(50), counter=184, tail=bytes([5, 6, 0]) + sid(IBEACON_HALL)
+               + bytes([0x80])), "bad_extension", "-128 dBm: below an advertising report's "
+                                                   "-127 (127 is 'not available')")
+    return v
+
+
+def beacon_ids():
+    """Golden short ids (SPEC section 4): one of each kind."""
+    return [{"kind": kind, "identifier": ident.hex(), "short_id": p.short_id(kind, ident).hex()}
+            for kind, ident in (IBEACON_HALL, EDDYSTONE_STAIRS, WIFI_AP)]
 
 
 def flip_tag(data):
@@ -443,6 +582,7 @@ def main():
                     "receiver decodes in; 'error' is the rejection reason code; "
                     "'canonical': false marks a valid frame the encoder would not make.",
            "v2_keys": derived_keys(),
+           "beacon_ids": beacon_ids(),
            "vectors": vectors}
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
     for version in (1, 2):

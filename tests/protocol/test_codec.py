@@ -155,8 +155,8 @@ EXPORTS = (
     "BadField BadMac BleKey CheckIn CounterReservation CounterReuse DeviceKey LocalProtocolError "
     "Oversized ProtocolError Receipt RemoteProtocolError ReplayWindow StaleCounter Truncated "
     "UnknownKind "
-    "UnknownType UnsupportedVersion WrongDirection decode encode peek "
-    "ble_id counters errors frames mac window"
+    "UnknownType UnsupportedVersion WrongDirection decode encode peek short_id "
+    "beacon_id ble_id counters errors frames mac window"
 ).split()
 
 

@@ -80,7 +80,8 @@ class GoldenVectors(unittest.TestCase):
                 n = len(v["frame"]) // 2
                 self.assertIn(n, frames.V2_SIZES, v["name"])
                 extended = "location" in v["fields"] or (v["type"] == "alarm"
-                                                          and "battery" in v["fields"])
+                                                          and "battery" in v["fields"]) \
+                    or "beacons" in v["fields"] or "wifi" in v["fields"]
                 if not extended and v.get("canonical", True):
                     sizes.setdefault(v["type"], set()).add(n)
         self.assertEqual(sizes["alarm"], set((20,)))
