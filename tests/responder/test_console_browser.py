@@ -26,6 +26,7 @@ from gateway_harness import Device, GatewayProcess, key_for, wait_for, write_sec
 CHROMIUM = "/usr/bin/chromium"
 DEV = 0x00C0FF18
 KEY = key_for(DEV)
+SILENT = 0x00C0FF19  # a wearable that checks in once and then says nothing: LOST_CONTACT
 SHOTS = Path(os.environ.get("VIGIL_ARTIFACTS", Path(__file__).resolve().parents[2] / ".venv"
                             / "artifacts")) / "console"
 
@@ -54,14 +55,17 @@ class Site:
         write_secret(tmp / "gw-secret", SECRET)
         write_secret(tmp / "gw-tokens", "console %s\n" % TOKEN)
         self.console = ConsoleProcess(tmp / "console", users=("ana", "ben"))
+        self.broker_port = broker_port
         self.prefix = "console-" + uuid.uuid4().hex[:8]
         self.gw = GatewayProcess(
             tmp / "gw", broker_port, mqtt={"prefix": self.prefix},
             forward={"backoff_min_s": 0.05, "backoff_max_s": 0.5},
+            supervision={"grace_s": 1, "check_every_s": 0.2},  # DEV keeps the 300 s default
             **{"forward.webhook": {"url": self.console.webhook_url,
                                    "secret_file": str(tmp / "gw-secret")},
                "actions": {"tokens_file": str(tmp / "gw-tokens")}})
         self.gw.add_device(DEV, KEY)
+        self.gw.add_device(SILENT, key_for(SILENT))
         self.gw.cli("wearer", "set", "%08x" % DEV, "--name", "Dana Field",
                     "--contact", "Sam Lead,+44 1234 567890,supervisor")
         self.console.gateway_url = "http://127.0.0.1:%d" % self.gw.http_port
@@ -69,6 +73,16 @@ class Site:
         self.console.start()
         self.gw.start()
         self.device = Device(broker_port, DEV, KEY, prefix=self.prefix, client_id=self.prefix)
+
+    def lose_contact(self):
+        """SILENT checks in, saying it will again within a second, then never does."""
+        silent = Device(self.broker_port, SILENT, key_for(SILENT), prefix=self.prefix,
+                        client_id=self.prefix + "-silent")
+        try:
+            silent.publish(silent.checkin(interval=1))
+            silent.wait_acked([1])
+        finally:
+            silent.close()
 
     def alarm(self, kind, **ext):
         counter = self.device.next_counter()
@@ -98,8 +112,47 @@ def site(tmp_path_factory, mosquitto):
     s.close()
 
 
+# Counts what the page's audio does, from inside the page: each tone started (its frequency
+# and whether the browser let the audio context run), and the loudest sample that reached the
+# output (an analyser tapped beside every connection to the speakers).
+EARS = """
+window.__tones = []; window.__peak = 0;
+(function () {
+  var taps = [], connect = AudioNode.prototype.connect, start = OscillatorNode.prototype.start;
+  AudioNode.prototype.connect = function (to) {
+    if (to instanceof AudioDestinationNode) {
+      var tap = this.context.createAnalyser();
+      connect.call(this, tap);
+      taps.push(tap);
+    }
+    return connect.apply(this, arguments);
+  };
+  OscillatorNode.prototype.start = function () {
+    window.__tones.push({hz: this.frequency.value, state: this.context.state});
+    return start.apply(this, arguments);
+  };
+  setInterval(function () {
+    taps.forEach(function (tap) {
+      var samples = new Float32Array(tap.fftSize);
+      tap.getFloatTimeDomainData(samples);
+      for (var i = 0; i < samples.length; i++)
+        window.__peak = Math.max(window.__peak, Math.abs(samples[i]));
+    });
+  }, 20);
+})();
+"""
+
+
+def tones(page):
+    return page.evaluate("window.__tones")
+
+
 def signed_in(browser, site, name="ana"):
-    page = browser.new_context().new_page()
+    """A responder's page after signing in, as they do: typing and clicking (a gesture the
+    browser counts for sound)."""
+    context = browser.new_context()
+    context.add_init_script(EARS)
+    page = context.new_page()
     page.goto(site.console.url + "/")
     assert page.url.endswith("/login")
     page.fill("input[name=name]", name)
@@ -220,11 +273,65 @@ def test_duress_page_has_no_contact_control_and_reads_out_to_the_police(browser,
     page.context.close()
 
 
-def test_two_responders_see_who_holds_it_and_faults_keep_their_lane(browser, site):
-    ana, ben = signed_in(browser, site, "ana"), signed_in(browser, site, "ben")
+def test_supervision_and_faults_keep_their_lane_and_never_bury_an_alarm(browser, site):
+    page = signed_in(browser, site)
+    site.lose_contact()
+    lost = page.locator("#faults li[data-kind=LOST_CONTACT]")
+    expect(lost).to_have_count(1, timeout=30_000)  # 1 s interval, 1 s grace, then pushed
     site.alarm(p.LOW_BATTERY)
-    expect(ana.locator("#faults li[data-kind=LOW_BATTERY]")).to_have_count(1)
-    assert ana.locator("#alarms li[data-kind=LOW_BATTERY]").count() == 0
+    expect(page.locator("#faults li[data-kind=LOW_BATTERY]")).to_have_count(1)
+    for kind in ("LOST_CONTACT", "LOW_BATTERY"):
+        assert page.locator("#alarms li[data-kind=%s]" % kind).count() == 0
+    expect(page.locator("#cue")).to_be_hidden()  # a fault is not announced as an alarm
+    assert tones(page) == []
+    shot(page, "faults.png")
+
+    sos = site.incident_for(site.alarm(p.SOS))  # after them: still first of all
+    first = page.locator("#queue li[data-incident]").first
+    expect(first).to_have_attribute("data-incident", str(sos))
+    expect(page.locator("#alarms li[data-incident]").first).to_have_attribute(
+        "data-incident", str(sos))
+    expect(page.locator("#cue")).to_be_visible()
+    expect(page.locator("#faults li")).to_have_count(2)  # still there, in their lane
+    page.context.close()
+
+
+def test_a_new_alarm_is_seen_at_once_and_heard_once_the_browser_allows_sound(browser, site):
+    # Signed in by clicking: the browser counts the click, so the queue after it has sound.
+    ana = signed_in(browser, site)
+    expect(ana.locator("#sound")).to_have_text("Sound on")
+    # The same session in a page no one has clicked in yet (a browser reopened on the queue):
+    # the browser keeps its audio suspended until a click, and the console says so.
+    context = browser.new_context()
+    context.add_init_script(EARS)
+    context.add_cookies(ana.context.cookies())
+    quiet = context.new_page()
+    quiet.goto(site.console.url + "/")
+    expect(quiet.locator("#live")).to_have_text("live")
+    expect(quiet.locator("#sound")).to_have_text("Sound off: click to turn on")
+
+    site.alarm(p.FALL)
+    for page in (ana, quiet):  # seen on both: the banner and the tab's title
+        expect(page.locator("#cue")).to_be_visible()
+        expect(page).to_have_title(re.compile("^NEW ALARM"))
+    wait_for(lambda: ana.evaluate("window.__peak") > 0.1, what="the tone at the output")
+    assert [t["hz"] for t in tones(ana)] == [880] and tones(ana)[0]["state"] == "running"
+    assert tones(quiet) == [] and quiet.evaluate("window.__peak") == 0  # not heard: no click
+
+    quiet.click("#cue-seen")  # the click the browser waits for
+    expect(quiet.locator("#cue")).to_be_hidden()
+    expect(quiet.locator("#sound")).to_have_text("Sound on")
+    site.alarm(p.SOS)
+    expect(quiet.locator("#cue")).to_be_visible()
+    wait_for(lambda: quiet.evaluate("window.__peak") > 0.1, what="the tone at the output")
+    assert [t["hz"] for t in tones(quiet)] == [880]
+    assert len(tones(ana)) == 2  # one tone per new alarm
+    ana.context.close()
+    context.close()
+
+
+def test_two_responders_see_who_holds_it(browser, site):
+    ana, ben = signed_in(browser, site, "ana"), signed_in(browser, site, "ben")
     fall = site.incident_for(site.alarm(p.FALL))
     ana.goto("%s/incidents/%d" % (site.console.url, fall))
     ben.goto("%s/incidents/%d" % (site.console.url, fall))
@@ -267,6 +374,37 @@ def test_a_step_the_gateway_refuses_is_shown_refused_never_done(browser, site):
     expect(page.locator("#steps li.refused")).to_contain_text("REFUSED")
     expect(page.locator("button[data-step=contact_wearer]")).to_be_enabled()  # still to do
     expect(page.locator("button[data-step=prompt_double_tap]")).to_be_disabled()
+    page.context.close()
+
+
+def test_a_prompt_the_gateway_refuses_on_duress_is_shown_refused_never_done(browser, site):
+    # The gateway has a duress alarm; a signed webhook crafted to call it an SOS makes the
+    # console offer (and send) a prompt. The gateway, which knows better, refuses it.
+    duress = site.alarm(p.DURESS)
+    incident = site.incident_for(duress)
+    page = signed_in(browser, site)
+    expect(page.locator("#alarms li[data-incident='%d']" % incident)).to_have_attribute(
+        "data-kind", "DURESS")
+    assert site.console.post_webhook(event(incident_id=incident, kind="SOS",
+                                           counter=duress + 50000, name="Dana Field")) == 200
+    page.goto("%s/incidents/%d" % (site.console.url, incident))
+    expect(page.locator("#incident")).to_have_attribute("data-kind", "SOS")
+    page.click("button[data-step=contact_wearer]")  # acknowledge: the gateway takes it
+    expect(page.locator("[data-step-item=contact_wearer]")).to_contain_text("ana")
+    page.click("button[data-step=prompt_double_tap]")
+    expect(page.locator("#error")).to_contain_text("Not done: the gateway did not take it")
+    expect(page.locator("#error")).to_contain_text("duress")
+    expect(page.locator("#steps li.refused")).to_contain_text(
+        "REFUSED: the gateway did not take prompt_double_tap")
+    expect(page.locator("#prompt-sent")).to_have_text("not sent")
+    expect(page.locator("[data-step-item=prompt_double_tap] .tick")).to_have_count(0)
+    expect(page.locator("button[data-step=prompt_double_tap]")).to_be_enabled()  # still to do
+    page.goto("%s/incidents/%d" % (site.console.url, incident))  # it stays so, stored
+    expect(page.locator("#steps li.refused")).to_have_count(1)
+    expect(page.locator("#prompt-sent")).to_have_text("not sent")
+    assert "prompt_double_tap" not in site.gateway_audit(incident)
+    assert not any(isinstance(f, p.Action) and f.ref == duress
+                   for f in list(site.device.downlinks.queue))  # nothing cued the wearer
     page.context.close()
 
 

@@ -1,11 +1,17 @@
 // The console's only script: live updates over server-sent events, the new-alarm cue (a
 // banner, the title, and a tone once sound is on), and the ages ticking. The pages work
 // without it; it adds no control of its own.
+//
+// Sound: browsers let a page play audio only after the user has clicked (or pressed a key)
+// on the site; a click before a same-origin navigation counts, so signing in turns sound on
+// for the pages that follow. Until then the audio context stays suspended, the button says
+// so, and any click on the page turns it on.
 (function () {
   "use strict";
   var body = document.body;
   var page = body.dataset.page;
   var audio = null;
+  var soundButton = document.getElementById("sound");
 
   function refresh(url, id) {
     return fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
@@ -30,7 +36,7 @@
     box.hidden = false;
     box.classList.add("flash");
     document.title = "NEW ALARM · Vigil console";
-    if (audio) {
+    if (audio && audio.state === "running") {
       var osc = audio.createOscillator(), gain = audio.createGain();
       osc.frequency.value = 880; gain.gain.value = 0.2;
       osc.connect(gain); gain.connect(audio.destination);
@@ -47,11 +53,18 @@
     });
   }
 
-  var sound = document.getElementById("sound");
-  if (sound) sound.addEventListener("click", function () {
-    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
-    sound.textContent = "Sound on";
-  });
+  function showSound() {
+    var on = audio && audio.state === "running";
+    soundButton.textContent = on ? "Sound on" : "Sound off: click to turn on";
+    soundButton.className = on ? "sound on" : "sound off";
+  }
+  if (soundButton && (window.AudioContext || window.webkitAudioContext)) {
+    audio = new (window.AudioContext || window.webkitAudioContext)();
+    audio.onstatechange = showSound;
+    showSound();
+    // any click is the gesture the browser waits for
+    document.addEventListener("click", function () { audio.resume(); }, true);
+  }
   var seen = document.getElementById("cue-seen");
   if (seen) seen.addEventListener("click", function () {
     document.getElementById("cue").hidden = true;
