@@ -202,10 +202,35 @@ def _step_1(conn):
         conn.execute(statement)
 
 
+# Step 2: the beacon table (beacons.py): the BLE beacons and Wi-Fi access points a site has
+# placed, by the short id wearables send for them (protocol/SPEC.md section 4). kind is the
+# extension it is heard in ('ble': 0x05, 'wifi': 0x06); identifier the full one, canonical.
+_SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS beacons (
+    kind TEXT NOT NULL,
+    short_id BLOB NOT NULL,
+    identifier TEXT NOT NULL UNIQUE,
+    place TEXT NOT NULL,
+    floor TEXT NOT NULL DEFAULT '',
+    room TEXT NOT NULL DEFAULT '',
+    lat REAL,
+    lon REAL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (kind, short_id)
+) WITHOUT ROWID;
+"""
+
+
+def _step_2(conn):
+    for statement in _statements(_SCHEMA_2):
+        conn.execute(statement)
+
+
 # (what the step does, function(conn)); step N is STEPS[N - 1]. Append only (see the rules).
 STEPS = (
     ("the schema of the first versioned release; older databases get the columns they lack",
      _step_1),
+    ("the beacon table (named places of BLE beacons and Wi-Fi access points)", _step_2),
 )
 VERSION = len(STEPS)
 
