@@ -14,10 +14,16 @@
 #   DOWNLINK_MARGIN past the backup's: the wearables saw the downlinks the lost gateway sent
 #   after the backup, and a counter they have seen is refused (SPEC, section 7), so a restored
 #   gateway must never sign with one again. Uplink counters need nothing: the wearables count on
-#   from their own flash, and the gateway takes any counter above its history.
+#   from their own flash, and the gateway takes any counter above its history;
+#   scheduled backups (rotate(), run daily by the systemd timer service_install.py writes) go
+#   into a folder of their own, one folder per backup named by its UTC time, made under a
+#   ".partial-" name and renamed when complete; the oldest complete ones beyond `keep` are then
+#   removed, and nothing else in the folder is ever touched; a backup that fails removes
+#   nothing.
 import datetime
 import json
 import os
+import re
 import shutil
 import sqlite3
 
@@ -40,6 +46,11 @@ class BackupError(GatewayError):
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A scheduled backup's folder: its UTC time, and a number when two fall in one second.
+_ROTATED = re.compile(r"^([0-9]{8}T[0-9]{6}Z)(?:-([0-9]{1,6}))?$")
+PARTIAL = ".partial-"
 
 
 def _copy_private(src, dst):
@@ -183,3 +194,56 @@ def restore(src, data_dir):
     finally:
         lock.close()
     return manifest
+
+
+def rotation_dir(config):
+    """Where scheduled backups go: [backup] dir, or "backups" beside the data folder."""
+    return config.backup.dir or os.path.join(
+        os.path.dirname(os.path.abspath(config.gateway.data_dir)), "backups")
+
+
+def rotated(folder):
+    """The complete scheduled backups in `folder`, oldest first (names only)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _ROTATED.match(name)
+        if match and os.path.isfile(os.path.join(folder, name, MANIFEST)):
+            found.append(((match.group(1), int(match.group(2) or 1)), name))
+    return [name for _, name in sorted(found)]
+
+
+def rotate(data_dir, folder, keep, clock=None):
+    """A new backup in `folder` (made if missing, 0700), then the oldest complete ones beyond
+    `keep` removed. Returns (its manifest, its path, the names removed)."""
+    if keep < 1:
+        raise BackupError("backup.keep must be at least 1")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for name in os.listdir(folder):  # what a run killed midway left
+        if name.startswith(PARTIAL):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    now = clock() if clock else datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    # after every backup of the same second, even one since removed (names sort as made)
+    taken = [_ROTATED.match(n) for n in os.listdir(folder)]
+    number = max([int(m.group(2) or 1) for m in taken if m and m.group(1) == stamp] + [0]) + 1
+    name = stamp if number == 1 else "%s-%d" % (stamp, number)
+    partial = os.path.join(folder, PARTIAL + name)
+    try:
+        manifest = backup(data_dir, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    final = os.path.join(folder, name)
+    os.rename(partial, final)
+    _fsync_dir(folder)
+    older = [n for n in rotated(folder) if n != name]  # the new one stays, whatever the clock
+    removed = older[:max(0, len(older) + 1 - keep)]
+    for old in removed:
+        shutil.rmtree(os.path.join(folder, old))
+    if removed:
+        _fsync_dir(folder)
+    return manifest, final, removed

@@ -75,6 +75,8 @@ SETTINGS = {
                       False),
     ("store", "retain_days"): (30, _not_negative, "a number of days (0: keep everything)",
                                False),
+    ("backup", "dir"): ("", _text, "a folder path (empty: backups beside data_dir)", True),
+    ("backup", "keep"): (7, _count, "a count of backups, at least 1", False),
     ("supervision", "default_interval_s"): (300, _count, "a whole number of seconds", False),
     ("supervision", "grace_s"): (60, _count, "a whole number of seconds", False),
     ("supervision", "check_every_s"): (5.0, _positive, "a positive number of seconds", False),

@@ -15,7 +15,10 @@
 #   the unit gives the gateway what it needs and no more: a read-only system, no home folders,
 #   a private /tmp and /dev, no privileges to gain, IP and Unix sockets only, the system-service
 #   system calls; no MemoryDenyWriteExecute (cffi callbacks in the crypto and BLE libraries
-#   need writable executable memory).
+#   need writable executable memory);
+#   a timer runs `vigil gateway backup --rotate` daily (a missed run at the next boot), as the
+#   same user under the same hardening, at low CPU and I/O priority: the backups go into the
+#   state folder ([backup] dir, default /var/lib/vigil/backups), the newest [backup] keep kept.
 import os
 import pwd
 import secrets
@@ -27,6 +30,8 @@ from .broker_config import BROKER_GROUP, broker_gid, write_file
 from .errors import GatewayError
 
 UNIT_NAME = "vigil-gateway.service"
+BACKUP_UNIT_NAME = "vigil-gateway-backup.service"
+TIMER_NAME = "vigil-gateway-backup.timer"
 USER = "vigil"
 CONFIG_DIR = "/etc/vigil"
 STATE_DIR = "/var/lib/vigil"
@@ -86,6 +91,50 @@ def unit_text(executable, config_path, user=USER):
     lines += ["%s=%s" % kv for kv in HARDENING]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
+
+
+def backup_unit_text(executable, config_path, user=USER):
+    lines = [
+        "# Written by `vigil gateway install-service`; running it again rewrites this file.",
+        "# Started by %s; `systemctl start %s` takes a backup now." % (TIMER_NAME,
+                                                                      BACKUP_UNIT_NAME),
+        "[Unit]",
+        "Description=Vigil gateway: a backup of its database and device keys",
+        "Documentation=https://example.invalid/vigil/gateway/README.md",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "User=%s" % user,
+        "Group=%s" % user,
+        "ExecStart=%s gateway backup --rotate --config %s" % (executable, config_path),
+        # The alarm path comes first: the copy runs at low priority.
+        "Nice=10",
+        "IOSchedulingClass=idle",
+        "StateDirectory=vigil",
+        "StateDirectoryMode=0700",
+    ]
+    lines += ["%s=%s" % kv for kv in HARDENING]
+    lines += [""]
+    return "\n".join(lines)
+
+
+def timer_text():
+    return "\n".join([
+        "# Written by `vigil gateway install-service`; running it again rewrites this file.",
+        "[Unit]",
+        "Description=Vigil gateway: a backup every day",
+        "",
+        "[Timer]",
+        "OnCalendar=daily",
+        "RandomizedDelaySec=1h",
+        # A day missed while the machine was off is made up at boot.
+        "Persistent=true",
+        "Unit=%s" % BACKUP_UNIT_NAME,
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ])
 
 
 def config_text(state_dir, secrets_dir, user):
@@ -153,7 +202,8 @@ def _folder(path, mode, uid, gid):
 
 def install(root="/", user=USER, executable=None):
     """Install the service under `root` (a staging folder for packaging, else /). Returns
-    {"unit", "config", "password_file", "broker_dir", "user_made", "config_made", "warnings"}."""
+    {"unit", "backup_unit", "timer", "config", "password_file", "broker_dir", "user_made",
+    "config_made", "warnings"}."""
     if os.geteuid() != 0:
         raise InstallError("installing a service needs root (run it with sudo)")
     executable = os.path.abspath(executable or default_executable())
@@ -192,7 +242,12 @@ def install(root="/", user=USER, executable=None):
     unit = UNIT_DIR + "/" + UNIT_NAME
     os.makedirs(at(UNIT_DIR), exist_ok=True)
     write_file(at(unit), unit_text(executable, config_path, user), None, mode=0o644)
-    return {"unit": at(unit), "config": at(config_path), "password_file": at(password_file),
+    backup_unit, timer = UNIT_DIR + "/" + BACKUP_UNIT_NAME, UNIT_DIR + "/" + TIMER_NAME
+    write_file(at(backup_unit), backup_unit_text(executable, config_path, user), None,
+               mode=0o644)
+    write_file(at(timer), timer_text(), None, mode=0o644)
+    return {"unit": at(unit), "backup_unit": at(backup_unit), "timer": at(timer),
+            "config": at(config_path), "password_file": at(password_file),
             "broker_dir": at(broker_dir), "state_dir": at(STATE_DIR),
             "user": user,
             "user_made": user_made, "config_made": config_made, "warnings": warnings}

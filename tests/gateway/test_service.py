@@ -63,6 +63,29 @@ def test_the_unit_is_hardened_and_systemd_accepts_it(tmp_path):
     assert _verify(unit)[0] != 0
 
 
+@needs_systemd_analyze
+def test_the_daily_backup_timer_and_its_unit_are_accepted_and_hardened(tmp_path):
+    unit = tmp_path / service_install.BACKUP_UNIT_NAME
+    timer = tmp_path / service_install.TIMER_NAME
+    unit.write_text(service_install.backup_unit_text(VIGIL_EXE, "/etc/vigil/gateway.toml"))
+    timer.write_text(service_install.timer_text())
+    assert _verify(unit) == (0, "") and _verify(timer) == (0, "")
+    service = _unit(unit)["Service"]
+    assert service["Type"] == "oneshot" and service["User"] == "vigil"
+    assert service["ExecStart"] == ("%s gateway backup --rotate --config "
+                                    "/etc/vigil/gateway.toml" % VIGIL_EXE)
+    for key, value in service_install.HARDENING:  # the gateway's own hardening
+        assert service[key] == value, key
+    assert service["StateDirectory"] == "vigil"  # where the backups go (ProtectSystem=strict)
+    schedule = _unit(timer)["Timer"]
+    assert (schedule["OnCalendar"], schedule["Persistent"], schedule["Unit"]) == (
+        "daily", "true", service_install.BACKUP_UNIT_NAME)
+    assert _unit(timer)["Install"]["WantedBy"] == "timers.target"
+    # The check is real for the timer too.
+    timer.write_text(timer.read_text().replace("OnCalendar=daily", "OnCalendar=dayly"))
+    assert "Failed to parse calendar" in _verify(timer)[1]
+
+
 def test_install_service_needs_root_and_says_so(tmp_path):
     if os.geteuid() == 0:
         pytest.skip("runs as root here: the refusal is for other users")
@@ -123,6 +146,12 @@ def test_install_service_makes_the_user_folders_config_and_unit(service_user):
         assert (service["User"], service["Group"]) == (service_user, service_user)
         assert service["ExecStart"] == "%s gateway run --config /etc/vigil/gateway.toml" % (
             VIGIL_EXE)
+        units = root / "etc" / "systemd" / "system"
+        backup_unit, timer = (units / service_install.BACKUP_UNIT_NAME,
+                              units / service_install.TIMER_NAME)
+        assert _verify(backup_unit) == (0, "") and _verify(timer) == (0, "")
+        assert _unit(backup_unit)["Service"]["User"] == service_user
+        assert "enable --now vigil-gateway %s" % service_install.TIMER_NAME in out.stdout
         # Again: nothing that exists changes.
         (etc / "gateway.toml").write_text((etc / "gateway.toml").read_text() + "# mine\n")
         out = subprocess.run([VIGIL_EXE, "gateway", "install-service", "--root", str(root),
@@ -189,6 +218,15 @@ def test_the_gateway_runs_as_its_user_on_what_was_installed(service_user, device
         a.wait_acked([1])
         db = root / "var" / "lib" / "vigil" / "gateway" / "gateway.db"
         assert _mode_owner(db) == (0o600, service_user, service_user)
+        # The daily backup, as its unit runs it: that user, that command, beside the data.
+        unit = root / "etc" / "systemd" / "system" / service_install.BACKUP_UNIT_NAME
+        command = _unit(unit)["Service"]["ExecStart"].split()
+        assert command[:2] == [VIGIL_EXE, "gateway"] and command[-2] == "--config"
+        subprocess.run(["runuser", "-u", service_user, "--", *vigil, *command[1:-1], str(conf)],
+                       check=True, capture_output=True, timeout=60)
+        [made] = list((root / "var" / "lib" / "vigil" / "backups").iterdir())
+        assert _mode_owner(made) == (0o700, service_user, service_user)
+        assert _mode_owner(made / "gateway.db") == (0o600, service_user, service_user)
     finally:
         if gateway is not None:
             gateway.terminate()
