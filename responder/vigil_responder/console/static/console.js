@@ -13,6 +13,11 @@
   var audio = null;
   var soundButton = document.getElementById("sound");
 
+  // A refused step's page is the answer to its form's POST: the address becomes the
+  // incident's, so that reloading shows the incident again instead of sending the step again.
+  if (page === "incident" && location.pathname !== "/incidents/" + body.dataset.incident)
+    history.replaceState(null, "", "/incidents/" + body.dataset.incident);
+
   function refresh(url, id) {
     return fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
       if (r.status === 401 || r.redirected) { location.href = "/login"; return; }
