@@ -12,13 +12,20 @@
 #   learns so (False) and changes nothing, since another worker may be delivering that row;
 #   the idempotency key goes with every attempt, so a backend dedupes a row delivered twice
 #   after a lease ran out mid-delivery;
-#   next_at, lease_until and created_at are the database's clock: workers' clocks may differ.
+#   next_at, lease_until and created_at are the database's clock: workers' clocks may differ;
+#   incidents.py queues events through IncidentEvents (as through outbox.Outbox on SQLite), in
+#   the transaction of the incident change: the events outbox.FORWARDED_EVENTS names, with a
+#   snapshot of the incident as outbox.py makes it (no wearer profile yet on PostgreSQL).
+import json
 import secrets
 from collections import namedtuple
 
 import psycopg
 
 from .errors import StoreError
+from .outbox import FORWARDED_EVENTS
+from .webhook import idempotency_key
+from .wearers import as_payload
 
 Claimed = namedtuple("Claimed", "id destination incident_id device_id key event snapshot "
                                 "attempts lease")
@@ -43,6 +50,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, id)
     WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS incident_locations (
+    incident_id bigint PRIMARY KEY,
+    lat double precision NOT NULL,
+    lon double precision NOT NULL,
+    accuracy_m integer NOT NULL,
+    at double precision NOT NULL
+);
 """
 
 _CLAIM = """
@@ -128,6 +142,54 @@ class PostgresOutbox:
             "NOT NULL ORDER BY delivered_at, id", (destination,)).fetchall()
         self.conn.rollback()
         return rows
+
+
+class IncidentEvents:
+    """Incidents' outbox (incidents.py calls enqueue() and set_location()), on the store's
+    connection, inside the transaction of the incident change."""
+
+    def __init__(self, outbox, destinations):
+        self.outbox = outbox
+        self.destinations = tuple(destinations)
+
+    def set_location(self, incident_id, lat, lon, accuracy_m, at):
+        self.outbox.conn.execute(
+            "INSERT INTO incident_locations VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+            "(incident_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, "
+            "accuracy_m = excluded.accuracy_m, at = excluded.at",
+            (incident_id, lat, lon, accuracy_m, at))
+
+    def location(self, incident_id):
+        row = self.outbox.conn.execute("SELECT lat, lon, accuracy_m, at FROM incident_locations "
+                                       "WHERE incident_id = %s", (incident_id,)).fetchone()
+        return None if row is None else {"lat": row[0], "lon": row[1], "accuracy_m": row[2],
+                                         "at": row[3]}
+
+    def enqueue(self, store, incident, event, at):
+        """Queue `event` of `incident` for every destination; returns the rows added."""
+        if event not in FORWARDED_EVENTS or not self.destinations:
+            return 0
+        ref = incident.counter if incident.counter is not None else "i%d" % incident.id
+        snapshot = json.dumps(self.snapshot(store, incident, event), sort_keys=True)
+        return self.outbox.enqueue(self.destinations, incident.id, incident.device_id,
+                                   idempotency_key(incident.device_id, ref, event), event,
+                                   snapshot)
+
+    def snapshot(self, store, incident, event):
+        late = store.lateness(incident.id)
+        return {
+            "event": event,
+            "device_id": incident.device_id,
+            "incident": {"id": incident.id, "kind": incident.kind, "state": incident.state,
+                         "counter": incident.counter, "opened_at": incident.opened_at,
+                         "updated_at": incident.updated_at},
+            "wearer": as_payload(None),
+            "zone": 1,
+            "location": self.location(incident.id),
+            "late": None if late is None else late._asdict(),
+            "audit": [{"at": a.at, "event": a.event, "detail": a.detail}
+                      for a in store.audit(incident.id)],
+        }
 
 
 def _first_line(exc):

@@ -30,19 +30,26 @@
 #              (replayed frames must not make the gateway a downlink amplifier; every ack
 #              goes out on every path, so a copy arriving meanwhile needs none), the rest
 #              counted in vigil_gateway_reacks_suppressed_total
-# A new frame enters its replay window as soon as it is written into the batch's transaction
-# (so a later frame of the same batch is judged against it); process() returns the acks only
-# once the batch has committed: nothing is acknowledged that is not on disk. (The service
-# splits it: write() leaves the transaction open, the service commits it in its writer thread,
-# then committed() gives the acks.) If the commit fails, the windows are dropped (rebuilt from
-# the store on next use) and nothing is returned (StoreError): the caller retries the batch.
+# A new frame counts for its device's later frames as soon as it is written into the batch's
+# transaction (so a later frame of the same batch is judged against it); process() returns the
+# acks only once the batch has committed: nothing is acknowledged that is not on disk. (The
+# service splits it: write() leaves the transaction open, the service commits it in its writer
+# thread, then committed() gives the acks.) If the commit fails, what the backend kept is
+# dropped (read again from the store on next use) and nothing is returned (StoreError): the
+# caller retries the batch.
+#
+# Storage: the device state behind device_state.py's interface, one backend per store - SQLite
+# (device_state.py: replay windows, contacts and counters kept between batches) or PostgreSQL
+# (device_state_pg.py: the batch's devices locked in id order, nothing kept between batches).
+# No SQL here.
 import logging
-import sqlite3
 import time
 
 import vigil_protocol as p
 
 from . import lateness, logs
+from .device_state import LATE, SqliteDeviceState, first_floor
+from .device_state import WINDOW_SIZE  # noqa: F401 (the replay window's size, for retention)
 from .errors import RegistryError, StoreError
 from .incidents import CONTACT_RESTORED, PROMPT_PLAYED, Incidents
 from .registry import REVOKED, device_hex
@@ -61,7 +68,6 @@ GATEWAY_REASONS = ("malformed_topic", "unknown_device", "revoked_device", "devic
 # broker, which delivers it again after the next reconnect.
 INTERNAL_ERROR = "internal_error"
 REASONS = tuple(cls.reason for cls in p.REJECTIONS) + GATEWAY_REASONS + (INTERNAL_ERROR,)
-WINDOW_SIZE = 64
 _STATUSES = (b"online", b"offline")
 
 log = logging.getLogger("vigil_gateway.pipeline")
@@ -105,7 +111,9 @@ class Rejected(Exception):
 
 class Pipeline:
     def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None,
-                 accept_v1=True, late_after_s=30.0, reack_interval_s=1.0):
+                 accept_v1=True, late_after_s=30.0, reack_interval_s=1.0, state=None):
+        """state: the device state's backend (device_state.py's interface); SQLite's on
+        `store` and `registry` when not given."""
         self.registry = registry
         self.reack_interval_s = reack_interval_s
         self._reacked = {}  # (device_id, counter) -> when a retransmission of it was last acked
@@ -113,15 +121,11 @@ class Pipeline:
         self.accept_v1 = accept_v1
         self.late_after_s = late_after_s
         self.store = store
+        self.state = SqliteDeviceState(store, registry) if state is None else state
         self.topics = topics
         self.metrics = metrics
         self.clock = clock
         self.incidents = Incidents(store, outbox)
-        self._windows = {}  # device_id -> ReplayWindow, rebuilt from the store on first use
-        self._devices = {}  # device_id -> registry row, dropped whenever the registry changes
-        self._registry_version = None
-        self._downlink = {}  # device_id -> last downlink counter used (written once per batch)
-        self._contacts = {}  # device_id -> Contact or None, written once per batch when changed
 
     def process(self, batch):
         """Verify, persist and acknowledge a batch of Messages; one commit for all of them."""
@@ -129,26 +133,23 @@ class Pipeline:
 
     def write(self, batch):
         """process() up to the commit: verify the batch and write it in a transaction left
-        open. The caller commits it (store.conn.commit_or_rollback(), or commit_in() a writer
-        thread), then hands the outcomes to committed(), or the error to commit_failed()."""
+        open. The caller commits it (state.commit(), or the connection's commit_in() a writer
+        thread on SQLite), then hands the outcomes to committed(), or the error to
+        commit_failed()."""
         now = self.clock()
+        state = self.state
+        parsed = [self.topics.parse(message.topic) for message in batch]
         outcomes = []
-        used = {}  # device_id -> last downlink counter allocated in this batch
-        touched = set()  # devices whose contact changed in this batch
         try:
-            self._check_registry_version()
-            self.store.begin()
-            for message in batch:
-                outcomes.append(self._one(message, now, used, touched))
-            for device_id, counter in used.items():
-                self.store.set_downlink_counter(device_id, counter)
-            for device_id in touched:
-                self.store.write_contact(self._contacts[device_id])
-        except sqlite3.Error as exc:
-            self.store.rollback()
+            state.begin(sorted({topic[1] for topic in parsed if topic is not None}))
+            for message, topic in zip(batch, parsed):
+                outcomes.append(self._one(message, topic, now))
+            state.finish()
+        except state.errors as exc:
+            state.rollback()
             raise self.commit_failed(batch, exc) from None
         except Exception as exc:  # a bug here, not bad input (that is rejected above)
-            self.store.rollback()
+            state.rollback()
             self.forget()
             if len(batch) > 1:  # find the message that trips it; commit the others
                 return [o for message in batch for o in self._write_and_commit([message])]
@@ -169,7 +170,7 @@ class Pipeline:
 
     def commit_failed(self, batch, exc):
         """The StoreError to raise for a batch whose transaction failed (and was rolled back).
-        The windows saw frames, and counters were allocated, that are not on disk after all:
+        The backend saw frames, and counters were allocated, that are not on disk after all:
         they are forgotten, and read again from the store on next use."""
         self.forget()
         return StoreError("cannot commit %d frames: %s" % (len(batch), exc))
@@ -177,60 +178,25 @@ class Pipeline:
     def _write_and_commit(self, batch):
         outcomes = self.write(batch)
         try:
-            self.store.conn.commit_or_rollback()
-        except sqlite3.Error as exc:
+            self.state.commit()
+        except self.state.errors as exc:
             raise self.commit_failed(batch, exc) from None
         return outcomes
 
     def forget(self):
         """Drop what is cached from the store (after a failed commit, or when something else
         - supervision - changed contacts)."""
-        self._windows.clear()
-        self._downlink.clear()
-        self._contacts.clear()
-
-    def _contact_of(self, device_id):
-        if device_id not in self._contacts:
-            self._contacts[device_id] = self.store.contact(device_id)
-        return self._contacts[device_id]
-
-    def _check_registry_version(self):
-        # data_version moves when another connection (the `vigil gateway device` commands)
-        # commits: then the cached registry rows may be stale.
-        version = self.store.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._registry_version:
-            self._devices.clear()
-            self._registry_version = version
-
-    def _device(self, device_id):
-        device = self._devices.get(device_id)
-        if device is None:
-            device = self.registry.get(device_id)
-            if device is not None:
-                self._devices[device_id] = device
-        return device
+        self.state.forget()
 
     def allocate_downlink(self, device_id):
         """A fresh downlink counter for a downlink sent outside a batch (DELIVERED acks,
-        responder actions); call inside a store transaction: it is written at once. If that
-        transaction fails, call forget()."""
-        used = {}
-        counter = self._next_downlink_counter(device_id, used)
-        self.store.set_downlink_counter(device_id, counter)
-        return counter
+        responder actions) on SQLite; call inside a store transaction: it is written at once.
+        If that transaction fails, call forget()."""
+        return self.state.allocate_downlink(device_id)
 
-    def _last_downlink_counter(self, device_id):
-        last = self._downlink.get(device_id)
-        return self.store.downlink_counter(device_id) if last is None else last
-
-    def _next_downlink_counter(self, device_id, used):
-        last = self._last_downlink_counter(device_id)
-        self._downlink[device_id] = used[device_id] = last + 1
-        return last + 1
-
-    def _one(self, message, now, used, touched):
+    def _one(self, message, topic, now):
         try:
-            return self._accept(message, now, used, touched)
+            return self._accept(message, topic, now)
         except Rejected as exc:
             return self._rejected(message, exc.reason, str(exc), exc.device_id)
         except p.RemoteProtocolError as exc:
@@ -242,11 +208,10 @@ class Pipeline:
                    device=device_hex(device_id) if device_id else None)
         return Outcome(message, REJECTED, reason=reason, device_id=device_id)
 
-    def _accept(self, message, now, used, touched):
-        parsed = self.topics.parse(message.topic)
-        if parsed is None:
+    def _accept(self, message, topic, now):
+        if topic is None:
             raise Rejected("malformed_topic", "not <prefix>/up/<8 hex digits>")
-        channel, topic_device = parsed
+        channel, topic_device = topic
         if channel == STATUS:
             # Advisory only (unsigned): supervision relies on signed check-ins.
             status = bytes(message.payload)
@@ -258,7 +223,7 @@ class Pipeline:
         if header.device_id != topic_device:
             raise Rejected("device_mismatch", "frame says %08x, topic says %08x"
                            % (header.device_id, topic_device), topic_device)
-        device = self._device(topic_device)
+        device = self.state.device(topic_device)
         if device is None:
             raise Rejected("unknown_device", "not in the registry", topic_device)
         if device.state == REVOKED:
@@ -279,8 +244,7 @@ class Pipeline:
         except p.RemoteProtocolError as exc:
             raise Rejected(exc.reason, str(exc), topic_device) from None
         if frame.version > device.protocol:
-            self.registry.raise_protocol(frame.device_id, frame.version)
-            self._devices[frame.device_id] = device._replace(protocol=frame.version)
+            device = self.state.raise_protocol(device, frame.version)
             logs.event(log, logging.INFO, "device_protocol", device=device_hex(frame.device_id),
                        protocol=frame.version)
         receipt = isinstance(frame, p.Receipt)
@@ -288,8 +252,7 @@ class Pipeline:
             self._confirm(frame, now)  # first: what it names is not to be offered again
         reoffered = 0
         if verdict == NEW:
-            self._persist(frame, payload, now, touched)
-            self._window(frame.device_id).record(frame.counter, frame.tag)
+            self._persist(frame, device, payload, now)
             if frame.version == 2 and self.downlinks is not None:
                 reoffered = self._reoffer(frame.device_id, now)
         if receipt:
@@ -303,7 +266,7 @@ class Pipeline:
                     self.metrics.reacks_suppressed.inc()
                 return Outcome(message, verdict, device_id=frame.device_id,
                                counter=frame.counter)
-        ack = p.Ack(frame.device_id, self._next_downlink_counter(frame.device_id, used),
+        ack = p.Ack(frame.device_id, self.state.next_downlink_counter(frame.device_id),
                     frame.counter, p.RECEIVED)
         # In the uplink's version: a unit re-flashed to v2 may still resend v1 frames from
         # its outbox, and a v1 unit cannot read a v2 ack.
@@ -313,7 +276,7 @@ class Pipeline:
 
     def _confirm(self, receipt, now):
         device_id = receipt.device_id
-        counter = receipt.resolve(self._last_downlink_counter(device_id))
+        counter = receipt.resolve(self.state.last_downlink_counter(device_id))
         taken = None if self.downlinks is None else self.downlinks.confirm(device_id, counter,
                                                                           now)
         if taken is not None:
@@ -352,46 +315,27 @@ class Pipeline:
         self._reacked[key] = now
         return True
 
-    def _window(self, device_id):
-        window = self._windows.get(device_id)
-        if window is None:
-            window = p.ReplayWindow(WINDOW_SIZE)
-            for counter, tag in reversed(self.store.recent_tags(device_id, WINDOW_SIZE)):
-                window.record(counter, tag)
-            self._windows[device_id] = window
-        return window
-
     def _verdict(self, frame):
-        try:
-            return self._window(frame.device_id).check(frame.counter, frame.tag)
-        except p.StaleCounter:
-            # Below the window the store decides: it holds every frame accepted from the floor up.
-            stored = self.store.frame_tag(frame.device_id, frame.counter)
-            if stored == frame.tag:
-                return RETRANSMISSION
-            if stored is not None:
-                raise p.CounterReuse("counter %d already used by another frame"
-                                     % frame.counter) from None
-            contact = self._contact_of(frame.device_id)
-            if contact is None or frame.counter <= contact.history_floor:
-                raise
-            logs.event(log, logging.WARNING, "late_frame", device=device_hex(frame.device_id),
-                       counter=frame.counter, detail="below the window, never seen: accepted")
-            if self.metrics is not None:
-                self.metrics.late_frames.inc()
-            return NEW
+        verdict = self.state.verdict(frame)
+        if verdict != LATE:
+            return verdict
+        logs.event(log, logging.WARNING, "late_frame", device=device_hex(frame.device_id),
+                   counter=frame.counter, detail="below the window, never seen: accepted")
+        if self.metrics is not None:
+            self.metrics.late_frames.inc()
+        return NEW
 
     def _lateness(self, frame, now):
         """An alarm's Lateness when it is late enough to say so (lateness.py), else None.
         Before the frame is stored and its contact restored: both change what it is judged
         on."""
         device_id = frame.device_id
-        top = self._window(device_id).top
+        top = self.state.top(device_id)
         higher = None
         if frame.counter < top:
-            higher = self.store.first_arrival_above(device_id, frame.counter)
+            higher = self.state.first_arrival_above(device_id, frame.counter)
         silent_since = None
-        contact = self._contact_of(device_id)
+        contact = self.state.contact(device_id)
         if contact is not None and contact.lost_incident is not None and frame.counter > top:
             silent_since = contact.last_seen
         late = lateness.judge(now, frame.age or 0, higher, silent_since)
@@ -407,14 +351,11 @@ class Pipeline:
                 self.metrics.late_alarms.inc(basis)
         return late
 
-    def _persist(self, frame, payload, now, touched):
+    def _persist(self, frame, device, payload, now):
         device_id = frame.device_id
-        kind = getattr(frame, "kind_name", None)
-        ref = getattr(frame, "ref", None) or None
         late = self._lateness(frame, now) if isinstance(frame, p.Alarm) else None
-        self.store.insert_frame(device_id, frame.counter, frame.tag, frame.NAME, kind, ref,
-                                payload, now)
-        self._contact(frame, now, touched)
+        self.state.record(frame, payload, now)
+        self._contact(frame, device, now)
         if isinstance(frame, p.Alarm):
             detail = _alarm_detail(frame)
             if frame.kind == p.DOUBLE_TAP:
@@ -441,15 +382,11 @@ class Pipeline:
                            kind=frame.kind_name, device=device_hex(device_id),
                            counter=frame.counter)
 
-    def _contact(self, frame, now, touched):
+    def _contact(self, frame, device, now):
         device_id = frame.device_id
-        contact = self._contact_of(device_id)
-        if contact is None:
-            # The history floor (SPEC section 7): where the unit's counters started, when the
-            # registry knows it; else this first frame's counter less the window.
-            floor = self._device(device_id).counter_floor
-            floor = max(0, frame.counter - WINDOW_SIZE) if floor is None else max(0, floor - 1)
-            contact = Contact(device_id, now, None, None, floor)
+        contact = self.state.contact(device_id)
+        if contact is None:  # its first frame: its history floor (SPEC section 7)
+            contact = Contact(device_id, now, None, None, first_floor(device, frame.counter))
         if contact.lost_incident is not None:
             incident = self.store.incident(contact.lost_incident)
             if incident is not None:
@@ -462,8 +399,7 @@ class Pipeline:
             contact = contact._replace(interval_s=frame.interval)
         if contact.last_seen < now:  # (a batch's later frames of the device change nothing)
             contact = contact._replace(last_seen=now)
-        self._contacts[device_id] = contact
-        touched.add(device_id)
+        self.state.set_contact(contact)
 
 
 def _alarm_detail(frame):

@@ -1,6 +1,7 @@
 # The PostgreSQL store: the state of every device shared by many gateway workers. In progress
-# (gateway/README.md, "Scale-out on PostgreSQL"): ingest, downlink counters, supervision and
-# outbox claims are here; `[store] url = "postgresql://..."` is refused until the rest is.
+# (gateway/README.md, "Scale-out on PostgreSQL"): ingest (the pipeline on device_state_pg.py),
+# incidents, downlink counters, supervision and outbox claims are here; `[store] url =
+# "postgresql://..."` is refused until the rest is.
 #
 # The storage interface, at the level of the gateway's operations. Each operation is one
 # transaction; acks, PUBACKs and webhooks leave only after it commits (persist before ack).
@@ -23,9 +24,11 @@
 #   registry           devices, their state, key version, protocol, counter floor
 #   incidents          raise, apply an event (incidents.RULES), audit, under the device's lock
 # SQLite (store.py, registry.py, downlinks.py, outbox.py) is the other backend, unchanged: one
-# process owns its database, so there the pipeline keeps windows, contacts and downlink
-# counters in memory and writes them once per batch. Here nothing per device is kept between
-# transactions: another worker may have changed it.
+# process owns its database, so there the pipeline's device state (device_state.py) keeps
+# windows, contacts and downlink counters in memory and writes them once per batch. Here
+# (device_state_pg.py) nothing per device is kept between transactions: another worker may
+# have changed it. The pipeline and incidents.py are the same on both: this class answers
+# store.py's incident methods (create_alarm_incident, add_audit, early taps, lateness ...).
 #
 # Rules of this backend:
 #   every transaction that touches devices first locks their rows in `devices`
@@ -48,31 +51,17 @@
 #   old transaction, and committing it would commit nothing;
 #   retention (retention.py on SQLite) must raise history_floor past what it deletes, as there;
 #   no SQL outside this module (and store.py's family for SQLite).
-import json
 from collections import namedtuple
 
 import psycopg
 
 from . import dc09_pg, downlinks_pg, outbox_pg
 from .errors import StoreError
-from .pipeline import WINDOW_SIZE  # the floor of a device first heard mid-stream
-from .registry import ACTIVE, REVOKED
-from .webhook import idempotency_key
+from .lateness import Lateness
+from .registry import ACTIVE, REVOKED, Device
+from .store import AuditEntry, EarlyTap, Incident
 
 UP = 0  # frames.direction
-
-NEW = "new"
-RETRANSMISSION = "retransmission"
-COUNTER_REUSE = "counter_reuse"
-STALE_COUNTER = "stale_counter"
-UNKNOWN_DEVICE = "unknown_device"
-REVOKED_DEVICE = "revoked_device"
-_NOT_ALARMS = ("DOUBLE_TAP",)  # answers an incident rather than raising one (incidents.py)
-
-# A verified uplink, as the pipeline has it after decode() (type: the frame's NAME).
-Uplink = namedtuple("Uplink", "device_id counter tag type kind ref payload interval")
-# What ingest made of it: ack_counter is the RECEIVED ack's downlink counter (None: no ack).
-Verdict = namedtuple("Verdict", "device_id counter result ack_counter incident_id")
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -129,13 +118,51 @@ CREATE TABLE IF NOT EXISTS audit (
     detail text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_by_incident ON audit (incident_id, id);
+CREATE TABLE IF NOT EXISTS early_taps (
+    device_id bigint NOT NULL REFERENCES devices (device_id),
+    counter bigint NOT NULL,
+    ref bigint NOT NULL,
+    received_at double precision NOT NULL,
+    PRIMARY KEY (device_id, counter)
+);
+CREATE INDEX IF NOT EXISTS early_taps_by_ref ON early_taps (device_id, ref);
+CREATE TABLE IF NOT EXISTS incident_lateness (
+    incident_id bigint PRIMARY KEY REFERENCES incidents (id),
+    raised_at double precision NOT NULL,
+    late_s double precision NOT NULL,
+    basis text NOT NULL,
+    held_up_to_s double precision
+);
 """
 
-_LOCK = ("SELECT device_id, state, counter_floor, downlink_counter, history_floor, interval_s, "
-         "lost_incident FROM devices WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE")
-_Locked = namedtuple("_Locked", "device_id state counter_floor downlink_counter history_floor "
-                                "interval_s lost_incident")
+_DEVICE = ("device_id, state, key_version, mqtt_password_hash, interval_s, label, added_at, "
+           "protocol, counter_floor")  # registry.Device
+_LOCK = ("SELECT %s, downlink_counter, history_floor, last_seen, checkin_interval_s, "
+         "lost_incident FROM devices WHERE device_id = ANY(%%s) ORDER BY device_id FOR UPDATE"
+         % _DEVICE)
+# A device's row as its lock read it: the registry's columns, then the device's state.
+Locked = namedtuple("Locked", Device._fields + ("downlink_counter", "history_floor",
+                                                "last_seen", "checkin_interval_s",
+                                                "lost_incident"))
+_INCIDENT = "id, device_id, counter, kind, state, opened_at, updated_at"
 LOST_CONTACT = "LOST_CONTACT"  # incidents.LOST_CONTACT
+
+
+class _AnyDevice:
+    """What early_tap_devices() answers here: every device may have a DOUBLE_TAP another
+    worker kept, so incidents.py never rules one out from a cache."""
+
+    def __contains__(self, device_id):
+        return True
+
+    def __bool__(self):
+        return True
+
+    def add(self, device_id):
+        pass
+
+
+_ANY_DEVICE = _AnyDevice()
 
 
 def create_schema(conn):
@@ -163,6 +190,8 @@ class PostgresStore:
         self._closed = False
         self._conn = self._connect()
         self.outbox = outbox_pg.PostgresOutbox(self)
+        # what incidents.py queues events through (the SQLite Outbox's part in Incidents)
+        self.events = outbox_pg.IncidentEvents(self.outbox, self.destinations)
 
     def _connect(self):
         try:
@@ -185,37 +214,37 @@ class PostgresStore:
         self._closed = True
         self._conn.close()
 
-    # -- registry (the part ingest needs so far) --
-    def add_device(self, device_id, at, counter_floor=None, interval_s=None):
+    # -- registry (the part ingest needs so far; the keys are registry_pg.py's) --
+    def add_device(self, device_id, at, counter_floor=None, interval_s=None, protocol=2):
         with self.conn.transaction():
             self._conn.execute(
                 "INSERT INTO devices (device_id, state, added_at, updated_at, counter_floor, "
-                "interval_s) VALUES (%s, %s, %s, %s, %s, %s)",
-                (device_id, ACTIVE, at, at, counter_floor, interval_s))
+                "interval_s, protocol) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (device_id, ACTIVE, at, at, counter_floor, interval_s, protocol))
+
+    def device(self, device_id):
+        """The device's registry.Device as last committed (no lock), or None."""
+        row = self.conn.execute("SELECT %s FROM devices WHERE device_id = %%s" % _DEVICE,
+                                (device_id,)).fetchone()
+        self._conn.rollback()
+        return Device(*row) if row else None
+
+    def raise_protocol(self, device_id, version):
+        """Inside the transaction holding the device's row: its downlinks are sealed in
+        `version` from now on, if that is higher."""
+        self._conn.execute("UPDATE devices SET protocol = %s, updated_at = extract(epoch FROM "
+                           "clock_timestamp()) WHERE device_id = %s AND protocol < %s",
+                           (version, device_id, version))
 
     def revoke(self, device_id, at):
         with self.conn.transaction():
-            self._lock([device_id])
+            self.lock([device_id])
             self._conn.execute("UPDATE devices SET state = %s, updated_at = %s "
                               "WHERE device_id = %s", (REVOKED, at, device_id))
 
-    # -- ingest --
-    def write(self, uplinks, now):
-        """Ingest up to the commit: every uplink judged and written in a transaction left
-        open; returns their Verdicts, to be acted on only once commit() has returned."""
-        try:
-            self._live()
-            return self._write(uplinks, now)
-        except psycopg.Error as exc:
-            self.rollback()
-            raise StoreError("cannot write %d frames: %s" % (len(uplinks), _first_line(exc))
-                             ) from None
-        except BaseException:  # a bug: nothing of the batch stays, and no lock is held
-            self.rollback()
-            raise
-
+    # -- the transaction an operation left open (the pipeline's batches) --
     def commit(self):
-        # (the connection write() used, never a new one: that would commit nothing)
+        # (the connection the operation used, never a new one: that would commit nothing)
         try:
             self._conn.commit()
         except psycopg.Error as exc:
@@ -228,108 +257,18 @@ class PostgresStore:
         except psycopg.Error:
             pass  # a broken connection has nothing open
 
-    def ingest(self, uplinks, now):
-        """write() and commit(): the Verdicts of a batch now on disk."""
-        verdicts = self.write(uplinks, now)
-        self.commit()
-        return verdicts
-
-    def _write(self, uplinks, now):
-        devices = self._lock(sorted({u.device_id for u in uplinks}))
-        changed = set()  # devices whose row is written back
-        heard = {}  # device_id -> its new uplinks (contact, deadline)
-        verdicts = []
-        for uplink in uplinks:
-            device = devices.get(uplink.device_id)
-            if device is None:
-                verdicts.append(Verdict(uplink.device_id, uplink.counter, UNKNOWN_DEVICE,
-                                        None, None))
-                continue
-            if device.state != ACTIVE:
-                verdicts.append(Verdict(uplink.device_id, uplink.counter, REVOKED_DEVICE,
-                                        None, None))
-                continue
-            if device.history_floor is None:  # its first frame (pipeline._contact)
-                floor = (max(0, uplink.counter - WINDOW_SIZE) if device.counter_floor is None
-                         else max(0, device.counter_floor - 1))
-                device = devices[uplink.device_id] = device._replace(history_floor=floor)
-                changed.add(uplink.device_id)
-            result = self._verdict(device, uplink, now)
-            incident_id = None
-            if result == NEW:
-                heard.setdefault(uplink.device_id, []).append(uplink)
-                if uplink.type == "alarm" and uplink.kind not in _NOT_ALARMS:
-                    incident_id = self._raise_alarm(uplink, now)
-            ack = None
-            if result in (NEW, RETRANSMISSION):
-                ack = device.downlink_counter + 1
-                device = devices[uplink.device_id] = device._replace(downlink_counter=ack)
-                changed.add(uplink.device_id)
-            verdicts.append(Verdict(uplink.device_id, uplink.counter, result, ack, incident_id))
-        for device_id in sorted(changed | set(heard)):
-            self._write_device(devices[device_id], now, heard.get(device_id, ()))
-        return verdicts
-
-    def _lock(self, device_ids):
-        rows = self._conn.execute(_LOCK, (list(device_ids),)).fetchall()
-        return {row[0]: _Locked(*row) for row in rows}
-
-    def _verdict(self, device, uplink, now):
-        if uplink.counter > device.history_floor:
-            stored = self._conn.execute(
-                "INSERT INTO frames (device_id, direction, counter, tag, type, kind, ref, "
-                "payload, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (device_id, direction, counter) DO NOTHING RETURNING counter",
-                (uplink.device_id, UP, uplink.counter, uplink.tag, uplink.type, uplink.kind,
-                 uplink.ref, uplink.payload, now)).fetchone()
-            if stored is not None:
-                return NEW
-        row = self._conn.execute("SELECT tag FROM frames WHERE device_id = %s AND direction = %s "
-                                "AND counter = %s", (uplink.device_id, UP, uplink.counter)
-                                ).fetchone()
-        if row is None:
-            return STALE_COUNTER
-        return RETRANSMISSION if bytes(row[0]) == bytes(uplink.tag) else COUNTER_REUSE
-
-    def _raise_alarm(self, uplink, now):
-        row = self._conn.execute(
-            "INSERT INTO incidents (device_id, counter, kind, state, opened_at, updated_at) "
-            "VALUES (%s, %s, %s, 'open', %s, %s) ON CONFLICT (device_id, counter) "
-            "WHERE counter IS NOT NULL DO NOTHING RETURNING id",
-            (uplink.device_id, uplink.counter, uplink.kind, now, now)).fetchone()
-        if row is None:  # its double tap raised it first (not in this backend yet)
-            return None
-        self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
-                          "VALUES (%s, %s, 'raised', 'raised')", (row[0], now))
-        self._enqueue(row[0], "raised", now)
-        return row[0]
-
-    def _write_device(self, device, now, heard):
-        """The device's row once per batch: its downlink counter and floor; and when new
-        frames came from it (retransmissions say nothing new), its contact and deadline, from
-        the database clock (workers' clocks may differ)."""
-        if not heard:
-            self._conn.execute("UPDATE devices SET downlink_counter = %s, history_floor = %s "
-                              "WHERE device_id = %s",
-                              (device.downlink_counter, device.history_floor, device.device_id))
-            return
-        if device.lost_incident is not None:
-            self._restore_contact(device, now, heard[0])
-        interval = next((u.interval for u in reversed(heard) if u.interval), None)
-        self._conn.execute(
-            "UPDATE devices SET downlink_counter = %s, history_floor = %s, lost_incident = NULL, "
-            "last_seen = greatest(last_seen, %s), "
-            "checkin_interval_s = coalesce(%s, checkin_interval_s), "
-            "deadline = clock_timestamp() + make_interval(secs => "
-            "coalesce(%s, checkin_interval_s, interval_s, %s) + %s) WHERE device_id = %s",
-            (device.downlink_counter, device.history_floor, now, interval, interval,
-             self.default_interval_s, self.grace_s, device.device_id))
-
     # -- downlink counters outside ingest (DELIVERED acks, responder actions) --
     def locked(self, device_ids):
         """`with store.locked(ids):` a transaction holding those devices' rows (in id order);
         commits at the end, rolls back on an exception."""
         return _LockedDevices(self, sorted(set(device_ids)))
+
+    def lock(self, device_ids):
+        """Inside a transaction: lock the devices' rows, always in device-id order (so two
+        transactions naming the same devices cannot deadlock); {device_id: Locked} of those
+        that exist, as last committed."""
+        rows = self._conn.execute(_LOCK, (sorted(device_ids),)).fetchall()
+        return {row[0]: Locked(*row) for row in rows}
 
     def take_downlink_counter(self, device_id):
         """Inside locked(): the device's next downlink counter, written at once."""
@@ -369,39 +308,88 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError("cannot claim overdue devices: %s" % _first_line(exc)) from None
 
-    def _restore_contact(self, device, now, uplink):
-        """A frame from a device with LOST_CONTACT open closes it (incidents.RULES)."""
-        closed = self._conn.execute("UPDATE incidents SET state = 'closed', updated_at = %s "
-                                   "WHERE id = %s AND state = 'open'",
-                                   (now, device.lost_incident)).rowcount
-        if not closed:
-            return
-        self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) VALUES (%s, %s, "
-                          "'contact_restored', %s)", (device.lost_incident, now,
-                                                      "contact restored; %s frame %d"
-                                                      % (uplink.type, uplink.counter)))
-        self._enqueue(device.lost_incident, "contact_restored", now)
-
     def _enqueue(self, incident_id, event, now):
-        """The event for every destination, in the transaction that made it, with a snapshot
-        of the incident and its audit trail as they are now (outbox.py's snapshot less the
-        wearer, location and lateness, which this backend does not keep yet)."""
-        if not self.destinations:
-            return
-        row = self._conn.execute("SELECT id, device_id, counter, kind, state, opened_at, "
-                                "updated_at FROM incidents WHERE id = %s", (incident_id,)
-                                ).fetchone()
-        audit = self._conn.execute("SELECT at, event, detail FROM audit WHERE incident_id = %s "
-                                  "ORDER BY id", (incident_id,)).fetchall()
-        incident = dict(zip(("id", "device_id", "counter", "kind", "state", "opened_at",
-                             "updated_at"), row))
-        device_id = incident.pop("device_id")
-        snapshot = {"event": event, "device_id": device_id, "incident": incident,
-                    "audit": [{"at": a, "event": e, "detail": d} for a, e, d in audit]}
-        ref = incident["counter"] if incident["counter"] is not None else "i%d" % incident_id
-        self.outbox.enqueue(self.destinations, incident_id, device_id,
-                            idempotency_key(device_id, ref, event), event,
-                            json.dumps(snapshot, sort_keys=True))
+        """The event for every destination, in the transaction that made it."""
+        self.events.enqueue(self, self.incident(incident_id), event, now)
+
+    # -- incidents: incidents.py's store interface (store.py's methods), inside the caller's
+    #    transaction, which holds the device's row --
+    def create_incident(self, device_id, counter, kind, state, at):
+        row = self._conn.execute(
+            "INSERT INTO incidents (device_id, counter, kind, state, opened_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (device_id, counter, kind, state, at, at)).fetchone()
+        return Incident(row[0], device_id, counter, kind, state, at, at)
+
+    def create_alarm_incident(self, device_id, counter, kind, state, at):
+        """create_incident() for an alarm, or None when that alarm has an incident already
+        (the unique index: one incident per alarm)."""
+        row = self._conn.execute(
+            "INSERT INTO incidents (device_id, counter, kind, state, opened_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device_id, counter) "
+            "WHERE counter IS NOT NULL DO NOTHING RETURNING id",
+            (device_id, counter, kind, state, at, at)).fetchone()
+        if row is None:
+            return None
+        return Incident(row[0], device_id, counter, kind, state, at, at)
+
+    def incident(self, incident_id):
+        row = self._conn.execute("SELECT %s FROM incidents WHERE id = %%s" % _INCIDENT,
+                                 (incident_id,)).fetchone()
+        return Incident(*row) if row else None
+
+    def incident_for_alarm(self, device_id, counter):
+        row = self._conn.execute("SELECT %s FROM incidents WHERE device_id = %%s AND "
+                                 "counter = %%s" % _INCIDENT, (device_id, counter)).fetchone()
+        return Incident(*row) if row else None
+
+    def set_incident_state(self, incident_id, state, at):
+        self._conn.execute("UPDATE incidents SET state = %s, updated_at = %s WHERE id = %s",
+                           (state, at, incident_id))
+
+    def add_audit(self, incident_id, at, event, detail=""):
+        self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
+                           "VALUES (%s, %s, %s, %s)", (incident_id, at, event, detail))
+
+    def audit(self, incident_id):
+        return [AuditEntry(*row) for row in self._conn.execute(
+            "SELECT incident_id, at, event, detail FROM audit WHERE incident_id = %s "
+            "ORDER BY id", (incident_id,)).fetchall()]
+
+    def set_lateness(self, incident_id, lateness):
+        self._conn.execute(
+            "INSERT INTO incident_lateness VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+            "(incident_id) DO UPDATE SET raised_at = excluded.raised_at, late_s = "
+            "excluded.late_s, basis = excluded.basis, held_up_to_s = excluded.held_up_to_s",
+            (incident_id,) + tuple(lateness))
+
+    def lateness(self, incident_id):
+        row = self._conn.execute("SELECT raised_at, late_s, basis, held_up_to_s FROM "
+                                 "incident_lateness WHERE incident_id = %s",
+                                 (incident_id,)).fetchone()
+        return Lateness(*row) if row else None
+
+    def add_early_tap(self, device_id, counter, ref, at):
+        """A DOUBLE_TAP that came before the alarm it answers, kept for it."""
+        self._conn.execute("INSERT INTO early_taps (device_id, counter, ref, received_at) "
+                           "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                           (device_id, counter, ref, at))
+
+    def take_early_taps(self, device_id, ref):
+        """The early taps naming alarm `ref` of the device, oldest first, removed."""
+        rows = self._conn.execute("DELETE FROM early_taps WHERE device_id = %s AND ref = %s "
+                                  "RETURNING device_id, counter, ref, received_at",
+                                  (device_id, ref)).fetchall()
+        return sorted((EarlyTap(*row) for row in rows), key=lambda tap: tap.counter)
+
+    def early_taps_due(self, received_before):
+        """(device_id, ref) of every alarm named by an early tap received before the time."""
+        return self._conn.execute("SELECT DISTINCT device_id, ref FROM early_taps WHERE "
+                                  "received_at <= %s ORDER BY device_id, ref",
+                                  (received_before,)).fetchall()
+
+    def early_tap_devices(self):
+        return _ANY_DEVICE
 
     # -- reading (tests, the CLI) --
     def open_lost_contacts(self):
@@ -446,7 +434,7 @@ class _LockedDevices:
     def __enter__(self):
         self._tx = self.store.conn.transaction()
         self._tx.__enter__()
-        return self.store._lock(self.device_ids)
+        return self.store.lock(self.device_ids)
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -5,8 +5,9 @@ import threading
 import psycopg
 import pytest
 
+from pg_workers import Worker, alarm
 from vigil_gateway import downlinks_pg
-from vigil_gateway.store_pg import PostgresStore, Uplink
+from vigil_gateway.store_pg import PostgresStore
 
 DEV = 0x00C0FFEE
 
@@ -58,16 +59,21 @@ def test_workers_asking_for_the_same_downlinks_make_each_once_with_its_own_count
     assert all(m.frame == _sign(m.counter) for m in real)
 
 
-def test_downlinks_and_acks_of_ingest_at_once_never_share_a_counter(stores):
-    ingester, sender = stores(2)
-    ingester.add_device(DEV, at=1.0, counter_floor=1)
+def test_downlinks_and_acks_of_ingest_at_once_never_share_a_counter(stores, pg_store_url,
+                                                                    tmp_path):
+    (sender,) = stores()
+    ingester = Worker(pg_store_url, tmp_path / "keys")
+    ingester.add(DEV)
     made = []
     thread = threading.Thread(target=lambda: made.extend(_deliver(sender, r)
                                                          for r in range(1, 101)))
     thread.start()
-    acks = [v.ack_counter for c in range(1, 101) for v in ingester.ingest(
-        [Uplink(DEV, c, b"t%07d" % c, "alarm", "SOS", None, b"f", None)], now=10.0)]
-    thread.join(60)
+    try:
+        acks = [v.ack_counter for c in range(1, 101) for v in ingester.ingest(
+            [alarm(DEV, c)], now=10.0)]
+    finally:
+        thread.join(60)
+        ingester.close()
     assert sorted(acks + [m.counter for m in made]) == list(range(1, 201))
 
 

@@ -1,6 +1,6 @@
-# The PostgreSQL store's ingest transaction (store_pg.py) on a real server: replay verdicts
-# from the unique key, the downlink counter under the device's row lock, one incident per
-# alarm, with several workers (connections) at once.
+# The ingest pipeline on the PostgreSQL store (pipeline.py on device_state_pg.py) on a real
+# server: replay verdicts from the unique key, the downlink counter under the device's row
+# lock, one incident per alarm, with several workers (connections) at once.
 import random
 import threading
 import time
@@ -8,77 +8,80 @@ import time
 import psycopg
 import pytest
 
+import vigil_protocol as p
+from pg_workers import (COUNTER_REUSE, NEW, RETRANSMISSION, REVOKED_DEVICE, STALE_COUNTER,
+                        UNKNOWN_DEVICE, Worker, alarm, checkin)
 from vigil_gateway import StoreError, store_pg
-from vigil_gateway.store_pg import (COUNTER_REUSE, NEW, RETRANSMISSION, REVOKED_DEVICE,
-                                    STALE_COUNTER, UNKNOWN_DEVICE, PostgresStore, Uplink)
+from vigil_gateway.store_pg import PostgresStore
 from vigil_tools.postgres import free_port
 
 DEV = 0x00C0FFEE
 
 
-def alarm(device_id, counter, tag=None):
-    tag = tag or b"t%07d" % counter
-    return Uplink(device_id, counter, tag, "alarm", "SOS", None, b"frame" + tag, None)
-
-
-def checkin(device_id, counter, interval=None):
-    return Uplink(device_id, counter, b"c%07d" % counter, "checkin", None, None, b"c", interval)
-
-
 @pytest.fixture
-def stores(pg_store_url):
-    """make(n) -> n PostgresStores (workers) on the test's database; closed after."""
+def stores(pg_store_url, tmp_path):
+    """make(n) -> n Workers on the test's database (one folder of key files); closed after."""
     made = []
 
     def make(n=1):
-        new = [PostgresStore(pg_store_url) for _ in range(n)]
+        new = [Worker(pg_store_url, tmp_path / "keys") for _ in range(n)]
         made.extend(new)
         return new
 
     yield make
-    for store in made:
-        store.close()
+    for worker in made:
+        worker.close()
+
+
+def _raised(url, device_id):
+    """{alarm counter: how many times its incident was raised (audited)} for the device."""
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute(
+            "SELECT i.counter, count(a.id) FROM incidents i LEFT JOIN audit a ON "
+            "a.incident_id = i.id AND a.event = 'raised' WHERE i.device_id = %s AND "
+            "i.counter IS NOT NULL GROUP BY i.counter", (device_id,)).fetchall())
 
 
 def test_a_frame_is_new_once_then_a_retransmission_and_another_tag_is_counter_reuse(stores):
-    (store,) = stores()
-    store.add_device(DEV, at=1.0, counter_floor=1)
-    first = store.ingest([alarm(DEV, 5)], now=10.0)
-    again = store.ingest([alarm(DEV, 5), alarm(DEV, 5, tag=b"other!!!")], now=11.0)
+    (worker,) = stores()
+    worker.add(DEV)
+    first = worker.ingest([alarm(DEV, 5)], now=10.0)
+    again = worker.ingest([alarm(DEV, 5), alarm(DEV, 5, kind=p.DURESS)], now=11.0)
     assert [v.result for v in first] == [NEW]
-    assert first[0].incident_id is not None
     assert [v.result for v in again] == [RETRANSMISSION, COUNTER_REUSE]
     # the new frame and its retransmission are acked, each with a counter of its own
     assert [first[0].ack_counter, again[0].ack_counter, again[1].ack_counter] == [1, 2, None]
-    assert again[0].incident_id is None
-    assert store.frame_count(DEV) == 1
-    assert store.alarm_incidents(DEV) == [(5, first[0].incident_id)]
-    assert store.downlink_counter(DEV) == 2
+    assert worker.store.frame_count(DEV) == 1
+    assert [c for c, _ in worker.store.alarm_incidents(DEV)] == [5]
+    assert worker.store.downlink_counter(DEV) == 2
 
 
 def test_below_the_history_floor_a_frame_never_stored_is_stale(stores):
-    (store,) = stores()
-    store.add_device(DEV, at=1.0, counter_floor=100)  # its counters start at 100
-    verdicts = store.ingest([alarm(DEV, 150), alarm(DEV, 99), alarm(DEV, 100)], now=10.0)
+    (worker,) = stores()
+    worker.add(DEV, counter_floor=100)  # its counters start at 100
+    verdicts = worker.ingest([alarm(DEV, 150), alarm(DEV, 99), alarm(DEV, 100)], now=10.0)
     assert [v.result for v in verdicts] == [NEW, STALE_COUNTER, NEW]
     assert verdicts[1].ack_counter is None
 
 
 def test_a_late_frame_above_the_floor_is_new_however_far_below_the_newest(stores):
-    (store,) = stores()
-    store.add_device(DEV, at=1.0, counter_floor=1)
-    store.ingest([alarm(DEV, 1000)], now=10.0)
-    late = store.ingest([alarm(DEV, 3)], now=11.0)  # 997 counters below: still authentic
+    (worker,) = stores()
+    worker.add(DEV)
+    worker.ingest([alarm(DEV, 1000)], now=10.0)
+    late = worker.ingest([alarm(DEV, 3)], now=11.0)  # 997 counters below: still authentic
     assert [v.result for v in late] == [NEW]
+    assert worker.metrics.late_frames.values[()] == 1  # said so: from below the window
 
 
 def test_unknown_and_revoked_devices_are_judged_under_the_lock(stores):
-    (store,) = stores()
-    store.add_device(DEV, at=1.0)
-    store.revoke(DEV, at=2.0)
-    verdicts = store.ingest([alarm(DEV, 1), alarm(0x0BADBEEF, 1)], now=10.0)
+    first, second = stores(2)
+    first.add(DEV)
+    first.ingest([alarm(DEV, 1)], now=10.0)
+    first.registry.revoke(DEV)  # by another worker: the next batch reads the row again
+    verdicts = second.ingest([alarm(DEV, 2), alarm(0x0BADBEEF, 1)], now=10.0)
     assert [v.result for v in verdicts] == [REVOKED_DEVICE, UNKNOWN_DEVICE]
-    assert store.frame_count(DEV) == 0
+    assert first.ingest([alarm(DEV, 3)], now=11.0)[0].result == REVOKED_DEVICE
+    assert first.store.frame_count(DEV) == 1
 
 
 def _wait_until_blocked(observer, pid):
@@ -96,48 +99,49 @@ def _wait_until_blocked(observer, pid):
 def test_a_second_worker_waits_for_the_device_and_then_sees_what_the_first_committed(
         stores, pg_store_url):
     first, second = stores(2)
-    first.add_device(DEV, at=1.0, counter_floor=1)
+    first.add(DEV)
     held = first.write([alarm(DEV, 7)], now=10.0)  # its transaction stays open: row locked
     done = []
     thread = threading.Thread(target=lambda: done.append(
         second.ingest([alarm(DEV, 7)], now=10.5)))
     thread.start()
     with psycopg.connect(pg_store_url, autocommit=True) as observer:
-        _wait_until_blocked(observer, second.conn.info.backend_pid)
+        _wait_until_blocked(observer, second.store.conn.info.backend_pid)
     assert not done
     first.commit()
     thread.join(30)
     (copy,) = done[0]
     assert held[0].result == NEW and copy.result == RETRANSMISSION
     assert (held[0].ack_counter, copy.ack_counter) == (1, 2)
-    assert len(first.alarm_incidents(DEV)) == 1
+    assert _raised(pg_store_url, DEV) == {7: 1}
 
 
 def test_batches_naming_the_same_devices_in_opposite_orders_both_commit(stores, pg_store_url):
     first, second = stores(2)
     for device_id in (1, 2):
-        first.add_device(device_id, at=1.0, counter_floor=1)
+        first.add(device_id)
     first.write([alarm(2, 1), alarm(1, 1)], now=10.0)
     done = []
     thread = threading.Thread(target=lambda: done.append(
         second.ingest([alarm(1, 2), alarm(2, 2)], now=10.5)))
     thread.start()
     with psycopg.connect(pg_store_url, autocommit=True) as observer:
-        _wait_until_blocked(observer, second.conn.info.backend_pid)
+        _wait_until_blocked(observer, second.store.conn.info.backend_pid)
     first.commit()  # no deadlock: both locked device 1 first
     thread.join(30)
     assert [v.result for v in done[0]] == [NEW, NEW]
-    assert [first.downlink_counter(d) for d in (1, 2)] == [2, 2]
+    assert [first.store.downlink_counter(d) for d in (1, 2)] == [2, 2]
 
 
-def test_concurrent_workers_never_reuse_a_downlink_counter_nor_raise_an_alarm_twice(stores):
+def test_concurrent_workers_never_reuse_a_downlink_counter_nor_raise_an_alarm_twice(
+        stores, pg_store_url):
     """Four workers, each handed every frame of three devices (every frame delivered four
     times, in its own order and batches): each frame is new exactly once, one incident per
     alarm, and every ack has a downlink counter no other ack of its device has."""
     workers = stores(4)
     devices = (0x11, 0x22, 0x33)
     for device_id in devices:
-        workers[0].add_device(device_id, at=1.0, counter_floor=1)
+        workers[0].add(device_id)
     frames = [alarm(d, c) for d in devices for c in range(1, 121)] + [
         checkin(d, c, 60) for d in devices for c in range(121, 141)]
     results, errors = [[] for _ in workers], []
@@ -167,18 +171,16 @@ def test_concurrent_workers_never_reuse_a_downlink_counter_nor_raise_an_alarm_tw
         assert all(v.result in (NEW, RETRANSMISSION) for v in mine)
         acks = sorted(v.ack_counter for v in mine)
         assert acks == list(range(1, len(mine) + 1))  # no counter twice, none skipped
-        assert workers[0].downlink_counter(device_id) == len(mine)
-        incidents = workers[0].alarm_incidents(device_id)
-        assert [c for c, _ in incidents] == list(range(1, 121))
-        raised = sorted(v.incident_id for v in mine if v.incident_id is not None)
-        assert raised == sorted(i for _, i in incidents)  # each raised by one worker, once
-        assert workers[0].frame_count(device_id) == 140
+        assert workers[0].store.downlink_counter(device_id) == len(mine)
+        # one incident per alarm, raised once, whichever worker had it first
+        assert _raised(pg_store_url, device_id) == {c: 1 for c in range(1, 121)}
+        assert workers[0].store.frame_count(device_id) == 140
 
 
 def test_ingest_writes_the_deadline_from_the_database_clock(stores, pg_store_url):
-    (store,) = stores()
-    store.add_device(DEV, at=1.0, counter_floor=1)
-    store.ingest([checkin(DEV, 1, interval=120)], now=10.0)
+    (worker,) = stores()
+    worker.add(DEV)
+    worker.ingest([checkin(DEV, 1, interval=120)], now=10.0)
     with psycopg.connect(pg_store_url) as conn:
         left = conn.execute("SELECT extract(epoch FROM deadline - clock_timestamp()) FROM "
                             "devices WHERE device_id = %s", (DEV,)).fetchone()[0]

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
+from pg_workers import Worker, alarm
 from vigil_gateway.outbox_pg import PostgresOutbox
-from vigil_gateway.store_pg import PostgresStore, Uplink
+from vigil_gateway.store_pg import PostgresStore
 
 HOOK = "webhook"
 
@@ -115,18 +116,14 @@ def test_workers_claiming_at_once_deliver_every_row_once_in_order_per_incident(o
         assert mine == ["11-%d-%s" % (incident_id, e) for e in events]
 
 
-def _alarm(device_id, counter):
-    tag = b"t%07d" % counter
-    return Uplink(device_id, counter, tag, "alarm", "SOS", None, b"frame" + tag, None)
-
-
 def test_workers_ingesting_copies_of_alarms_queue_each_raise_once_per_destination(
-        pg_store_url):
-    workers = [PostgresStore(pg_store_url, destinations=(HOOK, "dc09")) for _ in range(3)]
+        pg_store_url, tmp_path):
+    workers = [Worker(pg_store_url, tmp_path / "keys", destinations=(HOOK, "dc09"))
+               for _ in range(3)]
     try:
         for device_id in (0x21, 0x22):
-            workers[0].add_device(device_id, at=1.0, counter_floor=1)
-        frames = [_alarm(d, c) for d in (0x21, 0x22) for c in range(1, 61)]
+            workers[0].add(device_id)
+        frames = [alarm(d, c) for d in (0x21, 0x22) for c in range(1, 61)]
         errors = []
 
         def run(index):
@@ -146,7 +143,7 @@ def test_workers_ingesting_copies_of_alarms_queue_each_raise_once_per_destinatio
         assert errors == []
         expected = sorted("%08x-%d-raised" % (d, c) for d in (0x21, 0x22) for c in range(1, 61))
         for destination in (HOOK, "dc09"):
-            claimed = workers[1].outbox.claim(destination, lease_s=60, limit=500)
+            claimed = workers[1].store.outbox.claim(destination, lease_s=60, limit=500)
             assert sorted(c.key for c in claimed) == expected  # one row per alarm, not three
             snapshot = json.loads(claimed[0].snapshot)
             assert snapshot["event"] == "raised" and snapshot["audit"][0]["event"] == "raised"
@@ -155,13 +152,15 @@ def test_workers_ingesting_copies_of_alarms_queue_each_raise_once_per_destinatio
             store.close()
 
 
-def test_a_lost_contact_and_its_return_are_queued_in_order(pg_store_url):
-    store = PostgresStore(pg_store_url, default_interval_s=0, grace_s=0, destinations=(HOOK,))
+def test_a_lost_contact_and_its_return_are_queued_in_order(pg_store_url, tmp_path):
+    worker = Worker(pg_store_url, tmp_path / "keys", default_interval_s=0, grace_s=0,
+                    destinations=(HOOK,))
+    store = worker.store
     try:
-        store.add_device(0x31, at=1.0, counter_floor=1)
-        store.ingest([_alarm(0x31, 1)], now=10.0)
+        worker.add(0x31)
+        worker.ingest([alarm(0x31, 1)], now=10.0)
         [(_, incident_id)] = store.claim_overdue(now=20.0)
-        store.ingest([_alarm(0x31, 2)], now=30.0)
+        worker.ingest([alarm(0x31, 2)], now=30.0)
         keys = []
         while True:
             claimed = [c for c in store.outbox.claim(HOOK, lease_s=60)

@@ -3,16 +3,16 @@
 import psycopg
 import pytest
 
+import pg_workers
+from pg_workers import NEW, Worker
 from vigil_gateway import StoreError, store_pg
-from vigil_gateway.store_pg import NEW, PostgresStore, Uplink
 from vigil_tools.postgres import PostgresServer
 
 DEV = 0x00C0FFEE
 
 
 def alarm(counter):
-    tag = b"t%07d" % counter
-    return Uplink(DEV, counter, tag, "alarm", "SOS", None, b"frame" + tag, None)
+    return pg_workers.alarm(DEV, counter)
 
 
 @pytest.fixture
@@ -36,10 +36,10 @@ def _until_connected(store, batch, now):
     raise AssertionError("the worker never connected again")
 
 
-def test_a_restart_keeps_what_was_committed_and_drops_what_was_not(server):
-    store = PostgresStore(server.url("vigil"))
+def test_a_restart_keeps_what_was_committed_and_drops_what_was_not(server, tmp_path):
+    store = Worker(server.url("vigil"), tmp_path / "keys")
     try:
-        store.add_device(DEV, at=1.0, counter_floor=1)
+        store.add(DEV)
         acked = store.ingest([alarm(c) for c in range(1, 11)], now=10.0)  # committed: acked
         pending = store.write([alarm(c) for c in range(11, 21)], now=11.0)  # not committed
         server.restart()
@@ -52,16 +52,17 @@ def test_a_restart_keeps_what_was_committed_and_drops_what_was_not(server):
         sent = [v.ack_counter for v in acked + again]
         assert sorted(sent) == list(range(1, 21))
         assert [v.ack_counter for v in pending] == list(range(11, 21))
-        assert store.frame_count(DEV) == 20
-        assert [c for c, _ in store.alarm_incidents(DEV)] == list(range(1, 21))
+        assert store.store.frame_count(DEV) == 20
+        assert [c for c, _ in store.store.alarm_incidents(DEV)] == list(range(1, 21))
     finally:
         store.close()
 
 
-def test_a_worker_whose_server_went_away_says_so_and_goes_on_when_it_is_back(server):
-    store = PostgresStore(server.url("vigil"))
+def test_a_worker_whose_server_went_away_says_so_and_goes_on_when_it_is_back(server,
+                                                                            tmp_path):
+    store = Worker(server.url("vigil"), tmp_path / "keys")
     try:
-        store.add_device(DEV, at=1.0, counter_floor=1)
+        store.add(DEV)
         server.stop()
         with pytest.raises(StoreError):
             store.ingest([alarm(1)], now=10.0)

@@ -5,20 +5,16 @@ import threading
 
 import pytest
 
-from vigil_gateway.store_pg import NEW, PostgresStore, Uplink
-
-
-def alarm(device_id, counter):
-    tag = b"t%07d" % counter
-    return Uplink(device_id, counter, tag, "alarm", "SOS", None, b"frame" + tag, None)
+from pg_workers import NEW, Worker, alarm
 
 
 @pytest.fixture
-def stores(pg_store_url):
+def stores(pg_store_url, tmp_path):
+    """make(n, **store options) -> n Workers on the test's database; closed after."""
     made = []
 
     def make(n=1, **kwargs):
-        new = [PostgresStore(pg_store_url, **kwargs) for _ in range(n)]
+        new = [Worker(pg_store_url, tmp_path / "keys", **kwargs) for _ in range(n)]
         made.extend(new)
         return new
 
@@ -29,9 +25,9 @@ def stores(pg_store_url):
 
 def test_a_device_not_past_its_deadline_is_not_claimed(stores):
     (store,) = stores()  # deadline: 300 s + 60 s after its frame, on the database clock
-    store.add_device(1, at=1.0, counter_floor=1)
+    store.add(1)
     store.ingest([alarm(1, 1)], now=10.0)
-    assert store.claim_overdue(now=11.0) == []
+    assert store.store.claim_overdue(now=11.0) == []
 
 
 def test_workers_claiming_at_once_raise_one_lost_contact_per_silent_device(stores):
@@ -39,14 +35,14 @@ def test_workers_claiming_at_once_raise_one_lost_contact_per_silent_device(store
     workers = stores(3, default_interval_s=0, grace_s=0)
     devices = list(range(1, 41))
     for device_id in devices:
-        workers[0].add_device(device_id, at=1.0, counter_floor=1)
+        workers[0].add(device_id)
     workers[0].ingest([alarm(d, 1) for d in devices], now=10.0)
     claimed, errors = [[] for _ in workers], []
 
     def run(index):
         try:
             while True:
-                got = workers[index].claim_overdue(now=20.0, limit=3)
+                got = workers[index].store.claim_overdue(now=20.0, limit=3)
                 if not got:
                     return
                 claimed[index].extend(got)
@@ -61,32 +57,32 @@ def test_workers_claiming_at_once_raise_one_lost_contact_per_silent_device(store
     assert errors == []
     everything = sorted(c for per_worker in claimed for c in per_worker)
     assert [d for d, _ in everything] == devices  # each device once, none missed
-    assert workers[0].open_lost_contacts() == everything
-    assert workers[1].claim_overdue(now=30.0) == []  # one open at a time per device
+    assert workers[0].store.open_lost_contacts() == everything
+    assert workers[1].store.claim_overdue(now=30.0) == []  # one open at a time per device
 
 
 def test_a_frame_from_a_lost_device_closes_its_lost_contact(stores):
     (store,) = stores(default_interval_s=0, grace_s=0)
-    store.add_device(1, at=1.0, counter_floor=1)
+    store.add(1)
     store.ingest([alarm(1, 1)], now=10.0)
-    [(device_id, incident_id)] = store.claim_overdue(now=20.0)
+    [(device_id, incident_id)] = store.store.claim_overdue(now=20.0)
     assert [v.result for v in store.ingest([alarm(1, 2)], now=30.0)] == [NEW]
-    assert store.open_lost_contacts() == []
+    assert store.store.open_lost_contacts() == []
     # heard again, then silent again: a new LOST_CONTACT, not the old one reopened
-    [(_, again)] = store.claim_overdue(now=40.0)
+    [(_, again)] = store.store.claim_overdue(now=40.0)
     assert again != incident_id
 
 
 def test_counters_taken_for_downlinks_and_by_ingest_at_once_never_collide(stores):
     ingester, sender = stores(2)
-    ingester.add_device(7, at=1.0, counter_floor=1)
+    ingester.add(7)
     taken, errors = [], []
 
     def send():
         try:
             for _ in range(200):
-                with sender.locked([7]):
-                    taken.append(sender.take_downlink_counter(7))
+                with sender.store.locked([7]):
+                    taken.append(sender.store.take_downlink_counter(7))
         except Exception as exc:
             errors.append(exc)
 
@@ -98,4 +94,4 @@ def test_counters_taken_for_downlinks_and_by_ingest_at_once_never_collide(stores
     thread.join(60)
     assert errors == []
     assert sorted(taken + acks) == list(range(1, 401))
-    assert ingester.downlink_counter(7) == 400
+    assert ingester.store.downlink_counter(7) == 400
