@@ -21,8 +21,10 @@
 #   files that would lock the gateway out are refused (a TLS mismatch on the gateway's port, a
 #   gateway CA that did not sign the broker's certificate); a gateway port no listener has is
 #   a warning (it may reach the broker through another address);
-#   Mosquitto rereads the password and ACL files on SIGHUP (listeners only on a restart) and
-#   then disconnects a client whose password line is gone: a revoked device is off at once.
+#   Mosquitto rereads the password and ACL files on SIGHUP and then disconnects a client whose
+#   password line is gone: a revoked device is off at once; the same SIGHUP rereads each
+#   listener's certfile and keyfile (Mosquitto 2.0 on: a renewed certificate needs no restart),
+#   while a new or changed listener, or its cafile, takes a restart.
 import base64
 import grp
 import hashlib
@@ -267,7 +269,8 @@ def lockout(listeners, tls, gateway):
 
 def reload(pid_file=DEBIAN_PID_FILE):
     """SIGHUP to the broker whose pid is in pid_file: it rereads the password and ACL files
-    (a new listener needs a restart). Returns the pid."""
+    and the listeners' certificates and keys (a new listener needs a restart). Returns the
+    pid."""
     try:
         with open(pid_file) as f:
             pid = int(f.read().split()[0])

@@ -14,7 +14,7 @@ from cryptography import x509
 
 import debian_mosquitto
 import vigil_protocol as p
-from gateway_harness import key_for, write_secret
+from gateway_harness import key_for, wait_for, write_secret
 from vigil_gateway import broker_config, tls_setup
 from vigil_tools.broker import Mosquitto, free_port
 
@@ -172,3 +172,59 @@ def test_files_that_would_lock_the_gateway_out_are_refused(gateway_factory, tmp_
     assert "vigil: WARNING: mqtt.port: the gateway connects to 127.0.0.1:1884, and these " \
            "files listen on 1883 only" in result.stderr
     assert (gw.dir / "broker" / "vigil.conf").exists()
+
+
+def _served_serial(port, cafile):
+    """The serial number of the certificate the broker presents to a new TLS connection."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_renewed_broker_certificate_is_served_after_a_reload_without_a_restart(
+        gateway_factory, tmp_path, shared_dir):
+    # Mosquitto 2.0 rereads a listener's certfile and keyfile on SIGHUP (Debian 12: 2.0.11),
+    # so a renewal (`tls-setup` again: same CA, a new certificate in the same files) needs
+    # `broker-config --reload` only; the connections already up stay up.
+    tls_dir, conf_d = os.path.join(shared_dir, "tls"), os.path.join(shared_dir, "conf.d")
+    port = free_port()
+    gw = _gateway(gateway_factory, tmp_path, port, ca_file=os.path.join(tls_dir, "ca.pem"))
+    gw.cli("tls-setup", "--out", tls_dir)
+    os.chmod(tls_dir, 0o755)
+    gw.cli("broker-config", "--out", conf_d, "--tls", tls_dir, "--listen",
+           "127.0.0.1:%d" % port)
+    os.chmod(conf_d, 0o755)
+    if debian_mosquitto.skip_reason() is None:
+        broker = debian_mosquitto.DebianMosquitto(conf_d, port)
+        pid_file = broker.pid_file
+    else:
+        broker = Mosquitto(tmp_path / "mosquitto", port=port, include_dir=conf_d)
+        pid_file = None
+    broker.start()
+    try:
+        ca = os.path.join(tls_dir, "ca.pem")
+        first = x509.load_pem_x509_certificate(open(os.path.join(tls_dir, "broker.pem"),
+                                                    "rb").read()).serial_number
+        assert _served_serial(port, ca) == first
+        gw.start()
+        gw.cli("tls-setup", "--out", tls_dir)  # the renewal
+        renewed = x509.load_pem_x509_certificate(open(os.path.join(tls_dir, "broker.pem"),
+                                                      "rb").read()).serial_number
+        assert renewed != first
+        assert _served_serial(port, ca) == first  # nothing changes before the reload
+        if pid_file is None:
+            pid_file = str(tmp_path / "broker.pid")
+            with open(pid_file, "w") as f:
+                f.write("%d\n" % broker.proc.pid)
+        gw.cli("broker-config", "--out", conf_d, "--tls", tls_dir, "--listen",
+               "127.0.0.1:%d" % port, "--reload", "--pid-file", pid_file)
+        wait_for(lambda: _served_serial(port, ca) == renewed, 10, "the renewed certificate")
+        assert broker.proc.poll() is None  # the same broker, not restarted
+        connected = [e for e in gw.log_events() if e["event"] == "mqtt_connected"]
+        assert len(connected) == 1 and gw.get("/healthz")[0] == 200  # the gateway stayed on
+    finally:
+        broker.stop()
