@@ -17,9 +17,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # built with the build-micropython-unix.sh beside it.
 MICROPYTHON_SRC ?= ../shared/vendor/micropython-src.tar.xz
 
-.PHONY: setup mpy32 test demo bench fuzz vectors clean
+.PHONY: setup mpy32 promtool test demo bench fuzz vectors clean
 
-setup: $(STAMP) mpy32
+setup: $(STAMP) mpy32 promtool
 
 $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/mpy/mpy-requirements.txt \
 		firmware/stubs-requirements.txt
@@ -68,6 +68,25 @@ mpy32: $(STAMP)
 		fi; \
 	fi
 	@$(BIN)/python -m vigil_tools.mpy32 build --src "$(MICROPYTHON_SRC)"
+
+# promtool, for `promtool check rules` on the sample alert rules (tests/gateway/test_metrics.py):
+# the one program taken out of Debian's prometheus package into .venv/bin (installing the
+# package would also start a Prometheus server and pull in its web console's JavaScript).
+# Checked on every run, as mpy32 is; where apt has no such package the test says it skipped.
+promtool: $(STAMP)
+	@command -v promtool >/dev/null || [ -x $(BIN)/promtool ] || { \
+		echo "fetching promtool from the distribution's prometheus package"; \
+		tmp=$$(mktemp -d) && cd $$tmp && \
+		{ apt-get download -qq -o APT::Sandbox::User=root prometheus 2>/dev/null || \
+			{ $(SUDO) apt-get update -qq && \
+			apt-get download -qq -o APT::Sandbox::User=root prometheus; }; } && \
+		dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x -O ./usr/bin/promtool \
+			> $(abspath $(BIN))/promtool.part && \
+		chmod 755 $(abspath $(BIN))/promtool.part && \
+		mv $(abspath $(BIN))/promtool.part $(abspath $(BIN))/promtool || { \
+		rm -f $(abspath $(BIN))/promtool.part; \
+		echo "promtool could not be fetched: the alert rules' promtool check will be skipped"; }; \
+		rm -rf $$tmp; }
 
 test: setup
 	$(BIN)/python -m pytest
