@@ -6,6 +6,7 @@ from collections import namedtuple
 import vigil_protocol as p
 from vigil_gateway import StoreError
 from vigil_gateway.device_state_pg import PostgresDeviceState
+from vigil_gateway.downlinks_pg import PostgresDownlinks
 from vigil_gateway.metrics import Metrics
 from vigil_gateway.pipeline import REASONS, Message, Pipeline
 from vigil_gateway.registry_pg import PostgresRegistry
@@ -34,6 +35,12 @@ def alarm(device_id, counter, kind=p.SOS, ref=0, age=None):
     return Message(TOPICS.up(device_id), p.encode(frame, p.DeviceKey(key_for(device_id)), 2))
 
 
+def receipt(device_id, counter, downlink_counter):
+    """The wearable's receipt for the stored downlink it verified."""
+    frame = p.Receipt(device_id, counter, downlink_counter)
+    return Message(TOPICS.up(device_id), p.encode(frame, p.DeviceKey(key_for(device_id)), 2))
+
+
 def checkin(device_id, counter, interval=0):
     frame = p.CheckIn(device_id, counter, interval=interval)
     return Message(TOPICS.up(device_id), p.encode(frame, p.DeviceKey(key_for(device_id)), 2))
@@ -51,6 +58,7 @@ class Worker:
         self.pipeline = Pipeline(self.registry, self.store, TOPICS, self.metrics,
                                  lambda: self.now, self.store.events, reack_interval_s=0,
                                  state=PostgresDeviceState(self.store))
+        self.downlinks = PostgresDownlinks(self.store, self.registry, self.pipeline)
 
     def add(self, device_id, counter_floor=1, interval_s=None):
         self.registry.add(device_id, key_for(device_id), interval_s=interval_s,
