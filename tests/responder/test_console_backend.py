@@ -129,6 +129,38 @@ def test_a_late_duress_alarm_says_so_and_gives_the_police_the_time_it_was_raised
     assert re.search(r'class="to_console">9[23]\.\d s<', row)  # raised, not arrived, counts
 
 
+def test_a_place_from_the_beacon_table_is_shown_and_a_stale_location_says_so(console):
+    at = time.time()
+    indoors = event(incident_id=8, kind="DURESS", at=at)
+    indoors["location"] = {  # a beacon without coordinates; the wearable's old GNSS fix
+        "source": "ble", "place": "Pump room", "floor": "1", "room": "B12", "lat": None,
+        "lon": None, "accuracy_m": None, "at": webhook._iso(at - 4), "age_s": 4,
+        "stale": False, "fix": {"lat": 51.5, "lon": -0.12, "accuracy_m": 25,
+                                "at": webhook._iso(at - 300), "age_s": 300, "stale": True}}
+    assert console.post_webhook(indoors) == 200
+    outdoors = event(incident_id=9, kind="SOS", at=at, counter=2)
+    outdoors["location"] = {"source": "gnss", "place": None, "lat": 51.5007, "lon": -0.1246,
+                            "accuracy_m": 9, "at": webhook._iso(at - 90), "age_s": 90,
+                            "stale": True, "fix": None}
+    assert console.post_webhook(outdoors) == 200
+    browser = Browser(console.url)
+    browser.login()
+    queue = browser.request("/")[1]
+    assert "Location: Pump room, floor 1, room B12, by beacon, at " in queue
+    script = browser.request("/incidents/8")[1].split('id="police-script"')[1]
+    assert re.search(r"Last known location: Pump room, floor 1, room B12, by beacon, at [^;]+; "
+                     r"GNSS fix 51\.50000, -0\.12000 \(within 25 m\), at [^(]+\(STALE\)\.",
+                     script)
+    page = browser.request("/incidents/9")[1]
+    assert re.search(r'id="location">51\.50070, -0\.12460 \(within 9 m\), by GNSS, at [^(]+'
+                     r'\(STALE: over 60 s old\)', page)
+    for bad in ({"place": 7}, {"fix": "here"}, {"fix": {"lat": "51.5"}}):
+        body = event(incident_id=10)
+        body["location"].update(bad)
+        assert console.post_webhook(body) == 400
+    assert console.webhooks("malformed") == 3
+
+
 def test_a_step_the_gateway_did_not_take_is_shown_refused_never_done(console):
     # the console's gateway URL answers nothing: the step is tried, then shown as refused
     assert console.post_webhook(event(incident_id=6, kind="SOS")) == 200

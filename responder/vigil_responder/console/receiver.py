@@ -82,11 +82,19 @@ def _parse(body):
     if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
         return None, "wearer.contacts is not a list of objects"
     location = event.get("location") or {}
-    for field in ("lat", "lon", "accuracy_m"):
-        value = location.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value,
-                                                                             (int, float))):
-            return None, "location.%s is not a number" % field
+    fix = location.get("fix")
+    if fix is not None and not isinstance(fix, dict):
+        return None, "location.fix is not an object"
+    for name, part in (("location", location), ("location.fix", fix or {})):
+        for field in ("lat", "lon", "accuracy_m"):
+            value = part.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value,
+                                                                                 (int, float))):
+                return None, "%s.%s is not a number" % (name, field)
+        for field in ("at",) + (("place", "floor", "room", "source") if part is location
+                                else ()):
+            if part.get(field) is not None and not isinstance(part[field], str):
+                return None, "%s.%s is not a string" % (name, field)
     if not all(isinstance(a, dict) for a in event.get("audit") or []):
         return None, "audit is not a list of objects"
     return event, None

@@ -22,14 +22,43 @@ def clock(t):
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
+_SOURCES = {"ble": "by beacon", "wifi": "by Wi-Fi (a hint)", "gnss": "by GNSS"}
+
+
 def location_text(loc):
-    if not loc or loc.get("lat") is None:
+    """The webhook's location in words: the place (from the gateway's beacon table) and/or the
+    coordinates with their accuracy, how it was found, when, and STALE when it was over 60 s
+    old on sending; the GNSS fix beside a place found otherwise."""
+    if not loc:
         return "unknown"
+    where = []
+    if loc.get("place"):
+        where.append(", ".join([loc["place"]] + [
+            "%s %s" % (label, loc[key]) for key, label in (("floor", "floor"), ("room", "room"))
+            if loc.get(key)]))
+    if loc.get("lat") is not None and loc.get("lon") is not None:
+        where.append(_coordinates(loc))
+    if not where:
+        return "unknown"
+    text = " · ".join(where)
+    if loc.get("source") in _SOURCES:
+        text += ", " + _SOURCES[loc["source"]]
+    if loc.get("at"):
+        text += ", at %s" % clock(epoch(loc["at"]))
+    if loc.get("stale"):
+        text += " (STALE: over 60 s old)"
+    fix = loc.get("fix")
+    if loc.get("source") != "gnss" and isinstance(fix, dict) and fix.get("lat") is not None:
+        text += "; GNSS fix %s%s%s" % (_coordinates(fix), ", at %s" % clock(epoch(fix["at"]))
+                                        if fix.get("at") else "",
+                                        " (STALE)" if fix.get("stale") else "")
+    return text
+
+
+def _coordinates(loc):
     text = "%.5f, %.5f" % (loc["lat"], loc["lon"])
     if loc.get("accuracy_m") is not None:
         text += " (within %d m)" % loc["accuracy_m"]
-    if loc.get("at"):
-        text += ", at %s" % clock(epoch(loc["at"]))
     return text
 
 
