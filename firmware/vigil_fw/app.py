@@ -13,6 +13,14 @@
 #   feedback is whatever alarms.py allows, and nothing at all while a duress alarm is open
 #   the board's IRQs only record edges (inputs.EdgeRing); one input task judges the gestures
 #     on the times the edges happened
+#   the accelerometer's INT1 only sets a flag; the motion task then reads every sample in
+#     the part's FIFO into buffers allocated at boot and feeds the man-down detectors (and the
+#     software double-tap detector while a prompt is open). While the wearer is still it
+#     sleeps until the part itself sees movement, or until the no-motion time is up
+#   man-down (mandown.py): a fall or no motion starts a pre-alarm the wearer feels and
+#     cancels with an SOS press (nothing sent); uncancelled, FALL or NO_MOTION is raised and
+#     goes as an SOS goes. None starts while a FALL or NO_MOTION alarm is open. While a
+#     duress alarm is open it runs and raises unfelt and unshown (the duress silence rule)
 #   a task with nothing to do waits on a Flag with no timeout (parked); the sender sleeps
 #     until its next retransmission is due; nothing polls, so an idle wearable can sleep
 #   a task that raises (MemoryError included) is logged, counted and started again; the
@@ -20,6 +28,7 @@
 #     STALL_MS (a parked task is healthy)
 import asyncio
 import gc
+from array import array
 
 import vigil_protocol
 from vigil_protocol._compat import const
@@ -27,10 +36,12 @@ from vigil_protocol.frames import (
     ACKNOWLEDGED,
     DOUBLE_TAP,
     DURESS,
+    FALL,
     FLAG_ALARM_OPEN,
     FLAG_LOW_BATTERY,
     FLAG_OUTBOX_PENDING,
     LOW_BATTERY,
+    NO_MOTION,
     RECEIVED,
     SOS,
     Alarm,
@@ -60,7 +71,21 @@ _RESERVE_BYTES = const(1024)
 # A DOUBLE_TAP names its alarm within this many counters: v2 (10 bits), v1 (16 bits).
 _MAX_TAP_GAP2 = const(1023)
 _MAX_TAP_GAP1 = const(0xFFFF)
-_TASKS = ("input", "taps", "sender", "downlink", "checkin", "feedback")
+_TASKS = ("input", "motion", "sender", "downlink", "checkin", "feedback")
+# What the accelerometer's INT1 signals (lis3dh.ON_*, written here so that the app loads no
+# driver on the simulated board).
+_ON_NOTHING = const(0)
+_ON_MOVEMENT = const(1)
+_ON_BATCH = const(2)
+_FIFO_SAMPLES = const(32)
+_SAMPLE_MS = const(10)  # 100 Hz
+# mandown.py's events and outputs (it is loaded only when man-down is on)
+_MD_CANCEL = const(2)
+_MD_NONE = const(45)
+_MD_CUE = const(99)
+_MD_CANCELLED = const(120)
+_MD_RAISE_FALL = const(102)
+_MD_RAISE_NO_MOTION = const(110)
 
 
 class Wearable:
@@ -97,7 +122,19 @@ class Wearable:
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
         self.wake = Flag()      # the sender: a new alarm, or a link came up
-        self.prompt = Flag()    # the tap sampler: an alarm awaits the wearer's double tap
+        # Man-down and the software tap detector read the accelerometer in the motion task.
+        self.man_down = None
+        accel = board.accel
+        if config.man_down is not None and accel.present and (
+                config.man_down[0] or config.man_down[1]):
+            from .mandown import ManDown
+            self.man_down = ManDown(*config.man_down)
+        elif config.man_down is not None:
+            log("vigil: man-down off: %s" % ("no accelerometer answers" if not accel.present
+                                            else "fall and no-motion both off in the config"))
+        self._motion = accel.present and (self.man_down is not None or not accel.hardware_taps)
+        # x, y, z of each sample the FIFO holds, filled in place by accel.read_mg()
+        self._samples = array("h", bytes(6 * _FIFO_SAMPLES)) if self._motion else None
         self._link_came_up = False
         self._down = bytearray(2)     # SOS, duress: 1 while pressed (debounced)
         self._edge_at = [0, 0]  # type: list  # when each button last changed
@@ -107,6 +144,7 @@ class Wearable:
             self.beats[name] = None
         self.stats = {"raised": 0, "sent": 0, "checkins": 0, "downlinks": 0,
                       "taps_ignored": 0, "restarts": 0, "memory_retries": 0, "receipts": 0,
+                      "prealarms": 0, "prealarms_cancelled": 0, "accel_reads": 0,
                       "rejected": {}}  # type: dict
         self.low_battery_reported = False
         self.use_watchdog = True   # safe mode (bootguard.py) runs without one
@@ -202,8 +240,13 @@ class Wearable:
         """Every button edge and tap-engine interrupt, in the order and at the time it
         happened. Sleeps until the next edge, or until the SOS hold or cancel time is up."""
         ring = self.board.inputs
+        man_down = self.man_down
         while True:
             due = self.sos.due_at()
+            if man_down is not None:
+                pre = man_down.due_at()  # the pre-alarm's next cue, or the end of its window
+                if pre is not None and (due is None or ticks_diff(pre, due) < 0):
+                    due = pre
             self._park("input")
             if due is None:
                 await ring.flag.wait()
@@ -216,6 +259,8 @@ class Wearable:
                     break
                 self._on_edge(code, ring.time)
             self._on_sos(self.sos.feed(gestures.TICK, ticks_ms()))
+            if man_down is not None:
+                self._on_man_down(man_down.tick(ticks_ms()))
 
     def _on_edge(self, code, t):
         if code == inputs.TAP:
@@ -229,6 +274,9 @@ class Wearable:
         self._down[button] = down
         self._edge_at[button] = t
         if button == 0:
+            if down and self.man_down is not None:
+                # A press cancels a pre-alarm; held on, it is an SOS as ever.
+                self._on_man_down(self.man_down.step(_MD_CANCEL, t))
             self._on_sos(self.sos.feed(gestures.DOWN if down else gestures.UP, t))
         elif down and self.duress.press(t):
             # No cue of any kind, and nothing on the device can cancel it.
@@ -245,22 +293,94 @@ class Wearable:
                 self.raise_alarm(SOS)
             self.feedback.show("sos_raised")
 
-    async def tap_task(self):
-        """The software double-tap detector, for parts without a tap engine. A double tap
-        counts only as the answer to a prompt, so the accelerometer is read only while one
-        is open: the rest of the time this task is parked."""
+    # -- the accelerometer: man-down and the software tap detector ------------------------------
+
+    async def motion_task(self):
+        """Woken by the accelerometer's INT1 (its FIFO watermark, or movement after a still
+        spell), or by the app (a prompt opened, a pre-alarm cancelled): reads every sample
+        waiting in the part's FIFO into buffers allocated at boot and feeds the detectors,
+        then says what INT1 should signal next. Nothing is allocated per batch."""
         accel = self.board.accel
-        period = 1000 // DoubleTapDetector.ODR_HZ
+        man_down = self.man_down
+        out = self._samples
+        if out is None:
+            return  # (never: the task runs only where the buffers were made)
+        accel.start()
+        mode = -1
+        read_at = ticks_ms()
+        taps = None
         while True:
-            self._park("taps")
-            await self.prompt.wait()
-            taps = DoubleTapDetector()  # afresh for each prompt
-            while self.alarms.prompted() is not None:
-                self._busy("taps")
-                for sample in accel.samples():
-                    if taps.feed(sample[0], sample[1], sample[2]):
-                        self.on_double_tap()
-                await sleep_ms(period)
+            self._busy("motion")
+            n = accel.read_mg(out)
+            now = ticks_ms()
+            self.stats["accel_reads"] += 1
+            if mode == _ON_MOVEMENT and man_down is not None:
+                # The part took samples all along; those no longer in its FIFO were still
+                # (it would have said otherwise): they count towards no motion.
+                unseen = ticks_diff(now, read_at) // _SAMPLE_MS - n
+                if unseen > 0:
+                    self._man_down_report(man_down.skip(unseen))
+            read_at = now
+            prompted = not accel.hardware_taps and self.alarms.prompted() is not None
+            if not prompted:
+                taps = None
+            i = 0
+            while i < 3 * n:  # (a range() would be an object per batch)
+                x, y, z = out[i], out[i + 1], out[i + 2]
+                if man_down is not None:
+                    self._man_down_report(man_down.feed(x, y, z))
+                if taps is not None and taps.feed(x, y, z):
+                    self.on_double_tap()
+                i += 3
+            if prompted and taps is None:
+                # Afresh for each prompt, from the next batch on: the answer is a double tap
+                # after the prompt, never one from before it.
+                taps = DoubleTapDetector()
+            if taps is not None or man_down is not None and not man_down.resting():
+                want = _ON_BATCH
+            else:
+                want = _ON_NOTHING if man_down is None else _ON_MOVEMENT
+            if want != mode:
+                accel.wake_on(want)
+                mode = want
+                if want == _ON_MOVEMENT and accel.moving():
+                    continue  # it moved as INT1 was switched: no edge would come
+            left = None
+            if mode == _ON_MOVEMENT and man_down is not None:
+                left = man_down.still_left_ms()
+            self._park("motion")
+            if left is None:
+                await accel.flag.wait()
+            else:
+                await wait_for(accel.flag, left)
+
+    def _man_down_report(self, event):
+        """A detector reported (event >= 0): the pre-alarm starts, unless one is on already or
+        a FALL or NO_MOTION alarm is open."""
+        man_down = self.man_down
+        if event < 0 or man_down is None or self.alarms.any_of_kind(FALL) or \
+                self.alarms.any_of_kind(NO_MOTION):
+            return
+        out = man_down.step(event, ticks_ms())
+        if out != _MD_NONE:
+            self.stats["prealarms"] += 1
+            self.log("vigil: man-down pre-alarm (%s)" % ("fall" if event == 0 else "no motion"))
+            self._on_man_down(out)
+            self.board.inputs.flag.set()  # the input task keeps the pre-alarm's time
+
+    def _on_man_down(self, out):
+        if out == _MD_CUE:
+            self.feedback.show("prealarm")
+        elif out == _MD_CANCELLED:
+            self.stats["prealarms_cancelled"] += 1
+            self.log("vigil: man-down pre-alarm cancelled")
+            self.feedback.show("sos_cancelled")
+            self.board.accel.flag.set()  # the detectors start afresh: read on
+        elif out == _MD_RAISE_FALL or out == _MD_RAISE_NO_MOTION:
+            kind = FALL if out == _MD_RAISE_FALL else NO_MOTION
+            if self.alarms.pending_kind(kind) is None:
+                self.raise_alarm(kind)
+            self.feedback.show("sos_raised")
 
     def on_double_tap(self):
         counter = self.alarms.prompted()
@@ -398,10 +518,10 @@ class Wearable:
         self._update_silence()
         self.feedback.show(pattern)
         if not was_prompted and self.alarms.prompted() is not None:
-            # A prompt opened: the accelerometer is read from now on (the answer is a double
-            # tap after the prompt, never one from before it).
-            self.board.accel.start()
-            self.prompt.set()
+            # A prompt opened: the software tap detector reads the accelerometer from now on
+            # (the answer is a double tap after the prompt, never one from before it).
+            if not self.board.accel.hardware_taps:
+                self.board.accel.flag.set()
         return frame.counter if stored and self.version == 2 else None
 
     async def _send_receipt(self, downlink):
@@ -468,8 +588,8 @@ class Wearable:
         specs = [("input", self.input_task, ()), ("sender", self.sender_task, ()),
                  ("downlink", self.downlink_task, ()), ("checkin", self.checkin_task, ()),
                  ("feedback", self.feedback_task, ())]  # type: list
-        if not self.board.accel.hardware_taps:
-            specs.append(("taps", self.tap_task, ()))
+        if self._motion:
+            specs.append(("motion", self.motion_task, ()))
         for link in self.links:
             specs.append(("link:" + link.name, link.run, (self.inbox, self._link_up)))
         return specs

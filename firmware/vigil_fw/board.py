@@ -18,5 +18,6 @@ I2C_SDA_PIN = 8
 I2C_SCL_PIN = 9
 I2C_FREQ = 400000
 ACCEL_ADDRESS = 0x18      # LIS3DH, SA0 low
-ACCEL_INT1_PIN = 10
+ACCEL_INT1_PIN = 10       # FIFO watermark or movement: the man-down sampler
+ACCEL_INT2_PIN = 11       # the tap engine
 FLASH_ROOT = "/vigil"

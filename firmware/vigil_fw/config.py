@@ -4,6 +4,8 @@
 # (the key, passwords) are never repeated in a message.
 import json
 
+from vigil_protocol._compat import const
+
 from . import ConfigError
 
 FILE = "vigil.json"
@@ -23,6 +25,40 @@ def _hex(value, digits):
 def _need(cond, message):
     if not cond:
         raise ConfigError("config: " + message)
+
+
+# man_down's bounds: falls.NoMotionDetector's (a unit test holds them equal), written here so
+# that checking a config loads no detector.
+_NO_MOTION_DEFAULT_S = const(120)
+_NO_MOTION_MIN_S = const(30)
+_NO_MOTION_MAX_S = const(1800)
+_CANCEL_DEFAULT_S = const(30)
+_CANCEL_MIN_S = const(10)
+_CANCEL_MAX_S = const(120)
+
+
+def _man_down(given):
+    """(fall on, no-motion seconds or 0 for off, cancel window seconds), or None when the
+    file has no man_down (a unit provisioned before man-down keeps behaving as it did)."""
+    if given is None:
+        return None
+    _need(isinstance(given, dict), "man_down must be an object with fall, no_motion_s, cancel_s")
+    for name in given:
+        _need(name in ("fall", "no_motion_s", "cancel_s"), "man_down has no setting %r" % name)
+    fall = given.get("fall", True)
+    _need(isinstance(fall, bool), "man_down.fall must be true or false")
+    still = given.get("no_motion_s", _NO_MOTION_DEFAULT_S)
+    if still is False:
+        still = 0
+    _need(isinstance(still, int) and not isinstance(still, bool)
+          and (still == 0 or _NO_MOTION_MIN_S <= still <= _NO_MOTION_MAX_S),
+          "man_down.no_motion_s must be 0 (off) or from %d to %d"
+          % (_NO_MOTION_MIN_S, _NO_MOTION_MAX_S))
+    cancel = given.get("cancel_s", _CANCEL_DEFAULT_S)
+    _need(isinstance(cancel, int) and not isinstance(cancel, bool)
+          and _CANCEL_MIN_S <= cancel <= _CANCEL_MAX_S,
+          "man_down.cancel_s must be from %d to %d" % (_CANCEL_MIN_S, _CANCEL_MAX_S))
+    return (fall, still, cancel)
 
 
 class Config:
@@ -86,6 +122,7 @@ class Config:
         protocol = data.get("protocol", 2)
         _need(protocol in (1, 2), "protocol must be 1 or 2")
         self.protocol = protocol
+        self.man_down = _man_down(data.get("man_down"))
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

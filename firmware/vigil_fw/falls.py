@@ -17,6 +17,8 @@
 #     slow average drifting more than DRIFT_MG from where it was SETTLE_MS after the last
 #     movement (the average needs that long to catch up with a new posture)
 #   reported once when timeout_s pass without movement; movement starts the time again
+# Samples the part took while the sampler slept (skip(n): the part's own movement interrupt
+# stayed quiet, so they were still) move both detectors' time on without being read.
 # Tunables are class attributes: set them before construction.
 
 _NEVER = -(1 << 30)
@@ -122,6 +124,18 @@ class FallDetector:
             self._impact = -1  # moving again: the wearer got up (or it was no fall)
         return False
 
+    def pending(self):
+        """A fall may be under way (a free fall, its impact window, or an impact waiting for
+        its still time): the samples must keep coming."""
+        return (self._impact >= 0 or self._low_run > 0
+                or self._i - 1 - self._ff_end <= self._impact_window)
+
+    def skip(self, n):
+        """n samples went by unread while the part saw no movement: time moves on, the
+        posture stays."""
+        self._i += n
+        self._low_run = 0
+
     def _turned(self, x, y, z):
         # In 1/32 g (the still posture is within 1.12 g), the posture before scaled down to
         # match, so every product stays a small int on a 32-bit port (< 2**30).
@@ -188,7 +202,27 @@ class NoMotionDetector:
             self._reported = False
             return False
         self.still += 1
+        return self._due()
+
+    def _due(self):
         if self._limit and not self._reported and self.still >= self._limit:
             self._reported = True
             return True
         return False
+
+    def skip(self, n):
+        """n samples went by unread with no movement (the part's movement interrupt stayed
+        quiet): they count as still. True if that ran the time out."""
+        if not self._started:
+            return False
+        if self.still < self._settle <= self.still + n:  # the drift's origin, as feed() sets it
+            shift = self.AVERAGE_SHIFT
+            self._ox, self._oy, self._oz = self._ax >> shift, self._ay >> shift, self._az >> shift
+        self.still += n
+        return self._due()
+
+    def left(self):
+        """Samples until it reports if nothing moves; -1 when off or already reported."""
+        if not self._limit or self._reported:
+            return -1
+        return max(0, self._limit - self.still)

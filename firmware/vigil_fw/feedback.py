@@ -4,7 +4,8 @@
 #   a pattern is an LED colour and (vibrate, pause) pulses, stored as bytes to keep them out
 #     of the heap: byte 0 = colour index, then pairs in units of 10 ms
 #   "received" (the gateway has it) must never feel like "help is coming"
-#   the prompt pattern is distinct from every other one: the wearer must recognise it
+#   the prompt pattern is distinct from every other one: the wearer must recognise it; so is
+#     the man-down pre-alarm's, which the wearer must know to cancel
 #   duress: nothing. alarms.py returns no pattern for a DURESS alarm, and Feedback.show()
 #     itself refuses to queue while any duress alarm is open (and drops what was queued
 #     before one opened)
@@ -24,6 +25,9 @@ PATTERNS = {
     "help_dispatched": b"\x03\x50\x00",
     "resolved": b"\x00\x0a\x00",
     "low_battery": b"\x02\x05\x0a\x05\x00",
+    # man-down: you seem to have fallen, or not moved: press SOS to cancel (three long buzzes,
+    # red, again every few seconds until cancelled or raised)
+    "prealarm": b"\x01\x2d\x14\x2d\x14\x2d\x00",
 }
 
 

@@ -1,11 +1,11 @@
 # The real board: with wifi.py, the only modules that touch machine and network. IRQ handlers only record
-# the edge and its time in the board's EdgeRing (hard IRQs: nothing is allocated) and wake
-# the input task, which does the work.
+# the edge and its time in the board's EdgeRing, or set the accelerometer's flag (hard IRQs:
+# nothing is allocated), and wake the task that does the work.
 import machine
 
 from . import board as pins
 from . import inputs
-from .clock import sleep_ms
+from .clock import Flag, sleep_ms
 from .flash import Flash
 from .lis3dh import LIS3DH, AccelError
 from .wifi import WiFi
@@ -25,20 +25,33 @@ class Button:
 
 
 class Accel:
+    """The LIS3DH: its tap engine's INT2 records an edge in the EdgeRing, as the buttons do;
+    its INT1 (FIFO watermark or movement, lis3dh.py) sets `flag`, which wakes the man-down
+    sampler. Both are hard IRQs that allocate nothing; the task reads the part."""
+
     def __init__(self, ring, i2c):
         self.part = LIS3DH(i2c, pins.ACCEL_ADDRESS)
         self.hardware_taps = True
+        self.present = True
+        self.flag = Flag()
         self._ring = ring
         try:
             self.part.start()
         except (OSError, AccelError):
-            self.hardware_taps = False  # no tap engine answering: the app samples instead
+            # No part answering: no tap engine and no man-down (the app says so).
+            self.hardware_taps = False
+            self.present = False
             return
-        self.int_pin = machine.Pin(pins.ACCEL_INT1_PIN, machine.Pin.IN)
-        self.int_pin.irq(self._tap, machine.Pin.IRQ_RISING, hard=True)
+        self.int2_pin = machine.Pin(pins.ACCEL_INT2_PIN, machine.Pin.IN)
+        self.int2_pin.irq(self._tap, machine.Pin.IRQ_RISING, hard=True)
+        self.int1_pin = machine.Pin(pins.ACCEL_INT1_PIN, machine.Pin.IN)
+        self.int1_pin.irq(self._int1, machine.Pin.IRQ_RISING, hard=True)
 
     def _tap(self, _pin):
         self._ring.push(inputs.TAP)
+
+    def _int1(self, _pin):
+        self.flag.set()
 
     def start(self):
         pass  # the part runs at its data rate all the time (its tap engine needs it)
@@ -47,11 +60,19 @@ class Accel:
         """Read (and clear) the tap engine's source register after its interrupt."""
         return self.part.double_tapped()
 
-    def samples(self):
+    def wake_on(self, what):
+        self.part.wake_on(what)
+
+    def moving(self):
+        return self.part.moving()
+
+    def read_mg(self, out):
+        """The samples waiting in the part's FIFO into `out` (see LIS3DH.read_mg); 0 if the
+        bus failed this time."""
         try:
-            return (self.part.read_mg(),)
+            return self.part.read_mg(out)
         except OSError:
-            return ()
+            return 0
 
 
 class Board:

@@ -22,6 +22,7 @@ import asyncio  # noqa: E402
 from vigil_fw import alarms as fsm  # noqa: E402
 from vigil_fw.app import Wearable  # noqa: E402
 from vigil_fw.config import Config  # noqa: E402
+from vigil_fw.falls import NoMotionDetector  # noqa: E402
 from vigil_fw.flash import Flash  # noqa: E402
 from vigil_fw.gestures import SosButton  # noqa: E402
 from vigil_fw.hal_sim import SimBoard  # noqa: E402
@@ -48,8 +49,11 @@ def config(device):
             "password": S.get("password", "unused"), "keepalive_s": S.get("keepalive_s", 30)}
     if S.get("ca_file"):
         mqtt.update(tls=True, ca_file=S["ca_file"])
-    return Config({"version": 1, "device_id": device, "key": S["key"],
-                   "checkin_interval_s": S.get("checkin_interval_s", 60), "mqtt": mqtt})
+    data = {"version": 1, "device_id": device, "key": S["key"],
+            "checkin_interval_s": S.get("checkin_interval_s", 60), "mqtt": mqtt}
+    if "man_down" in S:
+        data["man_down"] = S["man_down"]
+    return Config(data)
 
 
 def boot(device, fs_dir, flash=None, links=True, log=None):
@@ -60,6 +64,15 @@ def boot(device, fs_dir, flash=None, links=True, log=None):
     say = (lambda m: None) if log is None else (lambda m: log.append((time.ticks_ms(), m)))
     link_list = [MqttLink(cfg, log=say)] if links else []
     wearable = Wearable(board, cfg, link_list, log=say)
+    md = wearable.man_down
+    if md is not None:
+        # The same rules on a test's time scale: a cancel window and a no-motion time of a
+        # few seconds (the config allows 10 s and 30 s at the least).
+        md.cancel_ms = S.get("cancel_ms", md.cancel_ms)
+        md.REPEAT_MS = S.get("repeat_ms", md.REPEAT_MS)
+        if S.get("no_motion_test_s"):
+            NoMotionDetector.MIN_S = 1
+            md.still = NoMotionDetector(S["no_motion_test_s"])
     return wearable, board
 
 
@@ -513,7 +526,172 @@ async def waited():
            played=board.played)
 
 
-SCENARIOS = {"waited": waited, "duress": duress, "duress_three_presses": duress_three_presses,
+# -- man-down ----------------------------------------------------------------------------------
+
+def lying_double_tap(lying, seed=1):
+    """A double tap on the wearable of a wearer lying as `lying` (the last sample of a fall)."""
+    out = []
+    for x, y, z in traces.double_tap(1800, seed=seed):
+        out.append((x + lying[0], y + lying[1], z - 1000 + lying[2]))
+    return out
+
+
+def man_down_report(w, board, log, **fields):
+    report(feedback=w.feedback.played, played=len(board.played), stats=w.stats,
+           outbox=len(w.outbox), state=w.man_down.state if w.man_down else None,
+           lines=[m for _, m in log if "man-down" in m],
+           open=[(c, k, fsm.STATES[st]) for c, k, st in w.alarms.listing()], **fields)
+
+
+async def fall_cancelled():
+    """A fall, its pre-alarm felt, an SOS press in the window: nothing is sent."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        await asyncio.sleep_ms(500)
+        board.accel.feed(traces.forward_fall(seed=S.get("seed", 1)))
+        started = await until(lambda: w.stats["prealarms"] == 1, 10000)
+        await asyncio.sleep_ms(S.get("press_after_ms", 300))
+        await board.sos_button.hold(60)
+        await asyncio.sleep_ms(w.man_down.cancel_ms + 1000)  # past the window: nothing raised
+        return started
+
+    started = await with_running(w, body)
+    man_down_report(w, board, log, started=started)
+
+
+async def fall_alarm():
+    """A fall and no press: FALL is raised; the gateway prompts; the wearer, lying, taps
+    twice and DOUBLE_TAP answers the FALL alarm."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    fall = traces.side_fall(seed=S.get("seed", 2))
+
+    async def body():
+        await asyncio.sleep_ms(500)
+        board.accel.feed(fall)
+        started = await until(lambda: w.stats["prealarms"] == 1, 10000)
+        raised = await until(lambda: w.stats["raised"] == 1, w.man_down.cancel_ms + 3000)
+        prompted = await until(lambda: w.alarms.prompted() is not None)
+        counter = w.alarms.prompted()
+        await asyncio.sleep_ms(300)
+        board.accel.feed(lying_double_tap(fall[-1]))
+        confirmed = await until(lambda: counter is not None
+                                and w.alarms.state(counter) == fsm.CONFIRMED)
+        answered = await until(lambda: len(w.outbox) == 0)
+        return started, raised, prompted, counter, confirmed, answered
+
+    started, raised, prompted, counter, confirmed, answered = await with_running(w, body)
+    man_down_report(w, board, log, started=started, raised=raised, prompted=prompted,
+                    counter=counter, confirmed=confirmed, answered=answered)
+
+
+async def no_motion():
+    """A wearer who stops moving: after the no-motion time the pre-alarm, after the window
+    NO_MOTION. Reports when each came, and how often the accelerometer was read meanwhile."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        await asyncio.sleep_ms(500)
+        board.accel.feed(traces.walking(2, seed=3))
+        moved_at = time.ticks_add(time.ticks_ms(), 2000)  # the walk's last step
+        await asyncio.sleep_ms(2500)
+        reads_before = w.stats["accel_reads"]  # from half a second after it
+        started = await until(lambda: w.stats["prealarms"] == 1, 15000)
+        pre_ms = time.ticks_diff(time.ticks_ms(), moved_at)
+        reads = w.stats["accel_reads"] - reads_before
+        raised = await until(lambda: w.stats["raised"] == 1, w.man_down.cancel_ms + 3000)
+        acked = await until(lambda: len(w.outbox) == 0)
+        return started, pre_ms, reads, raised, acked
+
+    started, pre_ms, reads, raised, acked = await with_running(w, body)
+    man_down_report(w, board, log, started=started, pre_ms=pre_ms, reads=reads, raised=raised,
+                    acked=acked)
+
+
+async def duress_then_fall():
+    """A duress alarm open, then a fall: the pre-alarm runs and FALL is raised, and nothing
+    of either is felt or seen."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        await board.duress_button.presses(4)
+        await until(lambda: w.stats["raised"] == 1, 3000)
+        board.accel.feed(traces.backward_fall(seed=S.get("seed", 3)))
+        started = await until(lambda: w.stats["prealarms"] == 1, 10000)
+        raised = await until(lambda: w.stats["raised"] == 2, w.man_down.cancel_ms + 3000)
+        acked = await until(lambda: len(w.outbox) == 0)
+        await asyncio.sleep_ms(300)  # any late feedback would show up here
+        return started, raised, acked
+
+    started, raised, acked = await with_running(w, body)
+    man_down_report(w, board, log, started=started, raised=raised, acked=acked,
+                    board_played=board.played)
+
+
+async def double_taps_with_man_down():
+    """Double taps beside the fall detector: with no prompt open, nothing; with one, the
+    answer. Neither starts a pre-alarm."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        await asyncio.sleep_ms(500)
+        for seed in range(1, 4):
+            board.accel.feed(traces.wrist_double_tap(seed=seed))
+            await asyncio.sleep_ms(1500)
+        await asyncio.sleep_ms(3500)  # a fall would have been reported by now
+        before = w.stats["prealarms"]
+        await board.sos_button.hold(400)
+        prompted = await until(lambda: w.alarms.prompted() is not None)
+        counter = w.alarms.prompted()
+        await asyncio.sleep_ms(300)
+        board.accel.feed(traces.wrist_double_tap(seed=7))
+        answered = await until(lambda: w.stats["raised"] == 2 and len(w.outbox) == 0)
+        await asyncio.sleep_ms(3500)
+        return before, prompted, counter, answered
+
+    before, prompted, counter, answered = await with_running(w, body)
+    man_down_report(w, board, log, before_prompt=before, prompted=prompted, counter=counter,
+                    answered=answered)
+
+
+async def accel_wakeups():
+    """How often the motion task reads the accelerometer: while the wearer walks, and while
+    still (after settling)."""
+    w, board = boot(S["device"], S["fs"])
+
+    async def body():
+        await asyncio.sleep_ms(1000)
+        board.accel.feed(traces.walking(6, seed=5))
+        await asyncio.sleep_ms(500)
+        before = w.stats["accel_reads"]
+        await asyncio.sleep_ms(5000)
+        walking = w.stats["accel_reads"] - before
+        await asyncio.sleep_ms(1500)  # the walk ends; the sampler settles
+        before = w.stats["accel_reads"]
+        await asyncio.sleep_ms(5000)
+        still = w.stats["accel_reads"] - before
+        board.accel.feed(traces.bumps(11, seed=6))  # desk work: a knock every ~3 s
+        await asyncio.sleep_ms(500)
+        before = w.stats["accel_reads"]
+        await asyncio.sleep_ms(10000)
+        desk = w.stats["accel_reads"] - before
+        return walking, still, desk
+
+    walking, still, desk = await with_running(w, body)
+    report(walking_per_s=walking / 5, still_per_s=still / 5, desk_per_s=desk / 10,
+           stats=w.stats)
+
+
+SCENARIOS = {"fall_cancelled": fall_cancelled, "fall_alarm": fall_alarm, "no_motion": no_motion,
+             "duress_then_fall": duress_then_fall,
+             "double_taps_with_man_down": double_taps_with_man_down,
+             "accel_wakeups": accel_wakeups,
+"waited": waited, "duress": duress, "duress_three_presses": duress_three_presses,
              "retransmit": retransmit, "prompt_and_double_tap": prompt_and_double_tap,
              "power_cuts": power_cuts, "hardware_tap": hardware_tap, "battery": battery,
              "watchdog": watchdog, "boot_config": boot_config, "stall": stall, "garbled": garbled,
