@@ -26,10 +26,23 @@ def firmware_config_class():
     return Config, ConfigError
 
 
+def man_down(on=True, fall=True, no_motion_s=None, cancel_s=None):
+    """The man_down settings a provisioned unit gets: fall and no-motion on with the
+    firmware's defaults (no motion for 120 s, a 30 s cancel window) unless told otherwise;
+    None (no man_down in the file: no fall or no-motion alarm) when `on` is false. Written
+    out in full, so the file says what the unit does."""
+    if not on:
+        return None
+    return {"fall": fall, "no_motion_s": 120 if no_motion_s is None else no_motion_s,
+            "cancel_s": 30 if cancel_s is None else cancel_s}
+
+
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
-          low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None):
-    """The config as a dict (secrets included: never print it)."""
+          low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None,
+          man_down=None):
+    """The config as a dict (secrets included: never print it). `man_down`: the settings
+    of man_down() (None: none in the file)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
                         "`vigil keygen`")
@@ -53,6 +66,8 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["ble"] = ble
     if counter_floor:
         data["counter_floor"] = counter_floor
+    if man_down is not None:
+        data["man_down"] = dict(man_down)
     return data
 
 

@@ -122,16 +122,19 @@ def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stde
 def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vigil",
               mqtt_ca_path=None, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
               low_battery_pct=None, ble=None, gateway_config=None, broker_files=None,
-              replace=False,
+              replace=False, man_down=None,
               boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
+    """`man_down`: device_config.man_down()'s settings (None: the defaults, on; False: off)."""
     started = time.monotonic()
+    if man_down is None:
+        man_down = device_config.man_down()
     record = device_record.load(record_path)
     name = device_record.device_hex(record.device_id)
     ca = _read_ca(mqtt_ca_path) if mqtt_ca_path else None
     config = device_config.build(
         record, mqtt_host, mqtt_port, mqtt_prefix, mqtt_tls=ca is not None, mqtt_ca=ca is not None,
         wifi_ssid=wifi_ssid, wifi_password=wifi_password, checkin_interval_s=checkin_interval_s,
-        low_battery_pct=low_battery_pct, ble=ble)
+        low_battery_pct=low_battery_pct, ble=ble, man_down=man_down or None)
     config_bytes = device_config.render(config)
     floor = 0
     if gateway_config:

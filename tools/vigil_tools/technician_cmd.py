@@ -39,6 +39,16 @@ def register(sub):
                            help="battery percentage that raises LOW_BATTERY (default 15)")
     provision.add_argument("--no-ble", action="store_true",
                            help="MQTT only: the wearable does not advertise over BLE")
+    provision.add_argument("--no-man-down", action="store_true",
+                           help="no fall or no-motion alarms (man-down is on by default)")
+    provision.add_argument("--no-fall", action="store_true",
+                           help="man-down without the fall detector (no motion only)")
+    provision.add_argument("--no-motion-s", type=int, metavar="S",
+                           help="seconds without movement before the no-motion pre-alarm "
+                                "(30-1800, 0 for off; default 120)")
+    provision.add_argument("--cancel-s", type=int, metavar="S",
+                           help="seconds the wearer has to cancel a man-down pre-alarm with "
+                                "the SOS button (10-120; default 30)")
     provision.add_argument("--gateway-config", metavar="FILE",
                            default=os.environ.get("VIGIL_GATEWAY_CONFIG"),
                            help="the gateway whose registry gets the device (default: "
@@ -160,12 +170,17 @@ def provision_command(args):
     port = args.mqtt_port or (8883 if args.mqtt_ca else 1883)
     wifi_password = (_read_secret(args.wifi_password_file, "Wi-Fi password")
                      if args.wifi_password_file else None)
+    from .device_config import man_down
+
+    settings = man_down(on=not args.no_man_down, fall=not args.no_fall,
+                        no_motion_s=args.no_motion_s, cancel_s=args.cancel_s)
     return provision(args.device_file, args.mqtt_host, port=args.port, mqtt_port=port,
                      mqtt_prefix=prefix, mqtt_ca_path=args.mqtt_ca, wifi_ssid=args.wifi_ssid,
                      wifi_password=wifi_password, checkin_interval_s=args.checkin_interval,
                      low_battery_pct=args.low_battery, ble=False if args.no_ble else None,
                      gateway_config=gateway,
                      broker_files=args.broker_files, replace=args.replace,
+                     man_down=settings if settings is not None else False,
                      boot_timeout_s=args.boot_timeout)
 
 
