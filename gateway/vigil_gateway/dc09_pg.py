@@ -54,9 +54,38 @@ class PostgresDc09State:
         conn = self._locked_on
         return conn is not None and conn is self.store._conn and not (conn.closed or conn.broken)
 
+    def next_sequence(self):
+        """A sequence number for a message of no outbox row (a NULL link test). Commits."""
+        return self._take(None)
+
+    @property
+    def clock_offset(self):
+        """The receiving centre's clock less ours, as its last NAK said (the same for every
+        worker)."""
+        try:
+            row = self.store.conn.execute("SELECT clock_offset FROM dc09_state WHERE "
+                                          "destination = %s", (self.destination,)).fetchone()
+            self.store._conn.rollback()
+        except psycopg.Error as exc:
+            raise StoreError("cannot read the DC-09 state: %s" % _first_line(exc)) from None
+        return row[0] if row else 0.0
+
+    def set_clock_offset(self, offset):
+        try:
+            with self.store.conn.transaction():
+                self.store._conn.execute(
+                    "INSERT INTO dc09_state (destination, clock_offset) VALUES (%s, %s) ON "
+                    "CONFLICT (destination) DO UPDATE SET clock_offset = excluded.clock_offset",
+                    (self.destination, offset))
+        except psycopg.Error as exc:
+            raise StoreError("cannot write the DC-09 state: %s" % _first_line(exc)) from None
+
     def sequence_for(self, outbox_id):
         """The sequence number of outbox row `outbox_id`, taken at its first attempt, then the
         same on every retransmission, by any worker. Commits."""
+        return self._take(outbox_id)
+
+    def _take(self, outbox_id):
         try:
             with self.store.conn.transaction():
                 conn = self.store._conn
@@ -64,15 +93,18 @@ class PostgresDc09State:
                              "ON CONFLICT DO NOTHING", (self.destination,))
                 last = conn.execute("SELECT sequence FROM dc09_state WHERE destination = %s "
                                     "FOR UPDATE", (self.destination,)).fetchone()[0]
-                row = conn.execute("SELECT sequence FROM dc09_sequences WHERE destination = %s "
-                                   "AND outbox_id = %s", (self.destination, outbox_id)).fetchone()
-                if row is not None:
-                    return row[0]
+                if outbox_id is not None:
+                    row = conn.execute("SELECT sequence FROM dc09_sequences WHERE "
+                                       "destination = %s AND outbox_id = %s",
+                                       (self.destination, outbox_id)).fetchone()
+                    if row is not None:
+                        return row[0]
                 seq = last % 9999 + 1
                 conn.execute("UPDATE dc09_state SET sequence = %s WHERE destination = %s",
                              (seq, self.destination))
-                conn.execute("INSERT INTO dc09_sequences VALUES (%s, %s, %s)",
-                             (self.destination, outbox_id, seq))
+                if outbox_id is not None:
+                    conn.execute("INSERT INTO dc09_sequences VALUES (%s, %s, %s)",
+                                 (self.destination, outbox_id, seq))
                 return seq
         except psycopg.Error as exc:
             raise StoreError("cannot take a DC-09 sequence number: %s" % _first_line(exc)

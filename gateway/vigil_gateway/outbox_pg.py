@@ -17,18 +17,22 @@
 #   the transaction of the incident change: the events outbox.FORWARDED_EVENTS names, with a
 #   snapshot of the incident as outbox.py makes it (no wearer profile yet on PostgreSQL).
 import json
+import random
 import secrets
+import time
 from collections import namedtuple
 
 import psycopg
 
 from .errors import StoreError
-from .outbox import FORWARDED_EVENTS
+from .outbox import FORWARDED_EVENTS, Item
 from .webhook import idempotency_key
 from .wearers import as_payload
 
 Claimed = namedtuple("Claimed", "id destination incident_id device_id key event snapshot "
-                                "attempts lease")
+                                "attempts lease created_at")
+# A claimed row as forwarding.py takes it (outbox.Item, its snapshot decoded), with its lease.
+Leased = namedtuple("Leased", Item._fields + ("lease",))
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     lease_until timestamptz,
     last_error text,
     delivered_at timestamptz,
+    alerted_at timestamptz,
     UNIQUE (destination, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, id)
@@ -105,7 +110,8 @@ class PostgresOutbox:
                 rows = self.conn.execute(
                     "UPDATE outbox SET lease = %s, lease_until = clock_timestamp() + "
                     "make_interval(secs => %s) WHERE id = ANY(%s) RETURNING id, destination, "
-                    "incident_id, device_id, key, event, snapshot, attempts, lease",
+                    "incident_id, device_id, key, event, snapshot, attempts, lease, "
+                    "extract(epoch FROM created_at)::float8",
                     (lease, lease_s, ids)).fetchall()
         except psycopg.Error as exc:
             raise StoreError("cannot claim outbox rows: %s" % _first_line(exc)) from None
@@ -141,6 +147,92 @@ class PostgresOutbox:
             "SELECT incident_id, key FROM outbox WHERE destination = %s AND delivered_at IS "
             "NOT NULL ORDER BY delivered_at, id", (destination,)).fetchall()
         self.conn.rollback()
+        return rows
+
+
+class ForwardingOutbox:
+    """forwarding.py's outbox (outbox.Outbox's methods) on PostgreSQL, for one worker: due()
+    claims rows with a lease, so the loops of many workers share the queue; delivered() and
+    failed() change a row only while this worker's lease holds it. `senders` names the
+    destinations that take one sender at a time ({destination: try_become_sender}, DC-09's
+    dc09_pg lock): their rows are claimed only while it says True. The times forwarding.py
+    compares (next_due_at) are the worker's clock, moved by the database's own distance to what
+    is due."""
+
+    def __init__(self, outbox, backoff=(1.0, 300.0), max_age_s=120.0, lease_s=60.0,
+                 clock=time.time, rng=random.random, senders=None):
+        self.outbox = outbox
+        self.backoff = backoff
+        self.max_age_s = max_age_s
+        self.lease_s = lease_s
+        self.clock = clock
+        self.rng = rng
+        self.senders = dict(senders or {})
+
+    def due(self, destination, now, limit=50):
+        sender = self.senders.get(destination)
+        if sender is not None and not sender():
+            return []
+        return [Leased(c.id, c.destination, c.incident_id, c.device_id, c.key, c.event,
+                       json.loads(c.snapshot), c.created_at, c.attempts, None, None, None, None,
+                       c.lease) for c in self.outbox.claim(destination, self.lease_s, limit)]
+
+    def delivered(self, item, now):
+        """True if this worker's lease still held the row (and it is marked delivered)."""
+        return self.outbox.delivered(item)
+
+    def failed(self, item, now, error):
+        """Record a failed attempt (while the lease holds); returns the delay before the next
+        one (outbox.Outbox's backoff with jitter)."""
+        low, high = self.backoff
+        delay = min(high, low * (2 ** min(item.attempts, 30))) * (0.5 + 0.5 * self.rng())
+        self.outbox.failed(item, delay, error)
+        return delay
+
+    def next_due_at(self, destination):
+        row = self._read(
+            "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 FROM outbox o "
+            "WHERE destination = %s AND delivered_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
+            "outbox e WHERE e.destination = o.destination AND e.incident_id = o.incident_id "
+            "AND e.delivered_at IS NULL AND e.id < o.id)", (destination,))
+        return None if row[0] is None else self.clock() + row[0]
+
+    def retry_now(self, destination, now):
+        """Every undelivered row of `destination` due now (its link is back); how many."""
+        return self.outbox.conn.execute(
+            "UPDATE outbox SET next_at = clock_timestamp() WHERE destination = %s AND "
+            "delivered_at IS NULL AND next_at > clock_timestamp()", (destination,)).rowcount
+
+    def too_old(self, now):
+        """Undelivered rows older than max_age_s not alerted yet, by any worker; marks them
+        alerted (once, whichever worker sees them first)."""
+        rows = self.outbox.conn.execute(
+            "UPDATE outbox SET alerted_at = clock_timestamp() WHERE delivered_at IS NULL AND "
+            "alerted_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => %s) "
+            "RETURNING id, destination, incident_id, device_id, key, event, snapshot, "
+            "extract(epoch FROM created_at)::float8, attempts, last_error",
+            (self.max_age_s,)).fetchall()
+        return sorted((Item(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8],
+                            None, r[9], None, None) for r in rows), key=lambda i: i.id)
+
+    def overdue_count(self, now):
+        return self._read("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND "
+                          "created_at < clock_timestamp() - make_interval(secs => %s)",
+                          (self.max_age_s,))[0]
+
+    def pending_counts(self):
+        return dict(self._reads("SELECT destination, count(*) FROM outbox WHERE delivered_at IS "
+                                "NULL GROUP BY destination", ()))
+
+    def _read(self, sql, args):
+        return self._reads(sql, args)[0]
+
+    def _reads(self, sql, args):
+        try:
+            rows = self.outbox.store.conn.execute(sql, args).fetchall()
+            self.outbox.conn.rollback()  # a read leaves no transaction open
+        except psycopg.Error as exc:
+            raise StoreError("cannot read the outbox: %s" % _first_line(exc)) from None
         return rows
 
 

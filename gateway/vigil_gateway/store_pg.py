@@ -258,6 +258,11 @@ class PostgresStore:
             pass  # a broken connection has nothing open
 
     # -- downlink counters outside ingest (DELIVERED acks, responder actions) --
+    def transaction(self):
+        """`with store.transaction():` one transaction (forwarding.py's), committed at the end,
+        rolled back on an exception; StoreError when the commit fails."""
+        return _Transaction(self)
+
     def locked(self, device_ids):
         """`with store.locked(ids):` a transaction holding those devices' rows (in id order);
         commits at the end, rolls back on an exception."""
@@ -425,19 +430,28 @@ def _first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _LockedDevices:
-    def __init__(self, store, device_ids):
+class _Transaction:
+    def __init__(self, store):
         self.store = store
-        self.device_ids = device_ids
         self._tx = None
 
     def __enter__(self):
-        self._tx = self.store.conn.transaction()
+        self._tx = self.store.conn.transaction()  # (connected again if it was lost)
         self._tx.__enter__()
-        return self.store.lock(self.device_ids)
+        return self.store
 
     def __exit__(self, exc_type, exc, tb):
         try:
             return self._tx.__exit__(exc_type, exc, tb)
         except psycopg.Error as error:
             raise StoreError("cannot commit: %s" % _first_line(error)) from None
+
+
+class _LockedDevices(_Transaction):
+    def __init__(self, store, device_ids):
+        _Transaction.__init__(self, store)
+        self.device_ids = device_ids
+
+    def __enter__(self):
+        _Transaction.__enter__(self)
+        return self.store.lock(self.device_ids)
