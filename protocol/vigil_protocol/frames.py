@@ -225,10 +225,11 @@ class Frame:
             if _EXT_LOCATION not in self.EXTENSIONS:
                 raise protocol.LocalProtocolError("%s frames carry no location" % self.NAME)
             lat, lon, acc = self.location[:3]
+            gnss_fix = len(self.location) == 4  # a fix with its age: extension 0x04
             if not (-900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000
-                    and 0 <= acc <= 0xFFFF):
+                    and 0 <= acc and (gnss_fix or acc <= 0xFFFF)):  # (0x04: any, as an f8)
                 raise protocol.LocalProtocolError("location out of range")
-            if len(self.location) == 4:  # a fix with its age: extension 0x04, after the battery
+            if gnss_fix:  # written after the battery (ascending types)
                 if not (isinstance(self.location[3], int) and self.location[3] >= 0):
                     raise protocol.LocalProtocolError("fix age out of range")
                 gnss = struct.pack(">BBiiBB", _EXT_GNSS, 10, lat, lon, age_code(acc, True),

@@ -138,3 +138,14 @@ class OneSize(unittest.TestCase):
             p.encode(p.Alarm(DEV, 20, "SOS"), KEY, 2, size=40)
         with self.assertRaises(p.LocalProtocolError):
             p.encode(p.Alarm(DEV, 21, "SOS"), KEY, 1, size=48)
+
+
+class Saturated(unittest.TestCase):
+    def test_what_decodes_encodes_again_even_at_the_largest_codes(self):
+        # an accuracy of code 255 stands for 507,904 m: past 0x01's u16, still an 0x04 value
+        frame = p.Alarm(DEV, 22, "SOS", location=FIX[:2] + (10 ** 6, 10 ** 7))
+        for version in (1, 2):
+            decoded = p.decode(p.encode(frame, KEY, version), KEY, p.UP)
+            self.assertEqual(decoded.location[2:], (507904, 507904))
+            again = p.decode(p.encode(decoded, KEY, version), KEY, p.UP)
+            self.assertEqual(again.location, decoded.location)

@@ -16,10 +16,25 @@ props = settings(max_examples=300, deadline=None)
 
 keys = st.binary(min_size=32, max_size=32)
 u32 = st.integers(min_value=1, max_value=2**32 - 1)
-locations = st.none() | st.tuples(st.integers(-900000000, 900000000),
-                                  st.integers(-1800000000, 1800000000),
-                                  st.integers(0, 0xFFFF))
+f8 = st.integers(0, 255).map(wire.age_seconds)  # values the 8-bit floats hold exactly
+lat_lon = (st.integers(-900000000, 900000000), st.integers(-1800000000, 1800000000))
+locations = (st.none() | st.tuples(*lat_lon, st.integers(0, 0xFFFF))
+             | st.tuples(*lat_lon, f8.filter(lambda v: v <= 0xFFFF), f8))  # 0x01, 0x04
 batteries = st.integers(0, 100) | st.just(255)
+
+
+@st.composite
+def heard(draw, most):
+    """A beacons or Wi-Fi extension's value: a scan age and 1..most entries, strongest first."""
+    n = draw(st.integers(1, most))
+    ids = draw(st.lists(st.binary(min_size=4, max_size=4), min_size=n, max_size=n, unique=True))
+    rssis = sorted(draw(st.lists(st.integers(-127, 20), min_size=n, max_size=n)), reverse=True)
+    return (draw(f8), tuple(zip(ids, rssis)))
+
+
+# (at most 2 beacons and an access point: with every other extension, still 64 bytes)
+beacons = st.none() | heard(2)
+wifi = st.none() | heard(1)
 
 
 @st.composite
@@ -33,11 +48,12 @@ def alarms(draw):
         ref = counter - draw(st.integers(1, min(0xFFFF, counter - 1)))
     return p.Alarm(draw(u32), counter, kind, ref=ref, location=draw(locations),
                    age=draw(st.none() | st.integers(0, 2**32 - 1)),
-                   battery=draw(st.none() | batteries))
+                   battery=draw(st.none() | batteries), beacons=draw(beacons), wifi=draw(wifi))
 
 
 checkins = st.builds(p.CheckIn, u32, u32, battery=batteries, flags=st.integers(0, 255),
-                     interval=st.integers(0, 0xFFFF), location=locations)
+                     interval=st.integers(0, 0xFFFF), location=locations, beacons=beacons,
+                     wifi=wifi)
 acks = st.builds(p.Ack, u32, u32, u32, st.sampled_from(sorted(p.STAGES)))
 actions = st.builds(p.Action, u32, u32, u32, st.sampled_from(sorted(p.ACTIONS)))
 frames = alarms() | checkins | acks | actions
@@ -56,7 +72,7 @@ def test_every_frame_round_trips(frame, key):
 @props
 @given(alarms(), keys)
 def test_alarm_without_extensions_is_20_bytes(alarm, key):
-    alarm.location = alarm.age = alarm.battery_ext = None
+    alarm.location = alarm.age = alarm.battery_ext = alarm.beacons = alarm.wifi = None
     assert len(p.encode(alarm, key)) == 20
 
 
@@ -136,7 +152,8 @@ def alarms_v2(draw):
 
 
 checkins_v2 = st.builds(p.CheckIn, u32, u32, battery=batteries, flags=st.integers(0, 31),
-                        interval=st.integers(0, 153000), location=locations)
+                        interval=st.integers(0, 153000), location=locations, beacons=beacons,
+                        wifi=wifi)
 frames_v2 = alarms_v2() | checkins_v2 | acks | actions
 
 
@@ -165,6 +182,7 @@ def test_every_v2_frame_round_trips(frame, key):
 @given(alarms_v2(), checkins_v2, keys)
 def test_v2_core_alarms_and_checkins_are_all_20_bytes(alarm, checkin, key):
     alarm.location = alarm.battery_ext = checkin.location = None
+    alarm.beacons = alarm.wifi = checkin.beacons = checkin.wifi = None
     assert len(p.encode(alarm, key, version=2)) == 20
     assert len(p.encode(checkin, key, version=2)) == 20
 
