@@ -76,6 +76,22 @@ def webhook_location(location, sent_at, iso):
     return body
 
 
+def place_text(location, sent_at):
+    """The place in a few words, for DC-09's extended text (its coordinates travel in the
+    standard's own form) and for people: "Main hall, floor G, Reception", then ", stale" when
+    stale at `sent_at`; None when no place is named."""
+    if location is None or not location.place:
+        return None
+    parts = [location.place]
+    if location.floor:
+        parts.append("floor " + location.floor)
+    if location.room:
+        parts.append(location.room)
+    if _age(location.taken_at, location.age_known, sent_at)[1]:
+        parts.append("stale")
+    return ", ".join(parts)
+
+
 def record(location):
     """A Location as plain JSON-able data (an incident's snapshot), or None."""
     if location is None:

@@ -10,7 +10,8 @@ import pytest
 import vigil_protocol as p
 from vigil_gateway import db, webhook
 from vigil_gateway.beacons import Beacons, parse_identifier
-from vigil_gateway.location import STALE_S, from_record, locate, record, webhook_location
+from vigil_gateway.location import (STALE_S, from_record, locate, place_text, record,
+                                    webhook_location)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "gateway" / "webhook-schema.json").read_text())
@@ -130,3 +131,14 @@ class TestBody:
                                            sent_at=T + 1.5)
         jsonschema.validate(payload, SCHEMA)
         assert payload["location"] == location
+
+
+class TestPlaceText:
+    def test_the_place_in_a_few_words_and_stale_when_it_is(self, table):
+        loc = locate(frame(beacons=HEARD_HALL), T, table.resolve(HEARD_HALL))
+        assert place_text(loc, T) == "Main hall, floor G, Reception"
+        assert place_text(loc, T + STALE_S) == "Main hall, floor G, Reception, stale"
+
+    def test_no_place_no_text(self, table):
+        assert place_text(locate(frame(location=FIX + (1,)), T, None), T) is None
+        assert place_text(None, T) is None
