@@ -1,15 +1,19 @@
 # The responder actions API: what a responder backend does to an incident, carried back to the
 # wearable as signed downlinks. Document: gateway/openapi.json.
 #
-#   POST /v1/incidents/{id}/actions   {"action", "request_id", "sent_at", ["note"]}
-#   GET  /v1/incidents/{id}           the incident, its state and audit trail
+#   POST /v2/incidents/{id}/actions   {"action", "request_id", "sent_at", ["note"]}
+#   GET  /v2/incidents/{id}           the incident, its state and audit trail
+#
+# Times are RFC 3339 in UTC with "Z" (rfc3339.py), as in the logs. /v1/ is the same API with
+# unix seconds (sent_at a number, the audit's `at` numbers): deprecated, kept for the backends
+# written against it for this release, removed in the next.
 #
 # Rules, in the order a request is checked (the first failure is its answer, and is counted):
 #   auth        "Authorization: Bearer <token>" equal to one backend's token (every token is
 #               compared, in constant time) else 401 unauthorized
 #   shape       JSON object, at most 8 KiB, fields as in ACTIONS/the OpenAPI document (sent_at
-#               a finite number: not NaN, not infinite), else 400 malformed (the message names
-#               the field)
+#               an RFC 3339 UTC time; on /v1/ a finite number: not NaN, not infinite), else
+#               400 malformed (the message names the field)
 #   retried     a request_id this backend used before, for the same incident and the same
 #               body bytes: the original answer again (200, as it was; counted "retried"), so
 #               a backend may retry after a timeout, however late; the same request_id with
@@ -36,6 +40,7 @@ import re
 
 import vigil_protocol as p
 
+from . import rfc3339
 from .downlinks import ACTION
 from .config import read_private
 from .errors import ConfigError
@@ -50,7 +55,8 @@ ACTIONS = {
 }
 _FIELDS = {"action", "request_id", "sent_at", "note"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-_PATH = re.compile(r"^/v1/incidents/([0-9]{1,12})(/actions)?$")
+_PATH = re.compile(r"^/(v1|v2)/incidents/([0-9]{1,12})(/actions)?$")
+V1 = "v1"  # deprecated: unix seconds
 
 
 
@@ -104,14 +110,15 @@ class ActionsApi:
         backend = self._backend(headers.get("authorization", ""))
         if backend is None:
             return _error(401, "unauthorized", "missing or wrong bearer token")
-        incident_id, actions = int(match.group(1)), bool(match.group(2))
+        version, incident_id, actions = (match.group(1), int(match.group(2)),
+                                         bool(match.group(3)))
         if not actions:
             if method != "GET":
                 return _error(405, "method_not_allowed", "GET only")
-            return self._show(incident_id)
+            return self._show(incident_id, version)
         if method != "POST":
             return _error(405, "method_not_allowed", "POST only")
-        return self._action(backend, incident_id, headers, body)
+        return self._action(backend, incident_id, headers, body, version)
 
     def _backend(self, header):
         given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
@@ -121,15 +128,16 @@ class ActionsApi:
                 found = name
         return found
 
-    def _show(self, incident_id):
+    def _show(self, incident_id, version):
         incident = self.store.incident(incident_id)
         if incident is None:
             return _error(404, "not_found", "no incident %d" % incident_id)
+        time_of = (lambda at: at) if version == V1 else rfc3339.format
         return Reply(200, dict(_incident_json(incident), audit=[
-            {"at": a.at, "event": a.event, "detail": a.detail}
+            {"at": time_of(a.at), "event": a.event, "detail": a.detail}
             for a in self.store.audit(incident_id)]), "shown")
 
-    def _parse(self, headers, body):
+    def _parse(self, headers, body, version):
         if "json" not in headers.get("content-type", ""):
             return None, "Content-Type must be application/json"
         if len(body) > MAX_BODY:
@@ -149,17 +157,22 @@ class ActionsApi:
                 data["request_id"]):
             return None, "request_id must be 8-64 characters of A-Z a-z 0-9 . _ : -"
         sent_at = data.get("sent_at")
-        if not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool):
-            return None, "sent_at must be a number (unix seconds)"
-        if not _finite(sent_at):  # JSON as Python reads it has NaN and Infinity
+        if version != V1:
+            try:
+                data["sent_at"] = rfc3339.parse(sent_at)  # unix seconds from here on
+            except ValueError as exc:
+                return None, "sent_at must be %s" % exc
+        elif not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool):
+            return None, "sent_at must be a number (unix seconds; /v2/ takes RFC 3339 times)"
+        elif not _finite(sent_at):  # JSON as Python reads it has NaN and Infinity
             return None, "sent_at must be a finite number of unix seconds (not NaN or infinite)"
         note = data.get("note", "")
         if not isinstance(note, str) or len(note) > 500:
             return None, "note must be a string of at most 500 characters"
         return data, None
 
-    def _action(self, backend, incident_id, headers, body):
-        data, problem = self._parse(headers, body)
+    def _action(self, backend, incident_id, headers, body, version):
+        data, problem = self._parse(headers, body, version)
         if data is None:
             return _error(400, "malformed", problem)
         digest = hashlib.sha256(b"%d\n" % incident_id + body).hexdigest()

@@ -1,6 +1,6 @@
 # The gateway's HTTP listeners, on aiohttp's low-level server: GET endpoints (/metrics,
-# /healthz) and, when given, the responder actions API under /v1/ (actions.py), over TLS when
-# given an SSL context.
+# /healthz) and, when given, the responder actions API under /v2/ (and /v1/, deprecated;
+# actions.py), over TLS when given an SSL context.
 #
 # Rules:
 #   a body is read only with a Content-Length of at most _MAX_BODY bytes (411 without one, 413
@@ -10,7 +10,7 @@
 #   with [actions] host set, the API has a listener of its own (actions.host:actions.port),
 #   over TLS with actions.cert_file/key_file (required for any address but loopback), and the
 #   local listener ([http]) keeps /metrics and /healthz only; without it the API is served on
-#   the local listener, under /v1/.
+#   the local listener, under /v2/ (and /v1/).
 import asyncio
 import ipaddress
 import logging
@@ -27,16 +27,18 @@ log = logging.getLogger("vigil_gateway.http")
 _READ_TIMEOUT_S = 5.0
 _MAX_BODY = 16384
 _MAX_HEAD = 8190  # aiohttp's own limit per request line and header field
+API_PREFIXES = ("/v2/", "/v1/")  # actions.py; /v1/ deprecated
 
 
 async def serve(host, port, routes, api=None, ssl=None):
-    """Serve `routes` ({path: handler() -> (status, content_type, body_text)}) and, under /v1/,
+    """Serve `routes` ({path: handler() -> (status, content_type, body_text)}) and, under /v2/
+    and /v1/,
     `api(method, path, headers, body_bytes) -> (status, content_type, body_text)`; returns the
     asyncio Server (its sockets tell the port when `port` is 0)."""
 
     async def handle(request):
         try:
-            if api is not None and request.path.startswith("/v1/"):
+            if api is not None and request.path.startswith(API_PREFIXES):
                 status, ctype, body = await _api(request, api)
             else:
                 status, ctype, body = _route(request, routes)

@@ -1,4 +1,5 @@
-# Structured logs: one JSON object per line on stderr, {"ts", "level", "logger", "event", ...}.
+# Structured logs: one JSON object per line on stderr, {"ts", "level", "logger", "event", ...};
+# "ts" is RFC 3339 in UTC (rfc3339.py: "2026-12-01T15:48:27.123456Z"), as in the actions API.
 #
 # Rules: log device ids (8 hex digits), counters, reasons and topics; never a key, a password or
 # a DeviceKey's bytes (DeviceKey hides them in repr anyway). Callers pass fields, not prose.
@@ -11,6 +12,8 @@ import sys
 import time
 from json.encoder import encode_basestring_ascii as _quote
 
+from . import rfc3339
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 _NAMES = {number: name for name, number in LEVELS.items()}
@@ -20,8 +23,9 @@ def _line(created, level_name, logger_name, event_name, fields):
     # Written by hand rather than by json.dumps (which builds an encoder per call): this runs
     # once per alarm. Strings and ints, what the hot lines carry, are encoded here; anything
     # else goes through json.dumps.
-    parts = ['{"ts": %.6f, "level": %s, "logger": %s, "event": %s'
-             % (created, _quote(level_name), _quote(logger_name), _quote(event_name))]
+    parts = ['{"ts": "%s", "level": %s, "logger": %s, "event": %s'
+             % (rfc3339.format(created), _quote(level_name), _quote(logger_name),
+                _quote(event_name))]
     for key, value in fields.items():
         kind = type(value)
         if kind is str:
