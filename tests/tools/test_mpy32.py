@@ -39,6 +39,25 @@ def test_aioble_and_the_firmware_import_from_the_frozen_image(micropython32, tmp
                    "vigil_protocol/frames.py"]
 
 
+def test_the_romfs_build_runs_the_firmware_from_its_image_and_aioble_from_files(
+        micropython32, tmp_path):
+    # The build a provisioned unit stands for: nothing of Vigil or aioble frozen in, so they
+    # import only once the ROMFS image is mounted: the firmware from /rom, aioble from the
+    # folder that stands for the board's /lib, both as .mpy files.
+    exe = mpy32.executable(romfs=True)
+    lib = os.path.join(os.path.dirname(exe), "lib")
+    missing = run(exe, "for m in ('vigil_fw', 'vigil_protocol', 'aioble'):\n"
+                  "    try:\n        __import__(m)\n        print('found', m)\n"
+                  "    except ImportError:\n        print('missing', m)\n", tmp_path)
+    assert missing == ["missing", "vigil_fw", "missing", "vigil_protocol", "missing", "aioble"]
+    out = run(exe, "import vigil_rom_image\nvigil_rom_image.mount(%r)\n"
+              "import asyncio, aioble, vigil_fw.app, vigil_protocol.frames\n"
+              "print(aioble.__file__, vigil_fw.app.__file__, vigil_protocol.frames.__file__)"
+              % lib, tmp_path)
+    assert out == [lib + "/aioble/__init__.mpy", "/rom/vigil_fw/app.mpy",
+                   "/rom/vigil_protocol/frames.mpy"]
+
+
 def test_every_module_of_the_bundle_is_frozen_in(micropython32, tmp_path):
     out = run(micropython32, "help('modules')", tmp_path)
     frozen = {name.removesuffix(".py") for name, _ in mpy32.frozen_files()}  # vigil_fw/app
@@ -70,10 +89,11 @@ def test_the_key_covers_every_module_of_the_bundle_and_the_benchmark_phase(root)
 
 
 def fake_build(cache, key):
-    exe = cache / key / "micropython"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("")
-    exe.chmod(0o755)
+    """Both binaries of a build, as empty executables: the frozen one is returned."""
+    for exe in (cache / key / "romfs" / "micropython", cache / key / "micropython"):
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("")
+        exe.chmod(0o755)
     return exe
 
 
@@ -86,6 +106,7 @@ def test_a_build_for_other_sources_is_stale_run_make_setup(root, tmp_path, monke
     assert "not built yet: run make setup" in mpy32.skip_reason(src, cache, tarball)
     exe = fake_build(cache, mpy32.key(mpy32.frozen_files(src)))
     assert mpy32.executable(src, cache) == str(exe)
+    assert mpy32.executable(src, cache, romfs=True) == str(exe.parent / "romfs" / "micropython")
     assert mpy32.skip_reason(src, cache, tarball) is None
     (src / "firmware" / "vigil_fw" / "app.py").write_text("X = 2\n")
     assert mpy32.executable(src, cache) is None

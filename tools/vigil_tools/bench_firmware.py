@@ -49,6 +49,7 @@ KEY_HEX = "6b" * 32
 PHASE_MODULE = pathlib.Path(__file__).with_name("fw_bench_phase.py")
 PHASE_IMPORT = "import fw_bench_phase\n"
 
+BUDGET32_BYTES = 44800  # the peak live heap allowed: 70 % of the 64,000 bytes a classic ESP32 starts with
 BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
 IDLE_MS = 5000
 
@@ -163,15 +164,20 @@ def _unix_port(heapsize, rom, path=()):
     return cmd, env
 
 
-def _frozen32(heapsize):
-    """(command, environment) for the 32-bit build with the firmware frozen in, or None."""
+def _frozen32(heapsize, romfs=False):
+    """(command, environment) for the 32-bit build, or None: the firmware frozen in, or with
+    `romfs` the stock build run from the ROMFS image frozen into it as a constant
+    (mpy32.rom_image_module()), as a unit provisioned by `vigil provision` runs it."""
     import os
 
     from . import mpy32
-    exe = mpy32.executable()
+    exe = mpy32.executable(romfs=romfs)
     if exe is None:
         return None
-    return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c", PHASE_IMPORT],
+    lib = str(pathlib.Path(exe).parent / "lib")  # aioble, as mip installs it on a board
+    mount = "import vigil_rom_image\nvigil_rom_image.mount(%r)\ndel vigil_rom_image\n" % lib
+    return ([str(exe), "-X", "heapsize=%s" % heapsize, "-c",
+             (mount if romfs else "") + PHASE_IMPORT],
             dict(os.environ, MICROPYPATH=".frozen"))
 
 
@@ -249,7 +255,8 @@ def _bench_images(tmp):
     return paths
 
 
-def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None):
+def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
+             heapsize32_romfs="96k"):
     maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -271,16 +278,22 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None)
                 all64.append(_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=False,
                                          run=run, heap_map=maps))
             frozen = _frozen32(heapsize32)
-            all32 = []
+            all32, all32_romfs = [], []
             if frozen is not None:
                 for run in range(runs):
                     all32.append(_phases32_with_ble(frozen, tmp, broker, alarms, heapsize32,
                                                     run=run, heap_map=maps))
+                from_rom = _frozen32(heapsize32_romfs, romfs=True)
+                for run in range(runs):
+                    all32_romfs.append(_phases32_with_ble(from_rom, tmp, broker, alarms,
+                                                          heapsize32_romfs, run=run,
+                                                          heap_map=maps))
         finally:
             broker.stop()
     if maps:
         _save_heap_maps(heap_map, "64bit", all64)
         _save_heap_maps(heap_map, "32bit", all32)
+        _save_heap_maps(heap_map, "32bit-romfs", all32_romfs)
     phases = all64[0]
     totals = [_totals(p) for p in all64]
     figures = _totals(phases)
@@ -311,6 +324,18 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None)
         figures["memory_retries"] += sum(t["memory_retries"] for t in totals32)
         figures["ble32_loaded"] = 1
         figures["ble32_connected"] = min(f.get("ble_up", 0) for p in all32 for f in p.values())
+    if all32_romfs:
+        totals = [_totals(p) for p in all32_romfs]
+        figures["heapsize32_romfs_bytes"] = _size(heapsize32_romfs)
+        figures["heap32_romfs_imported_bytes"] = all32_romfs[0]["fill"]["heap_imported_bytes"]
+        figures["heap32_romfs_after_boot_bytes"] = totals[0]["heap_after_boot_bytes"]
+        figures["heap32_romfs_after_reboot_bytes"] = totals[0]["heap_after_reboot_bytes"]
+        _worst(totals, figures, "32_romfs")
+        figures["task_deaths"] += sum(t["task_deaths"] for t in totals)
+        figures["task_restarts"] += sum(t["task_restarts"] for t in totals)
+        figures["memory_retries"] += sum(t["memory_retries"] for t in totals)
+        figures["ble32_romfs_connected"] = min(
+            f.get("ble_up", 0) for p in all32_romfs for f in p.values())
     return figures, files
 
 
@@ -321,7 +346,8 @@ def _size(text):
 
 def firmware_command(args):
     from . import mpy32
-    f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32, args.heap_map)
+    f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32, args.heap_map,
+                        args.heapsize32_romfs)
     print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
         f["bundle_files"], f["bundle_bytes"], f["romfs_image_bytes"]))
@@ -347,14 +373,28 @@ def firmware_command(args):
                   f["heap32_after_boot_bytes"], f["heap32_after_reboot_bytes"],
                   f["heap32_peak_bytes"], f["largest_free_block32_bytes"],
                   f["largest_free_block32_max_bytes"], f["runs"]))
+        print("  32-bit build, run as a provisioned unit runs it (firmware from ROMFS, aioble "
+              "from /lib as .mpy files, a stock image), heap capped at %s, BLE link "
+              "up (a central connected: %s):" % (args.heapsize32_romfs,
+                                                 "yes" if f["ble32_romfs_connected"] else "NO"))
+        print("    heap after the imports %d, after boot %d, after the reboot with a full outbox "
+              "%d; peak %d (budget %d: %s); largest free block at the peak %d (%d in the best "
+              "of %d runs)" % (
+                  f["heap32_romfs_imported_bytes"], f["heap32_romfs_after_boot_bytes"],
+                  f["heap32_romfs_after_reboot_bytes"], f["heap32_romfs_peak_bytes"],
+                  BUDGET32_BYTES, "within it" if f["heap32_romfs_peak_bytes"] <= BUDGET32_BYTES
+                  else "OVER BY %d" % (f["heap32_romfs_peak_bytes"] - BUDGET32_BYTES),
+                  f["largest_free_block32_romfs_bytes"],
+                  f["largest_free_block32_romfs_max_bytes"], f["runs"]))
     else:
         print("  no 32-bit build: %s" % mpy32.skip_reason())
     print("  task deaths %d, restarts %d, alarm-path memory retries %d (all runs); runs without "
           "a task death %d of %d%s" % (
               f["task_deaths"], f["task_restarts"], f["memory_retries"],
               f["runs_without_death"], f["runs"],
-              "; 32-bit %d of %d" % (f["runs32_without_death"], f["runs"])
-              if "runs32_without_death" in f else ""))
+              "; 32-bit %d of %d, from ROMFS %d of %d" % (
+                  f["runs32_without_death"], f["runs"], f["runs32_romfs_without_death"],
+                  f["runs"]) if "runs32_without_death" in f else ""))
     if args.heap_map:
         print("  heap maps where the free block was smallest: %s" % args.heap_map)
     print(" ".join("%s=%s" % kv for kv in sorted(f.items())))
@@ -416,6 +456,9 @@ def register_bench(bench_sub):
                     help="alarms to raise, none acknowledged (the outbox holds 24)")
     fw.add_argument("--heapsize32", default="64k",
                     help="heap cap for the 32-bit frozen build, where there is one (default 64k)")
+    fw.add_argument("--heapsize32-romfs", default="96k",
+                    help="heap cap for the 32-bit build run from the ROMFS image a unit is "
+                         "provisioned with (default 96k: it does not fit 64k)")
     fw.add_argument("--runs", type=int, default=1,
                     help="repeat the fill and drain phases with other environment and path "
                          "sizes (the heap's layout follows them), on each build; prints the "

@@ -7,6 +7,12 @@ figures match a board's), `bluetooth` on BTstack over an H4 UART (`--bluetooth-h
 $MICROPYBTUART at run time), and frozen in: the port's standard manifest, micropython-lib's
 aioble, every module of the firmware bundle (firmware_build.sources()) and the firmware
 benchmark's device-side phase module (fw_bench_phase.py), compiled as the bundle is (-O2).
+A second build beside it (<key>/romfs/micropython, the same options) stands for a provisioned
+unit: a stock image (the standard manifest only) with the ROMFS image a unit is provisioned
+with (the same modules as .mpy files) frozen in as a read-only constant, which
+`vigil_rom_image.mount(lib)` mounts at /rom, so the firmware runs from ROMFS as on a board, and
+aioble as .mpy files in <key>/romfs/lib, as `mip` installs it into a board's /lib (see
+rom_image_module() and aioble_lib()).
 
 The binary is cached at .venv/mpy32/<key>/micropython, where the key hashes the tarball's
 sha256, the build options and the name and bytes of every frozen source file: a firmware change
@@ -36,8 +42,11 @@ BUILD_SCRIPT = "build-micropython-unix.sh"  # beside the tarball
 DEFAULT_SRC = firmware_build.ROOT.parent / "shared" / "vendor" / "micropython-src.tar.xz"
 CACHE = firmware_build.ROOT / ".venv" / "mpy32"
 # Bumped when the manifest this module writes changes in a way the sources do not show.
-SCHEME = b"vigil-mpy32/1"
+SCHEME = b"vigil-mpy32/3"
 PHASE_MODULE = "fw_bench_phase.py"  # device side of `vigil bench firmware` (bench_firmware.py)
+ROM_IMAGE_MODULE = "vigil_rom_image.py"  # generated: the ROMFS image a unit is provisioned with
+ROMFS_VARIANT = "romfs"  # the build holding it, beside the frozen one in the cache
+AIOBLE_IN_TARBALL = "lib/micropython-lib/micropython/bluetooth/aioble/aioble/"
 HOSTS = ("x86_64", "amd64", "i386", "i686")  # where gcc -m32 builds (gcc-multilib)
 
 
@@ -84,19 +93,48 @@ def manifest(stage, names):
     return "\n".join(lines) + "\n"
 
 
+def manifest_romfs(stage):
+    """The manifest of the build a provisioned unit stands for: the port's standard modules
+    (asyncio, as a stock board image has them) and the ROMFS image constant staged under
+    `stage`, nothing of Vigil or aioble frozen in. Their names are then not in the binary's
+    own qstr table either, so running from the image interns them in the heap as on a board."""
+    return ('include("$(PORT_DIR)/variants/standard/manifest.py")\n'
+            "module(%r, base_path=%r)\n" % (ROM_IMAGE_MODULE, str(stage)))
+
+
+def _run_build(script, src, into, manifest_file, tmp, cache):
+    into.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["bash", str(script), str(src), str(into), *OPTIONS, "--frozen-manifest",
+         str(manifest_file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, TMPDIR=str(tmp)))
+    (cache / "build.log").write_text(proc.stdout)
+    if proc.returncode != 0 or not (into / "micropython").is_file():
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise ToolError("the 32-bit MicroPython build failed (full log: %s):\n%s"
+                        % (cache / "build.log", tail))
+
+
 def _binary(cache, k):
+    """The frozen build's binary when both builds for key `k` are there, else None."""
     exe = pathlib.Path(cache) / k / "micropython"
-    return exe if exe.is_file() and os.access(exe, os.X_OK) else None
+    other = pathlib.Path(cache) / k / ROMFS_VARIANT / "micropython"
+    ok = all(x.is_file() and os.access(x, os.X_OK) for x in (exe, other))
+    return exe if ok else None
 
 
-def executable(root=None, cache=CACHE):
-    """The cached binary for the current sources, or None (see skip_reason())."""
+def executable(root=None, cache=CACHE, romfs=False):
+    """The cached binary for the current sources, or None (see skip_reason()): the one with
+    the firmware frozen in, or with `romfs` the stock one holding the ROMFS image (its
+    aioble is in the folder `lib` beside it)."""
     try:
         k = key(frozen_files(root))
     except (ToolError, OSError):
         return None
     exe = _binary(cache, k)
-    return str(exe) if exe else None
+    if exe is None:
+        return None
+    return str(exe.parent / ROMFS_VARIANT / "micropython") if romfs else str(exe)
 
 
 def skip_reason(root=None, cache=CACHE, src=None):
@@ -117,6 +155,49 @@ def skip_reason(root=None, cache=CACHE, src=None):
         return ("the 32-bit MicroPython build is stale (firmware sources changed since it was "
                 "built): run make setup")
     return "the 32-bit MicroPython unix port is not built yet: run make setup"
+
+
+def rom_image_module(stage, names, tmp):
+    """The source of a frozen module holding, as one bytes constant, the ROMFS image a unit is
+    provisioned with (the firmware bundle compiled as `vigil provision` compiles it, and the
+    benchmark's phase module), with mount(lib) to mount it at /rom, ahead of `lib` (where
+    aioble is, see aioble_lib()) and the frozen modules. A frozen constant stays in the
+    binary's read-only data, outside the heap, as a board's memory-mapped partition does:
+    mounted, the modules run from it as a board runs them from ROMFS, with what loading a .mpy
+    costs the heap (its names interned, a record per function), which frozen modules do not."""
+    from .romfs import build_image
+    rom = tmp / "rom-lib"
+    for name in names:
+        target = rom / (name[:-3] + ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        firmware_build.compile_module(stage / name, name, target)
+    return ("# The ROMFS image a unit is provisioned with, generated by vigil_tools.mpy32.\n"
+            "IMAGE = %r\n\n\n"
+            "def mount(lib):\n"
+            "    import sys\n"
+            "    import vfs\n"
+            "    vfs.mount(vfs.VfsRom(IMAGE), '/rom')\n"
+            "    sys.path[:] = ['/rom', lib, '.frozen']\n" % build_image(rom))
+
+
+def aioble_lib(src, lib):
+    """aioble compiled from the tarball's micropython-lib into lib/aioble as .mpy files: where
+    a board has it, installed with `mip` into /lib (its bytecode is then loaded into the heap)."""
+    import tarfile
+    aioble = pathlib.Path(lib) / "aioble"
+    aioble.mkdir(parents=True)
+    with tarfile.open(src, "r:xz") as tar:
+        for member in tar:
+            _, _, inner = member.name.partition("/")
+            if inner.startswith(AIOBLE_IN_TARBALL) and inner.endswith(".py"):
+                source = aioble / "source.py"
+                source.write_bytes(tar.extractfile(member).read())
+                base = inner[len(AIOBLE_IN_TARBALL):]
+                firmware_build.compile_module(source, "aioble/" + base,
+                                              aioble / (base[:-3] + ".mpy"))
+                source.unlink()
+    if not any(aioble.iterdir()):
+        raise ToolError("%s holds no aioble under %s" % (src, AIOBLE_IN_TARBALL))
 
 
 def sha256_file(path):
@@ -180,31 +261,29 @@ def build(src, root=None, cache=CACHE, out=None):
         exe = _binary(cache, k)
         if exe:
             return str(exe)
-        (tmp / "manifest.py").write_text(manifest(stage, [n for n, _ in files]))
+        names = [n for n, _ in files]
+        rom_image = stage / "rom-image"
+        rom_image.mkdir()
+        (rom_image / ROM_IMAGE_MODULE).write_text(rom_image_module(stage, names, tmp))
+        (tmp / "manifest.py").write_text(manifest(stage, names))
+        (tmp / "manifest-romfs.py").write_text(manifest_romfs(rom_image))
         cache.mkdir(parents=True, exist_ok=True)
         work = pathlib.Path(tempfile.mkdtemp(prefix=k + ".", dir=cache))
         work.chmod(0o755)
-        print("building the 32-bit MicroPython unix port (bluetooth, firmware frozen in)...",
-              end=" ", file=out, flush=True)
+        print("building the 32-bit MicroPython unix port (bluetooth; the firmware frozen in, "
+              "then a stock image with the ROMFS image)...", end=" ", file=out, flush=True)
         t0 = time.monotonic()
         try:
-            proc = subprocess.run(
-                ["bash", str(script), str(src), str(work), *OPTIONS,
-                 "--frozen-manifest", str(tmp / "manifest.py")],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                env=dict(os.environ, TMPDIR=str(tmp)))
+            for manifest_file, into in (("manifest.py", work), ("manifest-romfs.py",
+                                                                 work / ROMFS_VARIANT)):
+                _run_build(script, src, into, tmp / manifest_file, tmp, cache)
+            aioble_lib(src, work / ROMFS_VARIANT / "lib")
         except BaseException:
+            print("failed after %.0f s" % (time.monotonic() - t0), file=out, flush=True)
             shutil.rmtree(work, ignore_errors=True)
             raise
         elapsed = time.monotonic() - t0
-        (cache / "build.log").write_text(proc.stdout)
-        if proc.returncode != 0 or not (work / "micropython").is_file():
-            print("failed after %.0f s" % elapsed, file=out, flush=True)
-            shutil.rmtree(work, ignore_errors=True)
-            tail = "\n".join(proc.stdout.splitlines()[-40:])
-            raise ToolError("the 32-bit MicroPython build failed (full log: %s):\n%s"
-                            % (cache / "build.log", tail))
-        (work / "manifest.py").write_text(manifest("<frozen>", [n for n, _ in files]))
+        (work / "manifest.py").write_text(manifest("<frozen>", names))
         try:
             work.rename(cache / k)
         except OSError:  # built meanwhile by another setup: keep that one
