@@ -89,6 +89,27 @@ def register(sub):
     wls.add_argument("--json", action="store_true", help="one JSON object per line")
     wls.set_defaults(func=_handler(wearer_list_command))
 
+    beacon = gw.add_parser("beacon", help="the places of BLE beacons and Wi-Fi access points "
+                                          "(where a wearer is, from what the wearable heard)")
+    bc = beacon.add_subparsers(dest="beacon_command", required=True, metavar="ACTION")
+    badd = bc.add_parser("add", parents=[common], help="place a beacon or access point")
+    badd.add_argument("kind", choices=("ble", "wifi"))
+    badd.add_argument("identifier", help="ble: an iBeacon UUID:major:minor or an Eddystone-UID "
+                                         "namespace:instance; wifi: the BSSID")
+    badd.add_argument("--place", required=True, help="the place's name, as responders read it")
+    badd.add_argument("--floor", default="", help="the floor (free text: 2, G, B1)")
+    badd.add_argument("--room", default="", help="the room or area")
+    badd.add_argument("--lat", help="latitude, decimal degrees (with --lon)")
+    badd.add_argument("--lon", help="longitude, decimal degrees (with --lat)")
+    badd.set_defaults(func=_handler(beacon_add_command))
+    bls = bc.add_parser("list", parents=[common], help="list placed beacons")
+    bls.add_argument("--json", action="store_true", help="one JSON object per line")
+    bls.set_defaults(func=_handler(beacon_list_command))
+    brm = bc.add_parser("remove", parents=[common], help="remove a beacon or access point")
+    brm.add_argument("kind", choices=("ble", "wifi"))
+    brm.add_argument("identifier")
+    brm.set_defaults(func=_handler(beacon_remove_command))
+
     out = gw.add_parser("outbox", parents=[common],
                         help="incident events queued for responder backends")
     out.add_argument("--pending", action="store_true", help="only those not yet delivered")
@@ -653,6 +674,48 @@ def wearer_list_command(args):
         else:
             print("%08x  %-24s zone %-3d %d contact(s)" % (w.device_id, w.name, w.zone,
                                                          len(w.contacts)))
+    return 0
+
+
+def _beacons(args):
+    from vigil_gateway.beacons import Beacons
+
+    conn, _, _ = _state(args)
+    return Beacons(conn)
+
+
+def _beacon_row(b):
+    return {"kind": b.kind, "identifier": b.identifier, "short_id": b.short_id.hex(),
+            "place": b.place, "floor": b.floor, "room": b.room, "lat": b.lat, "lon": b.lon}
+
+
+def beacon_add_command(args):
+    b = _beacons(args).add(args.kind, args.identifier, args.place, args.floor, args.room,
+                           args.lat, args.lon)
+    print("%s %s placed at %s (short id %s)" % (b.kind, b.identifier, _where(b),
+                                               b.short_id.hex()))
+    return 0
+
+
+def _where(b):
+    parts = [b.place] + (["floor " + b.floor] if b.floor else []) + ([b.room] if b.room else [])
+    if b.lat is not None:
+        parts.append("%.6f,%.6f" % (b.lat, b.lon))
+    return ", ".join(parts)
+
+
+def beacon_list_command(args):
+    for b in _beacons(args).all():
+        if args.json:
+            print(json.dumps(_beacon_row(b)))
+        else:
+            print("%-4s  %-44s %s  %s" % (b.kind, b.identifier, b.short_id.hex(), _where(b)))
+    return 0
+
+
+def beacon_remove_command(args):
+    _beacons(args).remove(args.kind, args.identifier)
+    print("removed %s %s" % (args.kind, args.identifier))
     return 0
 
 
