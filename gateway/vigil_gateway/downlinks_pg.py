@@ -180,6 +180,13 @@ class PostgresDownlinks:
             raise StoreError("cannot update downlink %d: %s" % (item.id, _first_line(exc))
                              ) from None
 
+    def prune(self, cutoff):
+        """Inside retention's transaction: delete downlinks made before `cutoff` that went
+        out (confirmed, or sent): only one still waiting for its wearable stays."""
+        return self.store._conn.execute(
+            "DELETE FROM downlinks WHERE created_at < %s AND (confirmed_at IS NOT NULL OR "
+            "mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL)", (cutoff,)).rowcount
+
     def all(self, device_id=None):
         sql, args = "SELECT %s FROM downlinks" % _COLUMNS, ()
         if device_id is not None:

@@ -215,6 +215,12 @@ class ForwardingOutbox:
         return sorted((Item(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8],
                             None, r[9], None, None) for r in rows), key=lambda i: i.id)
 
+    def prune_delivered(self, cutoff):
+        """Inside retention's transaction: delete the events delivered before `cutoff` (a
+        worker's time; delivered_at is the database's)."""
+        return self.outbox.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
+                                        "delivered_at < to_timestamp(%s)", (cutoff,)).rowcount
+
     def overdue_count(self, now):
         return self._read("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND "
                           "created_at < clock_timestamp() - make_interval(secs => %s)",

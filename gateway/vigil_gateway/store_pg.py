@@ -396,6 +396,40 @@ class PostgresStore:
     def early_tap_devices(self):
         return _ANY_DEVICE
 
+    def lock_early_tap_devices(self, received_before):
+        """Inside a transaction, before incidents.promote_early_taps(): lock (in id order)
+        the devices with a tap kept since before the time, so the promotion and an alarm of
+        theirs arriving at another worker take turns."""
+        devices = [r[0] for r in self._conn.execute(
+            "SELECT DISTINCT device_id FROM early_taps WHERE received_at <= %s",
+            (received_before,)).fetchall()]
+        return self.lock(devices) if devices else {}
+
+    # -- retention (retention.py, inside its transaction) --
+    def prune_frames(self, cutoff, keep):
+        """Delete uplinks received before `cutoff`, except each device's `keep` highest
+        counters, and raise each device's history floor past what went (under its row lock,
+        in device-id order): a copy of a deleted frame is refused as stale by every worker,
+        never taken for a late new one (SPEC section 7). Returns the frames deleted."""
+        floors = self._conn.execute(
+            "SELECT f.device_id, max(f.counter) FROM frames f JOIN (SELECT device_id, "
+            "max(counter) AS top FROM frames WHERE direction = %(up)s GROUP BY device_id) t "
+            "ON t.device_id = f.device_id WHERE f.direction = %(up)s AND f.received_at < "
+            "%(cutoff)s AND f.counter <= t.top - %(keep)s GROUP BY f.device_id",
+            {"up": UP, "cutoff": cutoff, "keep": keep}).fetchall()
+        floors = dict(floors)
+        # (counted before the lock: frames coming meanwhile are higher and newer, so what may
+        # go stays the same)
+        self.lock(floors)
+        deleted = 0
+        for device_id in sorted(floors):
+            self._conn.execute("UPDATE devices SET history_floor = greatest(history_floor, %s) "
+                               "WHERE device_id = %s", (floors[device_id], device_id))
+            deleted += self._conn.execute(
+                "DELETE FROM frames WHERE device_id = %s AND direction = %s AND counter <= %s "
+                "AND received_at < %s", (device_id, UP, floors[device_id], cutoff)).rowcount
+        return deleted
+
     # -- reading (tests, the CLI) --
     def open_lost_contacts(self):
         """(device_id, incident_id) of every open LOST_CONTACT, by device."""

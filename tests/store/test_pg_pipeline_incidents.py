@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 import vigil_protocol as p
-from pg_workers import NEW, Worker, alarm
+from pg_workers import NEW, Worker, alarm, receipt
 
 DEV = 0x00C0FFEE
 HOOK = "webhook"
@@ -59,3 +59,32 @@ def test_a_late_alarm_is_raised_marked_late_with_its_lateness_in_the_event(worke
     assert 80 <= late["late_s"] <= 90  # (the frame carries its age in coarse steps)
     assert late["raised_at"] == 1000.0 - late["late_s"]
     assert first.metrics.late_alarms.values[("age",)] == 1
+
+
+def test_a_tap_whose_alarm_never_comes_raises_its_incident_at_any_worker(workers,
+                                                                        pg_store_url):
+    first, second = workers
+    first.ingest([alarm(DEV, 6, p.DOUBLE_TAP, ref=5)], now=100.0)
+    store = second.store
+    with store.transaction():
+        assert store.lock_early_tap_devices(100.0 - 30.0) == {}  # not waited long enough
+        assert second.pipeline.incidents.promote_early_taps(120.0, 30.0) == []
+    with store.transaction():
+        assert list(store.lock_early_tap_devices(130.0 - 30.0)) == [DEV]
+        [raised] = second.pipeline.incidents.promote_early_taps(130.0, 30.0)
+    assert (raised.counter, raised.kind, raised.state) == (5, "SOS", "needs_help")
+    first.ingest([alarm(DEV, 5)], now=140.0)  # the alarm itself: it joins, raises nothing
+    assert _incidents(pg_store_url) == [(5, "SOS", "needs_help")]
+
+
+def test_the_wearables_receipt_for_a_prompt_is_audited_as_played(workers, pg_store_url):
+    first, second = workers
+    first.ingest([alarm(DEV, 5)])
+    with first.store.locked([DEV]):
+        prompt = first.downlinks.make(DEV, 5, "action", p.PROMPT_DOUBLE_TAP, 11.0)
+    second.ingest([receipt(DEV, 6, prompt.counter)], now=12.0)  # heard by another worker
+    with psycopg.connect(pg_store_url) as conn:
+        audit = [r[0] for r in conn.execute("SELECT event FROM audit ORDER BY id").fetchall()]
+    assert audit == ["raised", "prompt_played"]
+    assert [k for k, _ in _events(pg_store_url)] == ["00c0ffee-5-raised",
+                                                     "00c0ffee-5-prompt_played"]
