@@ -3,6 +3,7 @@
 # downlinks_pg.PostgresDownlinks), and the workers' pumps (downlink_pump_pg.py) publishing
 # each one through a real Mosquitto, woken by LISTEN/NOTIFY.
 import asyncio
+import itertools
 import threading
 import time
 
@@ -20,6 +21,7 @@ from vigil_gateway.registry_pg import PostgresRegistry
 from vigil_gateway.store_pg import PostgresStore
 
 DEV = 0x00C0FFEE
+_ids = itertools.count(1)  # client ids: no test resumes another's session on the broker
 
 
 @pytest.fixture
@@ -83,8 +85,8 @@ class _Wearables:
     def __init__(self, port):
         self.got = []
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wearables",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="wearables-%d" % next(_ids), protocol=mqtt.MQTTv5)
         self.client.on_connect = lambda c, u, f, rc, props: c.subscribe(
             TOPICS.down(DEV).rsplit("/", 1)[0] + "/+", qos=1)
         self.client.on_subscribe = lambda *args: self._subscribed.set()
@@ -104,16 +106,20 @@ def _settings(port, name, tmp_path):
                             str(tmp_path)).mqtt
 
 
-async def _pumps(url, keys_dir, port, tmp_path, n, poll_s):
-    """n workers' links and pumps, each pump on a connection of its own, running."""
+async def _pumps(url, keys_dir, port, tmp_path, n, poll_s, run=True):
+    """n workers' links and pumps, each pump on a connection of its own, running (or, with
+    run False, left for the test to call round())."""
     made = []
     for index in range(n):
         store = PostgresStore(url)
         registry = PostgresRegistry(store, str(keys_dir))
-        link = MqttLink(_settings(port, "worker%d" % index, tmp_path), TOPICS, lambda m: None)
+        name = "worker%d-%d" % (index, next(_ids))
+        link = MqttLink(_settings(port, name, tmp_path), TOPICS, lambda m: None)
         pump = PostgresDownlinkPump(PostgresDownlinks(store, registry), link, TOPICS,
-                                    Listener(url), poll_s=poll_s)
-        tasks = [asyncio.create_task(link.run()), asyncio.create_task(pump.run())]
+                                    Listener(url), poll_s=poll_s, lease_s=10.0)
+        tasks = [asyncio.create_task(link.run())]
+        if run:
+            tasks.append(asyncio.create_task(pump.run()))
         made.append((store, link, pump, tasks))
     for _, link, _, _ in made:
         await asyncio.wait_for(link.connected.wait(), 10)
@@ -122,9 +128,10 @@ async def _pumps(url, keys_dir, port, tmp_path, n, poll_s):
 
 async def _stop(pumps):
     for store, link, pump, tasks in pumps:
-        tasks[1].cancel()
+        for task in tasks[1:]:
+            task.cancel()
         link.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
         store.close()
 
 
@@ -173,13 +180,13 @@ def test_a_downlink_no_session_takes_waits_and_goes_when_its_device_is_heard(
 
         async def one_round():
             pumps = await _pumps(pg_store_url, tmp_path / "keys", mosquitto.port, tmp_path, 1,
-                                 poll_s=60)
+                                 poll_s=60, run=False)
             try:
                 return await pumps[0][2].round()
             finally:
                 await _stop(pumps)
 
-        asyncio.run(one_round())  # published: PUBACK 16, no subscriber
+        assert asyncio.run(one_round()) == 1  # published: PUBACK 16, no subscriber
         [d] = worker.downlinks.all(DEV)
         assert d.mqtt_sent_at is None
         assert worker.downlinks.claim(lease_s=60) == []  # it waits (5 s, doubling)
