@@ -61,7 +61,6 @@ from .feedback import Feedback
 from .link import Inbox
 from .outbox import Outbox
 from .seen import SeenDownlinks
-from .taps import DoubleTapDetector
 
 _WATCHDOG_MS = const(30000)
 _DEBOUNCE_MS = const(20)
@@ -105,6 +104,22 @@ class Wearable:
         self.links = links
         self.log = log
         flash = board.flash
+        # Man-down and the software tap detector read the accelerometer in the motion task.
+        # First, and collected after: its modules' objects then lie low with the others.
+        self.man_down = None
+        accel = board.accel
+        if config.man_down is not None and accel.present and (
+                config.man_down[0] or config.man_down[1]):
+            from .mandown import ManDown
+            self.man_down = ManDown(*config.man_down)
+        elif config.man_down is not None:
+            log("vigil: man-down off: %s" % ("no accelerometer answers" if not accel.present
+                                            else "fall and no-motion both off in the config"))
+        self._motion = accel.present and (self.man_down is not None or not accel.hardware_taps)
+        # x, y, z of each sample the FIFO holds, filled in place by accel.read_mg()
+        self._samples = array("h", bytes(6 * _FIFO_SAMPLES)) if self._motion else None
+        self._still_due = None  # when no motion is up if nothing moves (the motion task sleeps)
+        gc.collect()
         # The heap is decided here, at boot: fixed tables first, then a reserve that the
         # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
         self.key = DeviceKey(config.key)
@@ -122,19 +137,6 @@ class Wearable:
         self.sos = gestures.SosButton()
         self.duress = gestures.DuressGesture()
         self.wake = Flag()      # the sender: a new alarm, or a link came up
-        # Man-down and the software tap detector read the accelerometer in the motion task.
-        self.man_down = None
-        accel = board.accel
-        if config.man_down is not None and accel.present and (
-                config.man_down[0] or config.man_down[1]):
-            from .mandown import ManDown
-            self.man_down = ManDown(*config.man_down)
-        elif config.man_down is not None:
-            log("vigil: man-down off: %s" % ("no accelerometer answers" if not accel.present
-                                            else "fall and no-motion both off in the config"))
-        self._motion = accel.present and (self.man_down is not None or not accel.hardware_taps)
-        # x, y, z of each sample the FIFO holds, filled in place by accel.read_mg()
-        self._samples = array("h", bytes(6 * _FIFO_SAMPLES)) if self._motion else None
         self._link_came_up = False
         self._down = bytearray(2)     # SOS, duress: 1 while pressed (debounced)
         self._edge_at = [0, 0]  # type: list  # when each button last changed
@@ -335,7 +337,8 @@ class Wearable:
             if prompted and taps is None:
                 # Afresh for each prompt, from the next batch on: the answer is a double tap
                 # after the prompt, never one from before it.
-                taps = DoubleTapDetector()
+                from .taps import DoubleTapDetector  # (loaded only by a part without
+                taps = DoubleTapDetector()           # a tap engine, once prompted)
             if taps is not None or man_down is not None and not man_down.resting():
                 want = _ON_BATCH
             else:
@@ -345,14 +348,16 @@ class Wearable:
                 mode = want
                 if want == _ON_MOVEMENT and accel.moving():
                     continue  # it moved as INT1 was switched: no edge would come
-            left = None
+            # While still, the no-motion time is kept by the supervisor's round (run()), not
+            # by a timeout here: a wait with a timeout holds two tasks' worth of heap for as
+            # long as the wearer keeps still.
+            self._still_due = None
             if mode == _ON_MOVEMENT and man_down is not None:
                 left = man_down.still_left_ms()
+                if left is not None:
+                    self._still_due = ticks_add(now, left)
             self._park("motion")
-            if left is None:
-                await accel.flag.wait()
-            else:
-                await wait_for(accel.flag, left)
+            await accel.flag.wait()
 
     def _man_down_report(self, event):
         """A detector reported (event >= 0): the pre-alarm starts, unless one is on already or
@@ -630,6 +635,10 @@ class Wearable:
                 except MemoryError:
                     gc.collect()  # try again next period; the watchdog still decides below
                 now = ticks_ms()
+                due = self._still_due
+                if due is not None and ticks_diff(now, due) >= 0:
+                    self._still_due = None
+                    self.board.accel.flag.set()  # the motion task reads, and finds it so
                 if self.on_healthy is not None and ticks_diff(now, healthy_at) >= 0:
                     self.on_healthy()
                     self.on_healthy = None

@@ -26,24 +26,25 @@ from vigil_protocol._compat import const
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .falls import FallDetector, NoMotionDetector
 
-WATCHING = const(0)
-PRE_FALL = const(1)
-PRE_STILL = const(2)
-STATES = ("watching", "pre_fall", "pre_still")
+# States, events and outputs are private consts, so no module attribute holds them (app.py
+# writes the ones it uses as its own, tests the numbers): states and events are small ints,
+# outputs the table's letters.
+_WATCHING = const(0)
+_PRE_FALL = const(1)
+_PRE_STILL = const(2)
 
-FALL = const(0)
-STILL = const(1)
-CANCEL = const(2)
-REPEAT = const(3)
-EXPIRE = const(4)
+_FALL = const(0)    # the fall detector reported
+_STILL = const(1)   # no movement for the no-motion time
+_CANCEL = const(2)  # an SOS press
+_REPEAT = const(3)  # REPEAT_MS since the last cue
+_EXPIRE = const(4)  # the cancel window is over
 _EVENTS = const(5)
 
-# Outputs are the table's letters (ints: no heap); NONE when nothing happens.
-NONE = const(45)             # "-"
-CUE = const(99)              # "c": play the pre-alarm pattern
-CANCELLED = const(120)       # "x"
-RAISE_FALL = const(102)      # "f"
-RAISE_NO_MOTION = const(110)  # "n"
+_NONE = const(45)             # "-": nothing happens
+_CUE = const(99)              # "c": play the pre-alarm pattern
+_CANCELLED = const(120)       # "x"
+_RAISE_FALL = const(102)      # "f"
+_RAISE_NO_MOTION = const(110)  # "n"
 
 # _TABLE[(state * _EVENTS + event) * 2]: the next state as a digit, then the output; "--": no
 # change. Bytes, so the table stays in flash with the code.
@@ -67,7 +68,7 @@ class ManDown:
         self.fall = FallDetector() if fall else None
         self.still = NoMotionDetector(no_motion_s)  # 0: off (it then only says when to rest)
         self.cancel_ms = cancel_s * 1000
-        self.state = WATCHING
+        self.state = _WATCHING
         self.started = ticks_ms()  # when the pre-alarm started (meaningful once it has)
         self.cued = self.started   # when its pattern last started
         self._rest = self.REST_MS * NoMotionDetector.ODR_HZ // 1000
@@ -76,9 +77,9 @@ class ManDown:
         """One sample (mg); FALL or STILL when a detector reports, else -1."""
         event = -1
         if self.fall is not None and self.fall.feed(x, y, z):
-            event = FALL
+            event = _FALL
         if self.still.feed(x, y, z) and event < 0:
-            event = STILL
+            event = _STILL
         return event
 
     def skip(self, n):
@@ -86,7 +87,7 @@ class ManDown:
         that ran the no-motion time out, else -1."""
         if self.fall is not None:
             self.fall.skip(n)
-        return STILL if self.still.skip(n) else -1
+        return _STILL if self.still.skip(n) else -1
 
     def resting(self):
         """Still for REST_MS and no fall under way: nothing to gain from reading samples."""
@@ -100,15 +101,15 @@ class ManDown:
     def step(self, event, t):
         """Apply one event at ticks_ms t; returns the output (NONE when nothing changes)."""
         i = (self.state * _EVENTS + event) * 2
-        if _TABLE[i] == NONE:
-            return NONE
+        if _TABLE[i] == _NONE:
+            return _NONE
         self.state = _TABLE[i] - _DIGIT_0
         out = _TABLE[i + 1]
-        if event == FALL or event == STILL:
+        if event == _FALL or event == _STILL:
             self.started = t
-        if out == CUE:
+        if out == _CUE:
             self.cued = t
-        elif out == CANCELLED:
+        elif out == _CANCELLED:
             self.reset()
         return out
 
@@ -120,7 +121,7 @@ class ManDown:
 
     def due_at(self):
         """When REPEAT or EXPIRE applies next (ticks_ms); None while WATCHING."""
-        if self.state == WATCHING:
+        if self.state == _WATCHING:
             return None
         expire = ticks_add(self.started, self.cancel_ms)
         repeat = ticks_add(self.cued, self.REPEAT_MS)
@@ -128,10 +129,10 @@ class ManDown:
 
     def tick(self, t):
         """The time at ticks_ms t: EXPIRE or REPEAT if due; the output."""
-        if self.state == WATCHING:
-            return NONE
+        if self.state == _WATCHING:
+            return _NONE
         if ticks_diff(t, ticks_add(self.started, self.cancel_ms)) >= 0:
-            return self.step(EXPIRE, t)
+            return self.step(_EXPIRE, t)
         if ticks_diff(t, ticks_add(self.cued, self.REPEAT_MS)) >= 0:
-            return self.step(REPEAT, t)
-        return NONE
+            return self.step(_REPEAT, t)
+        return _NONE

@@ -22,6 +22,11 @@ except ImportError:
     ON_MICROPYTHON = False
 
 T0 = 1000
+# mandown.py's numbers: private consts there (MicroPython keeps no names for them), checked
+# against its names on CPython (test_the_numbers_are_mandowns_and_the_apps)
+WATCHING, PRE_FALL, PRE_STILL = 0, 1, 2
+FALL, STILL, CANCEL, REPEAT, EXPIRE = 0, 1, 2, 3, 4
+NONE, CUE, CANCELLED, RAISE_FALL, RAISE_NO_MOTION = 45, 99, 120, 102, 110
 
 
 class PreAlarmTable(unittest.TestCase):
@@ -29,78 +34,82 @@ class PreAlarmTable(unittest.TestCase):
         self.md = ManDown(True, 120, 30)
 
     def test_a_report_starts_the_pre_alarm_and_its_cue(self):
-        self.assertEqual(self.md.step(mandown.FALL, T0), mandown.CUE)
-        self.assertEqual(self.md.state, mandown.PRE_FALL)
+        self.assertEqual(self.md.step(FALL, T0), CUE)
+        self.assertEqual(self.md.state, PRE_FALL)
         self.assertEqual(self.md.due_at(), T0 + ManDown.REPEAT_MS)
 
     def test_the_cue_repeats_until_the_window_ends_then_the_alarm_is_raised(self):
         md = self.md
-        md.step(mandown.STILL, T0)
+        md.step(STILL, T0)
         t = T0
         cues = 1
         while True:
             t = md.due_at()
             out = md.tick(t)
-            if out != mandown.CUE:
+            if out != CUE:
                 break
             cues += 1
-        self.assertEqual((out, t), (mandown.RAISE_NO_MOTION, T0 + 30000))
+        self.assertEqual((out, t), (RAISE_NO_MOTION, T0 + 30000))
         self.assertEqual(cues, (30000 - 1) // ManDown.REPEAT_MS + 1)
-        self.assertEqual((md.state, md.due_at()), (mandown.WATCHING, None))
-        self.assertEqual(md.tick(t + 60000), mandown.NONE)
+        self.assertEqual((md.state, md.due_at()), (WATCHING, None))
+        self.assertEqual(md.tick(t + 60000), NONE)
 
     def test_a_fall_that_is_not_cancelled_raises_fall(self):
-        self.md.step(mandown.FALL, T0)
-        self.assertEqual(self.md.tick(T0 + 29999), mandown.CUE)  # a repeat, not the end
-        self.assertEqual(self.md.tick(T0 + 30000), mandown.RAISE_FALL)
+        self.md.step(FALL, T0)
+        self.assertEqual(self.md.tick(T0 + 29999), CUE)  # a repeat, not the end
+        self.assertEqual(self.md.tick(T0 + 30000), RAISE_FALL)
 
     def test_a_press_in_the_window_cancels_and_the_detectors_start_afresh(self):
         md = self.md
         for _ in range(500):
             md.feed(0, 0, 1000)
         self.assertEqual(md.still.still, 500)
-        md.step(mandown.FALL, T0)
-        self.assertEqual(md.step(mandown.CANCEL, T0 + 5000), mandown.CANCELLED)
-        self.assertEqual((md.state, md.due_at(), md.still.still), (mandown.WATCHING, None, 0))
-        self.assertEqual(md.tick(T0 + 30000), mandown.NONE)  # nothing raised later
+        md.step(FALL, T0)
+        self.assertEqual(md.step(CANCEL, T0 + 5000), CANCELLED)
+        self.assertEqual((md.state, md.due_at(), md.still.still), (WATCHING, None, 0))
+        self.assertEqual(md.tick(T0 + 30000), NONE)  # nothing raised later
 
     def test_one_pre_alarm_at_a_time_and_no_cancel_without_one(self):
         md = self.md
-        self.assertEqual(md.step(mandown.CANCEL, T0), mandown.NONE)
-        md.step(mandown.FALL, T0)
-        self.assertEqual(md.step(mandown.STILL, T0 + 10), mandown.NONE)
-        self.assertEqual(md.step(mandown.FALL, T0 + 20), mandown.NONE)
-        self.assertEqual((md.state, md.started), (mandown.PRE_FALL, T0))
+        self.assertEqual(md.step(CANCEL, T0), NONE)
+        md.step(FALL, T0)
+        self.assertEqual(md.step(STILL, T0 + 10), NONE)
+        self.assertEqual(md.step(FALL, T0 + 20), NONE)
+        self.assertEqual((md.state, md.started), (PRE_FALL, T0))
 
     def test_every_state_and_event_does_what_the_rules_say(self):
         expected = {
-            (mandown.WATCHING, mandown.FALL): (mandown.PRE_FALL, mandown.CUE),
-            (mandown.WATCHING, mandown.STILL): (mandown.PRE_STILL, mandown.CUE),
-            (mandown.PRE_FALL, mandown.CANCEL): (mandown.WATCHING, mandown.CANCELLED),
-            (mandown.PRE_STILL, mandown.CANCEL): (mandown.WATCHING, mandown.CANCELLED),
-            (mandown.PRE_FALL, mandown.REPEAT): (mandown.PRE_FALL, mandown.CUE),
-            (mandown.PRE_STILL, mandown.REPEAT): (mandown.PRE_STILL, mandown.CUE),
-            (mandown.PRE_FALL, mandown.EXPIRE): (mandown.WATCHING, mandown.RAISE_FALL),
-            (mandown.PRE_STILL, mandown.EXPIRE): (mandown.WATCHING, mandown.RAISE_NO_MOTION),
+            (WATCHING, FALL): (PRE_FALL, CUE),
+            (WATCHING, STILL): (PRE_STILL, CUE),
+            (PRE_FALL, CANCEL): (WATCHING, CANCELLED),
+            (PRE_STILL, CANCEL): (WATCHING, CANCELLED),
+            (PRE_FALL, REPEAT): (PRE_FALL, CUE),
+            (PRE_STILL, REPEAT): (PRE_STILL, CUE),
+            (PRE_FALL, EXPIRE): (WATCHING, RAISE_FALL),
+            (PRE_STILL, EXPIRE): (WATCHING, RAISE_NO_MOTION),
         }
-        for state in range(len(mandown.STATES)):
+        for state in range(3):
             for event in range(5):
                 md = ManDown()
                 md.state = state
                 out = md.step(event, T0)
                 self.assertEqual((md.state, out),
-                                 expected.get((state, event), (state, mandown.NONE)),
-                                 (mandown.STATES[state], event))
+                                 expected.get((state, event), (state, NONE)),
+                                 (state, event))
 
-    def test_the_app_uses_the_tables_numbers(self):
-        # app.py writes them as private consts so as not to load mandown.py when it is off
-        # (MicroPython compiles such names away: CPython checks them)
+    def test_the_numbers_are_mandowns_and_the_apps(self):
+        # (MicroPython compiles private consts away: CPython checks them)
         if ON_MICROPYTHON:
             return
+        ours = (WATCHING, PRE_FALL, PRE_STILL, FALL, STILL, CANCEL, REPEAT, EXPIRE, NONE, CUE,
+                CANCELLED, RAISE_FALL, RAISE_NO_MOTION)
+        self.assertEqual(tuple(getattr(mandown, "_" + n) for n in (
+            "WATCHING", "PRE_FALL", "PRE_STILL", "FALL", "STILL", "CANCEL", "REPEAT", "EXPIRE",
+            "NONE", "CUE", "CANCELLED", "RAISE_FALL", "RAISE_NO_MOTION")), ours)
         self.assertEqual((app._MD_CANCEL, app._MD_NONE, app._MD_CUE, app._MD_CANCELLED,
                           app._MD_RAISE_FALL, app._MD_RAISE_NO_MOTION),
-                         (mandown.CANCEL, mandown.NONE, mandown.CUE, mandown.CANCELLED,
-                          mandown.RAISE_FALL, mandown.RAISE_NO_MOTION))
+                         (CANCEL, NONE, CUE, CANCELLED, RAISE_FALL, RAISE_NO_MOTION))
+        self.assertEqual(app._ON_MOVEMENT, 1)
 
     def test_the_pre_alarm_pattern_is_unlike_any_other(self):
         pre = pulses(PATTERNS["prealarm"])
@@ -133,7 +142,7 @@ class RestingAndSkipping(unittest.TestCase):
         self.assertEqual(md.still_left_ms(), 29000)
         self.assertEqual(md.skip(2800), -1)
         self.assertEqual(md.still_left_ms(), 1000)
-        self.assertEqual(md.skip(100), mandown.STILL)
+        self.assertEqual(md.skip(100), STILL)
         self.assertIsNone(md.still_left_ms())  # reported once
         self.assertEqual(md.skip(10000), -1)
 
