@@ -1,0 +1,225 @@
+# One gateway worker on PostgreSQL (service.py is the SQLite gateway): the same pipeline,
+# incidents, forwarding loops and downlinks, every device's state in the shared database, so
+# any number of workers can share one MQTT 5 group ([mqtt] shared_group). In progress
+# (gateway/README.md, "Scale-out on PostgreSQL"): `vigil gateway run` does not start it until
+# store_url.POSTGRESQL_READY; the tests start it themselves.
+#
+#   link --Message--> inbound queue --batch--> pipeline (devices locked, written, committed)
+#                                                         --> acks published --> broker PUBACKs
+# Rules:
+#   a batch is committed before any of its acks is published and before the broker's PUBACK
+#   for any of its messages (persist before ack); a batch the store cannot take is retried
+#   until it can (/healthz says unhealthy meanwhile), nothing of it acknowledged;
+#   each loop has a connection of its own (ingest, supervision, the downlink pump,
+#   forwarding): no transaction of one ever joins another's;
+#   supervision: LOST_CONTACT claimed from the database's deadlines (whichever worker comes
+#   first raises it, once), early taps promoted under their devices' locks, retention;
+#   stored downlinks: the pump of whichever worker claims them (downlink_pump_pg.py);
+#   forwarding: forwarding.py's loops on the outbox's claims (outbox_pg.ForwardingOutbox);
+#   DC-09 is not served here yet (its transport reads wearer profiles on SQLite).
+import asyncio
+import json
+import logging
+import os
+import time
+
+from . import logs
+from .config import read_secret
+from .device_state_pg import PostgresDeviceState
+from .downlink_pump_pg import PostgresDownlinkPump
+from .downlinks_pg import Listener, PostgresDownlinks
+from .errors import ConfigError, StoreError
+from .forward_webhook import WebhookTransport
+from .forwarding import Forwarding
+from .http_server import serve_all
+from .incidents import Incidents
+from .metrics import Metrics
+from .mqtt_link import MqttLink
+from .outbox_pg import ForwardingOutbox
+from .pipeline import REASONS, WINDOW_SIZE, Pipeline
+from .registry_pg import PostgresRegistry
+from .retention import Retention
+from .store_pg import PostgresStore
+from .topics import Topics
+
+log = logging.getLogger("vigil_gateway.service")
+_STORE_RETRY_S = (0.1, 5.0)
+
+
+class PostgresGateway:
+    def __init__(self, config, url, link_factory=MqttLink, clock=time.time, transports=None):
+        self.config = config
+        self.url = url
+        self.clock = clock
+        self.metrics = Metrics(REASONS)
+        self.topics = Topics(config.mqtt.prefix)
+        if transports is None:
+            transports = webhook_transports(config, clock)
+        self.transports = list(transports)
+        names = [t.name for t in self.transports]
+        self.metrics.declare_destinations(names)
+        keys_dir = os.path.join(config.gateway.data_dir, "keys")
+        sv = config.supervision
+
+        def store():
+            return PostgresStore(url, sv.default_interval_s, sv.grace_s, names)
+
+        self.store = store()  # ingest's
+        self.registry = PostgresRegistry(self.store, keys_dir)
+        self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock,
+                                 self.store.events, accept_v1=config.protocol.accept_v1,
+                                 late_after_s=config.incidents.late_after_s,
+                                 reack_interval_s=config.protocol.reack_interval_s,
+                                 state=PostgresDeviceState(self.store))
+        self.downlinks = PostgresDownlinks(self.store, self.registry, self.pipeline)
+        self.supervision_store = store()
+        self.supervision_incidents = Incidents(self.supervision_store,
+                                               self.supervision_store.events)
+        self.retention = Retention(self.supervision_store,
+                                   ForwardingOutbox(self.supervision_store.outbox),
+                                   PostgresDownlinks(self.supervision_store, self.registry),
+                                   config.store.retain_days, WINDOW_SIZE)
+        password = (read_secret(config.mqtt.password_file, "mqtt.password_file")
+                    if config.mqtt.password_file else None)
+        self.inbound = asyncio.Queue()
+        self.link = link_factory(config.mqtt, self.topics, self.inbound.put_nowait, password,
+                                 self.metrics)
+        self.pump_store = store()
+        self.pump = PostgresDownlinkPump(PostgresDownlinks(self.pump_store, self.registry),
+                                         self.link, self.topics, Listener(url), self.metrics,
+                                         clock)
+        self.forward_store = store()
+        fw = config.forward
+        self.forwarding = Forwarding(
+            self.forward_store,
+            ForwardingOutbox(self.forward_store.outbox, (fw.backoff_min_s, fw.backoff_max_s),
+                             fw.max_event_age_s, clock=clock),
+            PostgresDownlinks(self.forward_store, self.registry), self.transports,
+            self.metrics, clock, self.pipeline, self.pump.wake.set)
+        self.store_ok = True
+        self.http = None
+        self._stop = asyncio.Event()
+
+    async def run(self):
+        """Run until stop()."""
+        self.http, _ = await serve_all(self.config, {"/metrics": self._metrics_page,
+                                                     "/healthz": self._health_page}, None)
+        logs.event(log, logging.INFO, "gateway_started", store="postgresql",
+                   group=self.config.mqtt.shared_group or None)
+        tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
+                 asyncio.create_task(self._ingest(), name="ingest"),
+                 asyncio.create_task(self._supervise(), name="supervision"),
+                 asyncio.create_task(self.pump.run(), name="downlinks")]
+        tasks += self.forwarding.tasks()
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop and task.exception() is not None:
+                logs.event(log, logging.ERROR, "task_failed", task=task.get_name(),
+                           error=repr(task.exception()))
+        self.link.stop()
+        try:
+            await asyncio.wait_for(tasks[0], 5)
+        except (asyncio.TimeoutError, Exception):
+            pass
+        for task in tasks[1:] + [stop]:
+            task.cancel()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        for transport in self.transports:
+            try:
+                await transport.close()
+            except Exception:
+                pass
+        self.http.close()
+        for store in (self.store, self.supervision_store, self.pump_store, self.forward_store):
+            store.close()
+        logs.event(log, logging.INFO, "gateway_stopped")
+
+    def stop(self):
+        self._stop.set()
+
+    @property
+    def http_port(self):
+        return self.http.sockets[0].getsockname()[1] if self.http else None
+
+    async def _ingest(self):
+        batch_max = self.config.store.batch_max
+        while True:
+            batch = [await self.inbound.get()]
+            while len(batch) < batch_max and not self.inbound.empty():
+                batch.append(self.inbound.get_nowait())
+            with logs.batch():
+                outcomes = await self._commit(batch)
+                now = time.monotonic()
+                for outcome in outcomes:  # only now: the batch is committed
+                    if outcome.downlink is not None:
+                        self.link.publish(*outcome.downlink)
+                        self.metrics.acks.inc("RECEIVED")
+                        self.metrics.ack_latency.observe(now - outcome.message.arrived)
+                self.forwarding.wake.set()
+                for outcome in outcomes:
+                    if not outcome.hold:
+                        self.link.ack(outcome.message.token)
+
+    async def _commit(self, batch):
+        delay = _STORE_RETRY_S[0]
+        while True:
+            try:
+                outcomes = self.pipeline.process(batch)
+                self.store_ok = True
+                return outcomes
+            except StoreError as exc:
+                self.store_ok = False
+                self.metrics.store_errors.inc()
+                logs.event(log, logging.ERROR, "store_commit_failed", error=str(exc),
+                           retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORE_RETRY_S[1])
+
+    async def _supervise(self):
+        store = self.supervision_store
+        while True:
+            await asyncio.sleep(self.config.supervision.check_every_s)
+            try:
+                now = self.clock()
+                raised = store.claim_overdue(now)
+                for device_id, incident_id in raised:
+                    self.metrics.lost_contact.inc()
+                    logs.event(log, logging.WARNING, "lost_contact", incident=incident_id,
+                               device="%08x" % device_id)
+                wait_s = self.config.incidents.double_tap_wait_s
+                with store.transaction():
+                    store.lock_early_tap_devices(now - wait_s)
+                    promoted = self.supervision_incidents.promote_early_taps(now, wait_s)
+                for incident in promoted:
+                    self.metrics.early_taps.inc("raised")
+                    logs.event(log, logging.WARNING, "double_tap_raised", incident=incident.id,
+                               device="%08x" % incident.device_id, ref=incident.counter,
+                               waited_s=wait_s)
+                if raised or promoted:
+                    self.forwarding.wake.set()
+                if self.retention.due(now):
+                    self.retention.prune(now)
+            except Exception as exc:  # a supervision fault must not stop ingest
+                logs.event(log, logging.ERROR, "supervision_failed", error=repr(exc))
+
+    def _health_page(self):
+        checks = {"mqtt": self.link.connected.is_set(), "store": self.store_ok}
+        healthy = all(checks.values())
+        body = json.dumps(dict(checks, status="ok" if healthy else "unavailable")) + "\n"
+        return (200 if healthy else 503), "application/json", body
+
+    def _metrics_page(self):
+        self.metrics.queue_depth.set(self.inbound.qsize(), "inbound")
+        return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+
+
+def webhook_transports(config, clock=time.time):
+    """The webhook destination, when configured (DC-09 is not served on PostgreSQL yet)."""
+    if config.forward.dc09.host:
+        raise ConfigError("forward.dc09.host", "DC-09 is not served on PostgreSQL yet")
+    hook = config.forward.webhook
+    if not hook.url:
+        return []
+    secret = read_secret(hook.secret_file, "forward.webhook.secret_file").encode()
+    return [WebhookTransport(hook.url, secret, hook.timeout_s, hook.ca_file, clock)]

@@ -1,0 +1,169 @@
+# Three gateway workers (service_pg.PostgresGateway, each on an event loop and connections of
+# its own) in one MQTT 5 shared group on a real Mosquitto, sharing a real PostgreSQL: the
+# wearables' alarms, each published twice (the same bytes, at once and later, so another
+# worker may take the copy), make one incident each, every alarm is acknowledged, no downlink
+# counter reaches a wearable twice, and each wearable gone silent gets one LOST_CONTACT - with
+# one worker stopped mid-burst and started again (its session, and what the broker holds for
+# it, resumed).
+import asyncio
+import itertools
+import threading
+import time
+from collections import defaultdict
+
+import paho.mqtt.client as mqtt
+import psycopg
+import vigil_protocol as p
+from pg_workers import TOPICS, key_for
+from vigil_gateway import config as gateway_config
+from vigil_gateway.registry_pg import PostgresRegistry
+from vigil_gateway.service_pg import PostgresGateway
+from vigil_gateway.store_pg import PostgresStore
+
+DEVICES = tuple(range(0x00D00001, 0x00D00001 + 20))
+ALARMS = 25  # per device
+_ids = itertools.count(1)
+
+
+class _Wearables:
+    """Every device's MQTT side in one client: publishes their signed alarms, and checks and
+    records every downlink they get."""
+
+    def __init__(self, port):
+        self.acks = defaultdict(list)  # device -> [(ack counter, alarm counter)]
+        self.bad = []
+        self._ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="wearables-%d" % next(_ids), protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = lambda c, u, f, rc, props: c.subscribe(
+            TOPICS.down(DEVICES[0]).rsplit("/", 1)[0] + "/+", qos=1)
+        self.client.on_subscribe = lambda *args: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._ready.wait(10)
+
+    def _on_message(self, client, userdata, message):
+        device_id = int(message.topic.rsplit("/", 1)[1], 16)
+        try:
+            ack = p.decode(message.payload, p.DeviceKey(key_for(device_id)), p.DOWN)
+        except p.RemoteProtocolError as exc:  # a downlink a wearable would refuse
+            self.bad.append((device_id, str(exc)))
+            return
+        self.acks[device_id].append((ack.counter, ack.ref))
+
+    def publish(self, device_id, frame):
+        self.client.publish(TOPICS.up(device_id), frame, qos=1)
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _config(tmp_path, port, index):
+    return gateway_config.load_dict({
+        "gateway": {"data_dir": str(tmp_path / "gateway")},
+        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "worker-%d" % next(_ids),
+                 "shared_group": "vigil-workers"},
+        "http": {"port": 0},
+        "supervision": {"default_interval_s": 2, "grace_s": 1, "check_every_s": 0.2},
+        "protocol": {"reack_interval_s": 0.001},
+    }, str(tmp_path))
+
+
+class _Worker(threading.Thread):
+    def __init__(self, config, url):
+        threading.Thread.__init__(self, daemon=True)
+        self.config, self.url = config, url
+        self.started = threading.Event()
+        self.error = None
+
+    def run(self):
+        async def main():
+            self.loop = asyncio.get_running_loop()
+            self.gateway = PostgresGateway(self.config, self.url)
+            task = asyncio.create_task(self.gateway.run())
+            await asyncio.wait_for(self.gateway.link.connected.wait(), 10)
+            self.started.set()
+            await task
+
+        try:
+            asyncio.run(main())
+        except Exception as exc:
+            self.error = exc
+            self.started.set()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.gateway.stop)
+        self.join(30)
+
+
+def _rows(url, sql):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
+        pg_store_url, tmp_path, mosquitto):
+    store = PostgresStore(pg_store_url)
+    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
+    for device_id in DEVICES:
+        registry.add(device_id, key_for(device_id), counter_floor=1)
+    store.close()
+    workers = [_Worker(_config(tmp_path, mosquitto.port, i), pg_store_url) for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        assert worker.started.wait(30) and worker.error is None, worker.error
+    wearables = _Wearables(mosquitto.port)
+    try:
+        frames = {(d, c): p.encode(p.Alarm(d, c, p.SOS), p.DeviceKey(key_for(d)), 2)
+                  for d in DEVICES for c in range(1, ALARMS + 1)}
+        for index, ((device_id, counter), frame) in enumerate(frames.items()):
+            wearables.publish(device_id, frame)
+            wearables.publish(device_id, frame)  # a copy at once
+            if index == len(frames) // 2:  # mid-burst: a worker goes, and comes back
+                workers[0].stop()
+                assert workers[0].error is None
+                workers[0] = _Worker(workers[0].config, pg_store_url)
+                workers[0].start()
+        assert workers[0].started.wait(30) and workers[0].error is None
+        time.sleep(0.5)
+        for (device_id, counter), frame in frames.items():
+            if counter % 5 == 0:
+                wearables.publish(device_id, frame)  # and one a while later
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                {ref for _, ref in wearables.acks[d]} >= set(range(1, ALARMS + 1))
+                for d in DEVICES):
+            time.sleep(0.1)
+        # silent from now on: each device's deadline (2 s + 1 s) passes
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_rows(
+                pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT'")) < len(
+                DEVICES):
+            time.sleep(0.2)
+        time.sleep(1.0)  # a second LOST_CONTACT, if any worker raised one, would be in
+    finally:
+        wearables.stop()
+        for worker in workers:
+            worker.stop()
+    assert all(w.error is None for w in workers)
+    assert wearables.bad == []
+    for device_id in DEVICES:
+        acks = wearables.acks[device_id]
+        assert {ref for _, ref in acks} == set(range(1, ALARMS + 1))  # every alarm acked
+        counters = [c for c, _ in acks]
+        assert len(counters) == len(set(counters))  # no downlink counter twice
+    alarms = _rows(pg_store_url, "SELECT device_id, counter, count(*) FROM incidents WHERE "
+                                 "counter IS NOT NULL GROUP BY device_id, counter")
+    assert sorted((d, c) for d, c, _ in alarms) == sorted(frames)  # one incident per alarm
+    assert {n for _, _, n in alarms} == {1}
+    raised = _rows(pg_store_url, "SELECT count(*) FROM audit WHERE event = 'raised'")[0][0]
+    lost = _rows(pg_store_url, "SELECT device_id FROM incidents WHERE kind = 'LOST_CONTACT'")
+    assert sorted(d for d, in lost) == list(DEVICES)  # once each, whichever worker saw it
+    assert raised == len(frames) + len(DEVICES)
+    assert _rows(pg_store_url, "SELECT count(*) FROM frames")[0][0] == len(frames)
+    # the group split the stream: more than one worker ingested
+    assert sum(1 for w in workers if w.gateway.metrics.batches.values.get((), 0)) > 1
