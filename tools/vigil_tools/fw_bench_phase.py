@@ -32,8 +32,17 @@ gc.collect()
 imported = gc.mem_alloc()
 cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
               "mqtt": {"host": "127.0.0.1", "port": S["port"], "username": S["device"],
-                       "password": "bench"}})
+                       "password": "bench"},
+              # as provisioned: fall and no motion on (no movement for 120 s), 30 s to cancel
+              "man_down": {"fall": True, "no_motion_s": 120, "cancel_s": 30}})
 board = SimBoard(S["fs"], hardware_taps=True)
+
+def _still(n):
+    # a still wrist (1 g on z, a few mg of noise), made as it is played: no list on the heap
+    for i in range(n):
+        yield (i % 3 - 1, 1 - i % 5 // 2, 1000 + i % 7 - 3)
+
+board.accel.feed(_still(100))  # a second of it; then the wrist stays as it was left
 w = Wearable(board, cfg, [MqttLink(cfg, log=lambda m: None)], log=lambda m: None)
 if S.get("ble"):
     import aioble, bluetooth
