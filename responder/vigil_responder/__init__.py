@@ -4,7 +4,7 @@ responder actions back through the gateway's actions API.
     backend = ResponderBackend(secret=b"...").start()      # http://127.0.0.1:<port>/vigil
     ...the gateway POSTs incident events to backend.url...
     backend.events             # every accepted event, once per idempotency key, in order
-    client = ActionsClient("http://127.0.0.1:9464", token)
+    client = ActionsClient("http://127.0.0.1:9464", token, version="v2")
     client.act(incident_id, "prompt_double_tap")
 
 Rules (what every backend must do; see the README's "For integrators of responder backends"):
@@ -104,11 +104,18 @@ class ResponderBackend:
 
 
 class ActionsClient:
-    """The gateway's responder actions API (gateway/openapi.json), with one bearer token."""
+    """The gateway's responder actions API (gateway/openapi.json), with one bearer token.
 
-    def __init__(self, base_url, token):
+    version "v2": times in RFC 3339, UTC with "Z" (sent_at sent so; the audit's "at" read so);
+    "v1" (the default, for the callers written against it): unix seconds, deprecated by the
+    gateway and removed in its next release."""
+
+    def __init__(self, base_url, token, version="v1"):
+        if version not in ("v1", "v2"):
+            raise ValueError("version is v1 or v2")
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.version = version
 
     def request(self, method, path, payload=None, token=None, raw=None, headers=None):
         data = raw if raw is not None else (
@@ -127,11 +134,20 @@ class ActionsClient:
             return exc.code, json.loads(body) if body else None
 
     def act(self, incident_id, action, note="", request_id=None, sent_at=None):
+        """sent_at: unix seconds (now by default), sent in the version's form."""
+        sent_at = time.time() if sent_at is None else sent_at
         payload = {"action": action, "request_id": request_id or uuid.uuid4().hex,
-                   "sent_at": time.time() if sent_at is None else sent_at}
+                   "sent_at": sent_at if self.version == "v1" else _rfc3339(sent_at)}
         if note:
             payload["note"] = note
-        return self.request("POST", "/v1/incidents/%d/actions" % incident_id, payload)
+        return self.request("POST", "/%s/incidents/%d/actions" % (self.version, incident_id),
+                            payload)
 
     def incident(self, incident_id):
-        return self.request("GET", "/v1/incidents/%d" % incident_id)
+        return self.request("GET", "/%s/incidents/%d" % (self.version, incident_id))
+
+
+def _rfc3339(t):
+    millis = int(round(t * 1000))
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)),
+                         millis % 1000)

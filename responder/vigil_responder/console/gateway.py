@@ -1,4 +1,5 @@
-# The gateway's responder actions API (gateway/openapi.json), from the console's event loop.
+# The gateway's responder actions API (gateway/openapi.json), from the console's event loop:
+# its /v2/ (sent_at in RFC 3339, UTC with "Z"; /v1/, with unix seconds, is deprecated).
 # A request that got no answer (timeout, connection lost) is sent again with the same bytes
 # and request_id: the gateway answers a retry with its first answer and applies nothing twice.
 import asyncio
@@ -13,6 +14,14 @@ import aiohttp
 log = logging.getLogger("vigil.responder")
 
 TRIES = 3
+API = "/v2"
+
+
+def rfc3339(t):
+    """Unix seconds as the actions API's /v2/ takes them: "2026-12-01T15:48:27.250Z"."""
+    millis = int(round(t * 1000))
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)),
+                         millis % 1000)
 
 
 class Answer:
@@ -45,13 +54,14 @@ class GatewayClient:
             await self._session.close()
 
     async def act(self, incident_id, action, note=""):
-        payload = {"action": action, "request_id": uuid.uuid4().hex, "sent_at": time.time()}
+        payload = {"action": action, "request_id": uuid.uuid4().hex,
+                   "sent_at": rfc3339(time.time())}
         if note:
             payload["note"] = note[:500]
         body = json.dumps(payload).encode()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        path = "%s/v1/incidents/%d/actions" % (self.url, incident_id)
+        path = "%s%s/incidents/%d/actions" % (self.url, API, incident_id)
         for attempt in range(1, TRIES + 1):
             try:
                 async with self._session.post(path, data=body, headers=self._headers,
