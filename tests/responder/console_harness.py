@@ -1,12 +1,15 @@
 # The responder console as a process (`vigil responder run`), for the console's tests: its
 # folder, config, secrets, accounts, and signed webhooks posted to it.
 # (A module of its own, not conftest.py: test folders' conftest modules shadow each other.)
+import http.cookiejar
 import json
+import re
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -139,3 +142,71 @@ def event(incident_id=1, kind="SOS", event_name="raised", state="open", counter=
 
 def body_json(payload):
     return json.loads(webhook.encode_body(payload))
+
+
+class Browser:
+    """A cookie-keeping HTTP client that does not follow redirects."""
+
+    def __init__(self, base):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                  NoRedirect)
+
+    def request(self, path, form=None, method=None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        try:
+            with self.opener.open(req, timeout=5) as reply:
+                return reply.status, reply.read().decode(), reply.headers
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), exc.headers
+
+    def login(self, name="ana", password=PASSWORD):
+        return self.request("/login", {"name": name, "password": password})[0]
+
+    def csrf(self, path="/"):
+        return re.search(r'name="csrf" value="([^"]+)"', self.request(path)[1]).group(1)
+
+
+# The routes that need no session, and why. Every other route of the application is a page
+# (GET: 303 to /login without a session) or an action (POST, and GET /events, a stream: 401).
+EXEMPT = {
+    ("POST", "/vigil"): "the gateway's webhook: its signature (Vigil-Signature) is its "
+                        "authentication, and the gateway has no session",
+    ("GET", "/login"): "the sign-in page itself",
+    ("POST", "/login"): "signing in makes the session",
+    ("GET", "/healthz"): "liveness for the service manager: says ok, nothing else",
+    ("GET", "/metrics"): "Prometheus scrapes it without a session: counts only, no personal "
+                         "data",
+    ("GET", "/static"): "the stylesheet and the script, the same for everyone",
+}
+ACTIONS_BY_GET = {"/events"}  # a GET that is an action: the live stream, 401 without a session
+
+
+def app_routes(config_path, data_dir):
+    """(the application, [(method, canonical path)]) of the console as web.make_app builds it
+    for this config, HEAD left out (aiohttp adds one beside each GET)."""
+    from vigil_responder.console.config import load
+    from vigil_responder.console.store import Store
+    from vigil_responder.console.web import Console, make_app
+
+    app = make_app(Console(Store(data_dir), load(config_path)))
+    return app, sorted({(r.method, r.resource.canonical) for r in app.router.routes()
+                        if r.method != "HEAD"})
+
+
+def concrete(path, **values):
+    """A route's canonical path with its parameters filled in (/static: a file under it)."""
+    if path == "/static":
+        return "/static/console.css"
+
+    def value(match):
+        assert match.group(1) in values, (
+            "route %s has a parameter {%s} the test has no value for" % (path, match.group(1)))
+        return str(values[match.group(1)])
+    return re.sub(r"\{(\w+)(?::[^}]*)?\}", value, path)

@@ -1,18 +1,16 @@
 # The console's backend as a process (`vigil responder run`), over HTTP: the webhook's rules
 # (signature, freshness, shape, one event per idempotency key, durable through a restart),
 # counted refusals, and a session for every page and action.
-import http.cookiejar
 import re
 import ssl
 import subprocess
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
 import pytest
 
-from console_harness import PASSWORD, SECRET, TOKEN, VIGIL, ConsoleProcess, event
+from console_harness import SECRET, TOKEN, VIGIL, Browser, ConsoleProcess, event
 from tls_ca import make_ca
 from vigil_gateway import webhook
 
@@ -22,31 +20,6 @@ def console(tmp_path):
     c = ConsoleProcess(tmp_path / "console").start()
     yield c
     c.stop()
-
-
-class Browser:
-    """A cookie-keeping HTTP client that does not follow redirects."""
-
-    def __init__(self, base):
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):
-                return None
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
-                                                  NoRedirect)
-
-    def request(self, path, form=None):
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        try:
-            with self.opener.open(self.base + path, data=data, timeout=5) as reply:
-                return reply.status, reply.read().decode(), reply.headers
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(), exc.headers
-
-    def login(self, name="ana", password=PASSWORD):
-        return self.request("/login", {"name": name, "password": password})[0]
 
 
 def test_signed_event_stored_once_through_a_restart(console):

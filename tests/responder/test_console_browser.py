@@ -4,6 +4,7 @@
 # reaches the gateway and the wearable, the tap comes back to the page; a duress page has no
 # control that would contact or cue the wearer; a resolution needs a reason; two responders see
 # who holds an incident. One browser and one site for the module.
+import json
 import os
 import queue
 import re
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import vigil_protocol as p
-from console_harness import PASSWORD, SECRET, TOKEN, ConsoleProcess, event
+from console_harness import (ACTIONS_BY_GET, EXEMPT, PASSWORD, SECRET, TOKEN, ConsoleProcess,
+                             app_routes, concrete, event)
 from vigil_responder import ActionsClient
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gateway"))
@@ -69,7 +71,7 @@ class Site:
         self.gw.cli("wearer", "set", "%08x" % DEV, "--name", "Dana Field",
                     "--contact", "Sam Lead,+44 1234 567890,supervisor")
         self.console.gateway_url = "http://127.0.0.1:%d" % self.gw.http_port
-        self.api = ActionsClient(self.console.gateway_url, TOKEN)
+        self.api = ActionsClient(self.console.gateway_url, TOKEN, version="v2")
         self.console.start()
         self.gw.start()
         self.device = Device(broker_port, DEV, KEY, prefix=self.prefix, client_id=self.prefix)
@@ -94,10 +96,17 @@ class Site:
                  what="the gateway's incident")
         return next(i for i in self.gw.incidents() if i["counter"] == counter)["id"]
 
-    def gateway_audit(self, incident):
+    def gateway_audit(self, incident, details=False):
         status, body = self.api.incident(incident)
         assert status == 200
-        return [a["event"] for a in body["audit"]]
+        return [(a["event"], a["detail"]) if details else a["event"] for a in body["audit"]]
+
+    def api_requests(self):
+        """(method, path) of each request the gateway's actions API answered, from its log."""
+        lines = [json.loads(line) for line in self.gw.log().splitlines()
+                 if '"api_request"' in line]
+        return [(line["method"], line["path"]) for line in lines
+                if line.get("event") == "api_request"]
 
     def close(self):
         self.device.close()
@@ -230,6 +239,24 @@ def test_sos_arrives_live_and_its_checklist_keeps_order_to_the_wearable(browser,
     assert "resolved" in site.gateway_audit(incident)
     steps = page.locator("#steps li")
     expect(steps.last).to_contain_text("ana")
+    # every step with its time (UTC) and the responder; the gateway's audit names them too
+    lines = [" ".join(t.split()) for t in steps.all_inner_texts()]
+    assert lines[0].endswith(" · ana · took it") and " · ana · Wearer called" in lines[1]
+    for line in lines:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · ana · .+", line), line
+    details = dict(site.gateway_audit(incident, details=True))
+    for event_name, step in (("acknowledged", "Wearer called"),
+                             ("prompt_double_tap", "Asked to tap twice"),
+                             ("help_dispatched", "Help dispatched"),
+                             ("resolved", "resolved: false alarm")):
+        assert re.search(r"by console, request \w+; %s.* \(by ana\)$" % re.escape(step),
+                         details[event_name]), details[event_name]
+    status, again = site.api.act(incident, "resolve")  # ActionsClient on /v2/ as well
+    assert (status, again["effect"]) == (200, "none")
+    # the console spoke to the gateway's /v2/ only (/v1/ is deprecated)
+    posted = [path for method, path in site.api_requests() if method == "POST"]
+    assert "/v2/incidents/%d/actions" % incident in posted
+    assert not [path for _, path in site.api_requests() if path.startswith("/v1/")]
     page.context.close()
 
 
@@ -409,6 +436,33 @@ def test_a_prompt_the_gateway_refuses_on_duress_is_shown_refused_never_done(brow
     assert not any(isinstance(f, p.Action) and f.ref == duress
                    for f in list(site.device.downlinks.queue))  # nothing cued the wearer
     page.context.close()
+
+
+def test_without_a_session_every_page_goes_to_sign_in_and_every_action_is_refused(
+        browser, site, tmp_path):
+    assert site.console.post_webhook(event(incident_id=9998, kind="SOS", counter=9998)) == 200
+    _, routes = app_routes(site.console.config, tmp_path / "data")  # the router's own list
+    guarded = [(m, concrete(path, id=9998, step="contact_wearer")) for m, path in routes
+               if (m, path) not in EXEMPT]
+    pages = [url for m, url in guarded if m == "GET" and url not in ACTIONS_BY_GET]
+    actions = [(m, url) for m, url in guarded if not (m == "GET" and url in pages)]
+    assert "/" in pages and "/incidents/9998" in pages and ("POST", "/logout") in actions
+    context = browser.new_context()  # a fresh browser: no cookie
+    page = context.new_page()
+    for url in pages:
+        page.goto(site.console.url + url)
+        assert page.url == site.console.url + "/login", url
+        expect(page.locator("#sign-in")).to_be_visible()
+    for method, url in actions:
+        reply = context.request.fetch(site.console.url + url, method=method,
+                                      form={"csrf": "x"} if method == "POST" else None,
+                                      max_redirects=0)
+        assert reply.status == 401, (method, url, reply.status)
+    assert [c for c in context.cookies() if c["name"] == "vigil_console"] == []
+    page2 = context.new_page()
+    page2.goto(site.console.url + "/incidents/9998")
+    assert "SOS" not in page2.content() and "A. Worker" not in page2.content()
+    context.close()
 
 
 def test_an_open_page_whose_session_ended_goes_to_sign_in(browser, site):
