@@ -190,23 +190,29 @@ class ForwardingOutbox:
         return delay
 
     def next_due_at(self, destination):
-        row = self._read(
-            "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 FROM outbox o "
-            "WHERE destination = %s AND delivered_at IS NULL AND NOT EXISTS (SELECT 1 FROM "
-            "outbox e WHERE e.destination = o.destination AND e.incident_id = o.incident_id "
-            "AND e.delivered_at IS NULL AND e.id < o.id)", (destination,))
+        """When the next row of `destination` is due (worker's clock), None when none is or
+        the database cannot say (forwarding.py then looks again within a second)."""
+        try:
+            row = self._read(
+                "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 FROM "
+                "outbox o WHERE destination = %s AND delivered_at IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM outbox e WHERE e.destination = o.destination AND "
+                "e.incident_id = o.incident_id AND e.delivered_at IS NULL AND e.id < o.id)",
+                (destination,))
+        except StoreError:  # (the loop outside its try: a restart must not end it)
+            return None
         return None if row[0] is None else self.clock() + row[0]
 
     def retry_now(self, destination, now):
         """Every undelivered row of `destination` due now (its link is back); how many."""
-        return self.outbox.conn.execute(
+        return self._write(
             "UPDATE outbox SET next_at = clock_timestamp() WHERE destination = %s AND "
             "delivered_at IS NULL AND next_at > clock_timestamp()", (destination,)).rowcount
 
     def too_old(self, now):
         """Undelivered rows older than max_age_s not alerted yet, by any worker; marks them
         alerted (once, whichever worker sees them first)."""
-        rows = self.outbox.conn.execute(
+        rows = self._write(
             "UPDATE outbox SET alerted_at = clock_timestamp() WHERE delivered_at IS NULL AND "
             "alerted_at IS NULL AND created_at < clock_timestamp() - make_interval(secs => %s) "
             "RETURNING id, destination, incident_id, device_id, key, event, snapshot, "
@@ -218,8 +224,8 @@ class ForwardingOutbox:
     def prune_delivered(self, cutoff):
         """Inside retention's transaction: delete the events delivered before `cutoff` (a
         worker's time; delivered_at is the database's)."""
-        return self.outbox.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
-                                        "delivered_at < to_timestamp(%s)", (cutoff,)).rowcount
+        return self._write("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
+                           "delivered_at < to_timestamp(%s)", (cutoff,)).rowcount
 
     def overdue_count(self, now):
         return self._read("SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND "
@@ -229,6 +235,13 @@ class ForwardingOutbox:
     def pending_counts(self):
         return dict(self._reads("SELECT destination, count(*) FROM outbox WHERE delivered_at IS "
                                 "NULL GROUP BY destination", ()))
+
+    def _write(self, sql, args):
+        # inside the caller's transaction
+        try:
+            return self.outbox.conn.execute(sql, args)
+        except psycopg.Error as exc:
+            raise StoreError("cannot write the outbox: %s" % _first_line(exc)) from None
 
     def _read(self, sql, args):
         return self._reads(sql, args)[0]

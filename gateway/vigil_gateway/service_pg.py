@@ -110,7 +110,10 @@ class PostgresGateway:
                  asyncio.create_task(self._ingest(), name="ingest"),
                  asyncio.create_task(self._supervise(), name="supervision"),
                  asyncio.create_task(self.pump.run(), name="downlinks")]
-        tasks += self.forwarding.tasks()
+        # forwarding.py's delivery loops; its age watch is this module's own (below)
+        tasks += [asyncio.create_task(self.forwarding.run(t), name="forward-" + t.name)
+                  for t in self.transports]
+        tasks.append(asyncio.create_task(self._watch_forward_age(), name="forward-age"))
         stop = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -202,6 +205,27 @@ class PostgresGateway:
                     self.retention.prune(now)
             except Exception as exc:  # a supervision fault must not stop ingest
                 logs.event(log, logging.ERROR, "supervision_failed", error=repr(exc))
+
+    async def _watch_forward_age(self):
+        # forwarding.Forwarding's age watch, which stops at the first store error: here a
+        # database restart is routine, and the watch goes on after it.
+        outbox = self.forwarding.outbox
+        while True:
+            try:
+                now = self.clock()
+                with self.forward_store.transaction():
+                    old = outbox.too_old(now)
+                for item in old:
+                    self.metrics.forward_alerts.inc(item.destination, "too_old")
+                    logs.event(log, logging.ERROR, "forward_overdue",
+                               destination=item.destination, incident=item.incident_id,
+                               what=item.event, key=item.key,
+                               age_s=round(now - item.created_at, 1), attempts=item.attempts,
+                               last_error=item.last_error)
+                self.metrics.forward_overdue.set(outbox.overdue_count(now))
+            except StoreError as exc:
+                logs.event(log, logging.ERROR, "forward_age_failed", error=str(exc))
+            await asyncio.sleep(1.0)
 
     def _health_page(self):
         checks = {"mqtt": self.link.connected.is_set(), "store": self.store_ok}

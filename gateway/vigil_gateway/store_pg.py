@@ -470,8 +470,11 @@ class _Transaction:
         self._tx = None
 
     def __enter__(self):
-        self._tx = self.store.conn.transaction()  # (connected again if it was lost)
-        self._tx.__enter__()
+        try:
+            self._tx = self.store.conn.transaction()  # (connected again if it was lost)
+            self._tx.__enter__()
+        except psycopg.Error as error:  # (its BEGIN is where a dead connection shows first)
+            raise StoreError("cannot begin: %s" % _first_line(error)) from None
         return self.store
 
     def __exit__(self, exc_type, exc, tb):

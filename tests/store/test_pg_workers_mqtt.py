@@ -61,11 +61,13 @@ class _Wearables:
         self.client.disconnect()
 
 
-def _config(tmp_path, port, index):
+def _config(tmp_path, port, group):
+    """A worker's config; the workers of one test share `group`, and no other test uses it: a
+    session of a worker gone keeps its share of the group's messages at the broker."""
     return gateway_config.load_dict({
         "gateway": {"data_dir": str(tmp_path / "gateway")},
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "worker-%d" % next(_ids),
-                 "shared_group": "vigil-workers"},
+                 "shared_group": group},
         "http": {"port": 0},
         "supervision": {"default_interval_s": 2, "grace_s": 1, "check_every_s": 0.2},
         "protocol": {"reack_interval_s": 0.001},
@@ -111,7 +113,8 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
     for device_id in DEVICES:
         registry.add(device_id, key_for(device_id), counter_floor=1)
     store.close()
-    workers = [_Worker(_config(tmp_path, mosquitto.port, i), pg_store_url) for i in range(3)]
+    group = "workers-%d" % next(_ids)
+    workers = [_Worker(_config(tmp_path, mosquitto.port, group), pg_store_url) for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
