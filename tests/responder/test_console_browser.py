@@ -193,6 +193,8 @@ def test_sos_arrives_live_and_its_checklist_keeps_order_to_the_wearable(browser,
     expect(row).to_have_count(1)  # pushed to the open page: no reload
     expect(page.locator("#cue")).to_be_visible()
     expect(row).to_contain_text("Dana Field")
+    expect(row.locator(".state")).to_have_text("open · not taken")
+    expect(row.locator("a .age")).to_have_text(re.compile(r"^age \d+ s$"))  # since raised
     expect(row.locator(".where")).to_contain_text("51.50070, -0.12460 (within 9 m)")
     expect(row.locator(".where .age")).to_have_text(re.compile(r"^age \d+ s$"))  # of the fix
     expect(row.locator(".contacts")).to_contain_text("Sam Lead (supervisor), +44 1234 567890")
