@@ -2,7 +2,9 @@
 # incidents, forwarding loops and downlinks, every device's state in the shared database, so
 # any number of workers can share one MQTT 5 group ([mqtt] shared_group). In progress
 # (gateway/README.md, "Scale-out on PostgreSQL"): `vigil gateway run` does not start it until
-# store_url.POSTGRESQL_READY; the tests start it themselves.
+# store_url.POSTGRESQL_READY; the tests start it themselves, in their own process or as
+# `python -m vigil_gateway.service_pg --config FILE` (a config whose [store] url names the
+# database; nothing else reads such a config yet).
 #
 #   link --Message--> inbound queue --batch--> pipeline (devices locked, written, committed)
 #                                                         --> acks published --> broker PUBACKs
@@ -17,18 +19,22 @@
 #   stored downlinks: the pump of whichever worker claims them (downlink_pump_pg.py);
 #   forwarding: forwarding.py's loops on the outbox's claims (outbox_pg.ForwardingOutbox);
 #   DC-09 is not served here yet (its transport reads wearer profiles on SQLite).
+import argparse
 import asyncio
 import json
 import logging
 import os
+import signal
+import sys
 import time
+import tomllib
 
-from . import logs
-from .config import read_secret
+from . import logs, store_url
+from .config import load_dict, read_secret
 from .device_state_pg import PostgresDeviceState
 from .downlink_pump_pg import PostgresDownlinkPump
 from .downlinks_pg import Listener, PostgresDownlinks
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, GatewayError, StoreError
 from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
 from .http_server import serve_all
@@ -247,3 +253,44 @@ def webhook_transports(config, clock=time.time):
         return []
     secret = read_secret(hook.secret_file, "forward.webhook.secret_file").encode()
     return [WebhookTransport(hook.url, secret, hook.timeout_s, hook.ca_file, clock)]
+
+
+def load(path):
+    """The config of a worker and its database URL: [store] url must name PostgreSQL (it is
+    taken out before the config's own checks, which refuse PostgreSQL until it is ready)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("config", "cannot read %s: %s" % (path, exc)) from None
+    url = store_url.parse(data.get("store", {}).pop("url", "sqlite:"))
+    if url.backend != store_url.POSTGRESQL:
+        raise ConfigError(store_url.KEY, "a worker needs a postgresql:// URL")
+    return load_dict(data, os.path.dirname(os.path.abspath(path)), path), url.url
+
+
+def main(argv=None):
+    """Run one worker in the foreground until SIGTERM or SIGINT; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m vigil_gateway.service_pg")
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    try:
+        config, url = load(args.config)
+        logs.setup(config.log.level)
+
+        async def runner():
+            gateway = PostgresGateway(config, url)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, gateway.stop)
+            await gateway.run()
+
+        asyncio.run(runner())
+    except GatewayError as exc:  # one line, no traceback (and never the URL)
+        print("vigil: %s" % exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+# Gateway workers as processes (`python -m vigil_gateway.service_pg`), three in one MQTT 5
+# shared group on the session's Mosquitto and PostgreSQL, one SIGKILLed mid-burst and started
+# again: every alarm persisted once, one incident per alarm, every alarm acked, no downlink
+# counter twice at the wearables, one LOST_CONTACT per wearable gone silent.
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+
+import vigil_protocol as p
+from pg_workers import key_for
+from test_pg_workers_mqtt import _ids, _Wearables
+from vigil_gateway.registry_pg import PostgresRegistry
+from vigil_gateway.store_pg import PostgresStore
+from vigil_tools.postgres import free_port
+
+DEVICES = tuple(range(0x00F00001, 0x00F00001 + 20))
+ALARMS = 40  # per device
+
+
+class _Process:
+    """One worker process, on a config file of its own (its client id, its HTTP port)."""
+
+    def __init__(self, tmp_path, url, mqtt_port, group, index):
+        self.http_port = free_port()
+        self.path = tmp_path / ("worker%d.toml" % index)
+        self.path.write_text(
+            '[gateway]\ndata_dir = "%s"\n[store]\nurl = "%s"\n'
+            '[mqtt]\nhost = "127.0.0.1"\nport = %d\nclient_id = "proc-%d"\nshared_group = "%s"\n'
+            '[http]\nport = %d\n[supervision]\ndefault_interval_s = 2\ngrace_s = 1\n'
+            'check_every_s = 0.2\n[protocol]\nreack_interval_s = 0.001\n'
+            % (tmp_path / "gateway", url, mqtt_port, next(_ids), group, self.http_port))
+        self.log = tmp_path / ("worker%d.log" % index)
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vigil_gateway.service_pg", "--config", str(self.path)],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % self.http_port,
+                                            timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("worker not healthy: " + self.log.read_text()[-2000:])
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _rows(url, sql):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_worker_processes_one_killed_mid_burst_keep_every_guarantee(pg_store_url, tmp_path,
+                                                                    mosquitto):
+    store = PostgresStore(pg_store_url)
+    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
+    for device_id in DEVICES:
+        registry.add(device_id, key_for(device_id), counter_floor=1)
+    store.close()
+    group = "processes-%d" % next(_ids)
+    workers = [_Process(tmp_path, pg_store_url, mosquitto.port, group, i) for i in range(3)]
+    wearables = None
+    try:
+        for worker in workers:
+            worker.start()
+        wearables = _Wearables(mosquitto.port)
+        frames = {(d, c): p.encode(p.Alarm(d, c, p.SOS), p.DeviceKey(key_for(d)), 2)
+                  for d in DEVICES for c in range(1, ALARMS + 1)}
+        for index, ((device_id, counter), frame) in enumerate(frames.items()):
+            wearables.publish(device_id, frame)
+            wearables.publish(device_id, frame)  # a copy at once
+            if index == len(frames) // 2:
+                time.sleep(0.2)  # mid-burst, with batches in flight
+                workers[0].kill()
+                workers[0].start()  # its session resumed: what the broker kept for it
+        time.sleep(0.5)
+        for (device_id, counter), frame in frames.items():
+            if counter % 5 == 0:
+                wearables.publish(device_id, frame)  # and a copy a while later
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(
+                {ref for _, ref in wearables.acks[d]} >= set(range(1, ALARMS + 1))
+                for d in DEVICES):
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30  # silent from now on
+        while time.monotonic() < deadline and len(_rows(
+                pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT'")) < len(
+                DEVICES):
+            time.sleep(0.2)
+        time.sleep(1.0)  # a second LOST_CONTACT, if any worker raised one, would be in
+    finally:
+        if wearables is not None:
+            wearables.stop()
+        for worker in workers:
+            worker.stop()
+    assert wearables.bad == []
+    for device_id in DEVICES:
+        acks = wearables.acks[device_id]
+        assert {ref for _, ref in acks} == set(range(1, ALARMS + 1))  # every alarm acked
+        counters = [c for c, _ in acks]
+        assert len(counters) == len(set(counters))  # no downlink counter twice
+    assert sorted(_rows(pg_store_url, "SELECT device_id, counter FROM frames")) == sorted(
+        frames)  # each persisted once
+    alarms = _rows(pg_store_url, "SELECT device_id, counter, count(*) FROM incidents WHERE "
+                                 "counter IS NOT NULL GROUP BY device_id, counter")
+    assert sorted((d, c) for d, c, _ in alarms) == sorted(frames)
+    assert {n for _, _, n in alarms} == {1}  # one incident per alarm
+    raised = _rows(pg_store_url, "SELECT count(*) FROM audit WHERE event = 'raised'")[0][0]
+    assert raised == len(frames) + len(DEVICES)  # ... each raised once, and the LOST_CONTACTs
+    lost = _rows(pg_store_url, "SELECT device_id FROM incidents WHERE kind = 'LOST_CONTACT'")
+    assert sorted(d for d, in lost) == list(DEVICES)  # once each
+    assert all(w.proc.returncode == 0 for w in workers)  # stopped cleanly by SIGTERM
