@@ -19,13 +19,18 @@
 #   into a folder of their own, one folder per backup named by its UTC time, made under a
 #   ".partial-" name and renamed when complete; the oldest complete ones beyond `keep` are then
 #   removed, and nothing else in the folder is ever touched; a backup that fails removes
-#   nothing.
+#   nothing;
+#   newest() is what /metrics reports of them (read at each scrape, so it is true even when the
+#   timer has stopped): how many complete ones the folder holds and the time of the newest, by
+#   its name; a missing or unreadable folder holds none (0, 0).
+import calendar
 import datetime
 import json
 import os
 import re
 import shutil
 import sqlite3
+import time
 
 from . import instance_lock, migrations
 from .db import DB_NAME, open_database
@@ -247,3 +252,16 @@ def rotate(data_dir, folder, keep, clock=None):
     if removed:
         _fsync_dir(folder)
     return manifest, final, removed
+
+
+def newest(folder):
+    """(how many complete scheduled backups `folder` holds, the unix time of the newest, 0 when
+    there is none); a missing or unreadable folder holds none."""
+    try:
+        names = rotated(folder)
+    except OSError:
+        return 0, 0
+    if not names:
+        return 0, 0
+    stamp = _ROTATED.match(names[-1]).group(1)
+    return len(names), calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))

@@ -130,6 +130,14 @@ class _Collector:
                                  labels=["version", "python"])
         info.add_metric([self.metrics.version, platform.python_version()], 1)
         yield info
+        if self.metrics.backups is not None:  # read now: a stopped timer shows at once
+            count, newest = self.metrics.backups()
+            yield GaugeMetricFamily("vigil_gateway_backup_newest_timestamp_seconds",
+                                    "Unix time of the newest complete scheduled backup in "
+                                    "[backup] dir (0: none, or the folder is missing or "
+                                    "unreadable)", value=newest)
+            yield GaugeMetricFamily("vigil_gateway_backups",
+                                    "Complete scheduled backups in [backup] dir", value=count)
 
 
 class Metrics:
@@ -259,6 +267,7 @@ class Metrics:
                        "replayed", "refused", "not_found", "method_not_allowed"):
             self.api_requests.inc(result, amount=0)
         self.version = build_version()
+        self.backups = None  # watch_backups()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -276,6 +285,11 @@ class Metrics:
             self.dc09_link.set(0)
         else:  # no receiving centre: no DC-09 path to alert on
             self.dc09_link.values.pop((), None)
+
+    def watch_backups(self, newest):
+        """Export the scheduled backups at each scrape: newest() gives (how many complete
+        ones, the unix time of the newest or 0), as backup.newest(folder) does."""
+        self.backups = newest
 
     def all(self):
         return [m for m in vars(self).values() if isinstance(m, _Metric)]

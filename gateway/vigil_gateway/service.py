@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import vigil_protocol as p
 
-from . import config_files, instance_lock, logs
+from . import backup, config_files, instance_lock, logs
 from .config import read_secret
 from .actions import ActionsApi, read_tokens
 from .ble_central import BleCentral
@@ -106,6 +106,8 @@ class Gateway:
         self.config = config
         self.clock = clock
         self.metrics = Metrics(REASONS)
+        folder = backup.rotation_dir(config)
+        self.metrics.watch_backups(lambda: backup.newest(folder))
         config_files.check(config)  # every file the config names: one line each, no traceback
         self.conn, self.registry, self.store = open_state(config)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="vigil-store")
