@@ -31,10 +31,10 @@ def test_a_partition_without_an_image_mounts_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench_figures():
-    """One `vigil bench firmware` run for the tests below: the 64-bit port (96 KiB) and, where it
+    """One `vigil bench firmware` run for the tests below: the 64-bit port (112 KiB) and, where it
     is there, the 32-bit frozen build (64 KiB) and the 32-bit build run from the ROMFS image a
     unit is provisioned with (96 KiB), three times each."""
-    proc = vigil("bench", "firmware", "--heapsize", "96k", "--heapsize32", "64k", "--runs", "3")
+    proc = vigil("bench", "firmware", "--heapsize", "112k", "--heapsize32", "64k", "--runs", "3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return dict(pair.split("=") for pair in proc.stdout.strip().splitlines()[-1].split())
 
@@ -44,10 +44,11 @@ def test_the_firmware_fills_its_outbox_reboots_with_it_and_drains_it_with_no_tas
     # Run from ROMFS as flashed, three times with other environment and path sizes (the heap's
     # layout follows them): 30 alarms with nobody acknowledging (the outbox fills at 24 and
     # refuses the rest), a reboot with the full outbox, then a gateway acknowledges them all.
-    # The 64-bit port's objects are ~1.9x an ESP32's: 96 KiB here is the 64 KiB budget's
-    # counterpart, which the 32-bit frozen build is held to in the next test.
+    # The 64-bit port's objects are ~1.9x an ESP32's and its ROMFS names are interned in its
+    # heap: with man-down on it peaks at ~92.5 KB, leaving a 1-2 KB free block at 96 KiB, so
+    # it gets 112 KiB here; the 32-bit frozen build is held to the 64 KiB budget below.
     last = bench_figures
-    assert last["heapsize_bytes"] == str(96 * 1024) and last["link_up"] == "1"
+    assert last["heapsize_bytes"] == str(112 * 1024) and last["link_up"] == "1"
     assert (last["task_deaths"], last["task_restarts"], last["runs_without_death"]) == \
         ("0", "0", "3")
     assert (last["alarms_queued"], last["queued_at_reboot"], last["left_after_drain"]) == \
