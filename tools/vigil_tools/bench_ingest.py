@@ -9,6 +9,12 @@ One run, one Mosquitto on loopback, simulated devices publishing signed alarms (
      at the device (p50, p99).
 Rates are the median of a few rounds each (a single round on a busy 2-core machine varies by
 +-20 %).
+With --store postgresql --workers N the gateway is N workers (`python -m
+vigil_gateway.service_pg`) in one shared group on a PostgreSQL of the run's own (fsync on, as
+SQLite's commits are); the run also measures the CPU each alarm costs in the workers and in
+PostgreSQL, and ends with duplicate deliveries (every alarm published twice, and again a
+moment later) counted at the simulated wearables: downlink counters seen twice by one device
+(reused_downlink_counters) and alarms with more than one incident (duplicate_incidents).
 The last line is key=value pairs (ingest_ratio, ack_p99_ms, ...) for scripts.
 """
 import json
@@ -174,6 +180,7 @@ class _Devices:
         self.keys = {d: p.DeviceKey(_key(d)) for d in self.ids}
         self.counters = {d: 0 for d in self.ids}
         self.acked = {}       # (device, counter) -> monotonic time of its first RECEIVED ack
+        self.counters_seen = {d: [] for d in self.ids}  # every downlink counter, per device
         self.lock = threading.Lock()
         self.link = _Link(port, "bench-devices", self._on_ack)
         self.link.subscribe("%s/down/+" % _PREFIX)
@@ -186,8 +193,9 @@ class _Devices:
             ack = self.p.decode(payload, self.keys[device], self.p.DOWN)
         except (self.p.RemoteProtocolError, KeyError):
             return
-        if ack.stage == self.p.RECEIVED:
-            with self.lock:
+        with self.lock:
+            self.counters_seen[device].append(ack.counter)
+            if ack.stage == self.p.RECEIVED:
                 self.acked.setdefault((device, ack.ref), now)
 
     def frames(self, n):
@@ -309,6 +317,127 @@ def _start_gateway(workdir, broker, devices):
     raise ToolError("the gateway did not become healthy")
 
 
+def _start_pg_workers(workdir, broker, devices, count):
+    """A PostgreSQL of the run's own (fsync on) with the devices registered, and `count`
+    workers in one shared group, each healthy: (server, url, [(process, http port)])."""
+    import psycopg
+
+    from vigil_gateway import store_pg
+    from vigil_gateway.registry_pg import PostgresRegistry
+    from vigil_gateway.store_pg import PostgresStore
+
+    from .postgres import PostgresServer
+
+    server = PostgresServer(fsync=True).start()
+    url = server.create_database("vigil_bench")
+    with psycopg.connect(url) as conn:
+        store_pg.create_schema(conn)
+    store = PostgresStore(url)
+    registry = PostgresRegistry(store, os.path.join(workdir, "data", "keys"))
+    for device in devices.ids:
+        registry.add(device, _key(device), counter_floor=1)
+    store.close()
+    workers = []
+    try:
+        for index in range(count):
+            http_port = free_port()
+            path = os.path.join(workdir, "worker%d.toml" % index)
+            with open(path, "w") as f:
+                f.write('[gateway]\ndata_dir = "data"\n[store]\nurl = "%s"\n[mqtt]\nport = %d\n'
+                        'client_id = "bench-worker-%d"\nshared_group = "bench"\n[http]\n'
+                        'port = %d\n' % (url, broker.port, index, http_port))
+            log = open(os.path.join(workdir, "worker%d.log" % index), "w")
+            proc = subprocess.Popen([sys.executable, "-m", "vigil_gateway.service_pg",
+                                     "--config", path], stdout=log, stderr=log, cwd=workdir)
+            workers.append((proc, http_port))
+            _wait_healthy(proc, http_port, log.name)
+    except BaseException:
+        for proc, _ in workers:
+            proc.kill()
+        server.stop()
+        raise
+    return server, url, workers
+
+
+def _wait_healthy(proc, http_port, log_name):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ToolError("a worker exited: see %s" % log_name)
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % http_port,
+                                        timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise ToolError("a worker did not become healthy")
+
+
+def _cpu_s(pids):
+    """User + system CPU seconds the processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total / tick
+
+
+def _postgres_pids(server):
+    """The server's processes: the postmaster and its children (one backend per connection)."""
+    with open(server.data / "postmaster.pid") as f:
+        master = int(f.readline())
+    pids = [master]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                        pids.append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _duplicates(devices, url, n):
+    """n alarms, each published twice at once and again 0.5 s later (every copy another chance
+    for another worker): (alarms with more than one incident, downlink counters a device saw
+    twice)."""
+    import psycopg
+
+    frames = devices.frames(n)
+
+    def copy(device, packet):  # the same alarm again: its payload in a PUBLISH of its own
+        i = 1
+        while packet[i] & 0x80:  # the remaining length's bytes
+            i += 1
+        start = i + 1 + 2 + struct.unpack_from(">H", packet, i + 1)[0] + 2  # topic, packet id
+        return devices.link.publish_packet("%s/up/%08x" % (_PREFIX, device), packet[start:])
+
+    packets = []
+    for device, _, packet in frames:
+        packets += [packet, copy(device, packet)]
+    devices.send(packets)
+    time.sleep(0.5)
+    devices.send([copy(device, packet) for device, _, packet in frames])
+    devices.wait_acked([(d, c) for d, c, _ in frames], timeout=120)
+    time.sleep(1.0)  # the last copies' acks
+    with psycopg.connect(url) as conn:
+        duplicate = conn.execute("SELECT count(*) FROM (SELECT 1 FROM incidents WHERE counter "
+                                 "IS NOT NULL GROUP BY device_id, counter HAVING count(*) > 1) "
+                                 "d").fetchone()[0]
+    with devices.lock:
+        reused = sum(len(c) - len(set(c)) for c in devices.counters_seen.values())
+    return duplicate, reused
+
+
 def _gateway_rate(devices, n):
     frames = devices.frames(n)
     start = time.monotonic()
@@ -342,36 +471,62 @@ def _percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0, rounds=5):
+def ingest(alarms=20000, device_count=20, rate=1000.0, seconds=5.0, rounds=5,
+           store="sqlite", workers=1):
     figures = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as workdir:
         broker = _Broker(workdir)
-        devices = gateway = None
+        devices = gateway = server = None
+        procs = []
         try:
             devices = _Devices(broker.port, device_count)
             figures["bare_subscriber_per_s"] = statistics.median(
                 _baseline_rate(broker, devices, alarms) for _ in range(rounds))
-            gateway, http_port = _start_gateway(workdir, broker, devices)
+            if store == "postgresql":
+                server, url, started = _start_pg_workers(workdir, broker, devices, workers)
+                procs = [proc for proc, _ in started]
+            else:
+                gateway, http_port = _start_gateway(workdir, broker, devices)
+                procs = [gateway]
             _gateway_rate(devices, min(2000, alarms))  # warm up: windows, caches, WAL
-            figures["gateway_ingest_per_s"] = statistics.median(
-                _gateway_rate(devices, alarms) for _ in range(rounds))
+            if server is not None:
+                pg_pids = _postgres_pids(server)
+                cpu = (_cpu_s([p.pid for p in procs]), _cpu_s(pg_pids))
+            measured = [_gateway_rate(devices, alarms) for _ in range(rounds)]
+            figures["gateway_ingest_per_s"] = statistics.median(measured)
+            if server is not None:
+                done = alarms * rounds
+                figures["cpu_ms_per_alarm_workers"] = (
+                    _cpu_s([p.pid for p in procs]) - cpu[0]) * 1000 / done
+                figures["cpu_ms_per_alarm_postgresql"] = (
+                    _cpu_s(_postgres_pids(server)) - cpu[1]) * 1000 / done
             time.sleep(0.5)
             offered, latencies = _latency(devices, rate, seconds)
             figures["offered_per_s"] = offered
             figures["ack_p50_ms"] = _percentile(latencies, 0.50) * 1000
             figures["ack_p99_ms"] = _percentile(latencies, 0.99) * 1000
             figures["ack_max_ms"] = latencies[-1] * 1000
+            if server is not None:
+                figures["duplicate_incidents"], figures["reused_downlink_counters"] = (
+                    _duplicates(devices, url, min(2000, alarms)))
         finally:
             if devices is not None:
                 devices.close()
-            if gateway is not None:
-                gateway.terminate()
-                gateway.wait(10)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+            if server is not None:
+                server.stop()
+                server.remove()
             broker.stop()
     figures["ingest_ratio"] = figures["gateway_ingest_per_s"] / figures["bare_subscriber_per_s"]
     figures["alarms"] = alarms
     figures["devices"] = device_count
     figures["rounds"] = rounds
+    if store == "postgresql":
+        figures["store"] = "postgresql"
+        figures["workers"] = workers
+        figures["ingest_per_s"] = figures["gateway_ingest_per_s"]
     return figures
 
 
@@ -385,21 +540,41 @@ def register_bench(bench_sub):
     cmd.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     cmd.add_argument("--rounds", type=int, default=5,
                      help="rate measurements of each kind; the median is reported")
+    cmd.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the gateway's store: one process on SQLite, or workers sharing a "
+                          "PostgreSQL of the run's own")
+    cmd.add_argument("--workers", type=int, default=1,
+                     help="with --store postgresql: gateway workers in one shared group")
     cmd.set_defaults(func=ingest_command)
 
 
 def ingest_command(args):
     if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"):
         raise ToolError("mosquitto is not installed (make setup installs it)")
-    f = ingest(args.alarms, args.devices, args.rate, args.seconds, args.rounds)
+    if args.store == "postgresql" and args.workers < 1:
+        raise ToolError("--workers is at least 1")
+    f = ingest(args.alarms, args.devices, args.rate, args.seconds, args.rounds, args.store,
+               args.workers)
     print("Vigil gateway ingest benchmark (%d signed alarms from %d devices, QoS 1, loopback "
           "Mosquitto; median of %d rounds)" % (f["alarms"], f["devices"], f["rounds"]))
     print("bare paho subscriber (baseline)          %8.0f alarms/s" % f["bare_subscriber_per_s"])
-    print("gateway: verified, persisted, acked      %8.0f alarms/s  (%.2f x baseline)"
-          % (f["gateway_ingest_per_s"], f["ingest_ratio"]))
+    what = ("gateway: verified, persisted, acked     " if args.store == "sqlite" else
+            "%d worker%s on PostgreSQL (fsync on)     " % (args.workers,
+                                                          "s" if args.workers > 1 else " "))
+    print("%s %8.0f alarms/s  (%.2f x baseline)"
+          % (what, f["gateway_ingest_per_s"], f["ingest_ratio"]))
+    if args.store == "postgresql":
+        print("CPU per alarm: workers %.3f ms, PostgreSQL %.3f ms (this machine: %d cores)"
+              % (f["cpu_ms_per_alarm_workers"], f["cpu_ms_per_alarm_postgresql"],
+                 os.cpu_count()))
     print("RECEIVED ack at the device, at %.0f alarms/s offered: p50 %.2f ms, p99 %.2f ms, "
           "max %.2f ms" % (f["offered_per_s"], f["ack_p50_ms"], f["ack_p99_ms"],
                            f["ack_max_ms"]))
+    if args.store == "postgresql":
+        print("duplicate deliveries (%d alarms, each 3 times): %d alarms with a second "
+              "incident, %d downlink counters a wearable saw twice"
+              % (min(2000, args.alarms), f["duplicate_incidents"],
+                 f["reused_downlink_counters"]))
     print(" ".join("%s=%s" % (k, ("%.3f" % v) if isinstance(v, float) else v)
                    for k, v in f.items()))
     return 0
