@@ -2,12 +2,14 @@
 #
 # Rules:
 #   the body is webhook.incident_payload() of the row's snapshot, signed with the destination's
-#   secret (Vigil-Signature) and sent with its Idempotency-Key;
+#   secret (Vigil-Signature) and sent with its Idempotency-Key; the moment of sending is taken
+#   to the millisecond, so the signature's t is the body's sent_at in whole seconds;
 #   2xx: delivered; anything else (status, timeout, refused connection, TLS failure): a failed
 #   attempt whose reason names what to check, retried by the outbox;
 #   https only, except to a loopback address (a backend on the same machine);
 #   the URL's query string and the secret never reach a log line.
 import ipaddress
+import math
 import ssl
 import time
 import urllib.parse
@@ -73,7 +75,8 @@ class WebhookTransport:
         return webhook.encode_body(payload)
 
     async def deliver(self, item):
-        now = self.clock()
+        # to the millisecond, as sent_at is written: the signature's t is its whole seconds
+        now = math.floor(self.clock() * 1000) / 1000
         body = self.body(item, now)
         headers = {"Content-Type": "application/json",
                    webhook.SIGNATURE_HEADER: webhook.sign(self.secret, body, now),

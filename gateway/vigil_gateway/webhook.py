@@ -3,9 +3,16 @@ receiver's check. Schema: gateway/webhook-schema.json (version "vigil.incident.v
 
 Rules:
   body       = UTF-8 JSON, keys sorted, no insignificant whitespace (what is signed is sent)
+  times      = every time in the body (sent_at, incident.opened_at, updated_at, raised_at,
+               location.at, location.fix.at, audit[].at) is RFC 3339 in UTC with "Z" and
+               milliseconds, "2026-12-01T15:48:27.250Z": rfc3339.format (the actions API's
+               and the log lines' form, microseconds) cut to the millisecond, so a moment
+               reads the same here as there; durations are numbers of seconds (*_s)
   signature  = header "Vigil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
                '<t>.' + body)>"; the receiver recomputes it, compares in constant time and
-               refuses a timestamp more than TOLERANCE_S away from its clock (replays)
+               refuses a timestamp more than TOLERANCE_S away from its clock (replays). t stays
+               an integer of unix seconds: it is part of the signing scheme (the signed bytes
+               begin with it), not a time of the event, and it is sent_at in whole seconds
   idempotency= header "Idempotency-Key: <device hex>-<alarm counter or incident id>-<event>"
                (also in the body): a backend that sees a key twice has seen one event, once
   DURESS     = the payload says, in `procedure`, that the wearer must not be contacted, and
@@ -15,6 +22,8 @@ import hashlib
 import hmac
 import json
 import time
+
+from . import rfc3339
 
 SCHEMA = "vigil.incident.v1"
 SIGNATURE_HEADER = "Vigil-Signature"
@@ -114,4 +123,5 @@ def incident_payload(event, incident, device_id, wearer, audit, location=None, s
 
 
 def _iso(t):
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+    """Unix seconds as the body's times: "2026-12-01T15:48:27.250Z"."""
+    return rfc3339.format(t)[:-4] + "Z"  # "...27.250123Z": its first three digits

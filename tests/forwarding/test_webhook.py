@@ -49,7 +49,7 @@ def test_payloads_validate_against_the_published_schema(kind):
     payload = webhook.incident_payload(
         "raised", incident, 1, WEARER if kind != "SOS" else None,
         [{"at": 1700000000.0, "event": "raised", "detail": ""}],
-        location={"lat": 51.5, "lon": -0.12, "accuracy_m": 12, "at": "2023-11-14T22:13:20Z"})
+        location={"lat": 51.5, "lon": -0.12, "accuracy_m": 12, "at": "2023-11-14T22:13:20.000Z"})
     jsonschema.validate(payload, SCHEMA, format_checker=jsonschema.FormatChecker())
     assert payload["procedure"]["contact_wearer"] is (kind != "DURESS")
 
