@@ -91,6 +91,7 @@ class PostgresDownlinks:
     def __init__(self, store, registry, pipeline=None):
         self.store = store
         self.registry = registry
+        self.lease = secrets.token_hex(16)  # this one's claims (release() on stopping)
         if pipeline is not None:
             pipeline.downlinks = self  # receipts confirm, and contact re-offers, in its batches
 
@@ -143,7 +144,7 @@ class PostgresDownlinks:
     # -- the pump's (each its own transaction, on the pump's own connection) --
     def claim(self, lease_s, limit=200):
         """Lease up to `limit` unsent, unconfirmed downlinks that are due, oldest first."""
-        lease = secrets.token_hex(16)
+        lease = self.lease
         try:
             with self.store.conn.transaction():
                 rows = self.store._conn.execute(
@@ -186,6 +187,17 @@ class PostgresDownlinks:
         return self.store._conn.execute(
             "DELETE FROM downlinks WHERE created_at < %s AND (confirmed_at IS NOT NULL OR "
             "mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL)", (cutoff,)).rowcount
+
+    def release(self):
+        """Give back the downlinks this pump still holds (it is stopping): any pump's at once.
+        Commits; returns how many."""
+        try:
+            with self.store.conn.transaction():
+                return self.store._conn.execute(
+                    "UPDATE downlinks SET lease = NULL, lease_until = NULL WHERE lease = %s",
+                    (self.lease,)).rowcount
+        except psycopg.Error as exc:
+            raise StoreError("cannot release downlinks: %s" % _first_line(exc)) from None
 
     def all(self, device_id=None):
         sql, args = "SELECT %s FROM downlinks" % _COLUMNS, ()

@@ -97,10 +97,11 @@ class PostgresOutbox:
                 (destination, incident_id, device_id, key, event, snapshot)).rowcount
         return added
 
-    def claim(self, destination, lease_s, limit=50):
+    def claim(self, destination, lease_s, limit=50, lease=None):
         """Lease up to `limit` due rows of `destination` (the oldest undelivered of each
-        incident) for lease_s seconds, and commit; returns them as Claimed, oldest first."""
-        lease = secrets.token_hex(16)
+        incident) for lease_s seconds, and commit; returns them as Claimed, oldest first.
+        `lease`: the claim's token (a fresh one when not given)."""
+        lease = lease or secrets.token_hex(16)
         try:
             with self.store.conn.transaction():  # (connected again if it was lost)
                 ids = [r[0] for r in self.conn.execute(
@@ -141,6 +142,17 @@ class PostgresOutbox:
             raise StoreError("cannot update outbox row %d: %s" % (item.id, _first_line(exc))
                              ) from None
 
+    def release(self, lease):
+        """Give back what a claim with this token still holds (a worker stopping): due at once
+        for the other workers, not after the lease. Commits; returns how many."""
+        try:
+            with self.store.conn.transaction():
+                return self.conn.execute(
+                    "UPDATE outbox SET lease = NULL, lease_until = NULL WHERE lease = %s AND "
+                    "delivered_at IS NULL", (lease,)).rowcount
+        except psycopg.Error as exc:
+            raise StoreError("cannot release outbox rows: %s" % _first_line(exc)) from None
+
     def delivered_keys(self, destination):
         """(incident_id, key) of each delivered row of `destination`, by when it was marked."""
         rows = self.store.conn.execute(
@@ -162,6 +174,7 @@ class ForwardingOutbox:
     def __init__(self, outbox, backoff=(1.0, 300.0), max_age_s=120.0, lease_s=60.0,
                  clock=time.time, rng=random.random, senders=None):
         self.outbox = outbox
+        self.lease = secrets.token_hex(16)  # this worker's claims (release() on stopping)
         self.backoff = backoff
         self.max_age_s = max_age_s
         self.lease_s = lease_s
@@ -169,13 +182,20 @@ class ForwardingOutbox:
         self.rng = rng
         self.senders = dict(senders or {})
 
-    def due(self, destination, now, limit=50):
+    def due(self, destination, now, limit=10):
+        # (few at a time: the rows of a claim wait for each other's deliveries, and a worker
+        # that dies holds them until the lease runs out)
         sender = self.senders.get(destination)
         if sender is not None and not sender():
             return []
         return [Leased(c.id, c.destination, c.incident_id, c.device_id, c.key, c.event,
                        json.loads(c.snapshot), c.created_at, c.attempts, None, None, None, None,
-                       c.lease) for c in self.outbox.claim(destination, self.lease_s, limit)]
+                       c.lease)
+                for c in self.outbox.claim(destination, self.lease_s, limit, self.lease)]
+
+    def release(self):
+        """What this worker still holds, given back (it is stopping)."""
+        return self.outbox.release(self.lease)
 
     def delivered(self, item, now):
         """True if this worker's lease still held the row (and it is marked delivered)."""
@@ -190,15 +210,21 @@ class ForwardingOutbox:
         return delay
 
     def next_due_at(self, destination):
-        """When the next row of `destination` is due (worker's clock), None when none is or
-        the database cannot say (forwarding.py then looks again within a second)."""
+        """When this worker may next claim a row of `destination` (worker's clock): a row due
+        but leased by another worker only once its lease runs out, and nothing while another
+        worker is the destination's one sender. None when there is none or the database
+        cannot say: forwarding.py then looks again within a second (never at once: a loop
+        told "due now" of rows it cannot claim would spin)."""
+        sender = self.senders.get(destination)
+        if sender is not None and not sender():
+            return None
         try:
             row = self._read(
-                "SELECT extract(epoch FROM min(next_at) - clock_timestamp())::float8 FROM "
-                "outbox o WHERE destination = %s AND delivered_at IS NULL AND NOT EXISTS "
-                "(SELECT 1 FROM outbox e WHERE e.destination = o.destination AND "
-                "e.incident_id = o.incident_id AND e.delivered_at IS NULL AND e.id < o.id)",
-                (destination,))
+                "SELECT extract(epoch FROM min(greatest(next_at, coalesce(lease_until, next_at)))"
+                " - clock_timestamp())::float8 FROM outbox o WHERE destination = %s AND "
+                "delivered_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox e WHERE "
+                "e.destination = o.destination AND e.incident_id = o.incident_id AND "
+                "e.delivered_at IS NULL AND e.id < o.id)", (destination,))
         except StoreError:  # (the loop outside its try: a restart must not end it)
             return None
         return None if row[0] is None else self.clock() + row[0]

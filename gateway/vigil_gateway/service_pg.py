@@ -98,8 +98,10 @@ class PostgresGateway:
         fw = config.forward
         self.forwarding = Forwarding(
             self.forward_store,
+            # a lease outlives a delivery that times out (forward.webhook.timeout_s)
             ForwardingOutbox(self.forward_store.outbox, (fw.backoff_min_s, fw.backoff_max_s),
-                             fw.max_event_age_s, clock=clock),
+                             fw.max_event_age_s, lease_s=2 * fw.webhook.timeout_s + 5,
+                             clock=clock),
             PostgresDownlinks(self.forward_store, self.registry), self.transports,
             self.metrics, clock, self.pipeline, self.pump.wake.set)
         self.store_ok = True
@@ -134,6 +136,13 @@ class PostgresGateway:
         for task in tasks[1:] + [stop]:
             task.cancel()
         await asyncio.gather(*tasks[1:], return_exceptions=True)
+        # what this worker claimed and did not finish goes back to the others at once (a
+        # worker killed instead leaves it to its leases' end)
+        for release in (self.forwarding.outbox.release, self.pump.downlinks.release):
+            try:
+                release()
+            except StoreError as exc:
+                logs.event(log, logging.WARNING, "release_failed", error=str(exc))
         for transport in self.transports:
             try:
                 await transport.close()

@@ -147,3 +147,23 @@ def test_a_one_sender_destination_is_served_by_one_worker_then_by_the_next(pg_st
     finally:
         first.close()
         second.close()
+
+
+def test_a_row_another_worker_holds_is_not_due_for_this_one_until_its_lease_ends(
+        pg_store_url, tmp_path):
+    first, second = (Worker(pg_store_url, tmp_path / "keys", destinations=(HOOK,))
+                     for _ in range(2))
+    try:
+        first.add(DEVICES[0])
+        first.ingest([alarm(DEVICES[0], 1)])
+        mine, theirs = (ForwardingOutbox(w.store.outbox, lease_s=30.0) for w in (first, second))
+        assert theirs.next_due_at(HOOK) <= time.time() + 1  # due now, for anyone
+        [held] = mine.due(HOOK, time.time())
+        # not "due now" for the other worker's loop, which would spin on rows it cannot take
+        assert theirs.next_due_at(HOOK) > time.time() + 25
+        assert theirs.due(HOOK, time.time()) == []
+        assert mine.release() == 1  # stopping: given back, due at once for the others
+        assert [i.key for i in theirs.due(HOOK, time.time())] == [held.key]
+    finally:
+        first.close()
+        second.close()

@@ -6,7 +6,10 @@
 # one worker stopped mid-burst and started again (its session, and what the broker holds for
 # it, resumed).
 import asyncio
+import http.server
 import itertools
+import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -30,7 +33,8 @@ class _Wearables:
     records every downlink they get."""
 
     def __init__(self, port):
-        self.acks = defaultdict(list)  # device -> [(ack counter, alarm counter)]
+        self.acks = defaultdict(list)  # device -> [(ack counter, alarm counter)], RECEIVED
+        self.delivered = defaultdict(list)  # device -> [(ack counter, alarm counter)]
         self.bad = []
         self._ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -51,7 +55,10 @@ class _Wearables:
         except p.RemoteProtocolError as exc:  # a downlink a wearable would refuse
             self.bad.append((device_id, str(exc)))
             return
-        self.acks[device_id].append((ack.counter, ack.ref))
+        if ack.stage == p.DELIVERED:  # a responder backend has the alarm
+            self.delivered[device_id].append((ack.counter, ack.ref))
+        else:
+            self.acks[device_id].append((ack.counter, ack.ref))
 
     def publish(self, device_id, frame):
         self.client.publish(TOPICS.up(device_id), frame, qos=1)
@@ -61,17 +68,50 @@ class _Wearables:
         self.client.disconnect()
 
 
-def _config(tmp_path, port, group):
+class _Webhook:
+    """A responder backend on loopback (plain HTTP, which the webhook allows there): every
+    request's idempotency key and event, in the order they came, answered 200."""
+
+    def __init__(self):
+        self.got = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.got.append((self.headers["Idempotency-Key"], body["event"]))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def _config(tmp_path, port, group, webhook=None):
     """A worker's config; the workers of one test share `group`, and no other test uses it: a
     session of a worker gone keeps its share of the group's messages at the broker."""
-    return gateway_config.load_dict({
+    forward = {}
+    if webhook is not None:
+        secret = tmp_path / "webhook.secret"
+        secret.write_text("s3cret\n")
+        os.chmod(secret, 0o600)
+        forward = {"forward": {"webhook": {"url": webhook.url, "secret_file": str(secret)}}}
+    return gateway_config.load_dict(dict(forward, **{
         "gateway": {"data_dir": str(tmp_path / "gateway")},
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "worker-%d" % next(_ids),
                  "shared_group": group},
         "http": {"port": 0},
         "supervision": {"default_interval_s": 2, "grace_s": 1, "check_every_s": 0.2},
         "protocol": {"reack_interval_s": 0.001},
-    }, str(tmp_path))
+    }), str(tmp_path))
 
 
 class _Worker(threading.Thread):
@@ -114,7 +154,9 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
         registry.add(device_id, key_for(device_id), counter_floor=1)
     store.close()
     group = "workers-%d" % next(_ids)
-    workers = [_Worker(_config(tmp_path, mosquitto.port, group), pg_store_url) for _ in range(3)]
+    webhook = _Webhook()
+    workers = [_Worker(_config(tmp_path, mosquitto.port, group, webhook), pg_store_url)
+               for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -147,18 +189,32 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
                 pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT'")) < len(
                 DEVICES):
             time.sleep(0.2)
-        time.sleep(1.0)  # a second LOST_CONTACT, if any worker raised one, would be in
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(webhook.got) < len(frames) + len(DEVICES):
+            time.sleep(0.2)
+        time.sleep(1.0)  # a second LOST_CONTACT or delivery, if any, would be in
     finally:
         wearables.stop()
         for worker in workers:
             worker.stop()
+        webhook.stop()
     assert all(w.error is None for w in workers)
     assert wearables.bad == []
     for device_id in DEVICES:
         acks = wearables.acks[device_id]
         assert {ref for _, ref in acks} == set(range(1, ALARMS + 1))  # every alarm acked
-        counters = [c for c, _ in acks]
-        assert len(counters) == len(set(counters))  # no downlink counter twice
+        # a DELIVERED ack for every alarm, once the webhook took it (a stored downlink may be
+        # published again, the same bytes: the wearable's window drops the copy)
+        delivered = set(wearables.delivered[device_id])
+        assert sorted(ref for _, ref in delivered) == list(range(1, ALARMS + 1))
+        # no downlink counter twice: not for two acks, nor for an ack and a DELIVERED
+        counters = [c for c, _ in acks] + [c for c, _ in delivered]
+        assert len(counters) == len(set(counters))
+    # every event at the webhook once per idempotency key: each alarm's raise, each LOST_CONTACT
+    keys = [key for key, _ in webhook.got]
+    assert len(keys) == len(set(keys)) == len(frames) + len(DEVICES)
+    assert {key for key, event in webhook.got if not key.split("-")[1].startswith("i")} == {
+        "%08x-%d-raised" % f for f in frames}
     alarms = _rows(pg_store_url, "SELECT device_id, counter, count(*) FROM incidents WHERE "
                                  "counter IS NOT NULL GROUP BY device_id, counter")
     assert sorted((d, c) for d, c, _ in alarms) == sorted(frames)  # one incident per alarm
