@@ -5,16 +5,20 @@
 #   the database is copied with SQLite's online backup API (a snapshot of one moment, WAL and
 #   all), the key files beside it; the copy is checked (integrity_check, and a key file for
 #   every device's key version) and taken again if a key was rotated meanwhile;
+#   a backup that fails leaves nothing behind: the folders it made on the way to DEST are
+#   removed, or, when DEST was there (empty), what it put into it;
 #   a backup is private like the data it holds: folder 0700, files 0600; a manifest
 #   (vigil-backup.json) says when it was taken and what it holds, never a key;
 #   a backup of an older release is restored as it is and brought up when the gateway opens it
 #   (migrations.py); one of a newer release is refused before anything is written;
 #   restore writes into a data folder with no database and no gateway running on it (the
 #   instance lock is held while it works), then moves every device's downlink counter
-#   DOWNLINK_MARGIN past the backup's: the wearables saw the downlinks the lost gateway sent
-#   after the backup, and a counter they have seen is refused (SPEC, section 7), so a restored
-#   gateway must never sign with one again. Uplink counters need nothing: the wearables count on
-#   from their own flash, and the gateway takes any counter above its history;
+#   DOWNLINK_MARGIN past the backup's (a restore that fails midway removes what it put there:
+#   no database is left whose counters were not moved): the wearables saw the downlinks the
+#   lost gateway sent after the backup, and a counter they have seen is refused (SPEC,
+#   section 7), so a restored gateway must never sign with one again. Uplink counters need
+#   nothing: the wearables count on from their own flash, and the gateway takes any counter
+#   above its history;
 #   scheduled backups (rotate(), run daily by the systemd timer service_install.py writes) go
 #   into a folder of their own, one folder per backup named by its UTC time, made under a
 #   ".partial-" name and renamed when complete; the oldest complete ones beyond `keep` are then
@@ -104,8 +108,32 @@ def backup(data_dir, dest):
     db_path = os.path.join(data_dir, DB_NAME)
     if not os.path.exists(db_path):
         raise BackupError("no gateway database in %s (gateway.data_dir)" % data_dir)
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise BackupError("%s is not a folder: a backup goes into a new folder" % dest)
     if os.path.exists(dest) and os.listdir(dest):
         raise BackupError("%s exists and is not empty: a backup goes into a new folder" % dest)
+    # What a failed backup removes: the first folder on the way to dest it made, or else what
+    # it put into dest (which was empty).
+    made = os.path.abspath(dest)
+    while not os.path.exists(os.path.dirname(made)) and os.path.dirname(made) != made:
+        made = os.path.dirname(made)
+    existed = os.path.exists(made)
+    try:
+        return _backup(db_path, data_dir, dest)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(made, ignore_errors=True)
+        elif os.path.isdir(dest):
+            for name in os.listdir(dest):
+                path = os.path.join(dest, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+        raise
+
+
+def _backup(db_path, data_dir, dest):
     os.makedirs(os.path.join(dest, "keys"), mode=0o700, exist_ok=True)
     os.chmod(dest, 0o700)
     keys_src, keys_dst = os.path.join(data_dir, "keys"), os.path.join(dest, "keys")
@@ -179,23 +207,36 @@ def restore(src, data_dir):
         if _missing_keys(copy, os.path.join(src, "keys")):
             raise BackupError("%s lacks key files its database names" % src)
         keys = os.path.join(data_dir, "keys")
-        os.makedirs(keys, mode=0o700, exist_ok=True)
-        for name in sorted(os.listdir(os.path.join(src, "keys"))):
-            _copy_private(os.path.join(src, "keys", name), os.path.join(keys, name))
-        _copy_private(copy, db_path + ".restoring")
-        os.replace(db_path + ".restoring", db_path)
-        conn = open_database(data_dir)  # its files' modes, as the gateway makes them
+        copied = []  # what a failed restore removes: no database whose counters were not moved
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR IGNORE INTO downlink_counters (device_id, last_counter) "
-                         "SELECT device_id, 0 FROM devices")
-            conn.execute("UPDATE downlink_counters SET last_counter = last_counter + ?",
-                         (DOWNLINK_MARGIN,))
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        _fsync_dir(keys)
-        _fsync_dir(data_dir)
+            os.makedirs(keys, mode=0o700, exist_ok=True)
+            for name in sorted(os.listdir(os.path.join(src, "keys"))):
+                if not os.path.exists(os.path.join(keys, name)):
+                    copied.append(os.path.join(keys, name))
+                _copy_private(os.path.join(src, "keys", name), os.path.join(keys, name))
+            restoring = db_path + ".restoring"
+            if not os.path.lexists(restoring):
+                copied.append(restoring)
+            _copy_private(copy, restoring)
+            os.replace(restoring, db_path)
+            copied += [db_path, db_path + "-wal", db_path + "-shm"]
+            conn = open_database(data_dir)  # its files' modes, as the gateway makes them
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR IGNORE INTO downlink_counters (device_id, "
+                             "last_counter) SELECT device_id, 0 FROM devices")
+                conn.execute("UPDATE downlink_counters SET last_counter = last_counter + ?",
+                             (DOWNLINK_MARGIN,))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            _fsync_dir(keys)
+            _fsync_dir(data_dir)
+        except BaseException:
+            for path in copied:
+                if os.path.lexists(path):
+                    os.unlink(path)
+            raise
     finally:
         lock.close()
     return manifest

@@ -188,7 +188,10 @@ def write_file(path, text, gid, mode=0o600):
     """Write `text` atomically (temp file + rename), `mode` (0600), or 0640 with group `gid`.
     Returns False when the group could not be given (not allowed to this user)."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:  # named by the file it was to write, not by its temporary name
+        raise OSError(exc.errno, exc.strerror, path) from None
     shared = False
     try:
         with os.fdopen(fd, "w") as f:
@@ -220,6 +223,8 @@ def write_broker_files(out_dir, devices, prefix, gateway_user, gateway_password,
     and whether the broker's group could be given the files."""
     from .registry import ACTIVE
 
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise BrokerConfigError("%s is not a folder (nothing written)" % out_dir)
     os.makedirs(out_dir, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
     passwords = os.path.join(out_dir, "passwords")

@@ -11,7 +11,8 @@
 #   main file only); the gateway user is in group mosquitto so the files it writes there can
 #   be given to that group;
 #   running it again changes nothing that exists: the config, the password and the folders'
-#   contents are kept; the unit is rewritten (it holds no state);
+#   contents are kept; the unit is rewritten (it holds no state); a root it cannot make its
+#   folders in stops it before the system user is made;
 #   the unit gives the gateway what it needs and no more: a read-only system, no home folders,
 #   a private /tmp and /dev, no privileges to gain, IP and Unix sockets only, the system-service
 #   system calls; no MemoryDenyWriteExecute (cffi callbacks in the crypto and BLE libraries
@@ -219,12 +220,13 @@ def install(root="/", user=USER, executable=None):
     def at(path):
         return os.path.join(root, path.lstrip("/"))
 
+    config_dir, secrets_dir = CONFIG_DIR, CONFIG_DIR + "/secrets"
+    broker_dir = CONFIG_DIR + "/broker"
+    # First the folder that needs no user: a root that cannot take it makes no system user.
+    _folder(at(config_dir), 0o755, 0, 0)
     user_made = _system_user(user)
     entry = pwd.getpwnam(user)
     uid, gid = entry.pw_uid, entry.pw_gid
-    config_dir, secrets_dir = CONFIG_DIR, CONFIG_DIR + "/secrets"
-    broker_dir = CONFIG_DIR + "/broker"
-    _folder(at(config_dir), 0o755, 0, 0)
     _folder(at(secrets_dir), 0o700, uid, gid)
     mosq = broker_gid()
     _folder(at(broker_dir), 0o2750 if mosq is not None else 0o700, uid,

@@ -6,7 +6,8 @@
 #   the CA is made once and then kept: every wearable provisioned trusts it, so running the
 #   command again issues a new broker certificate (a renewal, or new names) under the same CA;
 #   a CA key or certificate that cannot be read, or that do not match, stops the command: a
-#   new CA would lock every wearable out;
+#   new CA would lock every wearable out; a run that fails leaves no half-made CA (nor a
+#   folder it made);
 #   the CA key is this user's alone (0600); the broker's key is readable by group mosquitto
 #   too (0640) where that group exists, since Debian's broker reads it as user mosquitto;
 #   the broker's certificate names every host name and address wearables and the gateway use
@@ -14,6 +15,7 @@
 import datetime
 import ipaddress
 import os
+import shutil
 import socket
 
 from cryptography import x509
@@ -140,24 +142,47 @@ def setup(out_dir, names, site="Site"):
     Returns {"ca": path, "ca_key": path, "cert": path, "key": path, "wearables_ca": path,
     "ca_made": bool, "names": names, "not_after": datetime}."""
     names = with_local(names)
-    os.makedirs(out_dir, mode=0o755, exist_ok=True)
     out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise TlsSetupError("%s is not a folder" % out_dir)
+    top = out_dir  # the first folder on the way that this run makes, if any
+    while not os.path.exists(os.path.dirname(top)) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    folder_made = not os.path.exists(top)
+    os.makedirs(out_dir, mode=0o755, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in (
         ("ca", CA_CERT), ("ca_key", CA_KEY), ("cert", BROKER_CERT), ("key", BROKER_KEY),
         ("wearables_ca", WEARABLES_CA))}
     now = datetime.datetime.now(datetime.timezone.utc)
     made = not os.path.exists(paths["ca"]) and not os.path.exists(paths["ca_key"])
-    if made:
-        ca_key, ca_cert = _new_ca(site, now)
-        write_file(paths["ca_key"], _pem_key(ca_key), None)
-        write_file(paths["ca"], _pem_cert(ca_cert), None, mode=0o644)
-    else:
-        ca_key, ca_cert = _load_ca(paths["ca"], paths["ca_key"])
-    key, cert = _broker_cert(ca_key, ca_cert, list(names), now)
-    gid = broker_gid()
-    write_file(paths["key"], _pem_key(key), gid)
-    write_file(paths["cert"], _pem_cert(cert), None, mode=0o644)
-    write_file(paths["wearables_ca"], _pem_cert(ca_cert), None, mode=0o644)
+    written = []
+
+    def write(name, text, gid, mode=0o600):
+        write_file(paths[name], text, gid, mode=mode)
+        written.append(paths[name])
+
+    try:
+        if made:
+            ca_key, ca_cert = _new_ca(site, now)
+            write("ca_key", _pem_key(ca_key), None)
+            write("ca", _pem_cert(ca_cert), None, mode=0o644)
+        else:
+            ca_key, ca_cert = _load_ca(paths["ca"], paths["ca_key"])
+        key, cert = _broker_cert(ca_key, ca_cert, list(names), now)
+        gid = broker_gid()
+        write("key", _pem_key(key), gid)
+        write("cert", _pem_cert(cert), None, mode=0o644)
+        write("wearables_ca", _pem_cert(ca_cert), None, mode=0o644)
+    except BaseException:
+        # Nothing half made: a CA made now is no wearable's yet (a key without its certificate
+        # would stop every later run), nor is a folder made now. With a kept CA, a run again
+        # issues the broker's key and certificate afresh.
+        if folder_made:
+            shutil.rmtree(top, ignore_errors=True)
+        elif made:
+            for path in written:
+                os.unlink(path)
+        raise
     return dict(paths, ca_made=made, names=list(names), not_after=cert.not_valid_after_utc)
 
 

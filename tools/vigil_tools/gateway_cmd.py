@@ -189,7 +189,9 @@ def _secret_options(parser):
 
 
 def _handler(fn):
-    """Turn the gateway's own errors into ToolError (printed, exit status 2)."""
+    """Turn the gateway's own errors, and a file or folder the operator named that cannot be
+    used (an OSError: missing, not a folder, not writable), into ToolError: one line, exit
+    status 2. A closed pipe is left to the CLI (exit status 141)."""
     @functools.wraps(fn)
     def wrapper(args):
         from vigil_gateway import GatewayError
@@ -198,7 +200,25 @@ def _handler(fn):
             return fn(args)
         except GatewayError as exc:
             raise ToolError(str(exc)) from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise ToolError(_os_error(args, exc)) from None
     return wrapper
+
+
+def _os_error(args, exc):
+    """One line for an OSError: the command, the path and the reason (never file contents)."""
+    words = ["gateway"] + [getattr(args, name) for name in (
+        "gateway_command", "device_command", "wearer_command", "beacon_command")
+        if getattr(args, name, None)]
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.filename is None:
+        return "%s: %s" % (" ".join(words), reason)
+    path = str(exc.filename)
+    if exc.filename2 is not None:
+        path = "%s -> %s" % (path, exc.filename2)
+    return "%s: %s: %s" % (" ".join(words), path, reason)
 
 
 def _load(args):
