@@ -1,6 +1,7 @@
 # Every file the configuration names, checked at start (`vigil gateway run`) and by
 # `vigil gateway check-config`, with one line naming the setting: a CA, certificate or key that
-# is missing or not what it should be, a secret that is empty, unreadable or readable by others.
+# is missing or not what it should be, a secret that is empty, unreadable or readable by others,
+# a DC-09 key that is not one.
 # Before this a missing CA file surfaced as a traceback from inside the MQTT client.
 import os
 import ssl
@@ -34,6 +35,17 @@ def _cert_and_key(cert_key, key_key, cert, key):
             cert, key, getattr(exc, "reason", None) or exc)) from None
 
 
+def _dc09_key(text):
+    """The DC-09 key as `run` reads it (make_transports): one line naming the setting, never the
+    key."""
+    from .dc09 import Dc09Error, parse_key
+
+    try:
+        parse_key(text)
+    except Dc09Error as exc:
+        raise ConfigError("forward.dc09.key_file", str(exc)) from None
+
+
 def check(config):
     """Raise ConfigError for the first file the config names that cannot be used as it is;
     returns the (setting, path) pairs checked."""
@@ -61,7 +73,9 @@ def check(config):
         secrets.append(("forward.dc09.key_file", config.forward.dc09.key_file))
     for key, path in secrets:
         if path:
-            read_secret(path, key)
+            text = read_secret(path, key)
+            if key == "forward.dc09.key_file":
+                _dc09_key(text)
             checked.append((key, path))
     actions = config.actions
     if actions.tokens_file:

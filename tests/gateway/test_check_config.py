@@ -40,7 +40,45 @@ def test_each_unusable_file_is_one_line_from_check_config_and_run(tmp_path):
     (tmp_path / "not-a-ca.pem").write_text("hello\n")
     (tmp_path / "open.pw").write_text("gateway-secret\n")
     os.chmod(tmp_path / "open.pw", 0o644)
+    write_secret(tmp_path / "empty.secret", "\n")
+    write_secret(tmp_path / "not-a-key", "not-a-key\n")
+    pki, other = make_ca(tmp_path / "pki"), make_ca(tmp_path / "other-pki")
+    for name, source in (("api.key", pki["keyfile"]), ("other.key", other["keyfile"])):
+        write_secret(tmp_path / name, open(source, "rb").read())
+    os.chmod(pki["keyfile"], 0o644)  # a private key others can read
+    dc09 = {"host": "127.0.0.1", "port": 9, "account": "1234"}
+    api = {"host": "127.0.0.1", "port": 0, "cert_file": pki["certfile"],
+           "key_file": str(tmp_path / "api.key")}
+    client = {"cert_file": pki["certfile"], "key_file": str(tmp_path / "api.key")}
     cases = [
+        ({"forward.webhook": {"secret_file": str(tmp_path / "no-hook")}},
+         "forward.webhook.secret_file: cannot read %s: No such file or directory"
+         % (tmp_path / "no-hook")),
+        ({"forward.webhook": {"secret_file": str(tmp_path / "empty.secret")}},
+         "forward.webhook.secret_file: %s is empty" % (tmp_path / "empty.secret")),
+        ({"forward.dc09": dict(dc09, key_file=str(tmp_path / "no-dc09"))},
+         "forward.dc09.key_file: cannot read %s: No such file or directory"
+         % (tmp_path / "no-dc09")),
+        ({"forward.dc09": dict(dc09, key_file=str(tmp_path / "open.pw"))},
+         "forward.dc09.key_file: refusing %s: others can read it" % (tmp_path / "open.pw")),
+        ({"forward.dc09": dict(dc09, key_file=str(tmp_path / "not-a-key"))},
+         "forward.dc09.key_file: the key must be the AES key as 32, 48 or 64 hex digits"),
+        ({"mqtt.tls": dict(client, cert_file=str(tmp_path / "no-cert.pem"))},
+         "mqtt.tls.cert_file: no such file: %s" % (tmp_path / "no-cert.pem")),
+        ({"mqtt.tls": dict(client, key_file=str(tmp_path / "no.key"))},
+         "mqtt.tls.key_file: no such file: %s" % (tmp_path / "no.key")),
+        ({"mqtt.tls": dict(client, key_file=str(tmp_path / "other.key"))},
+         "mqtt.tls.cert_file: cannot use %s with the key %s: KEY_VALUES_MISMATCH"
+         % (pki["certfile"], tmp_path / "other.key")),
+        ({"actions": dict(api, cert_file=str(tmp_path / "no-cert.pem"))},
+         "actions.cert_file: no such file: %s" % (tmp_path / "no-cert.pem")),
+        ({"actions": dict(api, key_file=str(tmp_path / "no.key"))},
+         "actions.key_file: no such file: %s" % (tmp_path / "no.key")),
+        ({"actions": dict(api, key_file=pki["keyfile"])},
+         "actions.key_file: refusing %s: others can read it" % pki["keyfile"]),
+        ({"actions": dict(api, key_file=str(tmp_path / "other.key"))},
+         "actions.cert_file: cannot use %s and %s as the API's certificate and key: "
+         "KEY_VALUES_MISMATCH" % (pki["certfile"], tmp_path / "other.key")),
         ({"mqtt.tls": {"ca_file": str(tmp_path / "missing-ca.pem")}},
          "mqtt.tls.ca_file: no such file: %s" % (tmp_path / "missing-ca.pem")),
         ({"mqtt.tls": {"ca_file": str(tmp_path / "not-a-ca.pem")}},
@@ -60,6 +98,8 @@ def test_each_unusable_file_is_one_line_from_check_config_and_run(tmp_path):
             assert result.returncode == 2, (command, line)
             assert result.stderr.splitlines()[-1].startswith("vigil: " + line), result.stderr
             assert "Traceback" not in result.stderr
+            if command == ["check-config"]:
+                assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_a_device_key_file_others_can_read_is_named(tmp_path):
