@@ -1,6 +1,7 @@
 # The responder actions API on a listener of its own, over TLS ([actions] host, port,
 # cert_file, key_file), for a backend elsewhere; /metrics and /healthz stay on the local
 # listener, and the API is not there. An API reachable from the network without TLS is refused.
+import json
 import os
 import ssl
 import time
@@ -12,6 +13,7 @@ import pytest
 import vigil_protocol as p
 from gateway_harness import key_for, write_secret
 from tls_ca import make_ca
+from vigil_gateway import actions, rfc3339
 from vigil_tools.broker import free_port
 
 A = 0x0000000A
@@ -118,3 +120,45 @@ def test_a_retried_request_gets_its_first_answer_and_another_body_is_refused(
     audit = [e["event"] for e in gw.incidents()[0]["audit"]]
     assert audit.count("prompt_double_tap") == 1
     assert gw.metrics()['vigil_gateway_api_requests_total{result="retried"}'] == 1
+
+
+def test_a_request_id_of_65_characters_or_a_body_not_sent_as_json_is_malformed(
+        mosquitto, gateway_factory, tmp_path):
+    # gateway/openapi.json: a request_id is 8 to 64 characters, a POST is application/json.
+    # Both are checked before the incident is looked up: a request that passes them asks for
+    # an incident this gateway does not have (404).
+    import json
+
+    from vigil_gateway import actions, rfc3339
+
+    spec = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "gateway",
+                                       "openapi.json")))
+    schema = spec["components"]["schemas"]["ActionRequest"]["properties"]["request_id"]
+    assert schema["pattern"] == actions._REQUEST_ID.pattern == "^[A-Za-z0-9._:-]{8,64}$"
+    write_secret(tmp_path / "tokens", "responder %s\n" % TOKEN)
+    gw = gateway_factory(mosquitto.port, mqtt={"prefix": "api-ids"},
+                         actions={"tokens_file": str(tmp_path / "tokens")})
+    gw.start()
+    url = "http://127.0.0.1:%d/v2/incidents/999/actions" % gw.http_port
+    headers = {"Authorization": "Bearer %s" % TOKEN}
+
+    def post(request_id, **kwargs):
+        body = {"action": "acknowledge", "request_id": request_id,
+                "sent_at": rfc3339.format(time.time())}
+        if "content" in kwargs:
+            return httpx.post(url, content=json.dumps(body), headers=dict(
+                headers, **kwargs.pop("content")), timeout=10)
+        return httpx.post(url, json=body, headers=headers, timeout=10)
+
+    for request_id, status in [("x" * 65, 400), ("x" * 7, 400), ("x" * 64, 404),
+                               ("x" * 8, 404)]:
+        reply = post(request_id)
+        assert reply.status_code == status, (len(request_id), reply.text)
+        if status == 400:
+            assert reply.json() == {"error": "malformed", "message": "request_id must be 8-64 "
+                                    "characters of A-Z a-z 0-9 . _ : -"}
+        else:
+            assert reply.json()["error"] == "not_found"
+    plain = post("y" * 16, content={"Content-Type": "text/plain"})
+    assert (plain.status_code, plain.json()["message"]) == (
+        400, "Content-Type must be application/json")
