@@ -286,8 +286,10 @@ def add_command(args):
     device_id = registry.parse_device_id(args.device)
     key, password = _secrets(args)
     _, reg, _ = _state(args)
-    if reg.get(device_id) is not None:
-        raise ToolError("device %s is already registered" % registry.device_hex(device_id))
+    device = reg.get(device_id)
+    if device is not None:  # run again: the same device with the same record changes nothing
+        print(_added_before(args, reg, device, key, password))
+        return 0
     floor = args.counter_floor
     if floor is None and not args.key_file:
         floor = 0  # a key made just now has sealed nothing yet: every counter is this unit's
@@ -295,6 +297,34 @@ def add_command(args):
     reg.add(device_id, key, password, args.interval, args.label, args.protocol, floor)
     print("added device %s" % registry.device_hex(device_id))
     return 0
+
+
+def _added_before(args, reg, device, key, password):
+    """What to say when `device add` finds the device registered: the same record (the
+    --record-out file that add wrote, or the --key-file and --mqtt-password-file given) is
+    left as it is; anything else is refused, naming the device (and the record's file)."""
+    from vigil_gateway import registry
+
+    name = registry.device_hex(device.device_id)
+    if args.record_out and os.path.exists(args.record_out):
+        record = _read_record(args.record_out)
+        if not isinstance(record, dict) or _record_id(record) != device.device_id:
+            raise ToolError("device %s is already registered, and %s is not its provisioning "
+                            "record (nothing changed)" % (name, args.record_out))
+        problem = _differs(reg, device, record)
+        if problem is None and args.key_file:
+            problem = _differs(reg, device, dict(record, key=key.hex()))
+        where = args.record_out
+    elif args.key_file:
+        problem = _differs(reg, device, {"key": key.hex(), "mqtt_password": password})
+        where = args.key_file
+    else:
+        raise ToolError("device %s is already registered (nothing changed)" % name)
+    if problem:
+        raise ToolError("%s: device %s is already registered %s; nothing changed"
+                        % (where, name, problem))
+    return "device %s is already registered with this record (%s): left as it is" % (
+        name, where)
 
 
 def rotate_command(args):
