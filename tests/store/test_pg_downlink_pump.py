@@ -172,7 +172,10 @@ def test_pumps_of_two_workers_publish_each_downlink_once_woken_by_notify(
 
 
 def test_a_downlink_no_session_takes_waits_and_goes_when_its_device_is_heard(
-        pg_store_url, tmp_path, mosquitto):
+        pg_store_url, tmp_path, mosquitto_factory):
+    # A broker of its own: on the shared one, a session another test left subscribed to the
+    # device's topic (persistent sessions keep their subscriptions) would take the downlink.
+    mosquitto = mosquitto_factory()
     worker = Worker(pg_store_url, tmp_path / "keys")  # nobody subscribes to its topic
     try:
         worker.add(DEV)
