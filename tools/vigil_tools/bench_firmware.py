@@ -219,7 +219,7 @@ def _totals(phases):
 
 def _worst(runs, into, suffix=""):
     """Put the worst of several runs' totals in `into`: highest peak, smallest free block (and
-    the best block beside it), every death and restart counted."""
+    the best block beside it), and how many runs had no task death."""
     into["heap%s_peak_bytes" % suffix] = max(t["heap_peak_bytes"] for t in runs)
     blocks = [t["largest_free_block_bytes"] for t in runs]
     into["largest_free_block%s_bytes" % suffix] = min(blocks)
@@ -227,6 +227,19 @@ def _worst(runs, into, suffix=""):
     into["left_after_drain%s" % suffix] = max(t["left_after_drain"] for t in runs)
     into["runs%s_without_death" % suffix] = sum(
         1 for t in runs if t["task_deaths"] == 0)
+
+
+def _figures32(figures, runs, suffix, heapsize):
+    """Put a 32-bit build's figures in `figures` under `suffix` ("32": frozen, "32_romfs": as
+    provisioned); returns its runs' totals."""
+    totals = [_totals(p) for p in runs]
+    figures["heapsize%s_bytes" % suffix] = _size(heapsize)
+    figures["heap%s_after_boot_bytes" % suffix] = totals[0]["heap_after_boot_bytes"]
+    figures["heap%s_after_reboot_bytes" % suffix] = totals[0]["heap_after_reboot_bytes"]
+    figures["ble%s_connected" % suffix] = min(
+        f.get("ble_up", 0) for p in runs for f in p.values())
+    _worst(totals, figures, suffix)
+    return totals
 
 
 def _save_heap_maps(folder, build, runs):
@@ -297,9 +310,6 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
     phases = all64[0]
     totals = [_totals(p) for p in all64]
     figures = _totals(phases)
-    figures["task_deaths"] = sum(t["task_deaths"] for t in totals)
-    figures["task_restarts"] = sum(t["task_restarts"] for t in totals)
-    figures["memory_retries"] = sum(t["memory_retries"] for t in totals)
     _worst(totals, figures)
     figures["runs"] = runs
     figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
@@ -313,29 +323,13 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
     figures["bundle_files"] = len(files)
     figures["romfs_image_bytes"] = image_bytes
     if all32:
-        totals32 = [_totals(p) for p in all32]
-        t32 = totals32[0]
-        figures["heapsize32_bytes"] = _size(heapsize32)
-        figures["heap32_after_boot_bytes"] = t32["heap_after_boot_bytes"]
-        figures["heap32_after_reboot_bytes"] = t32["heap_after_reboot_bytes"]
-        _worst(totals32, figures, "32")
-        figures["task_deaths"] += sum(t["task_deaths"] for t in totals32)
-        figures["task_restarts"] += sum(t["task_restarts"] for t in totals32)
-        figures["memory_retries"] += sum(t["memory_retries"] for t in totals32)
+        totals += _figures32(figures, all32, "32", heapsize32)
         figures["ble32_loaded"] = 1
-        figures["ble32_connected"] = min(f.get("ble_up", 0) for p in all32 for f in p.values())
     if all32_romfs:
-        totals = [_totals(p) for p in all32_romfs]
-        figures["heapsize32_romfs_bytes"] = _size(heapsize32_romfs)
+        totals += _figures32(figures, all32_romfs, "32_romfs", heapsize32_romfs)
         figures["heap32_romfs_imported_bytes"] = all32_romfs[0]["fill"]["heap_imported_bytes"]
-        figures["heap32_romfs_after_boot_bytes"] = totals[0]["heap_after_boot_bytes"]
-        figures["heap32_romfs_after_reboot_bytes"] = totals[0]["heap_after_reboot_bytes"]
-        _worst(totals, figures, "32_romfs")
-        figures["task_deaths"] += sum(t["task_deaths"] for t in totals)
-        figures["task_restarts"] += sum(t["task_restarts"] for t in totals)
-        figures["memory_retries"] += sum(t["memory_retries"] for t in totals)
-        figures["ble32_romfs_connected"] = min(
-            f.get("ble_up", 0) for p in all32_romfs for f in p.values())
+    for key in ("task_deaths", "task_restarts", "memory_retries"):  # every run of every build
+        figures[key] = sum(t[key] for t in totals)
     return figures, files
 
 
