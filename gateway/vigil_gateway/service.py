@@ -44,6 +44,7 @@ from .db import open_database
 from .dc09 import Account, Dc09Error, parse_key
 from .downlinks import Downlinks
 from .retention import Retention
+from .running import close_transports, run_until_stopped
 from .forward_dc09 import Dc09State, Dc09Transport
 from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
@@ -210,24 +211,8 @@ class Gateway:
                 self.ble.scanner_factory, self.ble.client_factory = await emulated_factories(
                     self.config.ble.hci)
             tasks.append(asyncio.create_task(self.ble.run(), name="ble"))
-        stop = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stop and task.exception() is not None:
-                logs.event(log, logging.ERROR, "task_failed", task=task.get_name(),
-                           error=repr(task.exception()))
-        self.link.stop()
-        try:
-            await asyncio.wait_for(tasks[0], 5)
-        except (asyncio.TimeoutError, Exception):
-            pass
-        for task in tasks[1:] + [stop]:
-            task.cancel()
-        for transport in self.forwarding.transports:
-            try:
-                await transport.close()
-            except Exception:
-                pass
+        await run_until_stopped(tasks, self._stop, self.link)
+        await close_transports(self.forwarding.transports)
         self.http.close()
         if self.api_http is not None:
             self.api_http.close()

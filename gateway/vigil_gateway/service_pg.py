@@ -45,6 +45,7 @@ from .outbox_pg import ForwardingOutbox
 from .pipeline import REASONS, WINDOW_SIZE, Pipeline
 from .registry_pg import PostgresRegistry
 from .retention import Retention
+from .running import close_transports, run_until_stopped
 from .store_pg import PostgresStore
 from .topics import Topics
 
@@ -122,20 +123,7 @@ class PostgresGateway:
         tasks += [asyncio.create_task(self.forwarding.run(t), name="forward-" + t.name)
                   for t in self.transports]
         tasks.append(asyncio.create_task(self._watch_forward_age(), name="forward-age"))
-        stop = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stop and task.exception() is not None:
-                logs.event(log, logging.ERROR, "task_failed", task=task.get_name(),
-                           error=repr(task.exception()))
-        self.link.stop()
-        try:
-            await asyncio.wait_for(tasks[0], 5)
-        except (asyncio.TimeoutError, Exception):
-            pass
-        for task in tasks[1:] + [stop]:
-            task.cancel()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await run_until_stopped(tasks, self._stop, self.link)
         # what this worker claimed and did not finish goes back to the others at once (a
         # worker killed instead leaves it to its leases' end)
         for release in (self.forwarding.outbox.release, self.pump.downlinks.release):
@@ -143,11 +131,7 @@ class PostgresGateway:
                 release()
             except StoreError as exc:
                 logs.event(log, logging.WARNING, "release_failed", error=str(exc))
-        for transport in self.transports:
-            try:
-                await transport.close()
-            except Exception:
-                pass
+        await close_transports(self.transports)
         self.http.close()
         for store in (self.store, self.supervision_store, self.pump_store, self.forward_store):
             store.close()
