@@ -7,6 +7,7 @@
 # tarball is present (MICROPYTHON_SRC), a 32-bit unix port with `bluetooth` and the firmware
 # frozen in (.venv/mpy32/, rebuilt when a frozen source changes). Re-running it with nothing
 # changed takes a moment.
+# A gateway's machine takes `make setup-gateway` instead: what the gateway runs on, no test tools.
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # built with the build-micropython-unix.sh beside it.
 MICROPYTHON_SRC ?= ../shared/vendor/micropython-src.tar.xz
 
-.PHONY: setup mpy32 promtool test demo bench fuzz vectors clean
+.PHONY: setup setup-gateway mpy32 promtool test demo bench fuzz vectors clean
 
 setup: $(STAMP) mpy32 promtool
 
@@ -50,6 +51,30 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tests/
 	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/mpy-stubs -r firmware/stubs-requirements.txt
 	@touch $(STAMP)
 	@echo "setup done: the CLI is $(BIN)/vigil"
+
+# The gateway's machine (gateway/README.md, "Deploying a site gateway"): Mosquitto and a .venv
+# with what `vigil gateway` and `vigil provision` run on, each at its version in
+# requirements.lock; none of the test tools (PostgreSQL, Node.js, Chromium, pytest, Playwright).
+# `make setup` later on the same checkout adds them.
+GATEWAY_STAMP := $(VENV)/.setup-gateway-done
+
+setup-gateway: $(GATEWAY_STAMP)
+
+$(GATEWAY_STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Vigil needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	@missing=""; \
+	command -v mosquitto >/dev/null || missing="$$missing mosquitto mosquitto-clients"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq $$missing; \
+	fi
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c requirements.lock -e .
+	@touch $(GATEWAY_STAMP)
+	@echo "gateway setup done: the CLI is $(BIN)/vigil"
 
 # Checked on every run (it hashes the frozen sources and returns at once when that build is
 # cached): the stamp above does not see firmware changes.

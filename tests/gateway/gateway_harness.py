@@ -41,7 +41,8 @@ def write_config(path, sections):
 class GatewayProcess:
     """One gateway: its folder, config, CLI and process."""
 
-    def __init__(self, workdir, broker_port, **sections):
+    def __init__(self, workdir, broker_port, vigil=VIGIL, **sections):
+        self.vigil = list(vigil)  # the command that runs `vigil` (another install's, say)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
@@ -59,7 +60,8 @@ class GatewayProcess:
         self.starts = 0
 
     def cli(self, *args, check=True):
-        result = subprocess.run(VIGIL + ["gateway"] + list(args) + ["--config", str(self.config)],
+        result = subprocess.run(self.vigil + ["gateway"] + list(args)
+                                + ["--config", str(self.config)],
                                 capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError("vigil gateway %s failed: %s%s" % (" ".join(args),
@@ -82,7 +84,7 @@ class GatewayProcess:
     def start(self, wait=True):
         self.starts += 1
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(VIGIL + ["gateway", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen(self.vigil + ["gateway", "run", "--config", str(self.config)],
                                      stdout=log, stderr=log)
         log.close()
         if wait:
