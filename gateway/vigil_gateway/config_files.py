@@ -1,12 +1,12 @@
 # Every file the configuration names, checked at start (`vigil gateway run`) and by
 # `vigil gateway check-config`, with one line naming the setting: a CA, certificate or key that
-# is missing or not what it should be, a secret that is empty, unreadable or readable by others,
-# a DC-09 key that is not one.
+# is missing or not what it should be, a secret (a private key too) that is empty, unreadable
+# or readable by others, a DC-09 key that is not one.
 # Before this a missing CA file surfaced as a traceback from inside the MQTT client.
 import os
 import ssl
 
-from .config import read_secret
+from .config import read_secret, secret_problem
 from .errors import ConfigError
 
 
@@ -27,6 +27,9 @@ def _ca(key, path):
 def _cert_and_key(cert_key, key_key, cert, key):
     _exists(cert_key, cert)
     _exists(key_key, key)
+    problem = secret_problem(key)  # a private key is a secret like the others
+    if problem:
+        raise ConfigError(key_key, problem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_cert_chain(cert, key)

@@ -67,6 +67,8 @@ def test_each_unusable_file_is_one_line_from_check_config_and_run(tmp_path):
          "mqtt.tls.cert_file: no such file: %s" % (tmp_path / "no-cert.pem")),
         ({"mqtt.tls": dict(client, key_file=str(tmp_path / "no.key"))},
          "mqtt.tls.key_file: no such file: %s" % (tmp_path / "no.key")),
+        ({"mqtt.tls": dict(client, key_file=pki["keyfile"])},
+         "mqtt.tls.key_file: refusing %s: others can read it" % pki["keyfile"]),
         ({"mqtt.tls": dict(client, key_file=str(tmp_path / "other.key"))},
          "mqtt.tls.cert_file: cannot use %s with the key %s: KEY_VALUES_MISMATCH"
          % (pki["certfile"], tmp_path / "other.key")),
