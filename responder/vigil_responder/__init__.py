@@ -4,7 +4,7 @@ responder actions back through the gateway's actions API.
     backend = ResponderBackend(secret=b"...").start()      # http://127.0.0.1:<port>/vigil
     ...the gateway POSTs incident events to backend.url...
     backend.events             # every accepted event, once per idempotency key, in order
-    client = ActionsClient("http://127.0.0.1:9464", token, version="v2")
+    client = ActionsClient("http://127.0.0.1:9464", token)
     client.act(incident_id, "prompt_double_tap")
 
 Rules (what every backend must do; see the README's "For integrators of responder backends"):
@@ -106,11 +106,11 @@ class ResponderBackend:
 class ActionsClient:
     """The gateway's responder actions API (gateway/openapi.json), with one bearer token.
 
-    version "v2": times in RFC 3339, UTC with "Z" (sent_at sent so; the audit's "at" read so);
-    "v1" (the default, for the callers written against it): unix seconds, deprecated by the
+    version "v2" (the default): times in RFC 3339, UTC with "Z" (sent_at sent so; the audit's
+    "at" read so); "v1", for the callers written against it: unix seconds, deprecated by the
     gateway and removed in its next release."""
 
-    def __init__(self, base_url, token, version="v1"):
+    def __init__(self, base_url, token, version="v2"):
         if version not in ("v1", "v2"):
             raise ValueError("version is v1 or v2")
         self.base_url = base_url.rstrip("/")
