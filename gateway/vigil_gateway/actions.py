@@ -32,6 +32,11 @@
 #   effect      audit trail entry (with the backend's name), incident rule (resolve closes and is
 #               forwarded), and the signed downlink, all in one transaction: the downlink waits
 #               in the store until the wearable is reachable (downlinks.py)
+# Storage: the requests taken and their answers, and the incident read in the device's turn,
+# through `requests` (api_requests.py on SQLite, api_requests_pg.py on PostgreSQL): no SQL
+# here. The request_id is taken inside the action's transaction, so the same request arriving
+# twice at once (at two workers) is applied once: the second finds it taken when the first
+# commits, and answers the first's answer (retried).
 import hashlib
 import hmac
 import json
@@ -41,6 +46,7 @@ import re
 import vigil_protocol as p
 
 from . import rfc3339
+from .api_requests import SqliteApiRequests
 from .downlinks import ACTION
 from .config import read_private
 from .errors import ConfigError
@@ -93,8 +99,9 @@ def _error(status, result, message):
 
 class ActionsApi:
     def __init__(self, store, incidents, downlinks, tokens, clock, tolerance_s=300,
-                 downlink_ready=lambda: None, pipeline=None):
+                 downlink_ready=lambda: None, pipeline=None, requests=None):
         self.store = store
+        self.requests = requests if requests is not None else SqliteApiRequests(store.conn)
         self.incidents = incidents
         self.downlinks = downlinks
         self.tokens = {name: token.encode() for name, token in tokens.items()}
@@ -129,13 +136,15 @@ class ActionsApi:
         return found
 
     def _show(self, incident_id, version):
-        incident = self.store.incident(incident_id)
+        with self.requests.reading():
+            incident = self.store.incident(incident_id)
+            audit = self.store.audit(incident_id) if incident is not None else ()
         if incident is None:
             return _error(404, "not_found", "no incident %d" % incident_id)
         time_of = (lambda at: at) if version == V1 else rfc3339.format
         return Reply(200, dict(_incident_json(incident), audit=[
             {"at": time_of(a.at), "event": a.event, "detail": a.detail}
-            for a in self.store.audit(incident_id)]), "shown")
+            for a in audit]), "shown")
 
     def _parse(self, headers, body, version):
         if "json" not in headers.get("content-type", ""):
@@ -187,16 +196,13 @@ class ActionsApi:
         event, code = ACTIONS[data["action"]]
         try:
             with self.store.transaction():
-                reply = self._apply(backend, incident_id, data, event, code, now)
+                reply = self._apply(backend, incident_id, data, event, code, now, digest)
                 if reply.status >= 400 and reply.result != "replayed":
                     raise _Rollback(reply)
-                if reply.status < 400:  # what a retry of this request gets
+                if reply.result in ("applied", "no_effect"):  # what a retry of it gets
                     kept = dict(reply.body, downlink_queued=False)
-                    self.store.conn.execute(
-                        "UPDATE api_requests SET request_sha256 = ?, status = ?, reply = ? "
-                        "WHERE backend = ? AND request_id = ?",
-                        (digest, reply.status, json.dumps(kept, sort_keys=True), backend,
-                         data["request_id"]))
+                    self.requests.keep(backend, data["request_id"], digest, reply.status,
+                                       json.dumps(kept, sort_keys=True))
         except _Rollback as rollback:
             return rollback.reply
         except Exception:
@@ -210,9 +216,7 @@ class ActionsApi:
     def _earlier(self, backend, request_id, digest):
         """The stored answer to this very request (a retry), a refusal when the request_id
         named another request, or None when it is new."""
-        row = self.store.conn.execute(
-            "SELECT request_sha256, status, reply FROM api_requests WHERE backend = ? AND "
-            "request_id = ?", (backend, request_id)).fetchone()
+        row = self.requests.stored(backend, request_id)
         if row is None:
             return None
         if row[0] == digest and row[2] is not None:
@@ -220,13 +224,13 @@ class ActionsApi:
         return _error(409, "replayed", "request_id %s was used already, for another request "
                       "(a retry must send the same body to the same incident)" % request_id)
 
-    def _apply(self, backend, incident_id, data, event, code, now):
-        seen = self.store.conn.execute(
-            "INSERT OR IGNORE INTO api_requests (backend, request_id, at) VALUES (?, ?, ?)",
-            (backend, data["request_id"], now)).rowcount == 0
-        if seen:
-            return _error(409, "replayed", "request_id %s was used already" % data["request_id"])
-        incident = self.store.incident(incident_id)
+    def _apply(self, backend, incident_id, data, event, code, now, digest):
+        if not self.requests.take(backend, data["request_id"], now):
+            # taken since _earlier() looked: the same request at another worker, or another
+            # one under this request_id, committed meanwhile - its answer, or a refusal
+            return self._earlier(backend, data["request_id"], digest) or _error(
+                409, "replayed", "request_id %s was used already" % data["request_id"])
+        incident = self.requests.incident(self.store, incident_id)
         if incident is None:
             return _error(404, "not_found", "no incident %d" % incident_id)
         duress = incident.kind == "DURESS"

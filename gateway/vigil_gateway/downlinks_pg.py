@@ -113,6 +113,14 @@ class PostgresDownlinks:
         return Downlink(made.id, device_id, made.counter, ref, kind, code, made.frame, at,
                         None, None, None, 0)
 
+    def find(self, device_id, ref, kind, code):
+        """Inside the caller's transaction: the stored downlink for (device, alarm, kind,
+        code), or None (the actions API's answer to an action taken already)."""
+        row = self.store._conn.execute(
+            "SELECT %s FROM downlinks WHERE device_id = %%s AND ref = %%s AND kind = %%s AND "
+            "code = %%s" % _COLUMNS, (device_id, ref, kind, code)).fetchone()
+        return None if row is None else Downlink(*row)
+
     def confirm(self, device_id, counter, at):
         """In the ingest batch: a receipt names this downlink. The Downlink if that was news,
         else None."""

@@ -18,6 +18,11 @@
 #   first raises it, once), early taps promoted under their devices' locks, retention;
 #   stored downlinks: the pump of whichever worker claims them (downlink_pump_pg.py);
 #   forwarding: forwarding.py's loops on the outbox's claims (outbox_pg.ForwardingOutbox);
+#   the responder actions API (actions.py, with [actions] tokens_file) on a connection of its
+#   own, its requests in the database (api_requests_pg.py): a retry reaching another worker
+#   gets the original answer, an action and the device's frames take turns on its row; a
+#   request the database cannot take is 503 unavailable, nothing of it kept (the backend
+#   retries it, with the same request_id);
 #   DC-09 is not served here yet (its transport reads wearer profiles on SQLite).
 import argparse
 import asyncio
@@ -29,7 +34,11 @@ import sys
 import time
 import tomllib
 
+import psycopg
+
 from . import logs, store_url
+from .actions import ActionsApi, Reply, read_tokens
+from .api_requests_pg import PostgresApiRequests
 from .config import load_dict, read_secret
 from .device_state_pg import PostgresDeviceState
 from .downlink_pump_pg import PostgresDownlinkPump
@@ -105,14 +114,25 @@ class PostgresGateway:
                              clock=clock),
             PostgresDownlinks(self.forward_store, self.registry), self.transports,
             self.metrics, clock, self.pipeline, self.pump.wake.set)
+        self.api = None
+        if config.actions.tokens_file:
+            self.api_store = store()
+            self.api = ActionsApi(self.api_store,
+                                  Incidents(self.api_store, self.api_store.events),
+                                  PostgresDownlinks(self.api_store, self.registry),
+                                  read_tokens(config.actions.tokens_file), clock,
+                                  config.actions.tolerance_s, self._actions_done,
+                                  requests=PostgresApiRequests(self.api_store))
         self.store_ok = True
         self.http = None
+        self.api_http = None
         self._stop = asyncio.Event()
 
     async def run(self):
         """Run until stop()."""
-        self.http, _ = await serve_all(self.config, {"/metrics": self._metrics_page,
-                                                     "/healthz": self._health_page}, None)
+        self.http, self.api_http = await serve_all(
+            self.config, {"/metrics": self._metrics_page, "/healthz": self._health_page},
+            self._api if self.api is not None else None)
         logs.event(log, logging.INFO, "gateway_started", store="postgresql",
                    group=self.config.mqtt.shared_group or None)
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
@@ -133,8 +153,12 @@ class PostgresGateway:
                 logs.event(log, logging.WARNING, "release_failed", error=str(exc))
         await close_transports(self.transports)
         self.http.close()
+        if self.api_http is not None:
+            self.api_http.close()
         for store in (self.store, self.supervision_store, self.pump_store, self.forward_store):
             store.close()
+        if self.api is not None:
+            self.api_store.close()
         logs.event(log, logging.INFO, "gateway_stopped")
 
     def stop(self):
@@ -143,6 +167,32 @@ class PostgresGateway:
     @property
     def http_port(self):
         return self.http.sockets[0].getsockname()[1] if self.http else None
+
+    @property
+    def api_port(self):
+        """The actions API's port: its own listener's, else the local one's."""
+        server = self.api_http or self.http
+        return server.sockets[0].getsockname()[1] if server else None
+
+    def _actions_done(self):
+        self.pump.wake.set()  # (the other workers' pumps hear of it by NOTIFY)
+        self.forwarding.wake.set()
+
+    def _api(self, method, path, headers, body):
+        try:
+            reply = self.api.handle(method, path, headers, body)
+        except (StoreError, psycopg.Error) as exc:  # nothing of it committed: retried
+            reply = Reply(503, {"error": "unavailable", "message": "the database cannot take "
+                                "requests now; retry with the same request_id"}, "unavailable")
+            logs.event(log, logging.ERROR, "api_store_failed", error=_first_line(exc))
+        self.metrics.api_requests.inc(reply.result)
+        level = logging.INFO if reply.status < 400 else logging.WARNING
+        logs.event(log, level, "api_request", method=method, path=path.split("?", 1)[0][:100],
+                   status=reply.status, result=reply.result,
+                   message=reply.body.get("message"))
+        body = dict(reply.body)
+        body.pop("downlink_queued", None)
+        return reply.status, "application/json", json.dumps(body, sort_keys=True) + "\n"
 
     async def _ingest(self):
         batch_max = self.config.store.batch_max
@@ -235,6 +285,11 @@ class PostgresGateway:
     def _metrics_page(self):
         self.metrics.queue_depth.set(self.inbound.qsize(), "inbound")
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def webhook_transports(config, clock=time.time):

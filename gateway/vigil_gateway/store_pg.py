@@ -23,6 +23,8 @@
 #                      worker claims expired devices (SKIP LOCKED) and raises LOST_CONTACT once
 #   registry           devices, their state, key version, protocol, counter floor
 #   incidents          raise, apply an event (incidents.RULES), audit, under the device's lock
+#   actions API        the requests a responder backend made and their answers, an action's
+#                      incident read under its device's lock (api_requests_pg.py)
 # SQLite (store.py, registry.py, downlinks.py, outbox.py) is the other backend, unchanged: one
 # process owns its database, so there the pipeline's device state (device_state.py) keeps
 # windows, contacts and downlink counters in memory and writes them once per batch. Here
@@ -55,7 +57,7 @@ from collections import namedtuple
 
 import psycopg
 
-from . import dc09_pg, downlinks_pg, outbox_pg
+from . import api_requests_pg, dc09_pg, downlinks_pg, outbox_pg
 from .errors import StoreError
 from .lateness import Lateness
 from .registry import ACTIVE, REVOKED, Device
@@ -172,6 +174,7 @@ def create_schema(conn):
         conn.execute(outbox_pg.SCHEMA)
         conn.execute(dc09_pg.SCHEMA)
         conn.execute(downlinks_pg.SCHEMA)
+        conn.execute(api_requests_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
