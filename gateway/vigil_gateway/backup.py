@@ -5,10 +5,15 @@
 #   the database is copied with SQLite's online backup API (a snapshot of one moment, WAL and
 #   all), the key files beside it; the copy is checked (integrity_check, and a key file for
 #   every device's key version) and taken again if a key was rotated meanwhile;
+#   the copy is one self-contained file in rollback-journal mode, not WAL: reading it needs
+#   nothing beside it, so a backup on read-only media (a backup disk mounted ro) can be
+#   checked and restored; a backup's database is only ever read as it is on disk (immutable:
+#   what restore checks is the file it copies, never a -wal beside it), also one taken in WAL
+#   mode by an earlier release;
 #   a backup that fails leaves nothing behind: the folders it made on the way to DEST are
 #   removed, or, when DEST was there (empty), what it put into it;
-#   a backup is private like the data it holds: folder 0700, files 0600; a manifest
-#   (vigil-backup.json) says when it was taken and what it holds, never a key;
+#   a backup is private like the data it holds: folder 0700, files 0600 (the manifest too);
+#   a manifest (vigil-backup.json) says when it was taken and what it holds, never a key;
 #   a backup of an older release is restored as it is and brought up when the gateway opens it
 #   (migrations.py); one of a newer release is refused before anything is written;
 #   restore writes into a data folder with no database and no gateway running on it (the
@@ -35,6 +40,7 @@ import re
 import shutil
 import sqlite3
 import time
+import urllib.parse
 
 from . import instance_lock, migrations
 from .db import DB_NAME, open_database
@@ -78,9 +84,17 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def _read_only(db_path, immutable=False):
+    """A read-only connection to a database file; immutable: a backup's copy, read as the
+    file holds it, with nothing written beside it (its folder may be read-only)."""
+    uri = "file:%s?mode=ro%s" % (urllib.parse.quote(os.path.abspath(db_path)),
+                                 "&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=10.0)
+
+
 def _missing_keys(db_path, keys_dir):
-    """Key files the database names and keys_dir lacks."""
-    conn = sqlite3.connect(db_path)
+    """Key files the database (a backup's copy) names and keys_dir lacks."""
+    conn = _read_only(db_path, immutable=True)
     try:
         rows = conn.execute("SELECT device_id, key_version FROM devices").fetchall()
     finally:
@@ -90,7 +104,8 @@ def _missing_keys(db_path, keys_dir):
 
 
 def _summary(db_path):
-    conn = sqlite3.connect(db_path)
+    """Counts, downlink counters, integrity and schema version of a backup's copy."""
+    conn = _read_only(db_path, immutable=True)
     try:
         count = {table: conn.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0]
                  for table in ("devices", "incidents", "frames")}
@@ -143,12 +158,15 @@ def _backup(db_path, data_dir, dest):
             for name in sorted(os.listdir(keys_src)):
                 if name.endswith(".key"):
                     _copy_private(os.path.join(keys_src, name), os.path.join(keys_dst, name))
-        source = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10.0)
+        source = _read_only(db_path)
         fd = os.open(copy_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)
         target = sqlite3.connect(copy_path)
         try:
             source.backup(target)  # one consistent snapshot, while writers go on
+            # The snapshot carries the live database's WAL mode: made a single file again.
+            if target.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+                raise sqlite3.OperationalError("the copy stays in WAL mode")
         except sqlite3.Error as exc:
             raise BackupError("cannot back up %s: %s" % (db_path, exc)) from None
         finally:
@@ -165,7 +183,8 @@ def _backup(db_path, data_dir, dest):
                 "devices": count["devices"], "incidents": count["incidents"],
                 "frames": count["frames"], "schema_version": version,
                 "highest_downlink_counter": max(counters.values(), default=0)}
-    with open(os.path.join(dest, MANIFEST), "w") as f:
+    fd = os.open(os.path.join(dest, MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.write("\n")
         f.flush()
