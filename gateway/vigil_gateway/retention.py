@@ -4,11 +4,16 @@
 #   frames older than the retention go, but never a device's WINDOW highest (its replay
 #     window is rebuilt from them) and never without raising its history floor past them, so
 #     a copy of a deleted frame is refused as stale, not taken for a late new alarm (SPEC §7);
-#   incident events delivered before it go from the forwarding outbox; downlinks made before
+#   incident events delivered before it go from the forwarding outbox, and with them (SQLite)
+#     the DC-09 sequence numbers they took: SQLite gives a new outbox row the id of a deleted
+#     one when the highest rows went (INTEGER PRIMARY KEY, no AUTOINCREMENT), and a new event
+#     must take the next number, never the one a pruned event of that id was sent with
+#     (forward_dc09.py; an ARC tells a repeat from a new event by it); downlinks made before
 #     it go once they went out (one still waiting for its wearable stays);
 #   incidents, their audit trail and the registry are never pruned: they are the record;
 #   one transaction a round, at most once an hour (PRUNE_EVERY_S).
 import logging
+import sqlite3
 
 from . import logs
 
@@ -38,7 +43,17 @@ class Retention:
             gone = {"frames": self.store.prune_frames(cutoff, self.window),
                     "events": self.outbox.prune_delivered(cutoff),
                     "downlinks": self.downlinks.prune(cutoff)}
+            if gone["events"]:
+                self._forget_sequences()
         if any(gone.values()):
             logs.event(log, logging.INFO, "pruned", older_than_days=self.retain_s / DAY_S,
                        **gone)
         return gone
+
+    def _forget_sequences(self):
+        """The DC-09 sequence numbers of outbox rows no longer there. SQLite only: PostgreSQL's
+        outbox ids are an identity, never reused."""
+        conn = getattr(self.outbox, "conn", None)
+        if isinstance(conn, sqlite3.Connection):
+            conn.execute("DELETE FROM dc09_sequences WHERE outbox_id NOT IN "
+                         "(SELECT id FROM outbox)")
