@@ -18,6 +18,7 @@ import httpx
 
 from . import webhook
 from .errors import ConfigError
+from .location import from_record, webhook_location
 
 NAME = "webhook"
 
@@ -66,9 +67,7 @@ class WebhookTransport:
 
     def body(self, item, now):
         s = item.snapshot
-        location = s.get("location")
-        if location is not None:
-            location = dict(location, at=webhook._iso(location["at"]))
+        location = webhook_location(from_record(s.get("location")), now, webhook._iso)
         payload = webhook.incident_payload(s["event"], s["incident"], s["device_id"], s["wearer"],
                                            s["audit"], location, sent_at=now,
                                            late=s.get("late"))

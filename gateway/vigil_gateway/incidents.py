@@ -73,7 +73,7 @@ class Incidents:
         self._early = store.early_tap_devices()  # devices with a DOUBLE_TAP kept for its alarm
 
     def raise_alarm(self, device_id, counter, kind, at, detail="", location=None, late=None):
-        """location: (lat, lon, accuracy_m) in degrees and metres, when the alarm carried one;
+        """location: where the wearer was (a location.Location), when the alarm said;
         late: its Lateness when it arrived late."""
         state, text = RULES[(None, RAISED)]
         if late is not None:
@@ -92,7 +92,7 @@ class Incidents:
             self.store.set_lateness(incident.id, late)
         if self.outbox is not None:
             if location is not None:
-                self.outbox.set_location(incident.id, location[0], location[1], location[2], at)
+                self.outbox.set_location(incident.id, location)
             self.outbox.enqueue(self.store, incident, RAISED, at)
         if device_id in self._early:
             for tap in self.store.take_early_taps(device_id, counter):

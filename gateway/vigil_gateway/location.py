@@ -87,9 +87,15 @@ def place_text(location, sent_at):
         parts.append("floor " + location.floor)
     if location.room:
         parts.append(location.room)
-    if _age(location.taken_at, location.age_known, sent_at)[1]:
+    if is_stale(location, sent_at):
         parts.append("stale")
     return ", ".join(parts)
+
+
+def is_stale(location, at):
+    """True when `location` is over STALE_S old at `at`; False when it is not; None when the
+    wearable did not say how old it was (and it is not provably over)."""
+    return _age(location.taken_at, location.age_known, at)[1]
 
 
 def record(location):
@@ -102,8 +108,14 @@ def record(location):
 
 
 def from_record(data):
+    """The Location of a record(), or of the coordinates alone an older gateway kept (lat,
+    lon, accuracy_m, at: a GNSS fix of unknown age); None for None."""
     if data is None:
         return None
+    if "source" not in data:
+        fix = Fix(data["lat"], data["lon"], data["accuracy_m"], data["at"], False)
+        return Location("gnss", None, None, None, fix.lat, fix.lon, fix.accuracy_m,
+                        fix.taken_at, False, fix)
     fix = data.get("fix")
     return Location(**dict(data, fix=None if fix is None else Fix(**fix)))
 

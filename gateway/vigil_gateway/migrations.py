@@ -226,11 +226,38 @@ def _step_2(conn):
         conn.execute(statement)
 
 
+# Step 3: an incident's location as location.py's record (JSON: source, place, floor, room,
+# lat, lon, accuracy_m, taken_at, age_known, fix), not coordinates alone: a place named by a
+# beacon may have none. Rows of step 1's table (a GNSS fix, its age not known) are copied
+# across as such records.
+_SCHEMA_3 = """
+CREATE TABLE incident_locations_3 (
+    incident_id INTEGER PRIMARY KEY,
+    location TEXT NOT NULL
+);
+INSERT INTO incident_locations_3 (incident_id, location)
+    SELECT incident_id, json_object(
+        'source', 'gnss', 'place', NULL, 'floor', NULL, 'room', NULL, 'lat', lat, 'lon', lon,
+        'accuracy_m', accuracy_m, 'taken_at', at, 'age_known', json('false'),
+        'fix', json_object('lat', lat, 'lon', lon, 'accuracy_m', accuracy_m, 'taken_at', at,
+                           'age_known', json('false')))
+    FROM incident_locations;
+DROP TABLE incident_locations;
+ALTER TABLE incident_locations_3 RENAME TO incident_locations;
+"""
+
+
+def _step_3(conn):
+    for statement in _statements(_SCHEMA_3):
+        conn.execute(statement)
+
+
 # (what the step does, function(conn)); step N is STEPS[N - 1]. Append only (see the rules).
 STEPS = (
     ("the schema of the first versioned release; older databases get the columns they lack",
      _step_1),
     ("the beacon table (named places of BLE beacons and Wi-Fi access points)", _step_2),
+    ("an incident's location as a record: a named place, its source and age, the fix", _step_3),
 )
 VERSION = len(STEPS)
 

@@ -19,6 +19,7 @@ import random
 from collections import namedtuple
 
 from . import wearers as wearer_profiles
+from .location import record
 from .webhook import idempotency_key
 
 FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved", "prompt_played")
@@ -45,15 +46,16 @@ class Outbox:
         return self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
                                  "delivered_at < ?", (cutoff,)).rowcount
 
-    def set_location(self, incident_id, lat, lon, accuracy_m, at):
-        self.conn.execute("INSERT OR REPLACE INTO incident_locations VALUES (?, ?, ?, ?, ?)",
-                          (incident_id, lat, lon, accuracy_m, at))
+    def set_location(self, incident_id, location):
+        """Keep `location` (a location.Location) as the incident's, for its events' bodies."""
+        self.conn.execute("INSERT OR REPLACE INTO incident_locations VALUES (?, ?)",
+                          (incident_id, json.dumps(record(location), sort_keys=True)))
 
     def location(self, incident_id):
-        row = self.conn.execute("SELECT lat, lon, accuracy_m, at FROM incident_locations "
-                                "WHERE incident_id = ?", (incident_id,)).fetchone()
-        return None if row is None else {"lat": row[0], "lon": row[1], "accuracy_m": row[2],
-                                         "at": row[3]}
+        """The incident's location as location.record() made it, or None."""
+        row = self.conn.execute("SELECT location FROM incident_locations WHERE incident_id = ?",
+                                (incident_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def enqueue(self, store, incident, event, at):
         """Queue `event` of `incident` for every destination; returns the rows added."""

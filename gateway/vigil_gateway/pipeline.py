@@ -18,7 +18,9 @@
 #   persist    a new frame, its incident change and the device's contact go into the batch's
 #              transaction; a retransmission creates nothing; an alarm that arrived late
 #              (lateness.py: its age, a later frame that came first, lost contact) raises its
-#              incident all the same, marked late
+#              incident all the same, marked late; its location is what location.locate()
+#              makes of the frame's fix and the places the beacon table names for what it
+#              heard (beacons.py), as the frame arrived
 #   receipt    a v2 wearable's receipt confirms the stored downlink it names (downlinks.py)
 #              and is acknowledged by nothing; every new frame from a v2 device offers its
 #              unconfirmed stored downlinks again once their wait is over
@@ -48,10 +50,12 @@ import time
 import vigil_protocol as p
 
 from . import lateness, logs
+from .beacons import Beacons
 from .device_state import LATE, SqliteDeviceState, first_floor
 from .device_state import WINDOW_SIZE  # noqa: F401 (the replay window's size, for retention)
 from .errors import RegistryError, StoreError
 from .incidents import CONTACT_RESTORED, PROMPT_PLAYED, Incidents
+from .location import locate
 from .registry import REVOKED, device_hex
 from .store import Contact
 from .topics import STATUS
@@ -111,9 +115,12 @@ class Rejected(Exception):
 
 class Pipeline:
     def __init__(self, registry, store, topics, metrics=None, clock=time.time, outbox=None,
-                 accept_v1=True, late_after_s=30.0, reack_interval_s=1.0, state=None):
+                 accept_v1=True, late_after_s=30.0, reack_interval_s=1.0, state=None,
+                 places=None):
         """state: the device state's backend (device_state.py's interface); SQLite's on
-        `store` and `registry` when not given."""
+        `store` and `registry` when not given. places: the beacon table (resolve(), as
+        beacons.Beacons), SQLite's on `store` when state is not given; None: no places, a
+        frame's GNSS fix only."""
         self.registry = registry
         self.reack_interval_s = reack_interval_s
         self._reacked = {}  # (device_id, counter) -> when a retransmission of it was last acked
@@ -122,6 +129,7 @@ class Pipeline:
         self.late_after_s = late_after_s
         self.store = store
         self.state = SqliteDeviceState(store, registry) if state is None else state
+        self.places = Beacons(store.conn) if state is None and places is None else places
         self.topics = topics
         self.metrics = metrics
         self.clock = clock
@@ -372,15 +380,19 @@ class Pipeline:
                            device=device_hex(device_id), counter=frame.counter, ref=frame.ref,
                            incident=incident.id if incident else None)
             else:
-                location = None
-                if frame.location is not None:
-                    location = (frame.location[0] / 1e7, frame.location[1] / 1e7,
-                                frame.location[2])
                 incident = self.incidents.raise_alarm(device_id, frame.counter, frame.kind_name,
-                                                      now, detail, location, late)
+                                                      now, detail, self._where(frame, now),
+                                                      late)
                 logs.event(log, logging.INFO, "incident_raised", incident=incident.id,
                            kind=frame.kind_name, device=device_hex(device_id),
                            counter=frame.counter)
+
+    def _where(self, frame, now):
+        """The alarm's location.Location, or None."""
+        heard = frame.beacons or frame.wifi
+        resolved = self.places.resolve(frame.beacons, frame.wifi) \
+            if heard and self.places is not None else None
+        return locate(frame, now, resolved)
 
     def _contact(self, frame, device, now):
         device_id = frame.device_id

@@ -137,7 +137,7 @@ def test_duh_is_an_alert(receiver, tmp_path, monkeypatch):
     port, _ = receiver
     t = transport(tmp_path, port, False, "SIA-DCS")
     monkeypatch.setattr("vigil_gateway.forward_dc09.event_for",
-                        lambda snapshot: dc09.Event("AQ", 120, 1))
+                        lambda snapshot, sent_at: dc09.Event("AQ", 120, 1))
     result = asyncio.run(t.deliver(item("SOS", "raised")))
     assert not result.ok and result.alert and "DUH" in result.error
 

@@ -142,3 +142,13 @@ class TestPlaceText:
     def test_no_place_no_text(self, table):
         assert place_text(locate(frame(location=FIX + (1,)), T, None), T) is None
         assert place_text(None, T) is None
+
+
+def test_an_older_gateway_s_coordinates_read_as_a_fix_of_unknown_age():
+    # what an event queued before the upgrade holds: lat, lon, accuracy_m, at
+    loc = from_record({"lat": 51.5007, "lon": -0.1246, "accuracy_m": 9, "at": T})
+    sent = webhook_location(loc, T + 5, webhook._iso)
+    assert (sent["source"], sent["lat"], sent["lon"], sent["accuracy_m"]) == \
+        ("gnss", 51.5007, -0.1246, 9)
+    assert (sent["age_s"], sent["stale"], sent["fix"]["stale"]) == (5, None, None)
+    assert webhook_location(loc, T + STALE_S + 1, webhook._iso)["stale"] is True

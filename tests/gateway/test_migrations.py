@@ -3,7 +3,9 @@
 # database (fixtures/release-75582ed, from before versions were recorded) comes up to exactly
 # the schema a new one has, every row kept; a database a newer gateway wrote is refused in one
 # line and left as it was; a step that fails leaves the database at the version before it;
-# a step runs once, even when two processes open the database together.
+# a step runs once, even when two processes open the database together; step 3 keeps an
+# incident's coordinates as a location record.
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil_gateway import migrations
+from vigil_gateway import location, migrations
 from vigil_gateway.db import DB_NAME, open_database
 from vigil_gateway.errors import StoreError
 from gateway_harness import VIGIL
@@ -180,3 +182,17 @@ def test_a_backup_of_the_previous_release_restores_and_one_of_a_newer_is_refused
         backup.restore(str(tmp_path / "backup"), str(tmp_path / "empty"))
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "empty" / DB_NAME).exists()
+
+
+def test_step_3_keeps_an_incident_s_coordinates_as_a_location_of_unknown_age(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / DB_NAME), isolation_level=None)
+    migrations.migrate(conn, "test db", migrations.STEPS[:2])
+    conn.execute("INSERT INTO incident_locations VALUES (4, 51.5007, -0.1246, 9, 1000.5)")
+    migrations.migrate(conn, "test db")
+    [(incident, text)] = conn.execute("SELECT * FROM incident_locations").fetchall()
+    got = location.from_record(json.loads(text))
+    fix = location.Fix(51.5007, -0.1246, 9, 1000.5, False)
+    assert (incident, got) == (4, location.Location("gnss", None, None, None, 51.5007, -0.1246,
+                                                    9, 1000.5, False, fix))
+    assert location.is_stale(got, 1000.5 + 30) is None   # its age was never known
+    assert location.is_stale(got, 1000.5 + 61) is True
