@@ -9,9 +9,12 @@
 #   a lost connection loses the lock too: is_sender() says so, and the worker asks again;
 #   an outbox row gets its sequence number (0001-9999, wrapping) at its first attempt, under the
 #   lock of the centre's state row, and keeps it on every retransmission, whichever worker
-#   sends it (forward_dc09.py's rule, kept across workers).
+#   sends it (forward_dc09.py's rule, kept across workers);
+#   the wearer profile a message names (zone, account) is read for each message, as last
+#   committed (wearers_pg.py).
 import psycopg
 
+from . import wearers_pg
 from .errors import StoreError
 
 SCHEMA = """
@@ -57,6 +60,15 @@ class PostgresDc09State:
     def next_sequence(self):
         """A sequence number for a message of no outbox row (a NULL link test). Commits."""
         return self._take(None)
+
+    def wearer(self, device_id):
+        """The device's wearer profile as last committed (its zone and account at the ARC:
+        an operator's change is in the next message, whichever worker sends it), or None."""
+        try:
+            with self.store.conn.transaction():
+                return wearers_pg.get(self.store._conn, device_id)
+        except psycopg.Error as exc:
+            raise StoreError("cannot read a wearer profile: %s" % _first_line(exc)) from None
 
     @property
     def clock_offset(self):

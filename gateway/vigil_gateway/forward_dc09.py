@@ -20,12 +20,8 @@
 #   site's account, the wearer profile's zone; "device": the device's own account, zone 001;
 #   no profile under "site": the device's own account, logged dc09_identity_derived), area /
 #   partition 1 (DC-05 addresses 121 by user: the same number);
-#   the I-text names the device ("dev 00c0ffee"), then the place where a beacon named one
-#   (location.place_text: "Main hall, floor G, Reception", ", stale" past 60 s), then the
-#   wearer where the profile has a name (the I-text keeps 60 characters);
-#   location, when it has coordinates, in [X lon][Y lat] (degrees, hemisphere, minutes) with
-#   SIA-DCS; "location stale" in the I-text when they are over 60 s old at sending and no
-#   place says so;
+#   the I-text names the device ("dev 00c0ffee") and the wearer where the profile has a name;
+#   location, when known, in [X lon][Y lat] (degrees, hemisphere, minutes) with SIA-DCS;
 #   an event sent more than LATE_S after it happened carries its time of occurrence [H...] (a
 #   late alarm's raised_at from the snapshot, else when it was queued);
 #   ADM-CID messages carry at most one extended-data block: receivers such as pysiaalarm refuse
@@ -62,7 +58,6 @@ from . import dc09, logs
 from . import wearers as wearer_profiles
 from .dc09_identity import identity
 from .errors import GatewayError
-from .location import from_record, is_stale, place_text
 from .registry import device_hex
 
 log = logging.getLogger("vigil_gateway.forward_dc09")
@@ -96,10 +91,8 @@ CLOCK_SLACK_S = 2.0
 NOT_FOR_THE_ARC = ("prompt_played",)
 
 
-def event_for(snapshot, sent_at=None):
-    """The dc09.Event reporting one outbox snapshot, sent at `sent_at` (epoch seconds; now by
-    default), which says whether its location is stale."""
-    sent_at = time.time() if sent_at is None else sent_at
+def event_for(snapshot):
+    """The dc09.Event reporting one outbox snapshot."""
     kind = snapshot["incident"]["kind"]
     event = snapshot["event"]
     if kind not in KINDS:
@@ -114,19 +107,13 @@ def event_for(snapshot, sent_at=None):
     elif event in ("resolved", "contact_restored"):
         sia, qualifier = restore_sia, dc09.RESTORE
         text = "resolved" if event == "resolved" else "contact restored"
-    location = from_record(snapshot.get("location"))
-    where = place = None
-    if location is not None:
-        if location.lat is not None and -90 <= location.lat <= 90 \
-                and -180 <= location.lon <= 180:
-            where = (location.lat, location.lon)
-        place = place_text(location, sent_at)
-        if place is None and where is not None and is_stale(location, sent_at):
-            place = "location stale"
-    # who it is and where, for the ARC's operator: the device id, the place, the wearer's name
+    location = snapshot.get("location")
+    where = None
+    if location and -90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180:
+        where = (location["lat"], location["lon"])
+    # who it is, for the ARC's operator: the device id, and the wearer's name where known
     name = (snapshot.get("wearer") or {}).get("name")
-    text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], place, name)
-                     if part)
+    text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], name) if part)
     return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
                       location=where, text=text)
 
@@ -152,7 +139,8 @@ class Result:
 
 
 class Dc09State:
-    """The destination's sequence number and clock offset, on disk."""
+    """The destination's sequence number and clock offset, on disk, and the wearer profiles
+    its messages name (dc09_pg.PostgresDc09State is the same on PostgreSQL)."""
 
     def __init__(self, conn, destination=NAME):
         self.conn = conn
@@ -180,6 +168,10 @@ class Dc09State:
         self.conn.execute("INSERT INTO dc09_sequences VALUES (?, ?, ?)",
                           (self.destination, outbox_id, seq))
         return seq
+
+    def wearer(self, device_id):
+        """The device's wearer profile (its zone and account at the ARC), or None."""
+        return wearer_profiles.get(self.conn, device_id)
 
     @property
     def clock_offset(self):
@@ -253,14 +245,13 @@ class Dc09Transport:
         if item.event in NOT_FOR_THE_ARC:
             return Result(True)  # nothing an ARC's operator acts on: taken as delivered
         try:
-            event = event_for(item.snapshot, self.clock())
+            event = event_for(item.snapshot)
         except GatewayError as exc:
             return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":
             event.location = None
         account, event.zone, derived = identity(
-            self.scheme, self.account, item.device_id,
-            wearer_profiles.get(self.state.conn, item.device_id))
+            self.scheme, self.account, item.device_id, self.state.wearer(item.device_id))
         if derived and item.device_id not in self.derived:
             self.derived.add(item.device_id)
             logs.event(log, logging.WARNING, "dc09_identity_derived",

@@ -15,7 +15,8 @@
 #   next_at, lease_until and created_at are the database's clock: workers' clocks may differ;
 #   incidents.py queues events through IncidentEvents (as through outbox.Outbox on SQLite), in
 #   the transaction of the incident change: the events outbox.FORWARDED_EVENTS names, with a
-#   snapshot of the incident as outbox.py makes it (no wearer profile yet on PostgreSQL).
+#   snapshot of the incident as outbox.py makes it (the wearer profile as committed then:
+#   wearers_pg.py).
 import json
 import random
 import secrets
@@ -25,9 +26,9 @@ from collections import namedtuple
 import psycopg
 
 from .errors import StoreError
-from .location import record
 from .outbox import FORWARDED_EVENTS, Item
 from .webhook import idempotency_key
+from . import wearers_pg
 from .wearers import as_payload
 
 Claimed = namedtuple("Claimed", "id destination incident_id device_id key event snapshot "
@@ -58,7 +59,10 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, i
     WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS incident_locations (
     incident_id bigint PRIMARY KEY,
-    location text NOT NULL
+    lat double precision NOT NULL,
+    lon double precision NOT NULL,
+    accuracy_m integer NOT NULL,
+    at double precision NOT NULL
 );
 """
 
@@ -287,17 +291,18 @@ class IncidentEvents:
         self.outbox = outbox
         self.destinations = tuple(destinations)
 
-    def set_location(self, incident_id, location):
-        """Keep `location` (a location.Location) as the incident's (location.record())."""
+    def set_location(self, incident_id, lat, lon, accuracy_m, at):
         self.outbox.conn.execute(
-            "INSERT INTO incident_locations VALUES (%s, %s) ON CONFLICT (incident_id) "
-            "DO UPDATE SET location = excluded.location",
-            (incident_id, json.dumps(record(location), sort_keys=True)))
+            "INSERT INTO incident_locations VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
+            "(incident_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, "
+            "accuracy_m = excluded.accuracy_m, at = excluded.at",
+            (incident_id, lat, lon, accuracy_m, at))
 
     def location(self, incident_id):
-        row = self.outbox.conn.execute("SELECT location FROM incident_locations "
+        row = self.outbox.conn.execute("SELECT lat, lon, accuracy_m, at FROM incident_locations "
                                        "WHERE incident_id = %s", (incident_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else {"lat": row[0], "lon": row[1], "accuracy_m": row[2],
+                                         "at": row[3]}
 
     def enqueue(self, store, incident, event, at):
         """Queue `event` of `incident` for every destination; returns the rows added."""
@@ -311,14 +316,15 @@ class IncidentEvents:
 
     def snapshot(self, store, incident, event):
         late = store.lateness(incident.id)
+        wearer = wearers_pg.get(self.outbox.conn, incident.device_id)
         return {
             "event": event,
             "device_id": incident.device_id,
             "incident": {"id": incident.id, "kind": incident.kind, "state": incident.state,
                          "counter": incident.counter, "opened_at": incident.opened_at,
                          "updated_at": incident.updated_at},
-            "wearer": as_payload(None),
-            "zone": 1,
+            "wearer": as_payload(wearer),
+            "zone": wearer.zone if wearer else 1,
             "location": self.location(incident.id),
             "late": None if late is None else late._asdict(),
             "audit": [{"at": a.at, "event": a.event, "detail": a.detail}

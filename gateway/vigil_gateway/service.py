@@ -498,8 +498,9 @@ class Gateway:
             m.incidents.set(by_state.get(state, 0), state)
 
 
-def make_transports(config, conn, clock=time.time):
-    """The configured destinations: a webhook and/or a DC-09 receiver (secrets read here)."""
+def make_transports(config, conn, clock=time.time, dc09_state=None):
+    """The configured destinations: a webhook and/or a DC-09 receiver (secrets read here).
+    dc09_state: the DC-09 state's backend (Dc09State on `conn` when not given)."""
     made = []
     hook = config.forward.webhook
     if hook.url:
@@ -514,7 +515,8 @@ def make_transports(config, conn, clock=time.time):
         except Dc09Error as exc:
             key_name = "forward.dc09.key_file" if "key" in str(exc) else "forward.dc09.account"
             raise ConfigError(key_name, str(exc)) from None
-        made.append(Dc09Transport(arc.host, arc.port, account, Dc09State(conn), arc.format,
+        state = Dc09State(conn) if dc09_state is None else dc09_state
+        made.append(Dc09Transport(arc.host, arc.port, account, state, arc.format,
                                   arc.timeout_s, clock, arc.account_scheme,
                                   (arc.backup_host, arc.backup_port) if arc.backup_host else None))
     return made

@@ -23,7 +23,10 @@
 #   gets the original answer, an action and the device's frames take turns on its row; a
 #   request the database cannot take is 503 unavailable, nothing of it kept (the backend
 #   retries it, with the same request_id);
-#   DC-09 is not served here yet (its transport reads wearer profiles on SQLite).
+#   DC-09 (forward_dc09.py) sent by one worker per receiving centre at a time, the one holding
+#   its lock (dc09_pg.py): its rows claimed and its NULL link tests sent only by that worker,
+#   the wearer's zone and account read from the database for each message;
+#   BLE is edge-local (a gateway on SQLite): refused here, [ble] enabled names it.
 import argparse
 import asyncio
 import json
@@ -36,15 +39,17 @@ import tomllib
 
 import psycopg
 
-from . import logs, store_url
+from . import config_files, logs, store_url
 from .actions import ActionsApi, Reply, read_tokens
 from .api_requests_pg import PostgresApiRequests
 from .config import load_dict, read_secret
+from .dc09_pg import PostgresDc09State
 from .device_state_pg import PostgresDeviceState
 from .downlink_pump_pg import PostgresDownlinkPump
 from .downlinks_pg import Listener, PostgresDownlinks
 from .errors import ConfigError, GatewayError, StoreError
-from .forward_webhook import WebhookTransport
+from .forward_dc09 import NAME as DC09, Dc09Transport
+from .forward_webhook import NAME as WEBHOOK
 from .forwarding import Forwarding
 from .http_server import serve_all
 from .incidents import Incidents
@@ -54,6 +59,7 @@ from .outbox_pg import ForwardingOutbox
 from .pipeline import REASONS, WINDOW_SIZE, Pipeline
 from .registry_pg import PostgresRegistry
 from .retention import Retention
+from .service import make_transports
 from .running import close_transports, run_until_stopped
 from .store_pg import PostgresStore
 from .topics import Topics
@@ -69,10 +75,12 @@ class PostgresGateway:
         self.clock = clock
         self.metrics = Metrics(REASONS)
         self.topics = Topics(config.mqtt.prefix)
-        if transports is None:
-            transports = webhook_transports(config, clock)
-        self.transports = list(transports)
-        names = [t.name for t in self.transports]
+        if config.ble.enabled:
+            raise ConfigError("ble.enabled", "BLE is edge-local: a gateway on SQLite serves "
+                              "it, workers on PostgreSQL do not")
+        config_files.check(config)  # every file the config names: one line each
+        names = (destination_names(config) if transports is None else
+                 [t.name for t in transports])
         self.metrics.declare_destinations(names)
         keys_dir = os.path.join(config.gateway.data_dir, "keys")
         sv = config.supervision
@@ -106,12 +114,24 @@ class PostgresGateway:
                                          clock)
         self.forward_store = store()
         fw = config.forward
+        # DC-09: one sender per receiving centre among the workers (its advisory lock, on the
+        # forwarding loops' connection), its sequence numbers in the database
+        self.dc09_state = PostgresDc09State(self.forward_store) if fw.dc09.host else None
+        if transports is None:
+            transports = make_transports(config, None, clock, self.dc09_state)
+        self.transports = list(transports)
+        senders = {t.name: t.state.try_become_sender for t in self.transports
+                   if isinstance(getattr(t, "state", None), PostgresDc09State)}
+        # a lease outlives a delivery that times out (forward.webhook.timeout_s; a DC-09
+        # message: connect and reply on each path, twice after a NAK's clock correction)
+        lease_s = 2 * fw.webhook.timeout_s + 5
+        if fw.dc09.host:
+            lease_s = max(lease_s, 8 * fw.dc09.timeout_s + 5)
         self.forwarding = Forwarding(
             self.forward_store,
-            # a lease outlives a delivery that times out (forward.webhook.timeout_s)
             ForwardingOutbox(self.forward_store.outbox, (fw.backoff_min_s, fw.backoff_max_s),
-                             fw.max_event_age_s, lease_s=2 * fw.webhook.timeout_s + 5,
-                             clock=clock),
+                             fw.max_event_age_s, lease_s=lease_s, clock=clock,
+                             senders=senders),
             PostgresDownlinks(self.forward_store, self.registry), self.transports,
             self.metrics, clock, self.pipeline, self.pump.wake.set)
         self.api = None
@@ -143,6 +163,10 @@ class PostgresGateway:
         tasks += [asyncio.create_task(self.forwarding.run(t), name="forward-" + t.name)
                   for t in self.transports]
         tasks.append(asyncio.create_task(self._watch_forward_age(), name="forward-age"))
+        dc09 = self.config.forward.dc09
+        tasks += [asyncio.create_task(self._link_tests(t, dc09.null_interval_s,
+                                                       dc09.probe_interval_s), name="dc09-null")
+                  for t in self.transports if hasattr(t, "link_test") and dc09.null_interval_s]
         await run_until_stopped(tasks, self._stop, self.link)
         # what this worker claimed and did not finish goes back to the others at once (a
         # worker killed instead leaves it to its leases' end)
@@ -276,6 +300,25 @@ class PostgresGateway:
                 logs.event(log, logging.ERROR, "forward_age_failed", error=str(exc))
             await asyncio.sleep(1.0)
 
+    async def _link_tests(self, transport, interval_s, probe_s):
+        # forwarding.Forwarding's NULL link tests, sent only by the worker that is the
+        # receiving centre's one sender now (the others' sequence numbers would interleave
+        # with its), and going on after a database restart.
+        step = min(interval_s, probe_s or interval_s)
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(step)
+            try:
+                if not transport.state.try_become_sender():
+                    continue  # another worker tests the centre's link
+                down = self.forwarding.link_ok.get(transport.name) is False or \
+                    transport.link_up is False
+                if down or time.monotonic() - last >= interval_s - step / 2:
+                    last = time.monotonic()
+                    await self.forwarding.link_test(transport)
+            except Exception as exc:  # a database restart: the next round asks again
+                logs.event(log, logging.ERROR, "dc09_link_test_failed", error=repr(exc))
+
     def _health_page(self):
         checks = {"mqtt": self.link.connected.is_set(), "store": self.store_ok}
         healthy = all(checks.values())
@@ -284,6 +327,20 @@ class PostgresGateway:
 
     def _metrics_page(self):
         self.metrics.queue_depth.set(self.inbound.qsize(), "inbound")
+        m = self.metrics
+        for transport in self.transports:  # this worker's own DC-09 tallies (service.py's)
+            if not isinstance(transport, Dc09Transport):
+                continue
+            if transport.link_up is not None:
+                m.dc09_link.set(1 if transport.link_up else 0)
+            m.dc09_clock_corrections.values[()] = transport.clock_corrections
+            for reason, n in transport.counts.items():
+                m.dc09_refused.values[(reason,)] = n
+            m.dc09_duress_taps.values[()] = transport.duress_taps
+            m.dc09_derived.set(len(transport.derived))
+            for path in transport.paths:
+                if path.link_up is not None:
+                    m.dc09_path_up.set(1 if path.link_up else 0, path.name)
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
 
@@ -292,15 +349,10 @@ def _first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def webhook_transports(config, clock=time.time):
-    """The webhook destination, when configured (DC-09 is not served on PostgreSQL yet)."""
-    if config.forward.dc09.host:
-        raise ConfigError("forward.dc09.host", "DC-09 is not served on PostgreSQL yet")
-    hook = config.forward.webhook
-    if not hook.url:
-        return []
-    secret = read_secret(hook.secret_file, "forward.webhook.secret_file").encode()
-    return [WebhookTransport(hook.url, secret, hook.timeout_s, hook.ca_file, clock)]
+def destination_names(config):
+    """The configured destinations' names, in make_transports()' order."""
+    return ([WEBHOOK] if config.forward.webhook.url else []) + \
+        ([DC09] if config.forward.dc09.host else [])
 
 
 def load(path):

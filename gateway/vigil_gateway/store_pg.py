@@ -25,6 +25,7 @@
 #   incidents          raise, apply an event (incidents.RULES), audit, under the device's lock
 #   actions API        the requests a responder backend made and their answers, an action's
 #                      incident read under its device's lock (api_requests_pg.py)
+#   wearer profiles    read where they are used, as last committed (wearers_pg.py)
 # SQLite (store.py, registry.py, downlinks.py, outbox.py) is the other backend, unchanged: one
 # process owns its database, so there the pipeline's device state (device_state.py) keeps
 # windows, contacts and downlink counters in memory and writes them once per batch. Here
@@ -57,7 +58,7 @@ from collections import namedtuple
 
 import psycopg
 
-from . import api_requests_pg, dc09_pg, downlinks_pg, outbox_pg
+from . import api_requests_pg, dc09_pg, downlinks_pg, outbox_pg, wearers_pg
 from .errors import StoreError
 from .lateness import Lateness
 from .registry import ACTIVE, REVOKED, Device
@@ -175,6 +176,7 @@ def create_schema(conn):
         conn.execute(dc09_pg.SCHEMA)
         conn.execute(downlinks_pg.SCHEMA)
         conn.execute(api_requests_pg.SCHEMA)
+        conn.execute(wearers_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 

@@ -37,22 +37,33 @@ def parse_contact(text):
     return {"name": name, "phone": phone, "relation": relation}
 
 
+def checked(device_id, name, contacts=(), notes="", zone=1, at=None, dc09_account=""):
+    """The profile's row as both backends store it (contacts as JSON text), or WearerError
+    naming the field (wearers_pg.py is the PostgreSQL backend)."""
+    if not name or not name.strip():
+        raise WearerError("--name: a wearer needs a name")
+    if not 1 <= int(zone) <= 999:
+        raise WearerError("--zone: from 1 to 999")
+    if dc09_account and not _ACCOUNT.match(dc09_account):
+        raise WearerError("--dc09-account: 3 to 16 hex digits")
+    return (device_id, name.strip(), json.dumps(list(contacts)), notes or "", int(zone),
+            time.time() if at is None else at, (dc09_account or "").upper())
+
+
+def from_row(row):
+    """A stored row (device_id, name, contacts JSON, notes, zone, updated_at, dc09_account)."""
+    return Wearer(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+
+
 class Wearers:
     def __init__(self, conn):
         self.conn = conn
 
     def set(self, device_id, name, contacts=(), notes="", zone=1, at=None, dc09_account=""):
-        if not name or not name.strip():
-            raise WearerError("--name: a wearer needs a name")
-        if not 1 <= int(zone) <= 999:
-            raise WearerError("--zone: from 1 to 999")
-        if dc09_account and not _ACCOUNT.match(dc09_account):
-            raise WearerError("--dc09-account: 3 to 16 hex digits")
         self.conn.execute(
             "INSERT OR REPLACE INTO wearers (device_id, name, contacts, notes, zone, updated_at, "
             "dc09_account) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (device_id, name.strip(), json.dumps(list(contacts)), notes or "", int(zone),
-             time.time() if at is None else at, (dc09_account or "").upper()))
+            checked(device_id, name, contacts, notes, zone, at, dc09_account))
 
     def get(self, device_id):
         return get(self.conn, device_id)
@@ -70,9 +81,7 @@ def get(conn, device_id):
     """The device's profile or None (no schema work: safe inside a transaction)."""
     row = conn.execute("SELECT device_id, name, contacts, notes, zone, updated_at, dc09_account "
                        "FROM wearers WHERE device_id = ?", (device_id,)).fetchone()
-    if row is None:
-        return None
-    return Wearer(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+    return None if row is None else from_row(row)
 
 
 def as_payload(wearer):
