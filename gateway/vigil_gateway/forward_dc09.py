@@ -20,8 +20,12 @@
 #   site's account, the wearer profile's zone; "device": the device's own account, zone 001;
 #   no profile under "site": the device's own account, logged dc09_identity_derived), area /
 #   partition 1 (DC-05 addresses 121 by user: the same number);
-#   the I-text names the device ("dev 00c0ffee") and the wearer where the profile has a name;
-#   location, when known, in [X lon][Y lat] (degrees, hemisphere, minutes) with SIA-DCS;
+#   the I-text names the device ("dev 00c0ffee"), then the place where a beacon named one
+#   (location.place_text: "Main hall, floor G, Reception", ", stale" past 60 s), then the
+#   wearer where the profile has a name (the I-text keeps 60 characters);
+#   location, when it has coordinates, in [X lon][Y lat] (degrees, hemisphere, minutes) with
+#   SIA-DCS; "location stale" in the I-text when they are over 60 s old at sending and no
+#   place says so;
 #   an event sent more than LATE_S after it happened carries its time of occurrence [H...] (a
 #   late alarm's raised_at from the snapshot, else when it was queued);
 #   ADM-CID messages carry at most one extended-data block: receivers such as pysiaalarm refuse
@@ -58,6 +62,7 @@ from . import dc09, logs
 from . import wearers as wearer_profiles
 from .dc09_identity import identity
 from .errors import GatewayError
+from .location import from_record, is_stale, place_text
 from .registry import device_hex
 
 log = logging.getLogger("vigil_gateway.forward_dc09")
@@ -91,8 +96,10 @@ CLOCK_SLACK_S = 2.0
 NOT_FOR_THE_ARC = ("prompt_played",)
 
 
-def event_for(snapshot):
-    """The dc09.Event reporting one outbox snapshot."""
+def event_for(snapshot, sent_at=None):
+    """The dc09.Event reporting one outbox snapshot, sent at `sent_at` (epoch seconds; now by
+    default), which says whether its location is stale."""
+    sent_at = time.time() if sent_at is None else sent_at
     kind = snapshot["incident"]["kind"]
     event = snapshot["event"]
     if kind not in KINDS:
@@ -107,13 +114,19 @@ def event_for(snapshot):
     elif event in ("resolved", "contact_restored"):
         sia, qualifier = restore_sia, dc09.RESTORE
         text = "resolved" if event == "resolved" else "contact restored"
-    location = snapshot.get("location")
-    where = None
-    if location and -90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180:
-        where = (location["lat"], location["lon"])
-    # who it is, for the ARC's operator: the device id, and the wearer's name where known
+    location = from_record(snapshot.get("location"))
+    where = place = None
+    if location is not None:
+        if location.lat is not None and -90 <= location.lat <= 90 \
+                and -180 <= location.lon <= 180:
+            where = (location.lat, location.lon)
+        place = place_text(location, sent_at)
+        if place is None and where is not None and is_stale(location, sent_at):
+            place = "location stale"
+    # who it is and where, for the ARC's operator: the device id, the place, the wearer's name
     name = (snapshot.get("wearer") or {}).get("name")
-    text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], name) if part)
+    text = ", ".join(part for part in (text, "dev %08x" % snapshot["device_id"], place, name)
+                     if part)
     return dc09.Event(sia, cid, snapshot.get("zone") or 1, qualifier=qualifier,
                       location=where, text=text)
 
@@ -245,7 +258,7 @@ class Dc09Transport:
         if item.event in NOT_FOR_THE_ARC:
             return Result(True)  # nothing an ARC's operator acts on: taken as delivered
         try:
-            event = event_for(item.snapshot)
+            event = event_for(item.snapshot, self.clock())
         except GatewayError as exc:
             return Result(False, str(exc), alert=True, reason="no_mapping")
         if self.fmt == "ADM-CID":

@@ -26,6 +26,7 @@ from collections import namedtuple
 import psycopg
 
 from .errors import StoreError
+from .location import record
 from .outbox import FORWARDED_EVENTS, Item
 from .webhook import idempotency_key
 from . import wearers_pg
@@ -59,10 +60,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (destination, incident_id, i
     WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS incident_locations (
     incident_id bigint PRIMARY KEY,
-    lat double precision NOT NULL,
-    lon double precision NOT NULL,
-    accuracy_m integer NOT NULL,
-    at double precision NOT NULL
+    location text NOT NULL
 );
 """
 
@@ -291,18 +289,17 @@ class IncidentEvents:
         self.outbox = outbox
         self.destinations = tuple(destinations)
 
-    def set_location(self, incident_id, lat, lon, accuracy_m, at):
+    def set_location(self, incident_id, location):
+        """Keep `location` (a location.Location) as the incident's (location.record())."""
         self.outbox.conn.execute(
-            "INSERT INTO incident_locations VALUES (%s, %s, %s, %s, %s) ON CONFLICT "
-            "(incident_id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon, "
-            "accuracy_m = excluded.accuracy_m, at = excluded.at",
-            (incident_id, lat, lon, accuracy_m, at))
+            "INSERT INTO incident_locations VALUES (%s, %s) ON CONFLICT (incident_id) "
+            "DO UPDATE SET location = excluded.location",
+            (incident_id, json.dumps(record(location), sort_keys=True)))
 
     def location(self, incident_id):
-        row = self.outbox.conn.execute("SELECT lat, lon, accuracy_m, at FROM incident_locations "
+        row = self.outbox.conn.execute("SELECT location FROM incident_locations "
                                        "WHERE incident_id = %s", (incident_id,)).fetchone()
-        return None if row is None else {"lat": row[0], "lon": row[1], "accuracy_m": row[2],
-                                         "at": row[3]}
+        return None if row is None else json.loads(row[0])
 
     def enqueue(self, store, incident, event, at):
         """Queue `event` of `incident` for every destination; returns the rows added."""
