@@ -16,6 +16,9 @@
 #   wearer_confirms on DURESS: 6 121 / HA, I-text "duress - double tap received", counted
 #                       (duress_taps): never a personal emergency that invites a call;
 #   contact_restored, resolved: 3 <the kind's event> / the kind's restore code;
+#   location_updated (a later frame placed the wearer elsewhere, or afresh): 6 <the kind's
+#                       event> / the kind's code, I-text "location update" and the place: the
+#                       open alarm reported again with where the wearer is now, never a new one;
 #   every code is zone-addressed: account and zone from dc09_identity (scheme "site": the
 #   site's account, the wearer profile's zone; "device": the device's own account, zone 001;
 #   no profile under "site": the device's own account, logged dc09_identity_derived), area /
@@ -111,6 +114,8 @@ def event_for(snapshot, sent_at=None):
         reopened = any(a["event"] == "resolved" for a in snapshot.get("audit", ()))
         qualifier = dc09.NEW if reopened else dc09.STATUS
         text = DURESS_TAP_TEXT if kind == "DURESS" else CONFIRMS_TEXT
+    elif event == "location_updated":
+        qualifier, text = dc09.STATUS, "location update"
     elif event in ("resolved", "contact_restored"):
         sia, qualifier = restore_sia, dc09.RESTORE
         text = "resolved" if event == "resolved" else "contact restored"

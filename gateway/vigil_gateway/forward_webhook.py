@@ -70,7 +70,7 @@ class WebhookTransport:
         location = webhook_location(from_record(s.get("location")), now, webhook._iso)
         payload = webhook.incident_payload(s["event"], s["incident"], s["device_id"], s["wearer"],
                                            s["audit"], location, sent_at=now,
-                                           late=s.get("late"))
+                                           late=s.get("late"), key=item.key)
         return webhook.encode_body(payload)
 
     async def deliver(self, item):

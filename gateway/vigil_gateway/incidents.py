@@ -17,6 +17,10 @@
 #     device's next verified frame records "contact restored" and closes it;
 #   the wearable's receipt for a responder's prompt (it verified the prompt, and plays it as
 #     it does): `prompt_played`, audited on an open incident, no state change;
+#   a frame with a location (a check-in, a double tap) from a device with open alarms: each
+#     open alarm incident records `location_updated` when the location is news to it
+#     (location.is_news) and keeps it as its location; audited and forwarded, no state change;
+#     a LOST_CONTACT incident takes none (the frame closes it);
 #   a responder's actions (the actions API): `acknowledged`, `prompt_double_tap` and
 #     `help_dispatched` are audited on an open incident and change no state; `resolved` closes it;
 #     none applies to a closed incident;
@@ -24,6 +28,7 @@
 #   every applied event is handed to the forwarding outbox (when there is one) in the same
 #     transaction: the outbox keeps those it forwards (outbox.FORWARDED_EVENTS).
 from . import lateness
+from .location import from_record, is_news
 
 OPEN = "open"
 NEEDS_HELP = "needs_help"
@@ -38,6 +43,7 @@ ACKNOWLEDGED = "acknowledged"
 PROMPT_DOUBLE_TAP = "prompt_double_tap"
 HELP_DISPATCHED = "help_dispatched"
 PROMPT_PLAYED = "prompt_played"
+LOCATION_UPDATED = "location_updated"
 
 LOST_CONTACT = "LOST_CONTACT"
 ALARM_ARRIVED = "alarm_arrived"  # audit only: an alarm whose incident its double tap raised
@@ -61,6 +67,8 @@ RULES = {
     (NEEDS_HELP, PROMPT_PLAYED): (NEEDS_HELP, "the wearable played the prompt to tap twice"),
     (OPEN, HELP_DISPATCHED): (OPEN, "help dispatched"),
     (NEEDS_HELP, HELP_DISPATCHED): (NEEDS_HELP, "help dispatched"),
+    (OPEN, LOCATION_UPDATED): (OPEN, "location updated"),
+    (NEEDS_HELP, LOCATION_UPDATED): (NEEDS_HELP, "location updated"),
 }
 
 
@@ -145,6 +153,20 @@ class Incidents:
         if self.outbox is not None:
             self.outbox.enqueue(self.store, incident, RAISED, at)
         return incident
+
+    def update_location(self, device_id, location, at, detail=""):
+        """A later frame's location (location.Location) for the device's open alarms; returns
+        the incidents it updated."""
+        if location is None or self.outbox is None:
+            return []
+        updated = []
+        for incident in self.store.incidents(device_id, (OPEN, NEEDS_HELP)):
+            if incident.kind == LOST_CONTACT or not is_news(
+                    from_record(self.outbox.location(incident.id)), location, at):
+                continue
+            self.outbox.set_location(incident.id, location)
+            updated.append(self.apply(incident, LOCATION_UPDATED, at, detail))
+        return updated
 
     @staticmethod
     def allows(incident, event):

@@ -21,9 +21,16 @@
 #   lat, lon, accuracy_m: the source's: a fix's own; a beacon's registered coordinates (accuracy
 #     unknown: null), or, where the table has none, those of a fix that was current on arrival;
 #   fix: the GNSS fix the frame carried, whatever the source, with its own age and staleness.
+#   news (is_news): a later location tells responders something the incident's does not when
+#     it names another place (source, place, floor or room), or its coordinates are more than
+#     MOVED_M (or either's accuracy, if larger) from the incident's, or it is current where the
+#     incident's has gone stale (or its age was never known); one taken no later than the
+#     incident's is no news.
+import math
 from collections import namedtuple
 
 STALE_S = 60
+MOVED_M = 25
 
 # What an incident keeps (record() and from_record() for a JSON snapshot). age_known is False
 # for a fix of extension 0x01 (and a location taken from one).
@@ -96,6 +103,30 @@ def is_stale(location, at):
     """True when `location` is over STALE_S old at `at`; False when it is not; None when the
     wearable did not say how old it was (and it is not provably over)."""
     return _age(location.taken_at, location.age_known, at)[1]
+
+
+def is_news(old, new, at):
+    """Whether the Location `new` (arrived at `at`) updates the incident's `old` (or None)."""
+    if new is None:
+        return False
+    if old is None:
+        return True
+    if new.taken_at <= old.taken_at:
+        return False
+    if (new.source, new.place, new.floor, new.room) != (old.source, old.place, old.floor,
+                                                        old.room):
+        return True
+    if new.lat is not None and (old.lat is None or _metres(old, new) > max(
+            MOVED_M, old.accuracy_m or 0, new.accuracy_m or 0)):
+        return True
+    return is_stale(old, at) is not False and is_stale(new, at) is False
+
+
+def _metres(a, b):
+    """The distance between two locations' coordinates (equirectangular: metres apart)."""
+    north = (b.lat - a.lat) * 110_574
+    east = (b.lon - a.lon) * 111_320 * math.cos(math.radians((a.lat + b.lat) / 2))
+    return math.hypot(north, east)
 
 
 def record(location):

@@ -22,13 +22,25 @@ from . import wearers as wearer_profiles
 from .location import record
 from .webhook import idempotency_key
 
-FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved", "prompt_played")
+FORWARDED_EVENTS = ("raised", "wearer_confirms", "contact_restored", "resolved", "prompt_played",
+                    "location_updated")
+# Events an incident may have many of: each one's idempotency key ends in its number (1, 2, ...)
+NUMBERED_EVENTS = ("location_updated",)
 
 Item = namedtuple("Item", "id destination incident_id device_id key event snapshot created_at "
                           "attempts next_at last_error delivered_at alerted_at")
 
 _COLUMNS = ("id, destination, incident_id, device_id, key, event, snapshot, created_at, "
             "attempts, next_at, last_error, delivered_at, alerted_at")
+
+
+def event_key(store, incident, event):
+    """The idempotency key of `event` of `incident`, just audited in `store`: one per event,
+    a numbered one per location update (its count in the audit trail)."""
+    ref = incident.counter if incident.counter is not None else "i%d" % incident.id
+    if event in NUMBERED_EVENTS:
+        event = "%s-%d" % (event, sum(1 for a in store.audit(incident.id) if a.event == event))
+    return idempotency_key(incident.device_id, ref, event)
 
 
 class Outbox:
@@ -61,8 +73,7 @@ class Outbox:
         """Queue `event` of `incident` for every destination; returns the rows added."""
         if event not in FORWARDED_EVENTS or not self.destinations:
             return 0
-        ref = incident.counter if incident.counter is not None else "i%d" % incident.id
-        key = idempotency_key(incident.device_id, ref, event)
+        key = event_key(store, incident, event)
         snapshot = json.dumps(self.snapshot(store, incident, event), sort_keys=True)
         added = 0
         for destination in self.destinations:

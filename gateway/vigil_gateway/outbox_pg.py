@@ -27,8 +27,7 @@ import psycopg
 
 from .errors import StoreError
 from .location import record
-from .outbox import FORWARDED_EVENTS, Item
-from .webhook import idempotency_key
+from .outbox import FORWARDED_EVENTS, Item, event_key
 from . import wearers_pg
 from .wearers import as_payload
 
@@ -305,11 +304,9 @@ class IncidentEvents:
         """Queue `event` of `incident` for every destination; returns the rows added."""
         if event not in FORWARDED_EVENTS or not self.destinations:
             return 0
-        ref = incident.counter if incident.counter is not None else "i%d" % incident.id
         snapshot = json.dumps(self.snapshot(store, incident, event), sort_keys=True)
         return self.outbox.enqueue(self.destinations, incident.id, incident.device_id,
-                                   idempotency_key(incident.device_id, ref, event), event,
-                                   snapshot)
+                                   event_key(store, incident, event), event, snapshot)
 
     def snapshot(self, store, incident, event):
         late = store.lateness(incident.id)

@@ -20,7 +20,9 @@
 #              (lateness.py: its age, a later frame that came first, lost contact) raises its
 #              incident all the same, marked late; its location is what location.locate()
 #              makes of the frame's fix and the places the beacon table names for what it
-#              heard (beacons.py), as the frame arrived
+#              heard (beacons.py), as the frame arrived; a later frame's location (a
+#              check-in's, a double tap's) updates the device's open alarms where it is news
+#              (incidents.update_location)
 #   receipt    a v2 wearable's receipt confirms the stored downlink it names (downlinks.py)
 #              and is acknowledged by nothing; every new frame from a v2 device offers its
 #              unconfirmed stored downlinks again once their wait is over
@@ -364,6 +366,14 @@ class Pipeline:
         late = self._lateness(frame, now) if isinstance(frame, p.Alarm) else None
         self.state.record(frame, payload, now)
         self._contact(frame, device, now)
+        raises = isinstance(frame, p.Alarm) and frame.kind != p.DOUBLE_TAP
+        if not raises and (getattr(frame, "location", None) is not None
+                           or getattr(frame, "beacons", None) or getattr(frame, "wifi", None)):
+            for incident in self.incidents.update_location(
+                    device_id, self._where(frame, now), now,
+                    "%s frame %d" % (frame.NAME, frame.counter)):
+                logs.event(log, logging.INFO, "location_updated", incident=incident.id,
+                           device=device_hex(device_id), counter=frame.counter)
         if isinstance(frame, p.Alarm):
             detail = _alarm_detail(frame)
             if frame.kind == p.DOUBLE_TAP:

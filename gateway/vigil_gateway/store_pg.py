@@ -1,7 +1,8 @@
-# The PostgreSQL store: the state of every device shared by many gateway workers. In progress
+# The PostgreSQL store: the state of every device shared by many gateway workers
 # (gateway/README.md, "Scale-out on PostgreSQL"): ingest (the pipeline on device_state_pg.py),
-# incidents, downlink counters, supervision and outbox claims are here; `[store] url =
-# "postgresql://..."` is refused until the rest is.
+# incidents, downlink counters, supervision, outbox claims, the actions API's requests, wearer
+# profiles and the registry and CLI's reads are here; the beacon table is not yet, so
+# `[store] url = "postgresql://..."` stays refused (store_url.POSTGRESQL_READY).
 #
 # The storage interface, at the level of the gateway's operations. Each operation is one
 # transaction; acks, PUBACKs and webhooks leave only after it commits (persist before ack).
@@ -54,6 +55,7 @@
 #   old transaction, and committing it would commit nothing;
 #   retention (retention.py on SQLite) must raise history_floor past what it deletes, as there;
 #   no SQL outside this module (and store.py's family for SQLite).
+import json
 from collections import namedtuple
 
 import psycopg
@@ -61,8 +63,9 @@ import psycopg
 from . import api_requests_pg, dc09_pg, downlinks_pg, outbox_pg, wearers_pg
 from .errors import StoreError
 from .lateness import Lateness
+from .outbox import Item
 from .registry import ACTIVE, REVOKED, Device
-from .store import AuditEntry, EarlyTap, Incident
+from .store import AuditEntry, Contact, EarlyTap, Incident
 
 UP = 0  # frames.direction
 
@@ -169,8 +172,10 @@ _ANY_DEVICE = _AnyDevice()
 
 
 def create_schema(conn):
-    """The tables, in the connection's database (idempotent); commits."""
+    """The tables, in the connection's database (idempotent; one connection at a time);
+    commits."""
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('vigil-schema'))")
         conn.execute(SCHEMA)
         conn.execute(outbox_pg.SCHEMA)
         conn.execute(dc09_pg.SCHEMA)
@@ -219,13 +224,51 @@ class PostgresStore:
         self._closed = True
         self._conn.close()
 
-    # -- registry (the part ingest needs so far; the keys are registry_pg.py's) --
-    def add_device(self, device_id, at, counter_floor=None, interval_s=None, protocol=2):
+    def ensure_schema(self):
+        """The tables, made if missing (a worker or a command on a new database), one
+        connection at a time (an advisory lock: two workers starting at once); commits."""
+        try:
+            create_schema(self.conn)
+        except psycopg.Error as exc:
+            raise StoreError("cannot make the tables: %s" % _first_line(exc)) from None
+
+    # -- registry (the keys are registry_pg.py's) --
+    def add_device(self, device_id, at, counter_floor=None, interval_s=None, protocol=2,
+                   mqtt_password_hash=None, label=""):
+        """Register a device (one transaction); False if it is registered already."""
         with self.conn.transaction():
-            self._conn.execute(
+            return self._conn.execute(
                 "INSERT INTO devices (device_id, state, added_at, updated_at, counter_floor, "
-                "interval_s, protocol) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (device_id, ACTIVE, at, at, counter_floor, interval_s, protocol))
+                "interval_s, protocol, mqtt_password_hash, label) VALUES (%s, %s, %s, %s, %s, "
+                "%s, %s, %s, %s) ON CONFLICT (device_id) DO NOTHING",
+                (device_id, ACTIVE, at, at, counter_floor, interval_s, protocol,
+                 mqtt_password_hash, label)).rowcount == 1
+
+    def devices(self):
+        """Every registered device's registry.Device as last committed, by id."""
+        rows = self.conn.execute("SELECT %s FROM devices ORDER BY device_id" % _DEVICE
+                                 ).fetchall()
+        self._conn.rollback()
+        return [Device(*row) for row in rows]
+
+    def contacts(self):
+        """store.Contact of every device, as last committed: (device_id, last_seen,
+        interval_s, lost_incident, history_floor)."""
+        rows = self.conn.execute("SELECT device_id, last_seen, checkin_interval_s, "
+                                 "lost_incident, history_floor FROM devices ORDER BY device_id"
+                                 ).fetchall()
+        self._conn.rollback()
+        return [Contact(*row) for row in rows]
+
+    def set_key_version(self, device_id, version, at, mqtt_password_hash=None):
+        """Under the device's row lock: its key version (and broker password hash) changed;
+        the next batch of every worker signs and verifies with that key."""
+        with self.conn.transaction():
+            self.lock([device_id])
+            self._conn.execute(
+                "UPDATE devices SET key_version = %s, updated_at = %s, mqtt_password_hash = "
+                "coalesce(%s, mqtt_password_hash) WHERE device_id = %s",
+                (version, at, mqtt_password_hash, device_id))
 
     def device(self, device_id):
         """The device's registry.Device as last committed (no lock), or None."""
@@ -348,6 +391,12 @@ class PostgresStore:
                                  (incident_id,)).fetchone()
         return Incident(*row) if row else None
 
+    def incidents(self, device_id, states):
+        """The device's incidents in `states`, oldest first."""
+        return [Incident(*row) for row in self._conn.execute(
+            "SELECT %s FROM incidents WHERE device_id = %%s AND state = ANY(%%s) ORDER BY id"
+            % _INCIDENT, (device_id, list(states))).fetchall()]
+
     def incident_for_alarm(self, device_id, counter):
         row = self._conn.execute("SELECT %s FROM incidents WHERE device_id = %%s AND "
                                  "counter = %%s" % _INCIDENT, (device_id, counter)).fetchone()
@@ -436,6 +485,40 @@ class PostgresStore:
         return deleted
 
     # -- reading (tests, the CLI) --
+    def committed_incidents(self, device_id=None, states=None):
+        """The incidents (of a device, in those states) as last committed, by id (store.Store's
+        incidents() for the CLI)."""
+        where, args = [], []
+        if device_id is not None:
+            where.append("device_id = %s")
+            args.append(device_id)
+        if states:
+            where.append("state = ANY(%s)")
+            args.append(list(states))
+        rows = self.conn.execute("SELECT %s FROM incidents%s ORDER BY id" % (
+            _INCIDENT, " WHERE " + " AND ".join(where) if where else ""), args).fetchall()
+        self._conn.rollback()
+        return [Incident(*row) for row in rows]
+
+    def committed_outbox(self, pending_only=False):
+        """outbox.Item of every outbox row (undelivered only, if asked), by id; its times in
+        unix seconds (the database's clock)."""
+        rows = self.conn.execute(
+            "SELECT id, destination, incident_id, device_id, key, event, snapshot, "
+            "extract(epoch FROM created_at)::float8, attempts, extract(epoch FROM next_at)::"
+            "float8, last_error, extract(epoch FROM delivered_at)::float8, extract(epoch FROM "
+            "alerted_at)::float8 FROM outbox%s ORDER BY id"
+            % (" WHERE delivered_at IS NULL" if pending_only else "")).fetchall()
+        self._conn.rollback()
+        return [Item(*(row[:6] + (json.loads(row[6]),) + row[7:])) for row in rows]
+
+    def committed_audit(self, incident_id):
+        """audit() outside a transaction (the CLI's), as last committed."""
+        self.conn  # (connected again if it was lost)
+        entries = self.audit(incident_id)
+        self._conn.rollback()
+        return entries
+
     def open_lost_contacts(self):
         """(device_id, incident_id) of every open LOST_CONTACT, by device."""
         rows = self.conn.execute("SELECT device_id, id FROM incidents WHERE kind = %s AND "

@@ -80,7 +80,7 @@ def verify(secret, header, body, now=None, tolerance_s=TOLERANCE_S):
 
 
 def incident_payload(event, incident, device_id, wearer, audit, location=None, sent_at=None,
-                     late=None):
+                     late=None, key=None):
     """The webhook body for one incident event.
 
     event    -- what happened: "raised", "wearer_confirms", "contact_restored", "resolved", ...
@@ -90,12 +90,14 @@ def incident_payload(event, incident, device_id, wearer, audit, location=None, s
     location -- dict: lat, lon, accuracy_m, at (or None)
     late     -- dict: raised_at, late_s, basis, held_up_to_s (lateness.Lateness), when the
                 alarm arrived late (or None)
+    key      -- the event's idempotency key, as the outbox made it (outbox.event_key); by
+                default the key of the incident's one `event`
     """
     kind = incident["kind"]
     ref = incident["counter"] if incident.get("counter") is not None else "i%d" % incident["id"]
     return {
         "schema": SCHEMA,
-        "idempotency_key": idempotency_key(device_id, ref, event),
+        "idempotency_key": key or idempotency_key(device_id, ref, event),
         "event": event,
         "sent_at": _iso(time.time() if sent_at is None else sent_at),
         "incident": {

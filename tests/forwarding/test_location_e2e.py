@@ -101,3 +101,44 @@ def test_a_current_fix_gives_coordinates_and_a_stale_one_is_marked_stale(site):
     assert location["source"] == "gnss" and location["stale"] is True
     assert location["age_s"] >= 300 and location["fix"]["stale"] is True
     assert "Y51N30.042" in x_data and "location stale" in x_data
+
+
+def _check_in(device, **ext):
+    counter = device.next_counter()
+    device.publish(p.encode(p.CheckIn(DEV, counter, 80, 0, 0, **ext), device.key, 2, size=48))
+    device.wait_acked([counter])
+    return counter
+
+
+def test_a_later_check_in_updates_the_open_alarm_s_location_and_raises_nothing(site):
+    gw, device, backend, events = site
+    first, _ = _raise(device, backend, events, location=FIX + (3,))
+    assert first["source"] == "gnss"
+    _check_in(device, location=(515007100, -1246000, 9, 1))  # 11 m off: within accuracy
+    heard = (1, ((short_id("ble", HALL), -58),))
+    moved = _check_in(device, beacons=heard)  # indoors now: the hall's beacon
+    update = backend.wait_for(lambda e: e["event"] == "location_updated")
+    jsonschema.validate(update, WEBHOOK_SCHEMA)
+    assert update["idempotency_key"] == "%08x-1-location_updated-1" % DEV
+    assert (update["incident"]["alarm_counter"], update["incident"]["state"]) == (1, "open")
+    assert (update["location"]["source"], update["location"]["place"]) == ("ble", "Main hall")
+    assert update["audit"][-1]["detail"] == "location updated; checkin frame %d" % moved
+    arc = events.get(timeout=20)
+    while arc.code == "RP":
+        arc = events.get(timeout=20)
+    # the open alarm again (its code, pairing with it at the ARC), with where the wearer is now
+    assert arc.code == "PA"
+    # (60 characters of I-text: the wearer's name does not fit after the place)
+    assert arc.x_data == "Ilocation update, dev 10ca7e01, Main hall, floor G, Reception"
+
+    _check_in(device, beacons=heard)  # the same place, still current: no news
+    far = _check_in(device, location=(515100000, -1246000, 5, 1))  # outdoors, ~1 km north
+    second = backend.wait_for(lambda e: e["idempotency_key"] ==
+                              "%08x-1-location_updated-2" % DEV)
+    assert (second["location"]["source"], second["location"]["lat"]) == \
+        ("gnss", pytest.approx(51.51))
+    assert second["audit"][-1]["detail"] == "location updated; checkin frame %d" % far
+    [incident] = gw.incidents()  # nothing new raised
+    updates = [a for a in incident["audit"] if a["event"] == "location_updated"]
+    assert len(updates) == 2
+    assert [e["event"] for e in backend.events].count("location_updated") == 2

@@ -10,8 +10,8 @@ import pytest
 import vigil_protocol as p
 from vigil_gateway import db, webhook
 from vigil_gateway.beacons import Beacons, parse_identifier
-from vigil_gateway.location import (STALE_S, from_record, locate, place_text, record,
-                                    webhook_location)
+from vigil_gateway.location import (STALE_S, Fix, Location, from_record, is_news, locate,
+                                    place_text, record, webhook_location)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "gateway" / "webhook-schema.json").read_text())
@@ -152,3 +152,41 @@ def test_an_older_gateway_s_coordinates_read_as_a_fix_of_unknown_age():
         ("gnss", 51.5007, -0.1246, 9)
     assert (sent["age_s"], sent["stale"], sent["fix"]["stale"]) == (5, None, None)
     assert webhook_location(loc, T + STALE_S + 1, webhook._iso)["stale"] is True
+
+
+class TestNews:
+    """is_news: what makes a later frame's location an update of the incident's."""
+
+    def fix(self, lat=51.5007, lon=-0.1246, accuracy=9, at=T, age_known=True):
+        fix = Fix(lat, lon, accuracy, at, age_known)
+        return Location("gnss", None, None, None, lat, lon, accuracy, at, age_known, fix)
+
+    def test_a_first_location_is_news_and_none_never_is(self):
+        assert is_news(None, self.fix(), T) is True
+        assert is_news(self.fix(), None, T) is False
+
+    def test_one_taken_no_later_than_the_incident_s_is_not(self):
+        old = self.fix(at=T)
+        assert is_news(old, self.fix(lat=51.6, at=T), T) is False
+        assert is_news(old, self.fix(lat=51.6, at=T - 5), T) is False
+
+    def test_moved_beyond_the_larger_of_25_m_and_either_accuracy(self):
+        old = self.fix(at=T)
+        north = 1 / 110_574  # a metre north, in degrees
+        assert is_news(old, self.fix(lat=51.5007 + 24 * north, at=T + 1), T + 1) is False
+        assert is_news(old, self.fix(lat=51.5007 + 26 * north, at=T + 1), T + 1) is True
+        rough = self.fix(lat=51.5007 + 40 * north, accuracy=50, at=T + 1)
+        assert is_news(old, rough, T + 1) is False  # within what the new fix can tell
+
+    def test_another_place_is_news(self, table):
+        hall = locate(frame(beacons=HEARD_HALL), T, table.resolve(HEARD_HALL))
+        assert is_news(self.fix(at=T - 10), hall, T) is True  # (heard at T - 2)
+        assert is_news(hall, self.fix(at=T + 1), T + 1) is True  # left the hall's beacon
+
+    def test_a_current_one_refreshes_a_stale_one_and_a_current_one_needs_none(self):
+        old = self.fix(at=T)
+        same = self.fix(at=T + STALE_S + 5)
+        assert is_news(old, same, T + STALE_S + 5) is True
+        assert is_news(old, self.fix(at=T + 30), T + 30) is False
+        unknown = self.fix(at=T, age_known=False)
+        assert is_news(unknown, self.fix(at=T + 1), T + 1) is True

@@ -7,7 +7,8 @@ import psycopg
 import pytest
 
 import vigil_protocol as p
-from pg_workers import NEW, Worker, alarm, receipt
+from pg_workers import NEW, TOPICS, Worker, alarm, key_for, receipt
+from vigil_gateway.pipeline import Message
 
 DEV = 0x00C0FFEE
 HOOK = "webhook"
@@ -88,3 +89,23 @@ def test_the_wearables_receipt_for_a_prompt_is_audited_as_played(workers, pg_sto
     assert audit == ["raised", "prompt_played"]
     assert [k for k, _ in _events(pg_store_url)] == ["00c0ffee-5-raised",
                                                      "00c0ffee-5-prompt_played"]
+
+
+def test_a_check_in_at_another_worker_updates_the_open_alarm_s_location(workers, pg_store_url):
+    first, second = workers
+    key = p.DeviceKey(key_for(DEV))
+
+    def located(frame):
+        return Message(TOPICS.up(DEV), p.encode(frame, key, 2, size=48))
+
+    first.ingest([located(p.Alarm(DEV, 5, p.SOS, location=(515007000, -1246000, 9, 2)))],
+                 now=100.0)
+    second.ingest([located(p.CheckIn(DEV, 6, location=(515100000, -1246000, 5, 1)))],
+                  now=110.0)  # ~1 km away: news
+    second.ingest([located(p.CheckIn(DEV, 7, location=(515100100, -1246000, 5, 1)))],
+                  now=120.0)  # 11 m on: none
+    events = _events(pg_store_url)
+    assert [k for k, _ in events] == ["00c0ffee-5-raised", "00c0ffee-5-location_updated-1"]
+    update = json.loads(events[1][1])
+    assert update["location"]["lat"] == pytest.approx(51.51)
+    assert _incidents(pg_store_url) == [(5, "SOS", "open")]  # and nothing raised
