@@ -20,6 +20,8 @@
 #   only when no BLE beacon is known does Wi-Fi count, by the same rule (an access point reaches
 #     through walls and floors: a hint, never preferred to a beacon);
 #   nothing known: None. The caller counts what was unknown (Resolved.unknown).
+# The rules live in Beacons; its SQL in the five methods at its end, which beacons_pg.py
+# gives PostgreSQL's form.
 import re
 import time
 from collections import namedtuple
@@ -38,7 +40,7 @@ Resolved = namedtuple("Resolved", "beacon rssi age source unknown")
 _UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _BSSID = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
-_COLUMNS = "kind, identifier, short_id, place, floor, room, lat, lon, added_at"
+COLUMNS = "kind, identifier, short_id, place, floor, room, lat, lon, added_at"
 
 
 class BeaconError(GatewayError):
@@ -95,33 +97,21 @@ class Beacons:
         if self.get(kind, identifier) is not None:
             raise BeaconError("%s %s is already placed (remove it first to move it)"
                               % (kind, canonical))
-        clash = self.conn.execute("SELECT identifier FROM beacons WHERE kind = ? AND "
-                                  "short_id = ?", (kind, sid)).fetchone()
+        clash = self._by_short_id(kind, sid)
         if clash is not None:
             raise BeaconError("%s %s has the same short id (%s) as %s: wearables could not "
                               "tell them apart; give one of them another identifier"
-                              % (kind, canonical, sid.hex(), clash[0]))
-        self.conn.execute("INSERT INTO beacons (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                          % _COLUMNS, (kind, canonical, sid, place, floor, room, lat, lon,
-                                       time.time() if at is None else at))
+                              % (kind, canonical, sid.hex(), clash.identifier))
+        self._insert((kind, canonical, sid, place, floor, room, lat, lon,
+                      time.time() if at is None else at))
         return self.get(kind, identifier)
 
     def get(self, kind, identifier):
-        canonical = parse_identifier(kind, identifier)[0]
-        row = self.conn.execute("SELECT %s FROM beacons WHERE kind = ? AND identifier = ?"
-                                % _COLUMNS, (kind, canonical)).fetchone()
-        return None if row is None else _beacon(row)
-
-    def all(self):
-        """Every beacon, by place, floor, room, then identifier."""
-        return [_beacon(row) for row in self.conn.execute(
-            "SELECT %s FROM beacons ORDER BY place, floor, room, kind, identifier" % _COLUMNS)]
+        return self._by_identifier(kind, parse_identifier(kind, identifier)[0])
 
     def remove(self, kind, identifier):
         canonical = parse_identifier(kind, identifier)[0]
-        gone = self.conn.execute("DELETE FROM beacons WHERE kind = ? AND identifier = ?",
-                                 (kind, canonical)).rowcount
-        if not gone:
+        if not self._delete(kind, canonical):
             raise BeaconError("no %s beacon %s (see `vigil gateway beacon list`)"
                               % (kind, canonical))
 
@@ -135,18 +125,41 @@ class Beacons:
             age, entries = heard
             best = None
             for sid, rssi in entries:
-                row = self.conn.execute("SELECT %s FROM beacons WHERE kind = ? AND "
-                                        "short_id = ?" % _COLUMNS,
-                                        (source, bytes(sid))).fetchone()
-                if row is None:
+                beacon = self._by_short_id(source, bytes(sid))
+                if beacon is None:
                     unknown += 1
                 elif best is None or rssi > best[1]:  # (a tie keeps the one listed first)
-                    best = (_beacon(row), rssi)
+                    best = (beacon, rssi)
             if best is not None and found is None:  # BLE first: Wi-Fi only without it
                 found = (best[0], best[1], age, source)
         if found is None:
             return None
         return Resolved(found[0], found[1], found[2], found[3], unknown)
+
+    # -- the SQL (SQLite's; beacons_pg.PostgresBeacons has PostgreSQL's) --
+    def all(self):
+        """Every beacon, by place, floor, room, then identifier."""
+        return [from_row(row) for row in self.conn.execute(
+            "SELECT %s FROM beacons ORDER BY place, floor, room, kind, identifier" % COLUMNS)]
+
+    def _by_identifier(self, kind, canonical):
+        row = self.conn.execute("SELECT %s FROM beacons WHERE kind = ? AND identifier = ?"
+                                % COLUMNS, (kind, canonical)).fetchone()
+        return None if row is None else from_row(row)
+
+    def _by_short_id(self, kind, sid):
+        row = self.conn.execute("SELECT %s FROM beacons WHERE kind = ? AND short_id = ?"
+                                % COLUMNS, (kind, sid)).fetchone()
+        return None if row is None else from_row(row)
+
+    def _insert(self, values):
+        self.conn.execute("INSERT INTO beacons (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                          % COLUMNS, values)
+
+    def _delete(self, kind, canonical):
+        """How many rows went (0 or 1)."""
+        return self.conn.execute("DELETE FROM beacons WHERE kind = ? AND identifier = ?",
+                                 (kind, canonical)).rowcount
 
 
 def _coordinates(lat, lon):
@@ -163,6 +176,6 @@ def _coordinates(lat, lon):
     return lat, lon
 
 
-def _beacon(row):
+def from_row(row):
     kind, identifier, sid, place, floor, room, lat, lon, added_at = row
     return Beacon(kind, identifier, bytes(sid), place, floor, room, lat, lon, added_at)
