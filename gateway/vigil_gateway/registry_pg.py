@@ -1,4 +1,5 @@
-# The device registry on PostgreSQL (registry.py is SQLite's), in progress: what ingest needs.
+# The device registry on PostgreSQL (registry.py is SQLite's and states the rules of a device):
+# the same checks, the same key files, the devices' rows shared by every worker.
 #
 # Rules:
 #   the devices' rows are store_pg's `devices` table; each worker reads a device's row under
@@ -7,12 +8,21 @@
 #   keys stay out of the database, as on SQLite: <keys_dir>/<dev>.v<version>.key, mode 0600,
 #   read and checked by registry.Registry's own code (every worker needs the key files of the
 #   devices it serves; how they get there is the deployment's: a shared read-only volume, or
-#   the same files provisioned to each worker).
+#   the same files provisioned to each worker); the database holds the key's version and the
+#   broker password's salted hash only;
+#   add writes the key file, then the row (a device two commands add at once is added once:
+#   the second finds it registered); rotate-key writes the new key file, then switches the
+#   version under the device's row lock, then removes the old file (a worker that has not read
+#   the new file yet reads it at its next batch of that device);
+#   revoke changes the row under its lock: the next batch of every worker rejects the device.
+import os
 import time
 
 import vigil_protocol as p
 
-from .registry import Registry, write_private_file
+from .broker_config import mosquitto_hash
+from .errors import RegistryError
+from .registry import PROTOCOLS, REVOKED, Registry, device_hex, write_private_file
 
 
 class PostgresRegistry:
@@ -22,23 +32,62 @@ class PostgresRegistry:
         self.clock = clock
         self._keys = {}  # (device_id, key_version) -> DeviceKey: a key version never changes
 
-    # the key files, exactly as on SQLite
+    # the key files and the checks, exactly as on SQLite
     key = Registry.key
     key_path = Registry.key_path
     _read_key = Registry._read_key
     _ensure_keys_dir = Registry._ensure_keys_dir
+    _check_interval = staticmethod(Registry._check_interval)
+    import_record = Registry.import_record
+    _existing = Registry._existing
 
     def get(self, device_id):
         return self.store.device(device_id)
 
-    def add(self, device_id, key, interval_s=None, counter_floor=None, protocol=2):
-        """Register a device with its 32-byte frame key (key version 1)."""
+    def devices(self):
+        return self.store.devices()
+
+    def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2,
+            counter_floor=None):
+        """Register a device with its 32-byte frame key (key version 1). RegistryError if it
+        is registered already."""
+        if protocol not in PROTOCOLS:
+            raise RegistryError("protocol is 1 or 2, not %r" % (protocol,))
+        if counter_floor is not None and (not isinstance(counter_floor, int) or isinstance(
+                counter_floor, bool) or not 0 <= counter_floor <= 0xFFFFFFFF):
+            raise RegistryError("a counter floor is a whole number from 0 to 4294967295")
+        already = RegistryError("device %s is already registered (use rotate-key to change "
+                                "its key)" % device_hex(device_id))
+        if self.get(device_id) is not None:
+            raise already
         p.DeviceKey(key)  # checks the length
+        self._check_interval(interval_s)
         self._ensure_keys_dir()
         write_private_file(self.key_path(device_id, 1), key.hex() + "\n")
-        self.store.add_device(device_id, self.clock(), counter_floor=counter_floor,
-                              interval_s=interval_s, protocol=protocol)
+        if not self.store.add_device(device_id, self.clock(), counter_floor=counter_floor,
+                                     interval_s=interval_s, protocol=protocol,
+                                     mqtt_password_hash=mosquitto_hash(mqtt_password)
+                                     if mqtt_password else None, label=label):
+            raise already  # (added meanwhile by another command)
         return self.get(device_id)
 
     def revoke(self, device_id):
+        device = self._existing(device_id)
         self.store.revoke(device_id, self.clock())
+        return device._replace(state=REVOKED)
+
+    def rotate_key(self, device_id, key, mqtt_password=None):
+        """Give a device a new frame key (and optionally a new broker password)."""
+        device = self._existing(device_id)
+        p.DeviceKey(key)
+        self._ensure_keys_dir()
+        version = device.key_version + 1
+        write_private_file(self.key_path(device_id, version), key.hex() + "\n")
+        self.store.set_key_version(device_id, version, self.clock(),
+                                   mosquitto_hash(mqtt_password) if mqtt_password else None)
+        old = self.key_path(device_id, device.key_version)
+        try:
+            os.unlink(old)
+        except FileNotFoundError:
+            pass
+        return self.get(device_id)

@@ -1,10 +1,11 @@
 # One gateway worker on PostgreSQL (service.py is the SQLite gateway): the same pipeline,
 # incidents, forwarding loops and downlinks, every device's state in the shared database, so
-# any number of workers can share one MQTT 5 group ([mqtt] shared_group). In progress
-# (gateway/README.md, "Scale-out on PostgreSQL"): `vigil gateway run` does not start it until
-# store_url.POSTGRESQL_READY; the tests start it themselves, in their own process or as
-# `python -m vigil_gateway.service_pg --config FILE` (a config whose [store] url names the
-# database; nothing else reads such a config yet).
+# any number of workers can share one MQTT 5 group ([mqtt] shared_group). `vigil gateway run`
+# starts one (run()) when [store] url names PostgreSQL; until store_url.POSTGRESQL_READY the
+# config's own checks refuse such a URL (gateway/README.md, "Scale-out on PostgreSQL": the
+# beacon table is not here yet), and the tests start workers themselves, in their own process
+# or as `python -m vigil_gateway.service_pg --config FILE`, which takes the URL out of the
+# config before those checks. A worker makes the tables of a new database at start.
 #
 #   link --Message--> inbound queue --batch--> pipeline (devices locked, written, committed)
 #                                                         --> acks published --> broker PUBACKs
@@ -89,6 +90,7 @@ class PostgresGateway:
             return PostgresStore(url, sv.default_interval_s, sv.grace_s, names)
 
         self.store = store()  # ingest's
+        self.store.ensure_schema()  # (a new database: its tables, made by one worker)
         self.registry = PostgresRegistry(self.store, keys_dir)
         self.pipeline = Pipeline(self.registry, self.store, self.topics, self.metrics, clock,
                                  self.store.events, accept_v1=config.protocol.accept_v1,
@@ -154,6 +156,7 @@ class PostgresGateway:
             self.config, {"/metrics": self._metrics_page, "/healthz": self._health_page},
             self._api if self.api is not None else None)
         logs.event(log, logging.INFO, "gateway_started", store="postgresql",
+                   database=store_url.redacted(self.url),
                    group=self.config.mqtt.shared_group or None)
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._ingest(), name="ingest"),
@@ -376,19 +379,31 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         config, url = load(args.config)
-        logs.setup(config.log.level)
-
-        async def runner():
-            gateway = PostgresGateway(config, url)
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, gateway.stop)
-            await gateway.run()
-
-        asyncio.run(runner())
+        run(config, url)
     except GatewayError as exc:  # one line, no traceback (and never the URL)
         print("vigil: %s" % exc, file=sys.stderr)
         return 2
+    return 0
+
+
+def run(config, url):
+    """Run one worker on the database `url` in the foreground until SIGTERM or SIGINT
+    (`vigil gateway run` with [store] url naming PostgreSQL); returns the exit status. A
+    GatewayError (one line, never the URL's password) is logged and raised."""
+    logs.setup(config.log.level)
+
+    async def runner():
+        gateway = PostgresGateway(config, url)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, gateway.stop)
+        await gateway.run()
+
+    try:
+        asyncio.run(runner())
+    except GatewayError as exc:
+        logs.event(log, logging.ERROR, "gateway_failed", error=str(exc))
+        raise
     return 0
 
 

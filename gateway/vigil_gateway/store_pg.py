@@ -56,6 +56,7 @@
 #   retention (retention.py on SQLite) must raise history_floor past what it deletes, as there;
 #   no SQL outside this module (and store.py's family for SQLite).
 import json
+import re
 from collections import namedtuple
 
 import psycopg
@@ -171,6 +172,11 @@ class _AnyDevice:
 _ANY_DEVICE = _AnyDevice()
 
 
+def _table_names(*scripts):
+    return tuple(name for script in scripts
+                 for name in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", script))
+
+
 def create_schema(conn):
     """The tables, in the connection's database (idempotent; one connection at a time);
     commits."""
@@ -184,6 +190,10 @@ def create_schema(conn):
         conn.execute(wearers_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+
+
+_TABLES = _table_names(SCHEMA, outbox_pg.SCHEMA, dc09_pg.SCHEMA, downlinks_pg.SCHEMA,
+                      api_requests_pg.SCHEMA, wearers_pg.SCHEMA)
 
 
 class PostgresStore:
@@ -225,10 +235,18 @@ class PostgresStore:
         self._conn.close()
 
     def ensure_schema(self):
-        """The tables, made if missing (a worker or a command on a new database), one
-        connection at a time (an advisory lock: two workers starting at once); commits."""
+        """The tables, made if any is missing (a worker or a command on a new database, or
+        one of a release with fewer tables), one connection at a time (an advisory lock: two
+        workers starting at once). Nothing is run when they are all there: CREATE ... IF NOT
+        EXISTS still locks an existing table, and would wait for (or deadlock with) the
+        transactions of workers already running."""
         try:
-            create_schema(self.conn)
+            missing = [name for name, found in self.conn.execute(
+                "SELECT name, to_regclass(name) IS NOT NULL FROM unnest(%s::text[]) AS name",
+                (list(_TABLES),)).fetchall() if not found]
+            self._conn.rollback()
+            if missing:
+                create_schema(self._conn)
         except psycopg.Error as exc:
             raise StoreError("cannot make the tables: %s" % _first_line(exc)) from None
 

@@ -227,10 +227,38 @@ def _load(args):
     return config.load(args.config)
 
 
-def _state(args):
-    from vigil_gateway.service import open_state
+def _postgresql(config):
+    """The PostgreSQL database's URL when [store] url names one, else None (SQLite)."""
+    from vigil_gateway import store_url
 
-    return open_state(_load(args))
+    url = store_url.parse(config.store.url)
+    return url.url if url.backend == store_url.POSTGRESQL else None
+
+
+def _state(args):
+    """(SQLite connection or None, registry, store) of the gateway the config names: on
+    PostgreSQL its database (the tables made if missing) and the key files in data_dir."""
+    config = _load(args)
+    url = _postgresql(config)
+    if url is None:
+        from vigil_gateway.service import open_state
+
+        return open_state(config)
+    from vigil_gateway.registry_pg import PostgresRegistry
+    from vigil_gateway.store_pg import PostgresStore
+
+    store = PostgresStore(url, config.supervision.default_interval_s, config.supervision.grace_s)
+    store.ensure_schema()
+    return None, PostgresRegistry(store, os.path.join(config.gateway.data_dir, "keys")), store
+
+
+def _sqlite_only(args, what, instead):
+    """ToolError for a command not served on PostgreSQL yet: one line naming it."""
+    config = _load(args)
+    if _postgresql(config) is not None:
+        raise ToolError("gateway %s: not supported on PostgreSQL yet ([store] url in %s); %s"
+                        % (what, args.config, instead))
+    return config
 
 
 def _read_secret_file(path, what):
@@ -275,9 +303,15 @@ def _write_record(args, device_id, key, password, interval=None, label="", proto
 
 
 def run_command(args):
+    config = _load(args)
+    url = _postgresql(config)
+    if url is not None:  # one worker of those sharing the database
+        from vigil_gateway import service_pg
+
+        return service_pg.run(config, url)
     from vigil_gateway import service
 
-    return service.main(_load(args))
+    return service.main(config)
 
 
 def add_command(args):
@@ -465,9 +499,11 @@ def _when(ts):
 def list_command(args):
     from vigil_gateway import registry
 
-    _, reg, store = _state(args)
+    conn, reg, store = _state(args)
+    contacts = ({c.device_id: c for c in store.contacts()} if conn is None else None)
     for device in reg.devices():
-        contact = store.contact(device.device_id)
+        contact = (contacts.get(device.device_id) if contacts is not None else
+                   store.contact(device.device_id))
         row = {"device": registry.device_hex(device.device_id), "state": device.state,
                "key_version": device.key_version, "protocol": device.protocol,
                "counter_floor": device.counter_floor,
@@ -488,11 +524,15 @@ def list_command(args):
 def incidents_command(args):
     from vigil_gateway import incidents, registry
 
-    _, _, store = _state(args)
+    conn, _, store = _state(args)
     device_id = registry.parse_device_id(args.device) if args.device else None
     states = [incidents.OPEN, incidents.NEEDS_HELP] if args.open else None
-    for incident in store.incidents(device_id, states):
-        audit = store.audit(incident.id)
+    if conn is None:  # PostgreSQL: what is committed, no transaction left open
+        listed, audit_of = store.committed_incidents(device_id, states), store.committed_audit
+    else:
+        listed, audit_of = store.incidents(device_id, states), store.audit
+    for incident in listed:
+        audit = audit_of(incident.id)
         if args.json:
             row = incident._asdict()
             row["device"] = registry.device_hex(row.pop("device_id"))
@@ -588,7 +628,8 @@ def check_config_command(args):
     config = _load(args)
     checked = config_files.check(config)
     keys = 0
-    if os.path.exists(os.path.join(config.gateway.data_dir, DB_NAME)):
+    if _postgresql(config) is not None or os.path.exists(
+            os.path.join(config.gateway.data_dir, DB_NAME)):
         from vigil_gateway import GatewayError, registry
 
         _, reg, _ = _state(args)
@@ -611,7 +652,9 @@ def backup_command(args):
 
     if bool(args.dest) == args.rotate:
         raise ToolError("give the backup's folder DEST, or --rotate (into [backup] dir)")
-    config = _load(args)
+    config = _sqlite_only(args, "backup", "back up the database with PostgreSQL's own tools "
+                          "(pg_dump, or base backups and WAL archiving) and data_dir's keys "
+                          "folder with it")
     dest, removed = args.dest, []
     if args.rotate:
         made, dest, removed = backup.rotate(config.gateway.data_dir, backup.rotation_dir(config),
@@ -631,7 +674,9 @@ def backup_command(args):
 def restore_command(args):
     from vigil_gateway import backup
 
-    data_dir = _load(args).gateway.data_dir
+    data_dir = _sqlite_only(args, "restore", "restore the database with PostgreSQL's own "
+                            "tools, then move every device's downlink_counter past the "
+                            "backup's (gateway/README.md)").gateway.data_dir
     made = backup.restore(args.src, data_dir)
     print("restored %d devices, %d incidents from the backup taken %s into %s; every device's "
           "downlink counter moved %d past the backup's" % (
@@ -678,9 +723,10 @@ def tls_setup_command(args):
 
 def _wearers(args):
     from vigil_gateway.wearers import Wearers
+    from vigil_gateway.wearers_pg import PostgresWearers
 
-    conn, _, _ = _state(args)
-    return Wearers(conn)
+    conn, _, store = _state(args)
+    return Wearers(conn) if conn is not None else PostgresWearers(store)
 
 
 def _wearer_row(w):
@@ -730,6 +776,8 @@ def wearer_list_command(args):
 def _beacons(args):
     from vigil_gateway.beacons import Beacons
 
+    _sqlite_only(args, "beacon " + args.beacon_command, "the workers resolve no beacon's "
+                 "place yet; incidents carry the wearable's own fix")
     conn, _, _ = _state(args)
     return Beacons(conn)
 
@@ -772,8 +820,10 @@ def beacon_remove_command(args):
 def outbox_command(args):
     from vigil_gateway.outbox import Outbox
 
-    conn, _, _ = _state(args)
-    for item in Outbox(conn).items(pending_only=args.pending):
+    conn, _, store = _state(args)
+    items = (Outbox(conn).items(pending_only=args.pending) if conn is not None else
+             store.committed_outbox(pending_only=args.pending))
+    for item in items:
         row = {"id": item.id, "destination": item.destination, "incident": item.incident_id,
                "key": item.key, "event": item.event, "attempts": item.attempts,
                "created_at": item.created_at, "delivered_at": item.delivered_at,

@@ -1,0 +1,186 @@
+# `vigil gateway` on PostgreSQL ([store] url = "postgresql://..."). As shipped, with
+# store_url.POSTGRESQL_READY False, every command refuses such a config in one line. With it
+# True (the `vigil` below sets it in its own process, as the release that flips it will run):
+# the operators' commands on the database (device add/import/list/revoke/rotate-key, wearer
+# set/show/list, incidents, outbox, check-config), the ones not served there yet refused in one
+# line naming them (beacon, backup, restore), and `vigil gateway run` starting a worker
+# (service_pg) that acks a wearable's alarm. A password in the URL is never printed.
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import vigil_protocol as p
+from pg_workers import key_for
+from test_pg_workers_mqtt import _ids, _Wearables
+from vigil_tools.postgres import free_port
+
+DEV, OTHER, IMPORTED = 0x00E1C001, 0x00E1C002, 0x00E1C003
+SECRET = "hunter2-in-the-url"
+_READY = ("import sys\nfrom vigil_gateway import store_url\nstore_url.POSTGRESQL_READY = True\n"
+          "from vigil_tools.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+_SHIPPED = "import sys\nfrom vigil_tools.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def _with_password(url):
+    # postgresql://user@host... -> postgresql://user:SECRET@host...: the session's server
+    # trusts loopback, so the password is taken and not needed
+    return url.replace("@", ":%s@" % SECRET, 1)
+
+
+def _config(tmp_path, url, mqtt_port=1, http_port=0, extra=""):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[gateway]\ndata_dir = "%s"\n[store]\nurl = "%s"\n[mqtt]\nhost = "127.0.0.1"'
+                    '\nport = %d\nclient_id = "cli-%d"\n[http]\nport = %d\n%s'
+                    % (tmp_path / "data", url, mqtt_port, next(_ids), http_port, extra))
+    return path
+
+
+def _vigil(script, *args, **kwargs):
+    done = subprocess.run([sys.executable, "-c", script, "gateway", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+    assert SECRET not in done.stdout + done.stderr
+    return done
+
+
+def ready(*args):
+    return _vigil(_READY, *args)
+
+
+def test_as_shipped_a_postgresql_config_is_refused_in_one_line(pg_store_url, tmp_path):
+    config = _config(tmp_path, _with_password(pg_store_url))
+    for command in (["run"], ["device", "list"], ["incidents"], ["wearer", "list"]):
+        done = _vigil(_SHIPPED, *command, "--config", config)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == 'vigil: store.url: PostgreSQL is not supported yet; use ' \
+                              '"sqlite:"\n'
+
+
+def _key_file(tmp_path, device_id):
+    path = tmp_path / ("%08x.key" % device_id)
+    path.write_text(key_for(device_id).hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def _ok(done):
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _refused(done, *words):
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    line = done.stderr
+    assert line.count("\n") == 1 and line.startswith("vigil: "), line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_the_operators_commands_on_the_database(pg_database, tmp_path):
+    config = _config(tmp_path, _with_password(pg_database))  # an empty database: tables made
+    c = ("--config", config)
+    assert "added device %08x" % DEV in _ok(ready("device", "add", "%08x" % DEV, "--key-file",
+                                                  _key_file(tmp_path, DEV), *c))
+    record = tmp_path / "other.json"
+    _ok(ready("device", "add", "%08x" % OTHER, "--record-out", record, "--label", "van 2",
+              "--interval", "120", *c))
+    again = _ok(ready("device", "add", "%08x" % OTHER, "--record-out", record, *c))
+    assert "already registered with this record" in again  # a rerun changes nothing
+    _refused(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, OTHER), *c),
+             "%08x" % DEV, "another key")
+    imported = tmp_path / "imported.json"
+    imported.write_text(json.dumps({"device_id": "%08x" % IMPORTED,
+                                    "key": key_for(IMPORTED).hex(), "protocol": 2}))
+    assert "imported device %08x" % IMPORTED in _ok(ready("device", "import", imported, *c))
+    assert "left as it is" in _ok(ready("device", "import", imported, *c))
+    _ok(ready("device", "revoke", "%08x" % IMPORTED, *c))
+    _ok(ready("device", "rotate-key", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
+    rows = [json.loads(line) for line in _ok(ready("device", "list", "--json", *c)).splitlines()]
+    assert [(r["device"], r["state"], r["key_version"], r["broker_password"], r["label"],
+             r["interval_s"]) for r in rows] == [
+        ("%08x" % DEV, "active", 2, False, "", None),
+        ("%08x" % OTHER, "active", 1, True, "van 2", 120),
+        ("%08x" % IMPORTED, "revoked", 1, False, "", None)]
+    assert sorted(os.listdir(tmp_path / "data" / "keys")) == sorted([  # v1 of DEV removed
+        "%08x.v2.key" % DEV, "%08x.v1.key" % OTHER, "%08x.v1.key" % IMPORTED])
+    _ok(ready("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "12",
+              "--contact", "B. Lead,+44 1234 567890,supervisor", *c))
+    shown = _ok(ready("wearer", "show", "%08x" % DEV, *c))
+    assert "A. Worker" in shown and "zone     12" in shown and "B. Lead" in shown
+    _refused(ready("wearer", "set", "%08x" % DEV, "--name", "X", "--zone", "1000", *c), "--zone")
+    listed = [json.loads(line) for line in _ok(ready("wearer", "list", "--json", *c)
+                                               ).splitlines()]
+    assert [(w["device"], w["zone"]) for w in listed] == [("%08x" % DEV, 12)]
+    assert _ok(ready("incidents", *c)) == "" and _ok(ready("outbox", *c)) == ""
+    assert "2 device key files readable" in _ok(ready("check-config", *c))  # the active ones
+    # what is not served on PostgreSQL yet: one line each, naming it, nothing done
+    _refused(ready("beacon", "list", *c), "beacon list", "not supported on PostgreSQL yet")
+    _refused(ready("backup", tmp_path / "bak", *c), "backup", "not supported on PostgreSQL yet",
+             "pg_dump")
+    assert not (tmp_path / "bak").exists()
+    _refused(ready("restore", tmp_path / "bak", *c), "restore", "not supported on PostgreSQL")
+
+
+def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_path, mosquitto):
+    http_port = free_port()
+    secret = tmp_path / "hook.secret"
+    secret.write_text("s" * 32 + "\n")
+    secret.chmod(0o600)
+    config = _config(tmp_path, _with_password(pg_store_url), mosquitto.port, http_port,
+                     # a webhook nobody answers: its events wait in the outbox
+                     '[forward.webhook]\nurl = "https://127.0.0.1:%d/hook"\nsecret_file = "%s"'
+                     '\ntimeout_s = 1\n' % (free_port(), secret))
+    c = ("--config", config)
+    _ok(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
+    _ok(ready("wearer", "set", "%08x" % DEV, "--name", "A. Worker", *c))
+    log = open(tmp_path / "run.log", "w+")
+    worker = subprocess.Popen([sys.executable, "-c", _READY, "gateway", "run", *c],
+                              stdout=log, stderr=subprocess.STDOUT)
+    wearables = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert worker.poll() is None and time.monotonic() < deadline, \
+                open(tmp_path / "run.log").read()[-2000:]
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % http_port,
+                                            timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        wearables = _Wearables(mosquitto.port)
+        wearables.publish(DEV, p.encode(p.Alarm(DEV, 1, p.SOS), p.DeviceKey(key_for(DEV)), 2))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not wearables.acks[DEV]:
+            time.sleep(0.05)
+        assert [ref for _, ref in wearables.acks[DEV]] == [1]  # persisted, then acked
+        rows = [json.loads(line) for line in _ok(ready("incidents", "--json", *c)).splitlines()]
+        assert [(r["device"], r["kind"], r["counter"], [a["event"] for a in r["audit"]])
+                for r in rows] == [("%08x" % DEV, "SOS", 1, ["raised"])]
+        pending = [json.loads(line) for line in _ok(ready("outbox", "--pending", "--json", *c)
+                                                    ).splitlines()]
+        assert [(r["destination"], r["incident"], r["event"]) for r in pending] == [
+            ("webhook", 1, "raised")]
+        assert wearables.bad == []
+    finally:
+        if wearables is not None:
+            wearables.stop()
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            pytest.fail("the worker did not stop on SIGTERM")
+    text = open(tmp_path / "run.log").read()
+    assert SECRET not in text
+    started = [json.loads(line) for line in text.splitlines()
+               if '"gateway_started"' in line]
+    assert started and started[0]["store"] == "postgresql" and "***" in started[0]["database"]
+    assert worker.returncode == 0
