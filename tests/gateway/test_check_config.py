@@ -4,6 +4,8 @@
 import os
 import subprocess
 
+import pytest
+
 from gateway_harness import VIGIL, GatewayProcess, key_for, write_secret
 from tls_ca import make_ca
 
@@ -130,3 +132,23 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(60) == 141
     assert stderr == ""
+
+
+@pytest.mark.parametrize("unbuffered", [True, False], ids=["unbuffered", "buffered"])
+def test_a_reader_gone_before_the_first_write_ends_a_command_quietly(tmp_path, unbuffered):
+    # A short listing sits in stdout's buffer until the command is done: with the reader
+    # already gone, the one write is that last flush (as `| head` on a fleet of ~100 devices
+    # that head has stopped reading). Both ways it ends as SIGPIPE would, with nothing said.
+    gw = GatewayProcess(tmp_path / "gw", 1883)
+    for device in (A, A + 1, A + 2):
+        gw.add_device(device, key_for(device))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    os.close(read)  # nobody will read
+    proc = subprocess.Popen(VIGIL + ["gateway", "device", "list", "--config", str(gw.config)],
+                            stdout=write, stderr=subprocess.PIPE, env=env)
+    os.close(write)
+    stderr = proc.stderr.read().decode()
+    assert (proc.wait(60), stderr) == (141, "")

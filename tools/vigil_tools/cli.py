@@ -33,7 +33,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone by then is a closed pipe too
+        return status
     except ToolError as exc:
         print("vigil: %s" % exc, file=sys.stderr)
         return 2
