@@ -19,8 +19,10 @@
 #   with TLS material (tls_setup.py) every listener is a TLS listener (default: port 8883 on
 #   every address, no plain port at all);
 #   files that would lock the gateway out are refused (a TLS mismatch on the gateway's port, a
-#   gateway CA that did not sign the broker's certificate); a gateway port no listener has is
-#   a warning (it may reach the broker through another address);
+#   gateway CA that did not sign the broker's certificate, a certificate that does not name
+#   mqtt.host, which the gateway checks); a gateway port no listener has, or listeners on it
+#   bound to addresses other than mqtt.host's, are a warning (it may reach the broker another
+#   way: a NAT, a name this machine resolves differently);
 #   Mosquitto rereads the password and ACL files on SIGHUP and then disconnects a client whose
 #   password line is gone: a revoked device is off at once; the same SIGHUP rereads each
 #   listener's certfile and keyfile (Mosquitto 2.0 on: a renewed certificate needs no restart),
@@ -28,10 +30,12 @@
 import base64
 import grp
 import hashlib
+import ipaddress
 import math
 import os
 import secrets
 import signal
+import socket
 
 import vigil_protocol as p
 
@@ -254,6 +258,12 @@ def lockout(listeners, tls, gateway):
                         "gateway is locked out (give --listen HOST:%d, or set mqtt.port)" % (
                             where, ", ".join(str(p_) for p_ in ports), gateway.port))
         return errors, warnings
+    bound = [host for host, port in listeners if port == gateway.port]
+    if not any(_everywhere(host) or _same_address(host, gateway.host) for host in bound):
+        warnings.append("mqtt.host: the gateway connects to %s, and these files listen on "
+                        "port %d at %s only: unless %s is that address, the gateway is "
+                        "locked out (give --listen %s, or set mqtt.host)" % (
+                            where, gateway.port, ", ".join(bound), gateway.host, where))
     if tls and not gateway.tls.enabled:
         errors.append("mqtt.tls.enabled: the broker's listener on port %d takes TLS only and "
                       "the gateway connects without it: set [mqtt.tls] enabled = true and "
@@ -263,13 +273,51 @@ def lockout(listeners, tls, gateway):
                       "listener on port %d is plain MQTT: give --tls DIR (`vigil gateway "
                       "tls-setup`), or set enabled = false" % gateway.port)
     elif tls:
-        from .tls_setup import signed_by
+        from .tls_setup import certificate_names, signed_by
 
         if not signed_by(tls["certfile"], gateway.tls.ca_file):
             errors.append("mqtt.tls.ca_file: %s did not sign the broker's certificate %s: the "
                           "gateway would refuse the broker (use %s)" % (
                               gateway.tls.ca_file, tls["certfile"], tls["cafile"]))
+        else:
+            names = certificate_names(tls["certfile"])
+            if not any(_names_host(name, gateway.host) for name in names):
+                errors.append("mqtt.host: the gateway connects to %s and checks that the "
+                              "broker's certificate names it; %s names %s only: the gateway "
+                              "would refuse the broker (`vigil gateway tls-setup --name %s`, "
+                              "or set mqtt.host to one of them)" % (
+                                  gateway.host, tls["certfile"], ", ".join(names),
+                                  gateway.host))
     return errors, warnings
+
+
+def _everywhere(host):
+    return host in ("", "0.0.0.0", "::", "*")
+
+
+def _addresses(host):
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return {host}
+
+
+def _same_address(listener_host, gateway_host):
+    return listener_host == gateway_host or bool(
+        _addresses(listener_host) & _addresses(gateway_host))
+
+
+def _names_host(name, host):
+    """Whether a certificate's name (DNS name or IP address) covers `host`, as a TLS client
+    checks it (one leading wildcard label at most)."""
+    try:
+        return ipaddress.ip_address(name) == ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    name, host = name.lower().rstrip("."), host.lower().rstrip(".")
+    if name.startswith("*."):
+        return host.count(".") == name.count(".") and host.split(".", 1)[1] == name[2:]
+    return name == host
 
 
 def reload(pid_file=DEBIAN_PID_FILE):

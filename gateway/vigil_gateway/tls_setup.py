@@ -186,6 +186,19 @@ def setup(out_dir, names, site="Site"):
     return dict(paths, ca_made=made, names=list(names), not_after=cert.not_valid_after_utc)
 
 
+def certificate_names(cert_path):
+    """The DNS names and IP addresses a certificate (PEM) is for, as text; [] when it names
+    none (or cannot be read: signed_by() says so first)."""
+    try:
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return []
+    return san.get_values_for_type(x509.DNSName) + [
+        str(a) for a in san.get_values_for_type(x509.IPAddress)]
+
+
 def signed_by(cert_path, ca_path):
     """Whether the certificate in cert_path was issued by the CA in ca_path (both PEM)."""
     try:

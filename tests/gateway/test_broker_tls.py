@@ -31,9 +31,11 @@ def shared_dir():
     shutil.rmtree(path)
 
 
-def _gateway(gateway_factory, tmp_path, port, **tls):
+def _gateway(gateway_factory, tmp_path, port, host=None, **tls):
     write_secret(tmp_path / "gw.pw", "gateway-secret\n")
     sections = {"mqtt": {"username": GATEWAY_USER, "password_file": str(tmp_path / "gw.pw")}}
+    if host:
+        sections["mqtt"]["host"] = host
     if tls:
         sections["mqtt.tls"] = dict(enabled=True, **tls)
     gw = gateway_factory(port, **sections)
@@ -159,6 +161,11 @@ def test_files_that_would_lock_the_gateway_out_are_refused(gateway_factory, tmp_
         (_gateway(gateway_factory, tmp_path, 8883, ca_file=str(tmp_path / "other" / "ca.pem")),
          tls, "vigil: mqtt.tls.ca_file: %s did not sign the broker's certificate"
          % (tmp_path / "other" / "ca.pem")),
+        # a certificate that does not name the host the gateway connects to (it checks)
+        (_gateway(gateway_factory, tmp_path, 8883, ca_file=str(tmp_path / "tls" / "ca.pem"),
+                  host="127.0.0.2"), ["--tls", str(tmp_path / "tls")],
+         "vigil: mqtt.host: the gateway connects to 127.0.0.2 and checks that the broker's "
+         "certificate names it; %s names " % (tmp_path / "tls" / "broker.pem")),
     ]
     for gw, args, message in cases:
         result = gw.cli("broker-config", "--out", str(gw.dir / "broker"), *args, check=False)
@@ -172,6 +179,16 @@ def test_files_that_would_lock_the_gateway_out_are_refused(gateway_factory, tmp_
     assert "vigil: WARNING: mqtt.port: the gateway connects to 127.0.0.1:1884, and these " \
            "files listen on 1883 only" in result.stderr
     assert (gw.dir / "broker" / "vigil.conf").exists()
+    # A listener on the gateway's port, but bound to another address: the same warning's kin.
+    gw = _gateway(gateway_factory, tmp_path, 1883)
+    result = gw.cli("broker-config", "--out", str(gw.dir / "broker"), "--listen",
+                    "127.0.0.2:1883")
+    assert "vigil: WARNING: mqtt.host: the gateway connects to 127.0.0.1:1883, and these " \
+           "files listen on port 1883 at 127.0.0.2 only" in result.stderr
+    for listen in ("127.0.0.1:1883", "0.0.0.0:1883", "localhost:1883"):  # reachable: quiet
+        gw = _gateway(gateway_factory, tmp_path, 1883)
+        result = gw.cli("broker-config", "--out", str(gw.dir / "broker"), "--listen", listen)
+        assert "WARNING" not in result.stderr, (listen, result.stderr)
 
 
 def _served_serial(port, cafile):
