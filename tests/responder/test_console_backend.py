@@ -166,3 +166,25 @@ def test_served_over_tls_when_configured_and_never_in_clear_off_loopback(tmp_pat
     assert result.stderr.strip() == ("vigil responder: console.cert_file: the console on "
                                      "0.0.0.0 is reachable from the network: give it TLS "
                                      "(cert_file and key_file)")
+
+
+def test_a_location_update_moves_the_wearer_on_the_page_and_raises_no_alarm(console):
+    at = time.time()
+    raised = event(incident_id=11, kind="SOS", at=at, counter=4)
+    assert console.post_webhook(raised) == 200
+    update = event(incident_id=11, kind="SOS", event_name="location_updated", at=at + 30,
+                   counter=4)
+    update["idempotency_key"] = "00c0ffee-4-location_updated-1"  # as the gateway numbers them
+    update["location"] = {
+        "source": "ble", "place": "Pump room", "floor": "1", "room": "B12", "lat": None,
+        "lon": None, "accuracy_m": None, "at": webhook._iso(at + 28), "age_s": 2,
+        "stale": False, "fix": None}
+    assert console.post_webhook(update) == 200
+    browser = Browser(console.url)
+    browser.login()
+    page = browser.request("/incidents/11")[1]
+    assert "Pump room, floor 1, room B12, by beacon" in page
+    assert "51.50070" not in page.split('id="location">')[1].split("</dd>")[0]
+    queue = browser.request("/")[1]
+    assert queue.count('data-incident="11"') == 1  # the same incident, not a new alarm
+    assert console.webhooks("stored") == 2
