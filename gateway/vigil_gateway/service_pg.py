@@ -27,7 +27,12 @@
 #   DC-09 (forward_dc09.py) sent by one worker per receiving centre at a time, the one holding
 #   its lock (dc09_pg.py): its rows claimed and its NULL link tests sent only by that worker,
 #   the wearer's zone and account read from the database for each message;
-#   BLE is edge-local (a gateway on SQLite): refused here, [ble] enabled names it.
+#   BLE is edge-local (a gateway on SQLite): refused here, [ble] enabled names it;
+#   the beacon table (beacons_pg.py) read in ingest's batch: a beacon an operator placed is
+#   named by the next alarm any worker takes;
+#   /metrics: this worker's own counters, and the shared state's gauges (devices by state,
+#   lost contact, pending events, incidents by state) read from the database at each scrape,
+#   the same in every worker.
 import argparse
 import asyncio
 import json
@@ -43,6 +48,7 @@ import psycopg
 from . import config_files, logs, store_url
 from .actions import ActionsApi, Reply, read_tokens
 from .api_requests_pg import PostgresApiRequests
+from .beacons_pg import PostgresBeacons
 from .config import load_dict, read_secret
 from .dc09_pg import PostgresDc09State
 from .device_state_pg import PostgresDeviceState
@@ -53,11 +59,12 @@ from .forward_dc09 import NAME as DC09, Dc09Transport
 from .forward_webhook import NAME as WEBHOOK
 from .forwarding import Forwarding
 from .http_server import serve_all
-from .incidents import Incidents
+from .incidents import STATES, Incidents
 from .metrics import Metrics
 from .mqtt_link import MqttLink
 from .outbox_pg import ForwardingOutbox
 from .pipeline import REASONS, WINDOW_SIZE, Pipeline
+from .registry import ACTIVE, REVOKED
 from .registry_pg import PostgresRegistry
 from .retention import Retention
 from .service import make_transports
@@ -96,7 +103,8 @@ class PostgresGateway:
                                  self.store.events, accept_v1=config.protocol.accept_v1,
                                  late_after_s=config.incidents.late_after_s,
                                  reack_interval_s=config.protocol.reack_interval_s,
-                                 state=PostgresDeviceState(self.store))
+                                 state=PostgresDeviceState(self.store),
+                                 places=PostgresBeacons(self.store))
         self.downlinks = PostgresDownlinks(self.store, self.registry, self.pipeline)
         self.supervision_store = store()
         self.supervision_incidents = Incidents(self.supervision_store,
@@ -145,6 +153,7 @@ class PostgresGateway:
                                   read_tokens(config.actions.tokens_file), clock,
                                   config.actions.tolerance_s, self._actions_done,
                                   requests=PostgresApiRequests(self.api_store))
+        self.pages_store = store()  # /metrics' reads of the shared state
         self.store_ok = True
         self.http = None
         self.api_http = None
@@ -186,6 +195,7 @@ class PostgresGateway:
             store.close()
         if self.api is not None:
             self.api_store.close()
+        self.pages_store.close()
         logs.event(log, logging.INFO, "gateway_stopped")
 
     def stop(self):
@@ -331,6 +341,19 @@ class PostgresGateway:
     def _metrics_page(self):
         self.metrics.queue_depth.set(self.inbound.qsize(), "inbound")
         m = self.metrics
+        m.queue_depth.set(getattr(self.link, "unconfirmed", 0), "downlink_unconfirmed")
+        try:  # the shared state's gauges, the same in every worker (service.py's)
+            gauges = self.pages_store.gauges()
+        except StoreError as exc:  # (store_errors and /healthz say so from ingest)
+            logs.event(log, logging.WARNING, "metrics_store_failed", error=str(exc))
+        else:
+            for state in (ACTIVE, REVOKED, "lost_contact"):
+                m.devices.set(gauges["devices"].get(state, 0), state)
+            for transport in self.transports:
+                m.forward_pending.set(gauges["pending"].get(transport.name, 0),
+                                      transport.name)
+            for state in STATES:
+                m.incidents.set(gauges["incidents"].get(state, 0), state)
         for transport in self.transports:  # this worker's own DC-09 tallies (service.py's)
             if not isinstance(transport, Dc09Transport):
                 continue

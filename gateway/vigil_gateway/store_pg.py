@@ -1,8 +1,7 @@
 # The PostgreSQL store: the state of every device shared by many gateway workers
 # (gateway/README.md, "Scale-out on PostgreSQL"): ingest (the pipeline on device_state_pg.py),
 # incidents, downlink counters, supervision, outbox claims, the actions API's requests, wearer
-# profiles and the registry and CLI's reads are here; the beacon table is not yet, so
-# `[store] url = "postgresql://..."` stays refused (store_url.POSTGRESQL_READY).
+# profiles, the beacon table (beacons_pg.py) and the registry and CLI's reads are here.
 #
 # The storage interface, at the level of the gateway's operations. Each operation is one
 # transaction; acks, PUBACKs and webhooks leave only after it commits (persist before ack).
@@ -27,6 +26,7 @@
 #   actions API        the requests a responder backend made and their answers, an action's
 #                      incident read under its device's lock (api_requests_pg.py)
 #   wearer profiles    read where they are used, as last committed (wearers_pg.py)
+#   beacon table       the places a frame's beacons name, read in the batch (beacons_pg.py)
 # SQLite (store.py, registry.py, downlinks.py, outbox.py) is the other backend, unchanged: one
 # process owns its database, so there the pipeline's device state (device_state.py) keeps
 # windows, contacts and downlink counters in memory and writes them once per batch. Here
@@ -61,7 +61,7 @@ from collections import namedtuple
 
 import psycopg
 
-from . import api_requests_pg, dc09_pg, downlinks_pg, outbox_pg, wearers_pg
+from . import api_requests_pg, beacons_pg, dc09_pg, downlinks_pg, outbox_pg, wearers_pg
 from .errors import StoreError
 from .lateness import Lateness
 from .outbox import Item
@@ -188,12 +188,13 @@ def create_schema(conn):
         conn.execute(downlinks_pg.SCHEMA)
         conn.execute(api_requests_pg.SCHEMA)
         conn.execute(wearers_pg.SCHEMA)
+        conn.execute(beacons_pg.SCHEMA)
         if conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
 
 
 _TABLES = _table_names(SCHEMA, outbox_pg.SCHEMA, dc09_pg.SCHEMA, downlinks_pg.SCHEMA,
-                      api_requests_pg.SCHEMA, wearers_pg.SCHEMA)
+                      api_requests_pg.SCHEMA, wearers_pg.SCHEMA, beacons_pg.SCHEMA)
 
 
 class PostgresStore:
@@ -529,6 +530,25 @@ class PostgresStore:
             % (" WHERE delivered_at IS NULL" if pending_only else "")).fetchall()
         self._conn.rollback()
         return [Item(*(row[:6] + (json.loads(row[6]),) + row[7:])) for row in rows]
+
+    def gauges(self):
+        """What /metrics shows of the shared state, as last committed: {"devices": {state:
+        n, "lost_contact": n}, "pending": {destination: n}, "incidents": {state: n}}."""
+        try:
+            devices = dict(self.conn.execute("SELECT state, count(*) FROM devices GROUP BY "
+                                             "state").fetchall())
+            devices["lost_contact"] = self._conn.execute(
+                "SELECT count(*) FROM devices WHERE lost_incident IS NOT NULL").fetchone()[0]
+            pending = dict(self._conn.execute(
+                "SELECT destination, count(*) FROM outbox WHERE delivered_at IS NULL GROUP BY "
+                "destination").fetchall())
+            incidents = dict(self._conn.execute("SELECT state, count(*) FROM incidents GROUP "
+                                                "BY state").fetchall())
+            self._conn.rollback()
+        except psycopg.Error as exc:
+            self.rollback()
+            raise StoreError("cannot read the gauges: %s" % _first_line(exc)) from None
+        return {"devices": devices, "pending": pending, "incidents": incidents}
 
     def committed_audit(self, incident_id):
         """audit() outside a transaction (the CLI's), as last committed."""

@@ -2,9 +2,11 @@
 # store_url.POSTGRESQL_READY False, every command refuses such a config in one line. With it
 # True (the `vigil` below sets it in its own process, as the release that flips it will run):
 # the operators' commands on the database (device add/import/list/revoke/rotate-key, wearer
-# set/show/list, incidents, outbox, check-config), the ones not served there yet refused in one
-# line naming them (beacon, backup, restore), and `vigil gateway run` starting a worker
-# (service_pg) that acks a wearable's alarm. A password in the URL is never printed.
+# set/show/list, beacon add/list/remove, incidents, outbox, check-config), the ones not served
+# there refused in one line naming them (backup, restore: PostgreSQL's own tools), and
+# `vigil gateway run` starting a worker (service_pg) that acks a wearable's alarm, names the
+# place of the beacon it heard, and shows the shared state on /metrics (a wearable gone silent
+# as lost contact). A password in the URL is never printed.
 import json
 import os
 import signal
@@ -21,6 +23,8 @@ from test_pg_workers_mqtt import _ids, _Wearables
 from vigil_tools.postgres import free_port
 
 DEV, OTHER, IMPORTED = 0x00E1C001, 0x00E1C002, 0x00E1C003
+HALL = "E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:2"
+AP = "A4-B1-C2-D3-E4-F5"
 SECRET = "hunter2-in-the-url"
 _READY = ("import sys\nfrom vigil_gateway import store_url\nstore_url.POSTGRESQL_READY = True\n"
           "from vigil_tools.cli import main\nsys.exit(main(sys.argv[1:]))\n")
@@ -59,6 +63,27 @@ def test_as_shipped_a_postgresql_config_is_refused_in_one_line(pg_store_url, tmp
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == 'vigil: store.url: PostgreSQL is not supported yet; use ' \
                               '"sqlite:"\n'
+
+
+def _short_id(kind, identifier):
+    from vigil_gateway.beacons import parse_identifier
+
+    _, protocol_kind, raw = parse_identifier(kind, identifier)
+    return p.short_id(protocol_kind, raw)
+
+
+def _rows(url, sql):
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _metrics(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as reply:
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in reply.read().decode().splitlines()
+                if line and not line.startswith("#")}
 
 
 def _key_file(tmp_path, device_id):
@@ -119,8 +144,17 @@ def test_the_operators_commands_on_the_database(pg_database, tmp_path):
     assert [(w["device"], w["zone"]) for w in listed] == [("%08x" % DEV, 12)]
     assert _ok(ready("incidents", *c)) == "" and _ok(ready("outbox", *c)) == ""
     assert "2 device key files readable" in _ok(ready("check-config", *c))  # the active ones
-    # what is not served on PostgreSQL yet: one line each, naming it, nothing done
-    _refused(ready("beacon", "list", *c), "beacon list", "not supported on PostgreSQL yet")
+    assert "placed at Main hall, floor G, Reception" in _ok(ready(
+        "beacon", "add", "ble", HALL, "--place", "Main hall", "--floor", "G", "--room",
+        "Reception", *c))
+    _ok(ready("beacon", "add", "wifi", AP, "--place", "Plant room", *c))
+    _refused(ready("beacon", "add", "wifi", AP, "--place", "Elsewhere", *c), "already placed")
+    _ok(ready("beacon", "remove", "wifi", AP, *c))
+    placed = [json.loads(line) for line in _ok(ready("beacon", "list", "--json", *c)
+                                               ).splitlines()]
+    assert [(b["kind"], b["place"], b["room"]) for b in placed] == [
+        ("ble", "Main hall", "Reception")]
+    # what is not served on PostgreSQL: one line each, naming it, nothing done
     _refused(ready("backup", tmp_path / "bak", *c), "backup", "not supported on PostgreSQL yet",
              "pg_dump")
     assert not (tmp_path / "bak").exists()
@@ -135,10 +169,12 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
     config = _config(tmp_path, _with_password(pg_store_url), mosquitto.port, http_port,
                      # a webhook nobody answers: its events wait in the outbox
                      '[forward.webhook]\nurl = "https://127.0.0.1:%d/hook"\nsecret_file = "%s"'
-                     '\ntimeout_s = 1\n' % (free_port(), secret))
+                     '\ntimeout_s = 1\n[supervision]\ndefault_interval_s = 3\ngrace_s = 1\n'
+                     'check_every_s = 0.2\n' % (free_port(), secret))
     c = ("--config", config)
     _ok(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
     _ok(ready("wearer", "set", "%08x" % DEV, "--name", "A. Worker", *c))
+    _ok(ready("beacon", "add", "ble", HALL, "--place", "Main hall", "--room", "Reception", *c))
     log = open(tmp_path / "run.log", "w+")
     worker = subprocess.Popen([sys.executable, "-c", _READY, "gateway", "run", *c],
                               stdout=log, stderr=subprocess.STDOUT)
@@ -156,18 +192,33 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
             except OSError:
                 time.sleep(0.05)
         wearables = _Wearables(mosquitto.port)
-        wearables.publish(DEV, p.encode(p.Alarm(DEV, 1, p.SOS), p.DeviceKey(key_for(DEV)), 2))
+        heard = (3, ((_short_id("ble", HALL), -61),))  # the hall's beacon, 3 s ago
+        wearables.publish(DEV, p.encode(p.Alarm(DEV, 1, p.SOS, beacons=heard),
+                                        p.DeviceKey(key_for(DEV)), 2, size=48))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not wearables.acks[DEV]:
             time.sleep(0.05)
         assert [ref for _, ref in wearables.acks[DEV]] == [1]  # persisted, then acked
         rows = [json.loads(line) for line in _ok(ready("incidents", "--json", *c)).splitlines()]
         assert [(r["device"], r["kind"], r["counter"], [a["event"] for a in r["audit"]])
-                for r in rows] == [("%08x" % DEV, "SOS", 1, ["raised"])]
+                for r in rows][:1] == [("%08x" % DEV, "SOS", 1, ["raised"])]
         pending = [json.loads(line) for line in _ok(ready("outbox", "--pending", "--json", *c)
                                                     ).splitlines()]
-        assert [(r["destination"], r["incident"], r["event"]) for r in pending] == [
+        assert [(r["destination"], r["incident"], r["event"]) for r in pending][:1] == [
             ("webhook", 1, "raised")]
+        [(snapshot,)] = _rows(pg_store_url, "SELECT snapshot FROM outbox WHERE incident_id = 1")
+        location = json.loads(snapshot)["location"]
+        assert (location["source"], location["place"], location["room"]) == (
+            "ble", "Main hall", "Reception")
+        metrics = _metrics(http_port)
+        assert metrics['vigil_gateway_devices{state="active"}'] == 1
+        assert metrics['vigil_gateway_forward_pending{destination="webhook"}'] >= 1
+        assert metrics['vigil_gateway_incidents{state="open"}'] >= 1
+        deadline = time.monotonic() + 20  # silent from now on: lost contact, in the gauge
+        while time.monotonic() < deadline and _metrics(http_port).get(
+                'vigil_gateway_devices{state="lost_contact"}') != 1:
+            time.sleep(0.2)
+        assert _metrics(http_port)['vigil_gateway_devices{state="lost_contact"}'] == 1
         assert wearables.bad == []
     finally:
         if wearables is not None:

@@ -775,11 +775,10 @@ def wearer_list_command(args):
 
 def _beacons(args):
     from vigil_gateway.beacons import Beacons
+    from vigil_gateway.beacons_pg import PostgresBeacons
 
-    _sqlite_only(args, "beacon " + args.beacon_command, "the workers resolve no beacon's "
-                 "place yet; incidents carry the wearable's own fix")
-    conn, _, _ = _state(args)
-    return Beacons(conn)
+    conn, _, store = _state(args)
+    return Beacons(conn) if conn is not None else PostgresBeacons(store)
 
 
 def _beacon_row(b):
