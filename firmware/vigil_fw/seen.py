@@ -15,7 +15,7 @@
 import struct
 
 from vigil_protocol.frames import TAG_LEN
-from vigil_protocol.window import ReplayWindow
+from vigil_protocol.window import DOWNLINK_WINDOW, ReplayWindow
 
 from .flash import read_sealed, write_atomic
 
@@ -24,7 +24,7 @@ _PAIR = TAG_LEN + 4
 
 
 class SeenDownlinks:
-    SIZE = 32
+    SIZE = DOWNLINK_WINDOW  # the protocol's: the gateway re-signs what would fall below it
 
     def __init__(self, flash):
         self.flash = flash

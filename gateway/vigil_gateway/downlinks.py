@@ -17,14 +17,41 @@
 #     go out on MQTT and BLE - when the device is next heard from at least REOFFER_S[0] after
 #     it was last offered, the wait doubling to REOFFER_S[1]: a power cut of the broker and
 #     the gateway together (the broker's memory lost) loses nothing.
+#   the wearable takes a downlink only if its counter is new and above its window (the
+#     DOWNLINK_WINDOW counters below the highest it has taken, SPEC section 7), so a stored
+#     downlink offered again with its first counter would be refused for good once the device
+#     has been sent that many newer ones (a wearable back with a full outbox gets an ack for
+#     every alarm; a restored gateway's counters jump by backup.DOWNLINK_MARGIN). One offered
+#     again when its counter is RESIGN_BELOW or more below the device's latest counter is
+#     signed afresh instead: a new counter taken as every counter is (from the device's
+#     downlink counter, in the same transaction, never reused), the same ack or action. Half
+#     the window is kept in reserve for the downlinks that may reach the wearable before it;
+#     should more than that go ahead of it, the next offer signs it afresh again;
+#   the counters a downlink had before (downlink_old_counters) still name it: a receipt for
+#     one of them (sent before the new signature reached the wearable) confirms it too;
+#   taking the same ack or action twice is a no-op on the wearable: an event its alarm's
+#     state is already at or past changes nothing and shows nothing (firmware alarms.py,
+#     TRANSITIONS: RECEIVED, DELIVERED, ACKNOWLEDGED, PROMPT_DOUBLE_TAP and HELP_DISPATCHED
+#     each leave their own state unchanged, and a closed alarm is forgotten), with one
+#     exception: a PROMPT_DOUBLE_TAP taken in HELP_DISPATCHED prompts again. So a downlink of
+#     an alarm a later-made downlink of which the wearable has confirmed is not signed
+#     afresh: the wearable is past it (and a prompt would take it back); such a one keeps its
+#     bytes, and is refused as stale or taken as a repeat, as before;
+import logging
 from collections import namedtuple
 
 import vigil_protocol as p
+
+from . import logs
+from .registry import device_hex
 
 ACK = "ack"
 ACTION = "action"
 BLE_FOR_S = 24 * 3600
 REOFFER_S = (10.0, 3600.0)
+RESIGN_BELOW = p.DOWNLINK_WINDOW // 2
+
+log = logging.getLogger("vigil_gateway.downlinks")
 
 Downlink = namedtuple("Downlink", "id device_id counter ref kind code frame created_at "
                                   "mqtt_sent_at ble_sent_at confirmed_at offers")
@@ -81,33 +108,69 @@ class Downlinks:
         self.conn.execute("UPDATE downlinks SET %s = ? WHERE id = ?" % column, (at, downlink_id))
 
     def confirm(self, device_id, counter, at):
-        """A receipt names this downlink: the wearable has it. Returns the Downlink if that
-        was news, else None."""
+        """A receipt names this downlink (by its counter, or one it had before it was signed
+        again): the wearable has it. Returns the Downlink if that was news, else None."""
         row = self.conn.execute("SELECT %s FROM downlinks WHERE device_id = ? AND counter = ? "
                                 "AND confirmed_at IS NULL" % _COLUMNS,
                                 (device_id, counter)).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                "SELECT %s FROM downlinks WHERE confirmed_at IS NULL AND id = (SELECT "
+                "downlink_id FROM downlink_old_counters WHERE device_id = ? AND counter = ?)"
+                % _COLUMNS, (device_id, counter)).fetchone()
         if row is None:
             return None
         self.conn.execute("UPDATE downlinks SET confirmed_at = ? WHERE id = ?", (at, row[0]))
         return Downlink(*row)._replace(confirmed_at=at)
 
     def reoffer(self, device_id, now):
-        """The device was heard from: its downlinks sent but not confirmed whose wait is over
-        are to be sent again (their sent marks cleared). Returns how many."""
-        return self.conn.execute(
-            "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = ?, "
-            "offers = offers + 1 WHERE device_id = ? AND confirmed_at IS NULL AND "
+        """Inside the pipeline's batch: the device was heard from. Its downlinks sent but not
+        confirmed whose wait is over are to be sent again (their sent marks cleared), each
+        signed afresh first if its counter may have fallen below the wearable's window (with
+        the batch's next counters). Returns how many."""
+        due = [Downlink(*r) for r in self.conn.execute(
+            "SELECT %s FROM downlinks WHERE device_id = ? AND confirmed_at IS NULL AND "
             "(mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL) AND "
             "? - coalesce(offered_at, min(coalesce(mqtt_sent_at, ble_sent_at), "
-            "coalesce(ble_sent_at, mqtt_sent_at))) >= min(? * (1 << min(offers, 20)), ?)",
-            (now, device_id, now, REOFFER_S[0], REOFFER_S[1])).rowcount
+            "coalesce(ble_sent_at, mqtt_sent_at))) >= min(? * (1 << min(offers, 20)), ?) "
+            "ORDER BY id" % _COLUMNS, (device_id, now, REOFFER_S[0], REOFFER_S[1]))]
+        if not due:
+            return 0
+        state = self.pipeline.state
+        stale = self._stale(device_id, due, state.last_downlink_counter(device_id))
+        if stale:
+            device = state.device(device_id)
+            key = self.registry.key(device)
+            for d in stale:
+                sign_again(self.conn, d, state.next_downlink_counter(device_id), key,
+                           device.protocol, "offered again")
+        self.conn.executemany(
+            "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = ?, "
+            "offers = offers + 1 WHERE id = ?", [(now, d.id) for d in due])
+        return len(due)
+
+    def _stale(self, device_id, due, latest):
+        """Those of `due` (id order) to sign afresh: RESIGN_BELOW or more below `latest` and
+        the first ones signed again before the later ones are looked at (each takes a
+        counter), unless superseded."""
+        stale = []
+        for d in due:
+            if latest + len(stale) - d.counter >= RESIGN_BELOW and \
+                    not superseded(self.conn, d):
+                stale.append(d)
+        return stale
 
     def prune(self, cutoff):
         """Delete downlinks made before `cutoff` that went out (confirmed, or sent on a path):
-        only one still waiting for its wearable stays."""
-        return self.conn.execute(
+        only one still waiting for its wearable stays; the counters they had before go with
+        them."""
+        count = self.conn.execute(
             "DELETE FROM downlinks WHERE created_at < ? AND (confirmed_at IS NOT NULL OR "
             "mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL)", (cutoff,)).rowcount
+        if count:
+            self.conn.execute("DELETE FROM downlink_old_counters WHERE downlink_id NOT IN "
+                              "(SELECT id FROM downlinks)")
+        return count
 
     def all(self, device_id=None):
         sql, args = "SELECT %s FROM downlinks" % _COLUMNS, []
@@ -115,3 +178,28 @@ class Downlinks:
             sql += " WHERE device_id = ?"
             args.append(device_id)
         return [Downlink(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+
+def superseded(conn, d):
+    """Whether the wearable has confirmed a downlink of the same alarm made after `d`: its
+    alarm is then at or past what `d` would do (see the rules)."""
+    return conn.execute("SELECT 1 FROM downlinks WHERE device_id = ? AND ref = ? AND id > ? "
+                        "AND confirmed_at IS NOT NULL LIMIT 1",
+                        (d.device_id, d.ref, d.id)).fetchone() is not None
+
+
+def sign_again(conn, d, counter, key, protocol, why):
+    """Inside the caller's transaction: `d` signed afresh with `counter` (a fresh one the
+    caller took from the device's downlink counter), its old counter kept as one that names
+    it. Returns the Downlink as it is now."""
+    cls = p.Ack if d.kind == ACK else p.Action
+    frame = p.encode(cls(d.device_id, counter, d.ref, d.code), key, protocol)
+    conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
+                 "VALUES (?, ?, ?)", (d.device_id, d.counter, d.id))
+    conn.execute("UPDATE downlinks SET counter = ?, frame = ? WHERE id = ?",
+                 (counter, frame, d.id))
+    logs.event(log, logging.INFO, "downlink_signed_again", device=device_hex(d.device_id),
+               what="DELIVERED" if d.kind == ACK else p.ACTIONS.get(d.code, str(d.code)),
+               ref=d.ref, old_counter=d.counter, counter=counter, why=why)
+    return d._replace(counter=counter, frame=frame)
+

@@ -252,12 +252,32 @@ def _step_3(conn):
         conn.execute(statement)
 
 
+# Step 4: the counters a stored downlink was signed with before it was signed again
+# (downlinks.py: one offered again from below the wearable's window), so a receipt naming one
+# of them, still on its way, confirms it too. Each counter was a downlink of that device once,
+# and only one.
+_SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS downlink_old_counters (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    downlink_id INTEGER NOT NULL,
+    PRIMARY KEY (device_id, counter)
+) WITHOUT ROWID;
+"""
+
+
+def _step_4(conn):
+    for statement in _statements(_SCHEMA_4):
+        conn.execute(statement)
+
+
 # (what the step does, function(conn)); step N is STEPS[N - 1]. Append only (see the rules).
 STEPS = (
     ("the schema of the first versioned release; older databases get the columns they lack",
      _step_1),
     ("the beacon table (named places of BLE beacons and Wi-Fi access points)", _step_2),
     ("an incident's location as a record: a named place, its source and age, the fix", _step_3),
+    ("the counters a stored downlink had before it was signed again", _step_4),
 )
 VERSION = len(STEPS)
 

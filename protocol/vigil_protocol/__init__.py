@@ -68,7 +68,7 @@ if _compat.TYPE_CHECKING or _sys.implementation.name != "micropython":
         peek,
     )
     from .mac import DOWN, KEY_LEN, TAG_LEN, UP, DeviceKey  # noqa: F401
-    from .window import NEW, RETRANSMISSION, ReplayWindow  # noqa: F401
+    from .window import DOWNLINK_WINDOW, NEW, RETRANSMISSION, ReplayWindow  # noqa: F401
 else:
 
     def __getattr__(name):

@@ -15,6 +15,11 @@ import vigil_protocol as protocol  # errors are looked up when raised (see error
 
 NEW = "new"
 RETRANSMISSION = "retransmission"
+# A wearable's window for its downlinks (firmware seen.py; SPEC section 7): a downlink whose
+# counter is this many or more below the highest it has taken is refused as stale. A gateway
+# offering a stored downlink again signs it afresh before its counter can fall so far
+# (gateway downlinks.py).
+DOWNLINK_WINDOW = 32
 
 
 class ReplayWindow:

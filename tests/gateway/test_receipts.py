@@ -152,3 +152,98 @@ def test_a_prompts_receipt_tells_the_responder_the_wearable_played_it(site):
     assert [(a.at, a.detail) for a in played] == [
         (site.clock(), "the wearable played the prompt to tap twice; receipt, frame 3")]
     assert [i.event for i in outbox.items()] == ["raised", "prompt_played"]
+
+
+# -- signed afresh: a stored downlink offered again from below the wearable's window --------
+
+def _acks(site, n):
+    """n check-ins, each acked with a fresh downlink counter; returns the last ack's counter."""
+    for _ in range(n):
+        outcome = uplink(site)
+    return p.decode(outcome.downlink[1], p.DeviceKey(KEY), p.DOWN).counter
+
+
+def _offer_again(site, *made):
+    """Published (PUBACK), then the wait over: the next check-in offers them again."""
+    for d in made:
+        site.downlinks.mark(d.id, "mqtt", site.clock())
+    site.clock.now += REOFFER_S[1] + 1
+    return uplink(site)
+
+
+def test_a_downlink_offered_again_within_the_window_keeps_its_bytes(site):
+    from vigil_gateway.downlinks import RESIGN_BELOW
+
+    made = action(site)  # counter 1
+    assert _acks(site, RESIGN_BELOW - 1) == made.counter + RESIGN_BELOW - 1  # just inside
+    outcome = _offer_again(site)
+    assert outcome.reoffered == 1
+    again = row(site, made)
+    assert (again.counter, again.frame) == (made.counter, made.frame)
+    assert site.conn.execute("SELECT count(*) FROM downlink_old_counters").fetchone()[0] == 0
+
+
+def test_a_downlink_offered_again_from_below_the_window_is_signed_afresh(site):
+    from vigil_gateway.downlinks import RESIGN_BELOW
+
+    first = action(site, p.ACKNOWLEDGED)               # counter 1
+    second = action(site, p.HELP_DISPATCHED)           # counter 2
+    latest = _acks(site, RESIGN_BELOW - 1)             # 3 .. RESIGN_BELOW + 1
+    # The first is just far enough below; the second only once the first has taken a counter.
+    assert latest - first.counter == RESIGN_BELOW and latest - second.counter == RESIGN_BELOW - 1
+    outcome = _offer_again(site, first, second)
+    assert outcome.reoffered == 2
+    # Fresh counters, in the order the two were made, from the device's own counter in the
+    # batch's transaction: the check-in's ack comes after them and nothing is used twice.
+    a, b = row(site, first), row(site, second)
+    ack = p.decode(outcome.downlink[1], p.DeviceKey(KEY), p.DOWN)
+    assert (a.counter, b.counter, ack.counter) == (latest + 1, latest + 2, latest + 3)
+    assert site.store.downlink_counter(DEV) == latest + 3
+    for d, old, code in ((a, first, p.ACKNOWLEDGED), (b, second, p.HELP_DISPATCHED)):
+        frame = p.decode(d.frame, p.DeviceKey(KEY), p.DOWN)
+        assert (frame.counter, frame.ref, frame.action) == (d.counter, old.ref, code)
+        assert frame.version == 2
+        assert (d.mqtt_sent_at, d.ble_sent_at, d.offers) == (None, None, 1)  # to go out again
+    # A receipt for the first signature, on its way when the second was made, confirms it;
+    # one for the new signature confirms the other. Nothing is offered again after that.
+    uplink(site, p.Receipt, first.counter)
+    uplink(site, p.Receipt, b.counter)
+    assert row(site, first).confirmed_at is not None
+    assert row(site, second).confirmed_at is not None
+    assert site.metrics.receipts.get("confirmed") == 2
+    uplink(site, p.Receipt, a.counter)  # the new signature's receipt too: a repeat
+    assert site.metrics.receipts.get("repeat") == 1
+    site.downlinks.mark(first.id, "mqtt", site.clock())
+    site.downlinks.mark(second.id, "mqtt", site.clock())
+    site.clock.now += REOFFER_S[1] + 1
+    assert uplink(site).reoffered == 0
+
+
+def test_a_downlink_the_wearable_is_past_is_not_signed_afresh(site):
+    from vigil_gateway.downlinks import RESIGN_BELOW
+
+    # The prompt's receipt was lost; the wearable confirmed the dispatch made after it. Taken
+    # again, the prompt would take the wearable back from HELP_DISPATCHED (alarms.py).
+    prompt = action(site, p.PROMPT_DOUBLE_TAP)
+    dispatch = action(site, p.HELP_DISPATCHED)
+    uplink(site, p.Receipt, dispatch.counter)
+    _acks(site, RESIGN_BELOW + 5)
+    assert _offer_again(site, prompt).reoffered == 1
+    again = row(site, prompt)
+    assert (again.counter, again.frame) == (prompt.counter, prompt.frame)
+
+
+def test_the_old_counters_of_pruned_downlinks_go_with_them(site):
+    from vigil_gateway.downlinks import RESIGN_BELOW
+
+    made = action(site)
+    _acks(site, RESIGN_BELOW)
+    _offer_again(site, made)
+    uplink(site, p.Receipt, row(site, made).counter)
+    old = "SELECT count(*) FROM downlink_old_counters"
+    assert site.conn.execute(old).fetchone()[0] == 1
+    site.store.begin()
+    assert site.downlinks.prune(site.clock() + 1) == 1
+    site.conn.commit_or_rollback()
+    assert site.conn.execute(old).fetchone()[0] == 0
+

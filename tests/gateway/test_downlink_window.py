@@ -1,0 +1,209 @@
+# A stored downlink (a responder action, a DELIVERED ack) must reach a wearable whose downlink
+# window has moved past the counter it was first signed with. The wearable here judges every
+# downlink with the firmware's own replay window (firmware/vigil_fw/seen.py, SeenDownlinks, on
+# CPython over a flash folder) and answers every stored downlink that verifies - new or a
+# repeat - with a receipt, as the firmware's app.on_downlink does; the gateway is the real
+# `vigil gateway run` on a real Mosquitto.
+#   * normal running: the action's copy is lost with the broker's memory, the wearable comes
+#     back and takes 40 fresh acks before the action is offered again: the action's counter is
+#     then below the wearable's window, and only a fresh signature gets it through.
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import vigil_protocol as p
+from gateway_harness import Device, key_for, wait_for, write_secret
+from vigil_gateway.downlinks import REOFFER_S
+from vigil_responder import ActionsClient
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "firmware"))  # the firmware core also runs on CPython
+from vigil_fw.flash import Flash  # noqa: E402
+from vigil_fw.seen import SeenDownlinks  # noqa: E402
+
+DEV = 0x00E0E0E0
+KEY = key_for(DEV)
+TOKEN = "downlink-window-token-0123456789"
+
+
+class WindowWearable(Device):
+    """A v2 wearable's MQTT side whose downlinks are judged by the firmware's SeenDownlinks,
+    kept on a flash folder (so a second connection of the same unit keeps its window)."""
+
+    def __init__(self, port, device_id, key, flash_dir, **kwargs):
+        self.seen = SeenDownlinks(Flash(str(flash_dir)))
+        self.taken = []     # every downlink the window took as NEW, in order
+        self.refused = []   # (counter, reason) of every downlink the window refused
+        self.receipts = []  # the counters receipts were sent for
+        self.wlock = threading.RLock()  # (the paho thread answers receipts; the test sends)
+        Device.__init__(self, port, device_id, key, **kwargs)
+
+    def _on_message(self, client, userdata, message):
+        raw = bytes(message.payload)
+        self.raw.append(raw)
+        try:
+            frame = p.decode(raw, self.key, p.DOWN)
+            if frame.device_id != self.device_id:
+                raise p.BadField("not for me")
+            verdict = self.seen.check(frame.counter, frame.tag)
+        except p.RemoteProtocolError as exc:
+            counter = int.from_bytes(raw[5:9], "big") if len(raw) >= 9 else None
+            with self.wlock:
+                self.refused.append((counter, exc.reason))
+            return
+        stored = not (isinstance(frame, p.Ack) and frame.stage == p.RECEIVED)
+        if verdict == p.NEW:
+            with self.wlock:
+                self.taken.append(frame)
+                if not stored:
+                    with self.lock:
+                        self.acked[frame.ref] = self.acked.get(frame.ref, 0) + 1
+            self.seen.record(frame.counter, frame.tag)
+            self.downlinks.put(frame)
+        if stored:  # a repeat too (app.on_downlink): its receipt may have been lost
+            with self.wlock:
+                self.receipts.append(frame.counter)
+                receipt = p.encode(p.Receipt(self.device_id, self.next_counter(),
+                                             frame.counter), self.key, 2)
+            client.publish(self.up, receipt, qos=1)
+
+    def next_counter(self):
+        with self.wlock:
+            self.counter += 1
+            return self.counter
+
+    def checkin2(self):
+        return p.encode(p.CheckIn(self.device_id, self.next_counter(), 80, 0, 0), self.key, 2)
+
+    def alarm2(self, kind=p.SOS):
+        return p.encode(p.Alarm(self.device_id, self.next_counter(), kind), self.key, 2)
+
+    def actions_taken(self):
+        with self.wlock:
+            return [f for f in self.taken if isinstance(f, p.Action)]
+
+
+def _stored_rows(gw):
+    """The gateway's stored downlinks as its database holds them (read-only)."""
+    conn = sqlite3.connect("file:%s?mode=ro" % (gw.dir / "data" / "gateway.db"), uri=True)
+    try:
+        return conn.execute("SELECT id, counter, kind, code, frame, mqtt_sent_at, confirmed_at "
+                            "FROM downlinks ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def _power_cut(broker, gw=None):
+    """The broker dies and its saved state with it: what it held for sessions is gone. With
+    `gw` (running): until that gateway has connected again (and subscribed: a new session)."""
+    connects = gw.metrics()["vigil_gateway_mqtt_connects_total"] if gw else 0
+    broker.proc.kill()
+    broker.proc.wait()
+    for saved in broker.dir.glob("mosquitto.db*"):
+        saved.unlink()
+    broker.start()
+    if gw is not None:
+        wait_for(lambda: gw.metrics()["vigil_gateway_mqtt_connects_total"] > connects and
+                 gw.get("/healthz")[0] == 200, 15, "the gateway back on the broker")
+
+
+def _sent(gw, what):
+    return gw.metrics().get('vigil_gateway_downlinks_total{path="mqtt",what="%s"}' % what, 0)
+
+
+@pytest.fixture
+def site(mosquitto_factory, gateway_factory, tmp_path):
+    broker = mosquitto_factory()
+    write_secret(tmp_path / "tokens", "responder %s\n" % TOKEN)
+    gw = gateway_factory(broker.port, actions={"tokens_file": str(tmp_path / "tokens")})
+    gw.add_device(DEV, KEY)
+    gw.start()
+    api = ActionsClient("http://127.0.0.1:%d" % gw.http_port, TOKEN)
+    return broker, gw, api
+
+
+def _sos(gw, wearable):
+    frame = wearable.alarm2()
+    counter = wearable.counter
+    wearable.publish(frame)
+    wearable.wait_acked([counter])
+    wait_for(lambda: any(i["counter"] == counter for i in gw.incidents()), what="the incident")
+    return counter, next(i["id"] for i in gw.incidents() if i["counter"] == counter)
+
+
+def _wait_actions(wearable, n, what, timeout=15):
+    """Until the wearable has taken n actions; else what its window refused meanwhile."""
+    try:
+        wait_for(lambda: len(wearable.actions_taken()) >= n, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError("%s; the wearable's window refused %s" % (exc, wearable.refused)
+                             ) from None
+
+
+def _act(api, incident, action):
+    status, body = api.act(incident, action)
+    assert status == 200 and body["effect"] == "applied", body
+
+
+def test_an_action_stranded_below_the_wearables_window_is_signed_afresh_and_taken(
+        site, tmp_path):
+    broker, gw, api = site
+    flash = tmp_path / "unit-flash"
+    wearable = WindowWearable(broker.port, DEV, KEY, flash)
+    try:
+        alarm, incident = _sos(gw, wearable)
+    finally:
+        wearable.close()  # away; its persistent session stays at the broker
+    counter_before = wearable.counter
+
+    _act(api, incident, "acknowledge")
+    wait_for(lambda: _sent(gw, "ACKNOWLEDGED") == 1, 15, "the broker to take the action")
+    handed_at = time.monotonic()
+    [(row_id, old_counter, _, _, old_frame, _, _)] = [r for r in _stored_rows(gw)
+                                                      if r[2] == "action"]
+    _power_cut(broker, gw)  # the action, queued for the wearable's session, is lost
+
+    # The wearable comes back with plenty to say: 40 check-ins, 40 fresh acks, all before the
+    # action may be offered again (its wait, REOFFER_S[0], runs from the broker's PUBACK).
+    wearable = WindowWearable(broker.port, DEV, KEY, flash)
+    try:
+        wearable.counter = counter_before
+        first = wearable.counter + 1
+        for _ in range(40):
+            wearable.publish(wearable.checkin2())
+        wearable.wait_acked(range(first, first + 40))
+        assert time.monotonic() - handed_at < REOFFER_S[0], \
+            "too slow to show the case: the action was offered again amid the check-ins"
+        assert wearable.actions_taken() == []
+        # The firmware's window now refuses the action's first signature outright.
+        assert wearable.seen.window.top >= old_counter + SeenDownlinks.SIZE
+        with pytest.raises(p.StaleCounter):
+            frame = p.decode(old_frame, wearable.key, p.DOWN)
+            wearable.seen.check(frame.counter, frame.tag)
+
+        # Its wait over, the next check-in has the gateway offer the action again.
+        time.sleep(max(0.0, REOFFER_S[0] + 0.5 - (time.monotonic() - handed_at)))
+        wearable.publish(wearable.checkin2())
+        _wait_actions(wearable, 1, "the wearable to take the ACKNOWLEDGED action")
+        [taken] = wearable.actions_taken()
+        assert (taken.ref, taken.action) == (alarm, p.ACKNOWLEDGED)
+        assert taken.counter > old_counter + SeenDownlinks.SIZE  # a fresh signature
+        assert wearable.refused == []  # the stale bytes were never sent again
+        # Its receipt names the new counter, and confirms the stored row.
+        wait_for(lambda: [r for r in _stored_rows(gw) if r[0] == row_id][0][6] is not None,
+                 10, "the receipt to confirm the action")
+        [row] = [r for r in _stored_rows(gw) if r[0] == row_id]
+        assert row[1] == taken.counter
+        events = [e for e in gw.log_events() if e["event"] == "downlink_signed_again"]
+        assert [(e["old_counter"], e["counter"]) for e in events] == [
+            (old_counter, taken.counter)]
+        # Every counter the gateway signed the device's downlinks with, once each.
+        counters = [f.counter for f in wearable.taken]
+        assert len(counters) == len(set(counters))
+    finally:
+        wearable.close()
+
