@@ -21,9 +21,12 @@
 #   DOWNLINK_MARGIN past the backup's (a restore that fails midway removes what it put there:
 #   no database is left whose counters were not moved): the wearables saw the downlinks the
 #   lost gateway sent after the backup, and a counter they have seen is refused (SPEC,
-#   section 7), so a restored gateway must never sign with one again. Uplink counters need
-#   nothing: the wearables count on from their own flash, and the gateway takes any counter
-#   above its history;
+#   section 7), so a restored gateway must never sign with one again; and in the same
+#   transaction signs again, above the moved counters, every stored downlink the restored
+#   gateway will send (downlinks.restored(): a v2 device's unconfirmed ones, any never sent),
+#   whose first counters the wearables' windows would refuse once the first new ack reached
+#   them. Uplink counters need nothing: the wearables count on from their own flash, and the
+#   gateway takes any counter above its history;
 #   scheduled backups (rotate(), run daily by the systemd timer service_install.py writes) go
 #   into a folder of their own, one folder per backup named by its UTC time, made under a
 #   ".partial-" name and renamed when complete; the oldest complete ones beyond `keep` are then
@@ -42,9 +45,10 @@ import sqlite3
 import time
 import urllib.parse
 
-from . import instance_lock, migrations
+from . import downlinks, instance_lock, migrations
 from .db import DB_NAME, open_database
 from .errors import GatewayError
+from .registry import Registry
 
 MANIFEST = "vigil-backup.json"
 FORMAT = 1
@@ -246,6 +250,11 @@ def restore(src, data_dir):
                              "last_counter) SELECT device_id, 0 FROM devices")
                 conn.execute("UPDATE downlink_counters SET last_counter = last_counter + ?",
                              (DOWNLINK_MARGIN,))
+                # What the backup holds for the wearables and they may not have, signed again
+                # above the moved counters: its first counters are far below what they will
+                # be sent first now, and their windows would refuse it.
+                manifest = dict(manifest, downlinks_signed_again=downlinks.restored(
+                    conn, Registry(conn, keys)))
                 conn.execute("COMMIT")
             finally:
                 conn.close()

@@ -37,13 +37,16 @@
 #     an alarm a later-made downlink of which the wearable has confirmed is not signed
 #     afresh: the wearable is past it (and a prompt would take it back); such a one keeps its
 #     bytes, and is refused as stale or taken as a repeat, as before;
+#   after a restore (restored()), every stored downlink the restored gateway will send again -
+#     a v2 device's unconfirmed ones, any device's never sent - is signed afresh above the
+#     moved counter, in the restore's transaction, and a v2 device's go out at once.
 import logging
 from collections import namedtuple
 
 import vigil_protocol as p
 
 from . import logs
-from .registry import device_hex
+from .registry import REVOKED, device_hex
 
 ACK = "ack"
 ACTION = "action"
@@ -203,3 +206,31 @@ def sign_again(conn, d, counter, key, protocol, why):
                ref=d.ref, old_counter=d.counter, counter=counter, why=why)
     return d._replace(counter=counter, frame=frame)
 
+
+def restored(conn, registry):
+    """Inside restore's transaction, after every device's downlink counter was moved past
+    the backup's: what the restored gateway will send again is signed afresh above it - a v2
+    device's unconfirmed downlinks (their sent marks cleared: they go out at once, and are
+    offered again from then on) and any device's never sent - in the order they were made.
+    The counters are taken and written here. Returns how many."""
+    rows = [Downlink(*r) for r in conn.execute(
+        "SELECT %s FROM downlinks d WHERE confirmed_at IS NULL AND ((SELECT protocol FROM "
+        "devices WHERE device_id = d.device_id) >= 2 OR (mqtt_sent_at IS NULL AND "
+        "ble_sent_at IS NULL)) ORDER BY id" % ", ".join("d." + c.strip() for c in
+                                                       _COLUMNS.split(",")))]
+    counters = dict(conn.execute("SELECT device_id, last_counter FROM downlink_counters"))
+    count = 0
+    for d in rows:
+        device = registry.get(d.device_id)
+        if device is None or device.state == REVOKED or superseded(conn, d):
+            continue
+        counter = counters[d.device_id] = counters.get(d.device_id, 0) + 1
+        conn.execute("INSERT INTO downlink_counters (device_id, last_counter) VALUES (?, ?) "
+                     "ON CONFLICT (device_id) DO UPDATE SET last_counter = excluded.last_counter",
+                     (d.device_id, counter))
+        sign_again(conn, d, counter, registry.key(device), device.protocol, "restored")
+        if device.protocol >= 2:
+            conn.execute("UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, "
+                         "offered_at = NULL WHERE id = ?", (d.id,))
+        count += 1
+    return count

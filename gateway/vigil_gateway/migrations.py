@@ -253,9 +253,9 @@ def _step_3(conn):
 
 
 # Step 4: the counters a stored downlink was signed with before it was signed again
-# (downlinks.py: one offered again from below the wearable's window), so a receipt naming one
-# of them, still on its way, confirms it too. Each counter was a downlink of that device once,
-# and only one.
+# (downlinks.py: one offered again from below the wearable's window, or restored from a
+# backup), so a receipt naming one of them, still on its way, confirms it too. Each counter
+# was a downlink of that device once, and only one.
 _SCHEMA_4 = """
 CREATE TABLE IF NOT EXISTS downlink_old_counters (
     device_id INTEGER NOT NULL,

@@ -6,7 +6,11 @@
 # `vigil gateway run` on a real Mosquitto.
 #   * normal running: the action's copy is lost with the broker's memory, the wearable comes
 #     back and takes 40 fresh acks before the action is offered again: the action's counter is
-#     then below the wearable's window, and only a fresh signature gets it through.
+#     then below the wearable's window, and only a fresh signature gets it through;
+#   * restore: a backup holding two unconfirmed actions, the box lost (broker memory and
+#     gateway disk), `vigil gateway restore`: the restored gateway's acks jump past everything
+#     the wearable has seen, and the two actions reach it all the same, in their order.
+import shutil
 import sqlite3
 import sys
 import threading
@@ -17,6 +21,7 @@ import pytest
 
 import vigil_protocol as p
 from gateway_harness import Device, key_for, wait_for, write_secret
+from vigil_gateway import backup as backup_module
 from vigil_gateway.downlinks import REOFFER_S
 from vigil_responder import ActionsClient
 
@@ -207,3 +212,57 @@ def test_an_action_stranded_below_the_wearables_window_is_signed_afresh_and_take
     finally:
         wearable.close()
 
+
+def test_unconfirmed_actions_in_a_backup_reach_the_wearable_after_restore(
+        site, tmp_path):
+    broker, gw, api = site
+    flash = tmp_path / "unit-flash"
+    wearable = WindowWearable(broker.port, DEV, KEY, flash)
+    try:
+        alarm, incident = _sos(gw, wearable)
+    finally:
+        wearable.close()
+    counter_before = wearable.counter
+    _act(api, incident, "acknowledge")
+    _act(api, incident, "help_dispatched")
+    wait_for(lambda: _sent(gw, "ACKNOWLEDGED") == 1 and _sent(gw, "HELP_DISPATCHED") == 1, 15,
+             "the broker to take both actions")
+    handed_at = time.monotonic()
+    backup = tmp_path / "backup"
+    gw.cli("backup", str(backup))  # both sent (the broker took them), neither confirmed
+    old = {r[3]: r[1] for r in _stored_rows(gw) if r[2] == "action"}
+
+    # The box is lost: the gateway's disk, and the broker's memory with the queued actions.
+    gw.kill()
+    shutil.rmtree(gw.dir / "data")
+    _power_cut(broker)
+    out = gw.cli("restore", str(backup)).stdout
+    assert "2 stored downlinks the wearables may not have signed again" in out, out
+    # Signed again at the restore, above the moved counters, and to go out at once.
+    again = [r for r in _stored_rows(gw) if r[2] == "action"]
+    assert [r[3] for r in again] == [p.ACKNOWLEDGED, p.HELP_DISPATCHED]
+    assert all(r[1] > backup_module.DOWNLINK_MARGIN + max(old.values()) for r in again)
+    assert all(r[5] is None for r in again)
+    gw.start()
+
+    wearable = WindowWearable(broker.port, DEV, KEY, flash)
+    try:
+        wearable.counter = counter_before
+        # (past the wait after which an unconfirmed one is offered again, had it kept its
+        # first signature)
+        time.sleep(max(0.0, REOFFER_S[0] + 0.5 - (time.monotonic() - handed_at)))
+        wearable.publish(wearable.checkin2())
+        wearable.wait_acked([wearable.counter])
+        _wait_actions(wearable, 2, "both actions at the wearable")
+        taken = wearable.actions_taken()
+        assert [(f.ref, f.action) for f in taken] == [(alarm, p.ACKNOWLEDGED),
+                                                     (alarm, p.HELP_DISPATCHED)]
+        assert all(f.counter > max(old.values()) + SeenDownlinks.SIZE for f in taken)
+        assert taken[0].counter < taken[1].counter  # signed again in the order they were made
+        wait_for(lambda: all(r[6] is not None for r in _stored_rows(gw) if r[2] == "action"),
+                 10, "their receipts to confirm both")
+        assert wearable.refused == []
+        counters = [f.counter for f in wearable.taken]
+        assert len(counters) == len(set(counters))
+    finally:
+        wearable.close()

@@ -247,3 +247,42 @@ def test_the_old_counters_of_pruned_downlinks_go_with_them(site):
     site.conn.commit_or_rollback()
     assert site.conn.execute(old).fetchone()[0] == 0
 
+
+def test_a_restore_signs_again_what_will_be_sent_again(site):
+    from vigil_gateway import downlinks as downlinks_module
+
+    site.registry.add(OLD, key_for(OLD), protocol=1)
+    sent_v2 = action(site, p.ACKNOWLEDGED)                  # sent, no receipt: offered again
+    confirmed = action(site, p.PROMPT_DOUBLE_TAP, ref=2)   # the wearable has it
+    uplink(site, p.Receipt, confirmed.counter)
+    site.store.begin()
+    unsent_v2 = site.downlinks.make(DEV, 1, ACTION, p.HELP_DISPATCHED, site.clock())
+    site.conn.commit_or_rollback()
+    sent_v1 = action(site, device=OLD)                      # v1: sent means sent
+    site.store.begin()
+    unsent_v1 = site.downlinks.make(OLD, 1, ACTION, p.RESOLVED, site.clock())
+    site.conn.commit_or_rollback()
+    moved = {DEV: 1_000_000 + site.store.downlink_counter(DEV),
+             OLD: 1_000_000 + site.store.downlink_counter(OLD)}
+    site.store.begin()
+    for device, counter in moved.items():
+        site.conn.execute("UPDATE downlink_counters SET last_counter = ? WHERE device_id = ?",
+                          (counter, device))
+    assert downlinks_module.restored(site.conn, site.registry) == 3
+    site.conn.commit_or_rollback()
+    keys = {DEV: p.DeviceKey(KEY), OLD: p.DeviceKey(key_for(OLD))}
+    for d, counter, version in ((sent_v2, moved[DEV] + 1, 2), (unsent_v2, moved[DEV] + 2, 2),
+                                (unsent_v1, moved[OLD] + 1, 1)):
+        now = row(site, d)
+        frame = p.decode(now.frame, keys[d.device_id], p.DOWN)
+        assert (now.counter, frame.counter, frame.action, frame.version) == (
+            counter, counter, d.code, version)
+        assert (now.mqtt_sent_at, now.ble_sent_at) == (None, None)  # out at once
+    for d in (confirmed, sent_v1):
+        assert (row(site, d).counter, row(site, d).frame) == (d.counter, d.frame)
+    assert site.store.downlink_counter(DEV) == moved[DEV] + 2
+    assert site.store.downlink_counter(OLD) == moved[OLD] + 1
+    # The backup's counter still names the first: a receipt from before the loss confirms it.
+    site.pipeline.forget()
+    uplink(site, p.Receipt, sent_v2.counter)
+    assert row(site, sent_v2).confirmed_at is not None

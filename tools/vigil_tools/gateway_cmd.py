@@ -679,9 +679,10 @@ def restore_command(args):
                             "backup's (gateway/README.md)").gateway.data_dir
     made = backup.restore(args.src, data_dir)
     print("restored %d devices, %d incidents from the backup taken %s into %s; every device's "
-          "downlink counter moved %d past the backup's" % (
+          "downlink counter moved %d past the backup's; %d stored downlinks the wearables may "
+          "not have signed again above it" % (
               made["devices"], made["incidents"], made["created_at"], data_dir,
-              backup.DOWNLINK_MARGIN))
+              backup.DOWNLINK_MARGIN, made["downlinks_signed_again"]))
     return 0
 
 
