@@ -109,9 +109,8 @@ def _config(tmp_path, port, group, webhook=None):
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "worker-%d" % next(_ids),
                  "shared_group": group},
         "http": {"port": 0},
-        # silent past 6 s + 2 s: one LOST_CONTACT per device after the burst, not one more
-        # during it while a stopped worker's share waits at the broker on a loaded machine
-        # (at 2 s + 1 s, 2 of 7 runs raised a 21st and 22nd: a real silence, not a bug)
+        # silent past 6 s + 2 s: one LOST_CONTACT per device after the burst (and, rarely, one
+        # during it: see the test)
         "supervision": {"default_interval_s": 6, "grace_s": 2, "check_every_s": 0.2},
         "protocol": {"reack_interval_s": 0.001},
     }), str(tmp_path))
@@ -189,11 +188,14 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
         # silent from now on: each device's deadline (6 s + 2 s) passes
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(_rows(
-                pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT'")) < len(
-                DEVICES):
+                pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT' AND "
+                "state <> 'closed'")) < len(DEVICES):
             time.sleep(0.2)
+        events = _rows(pg_store_url, "SELECT count(*) FROM audit a JOIN incidents i ON "
+                                     "i.id = a.incident_id WHERE a.event IN ('raised', "
+                                     "'contact_restored')")[0][0]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(webhook.got) < len(frames) + len(DEVICES):
+        while time.monotonic() < deadline and len(webhook.got) < events:
             time.sleep(0.2)
         time.sleep(1.0)  # a second LOST_CONTACT or delivery, if any, would be in
     finally:
@@ -213,9 +215,23 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
         # no downlink counter twice: not for two acks, nor for an ack and a DELIVERED
         counters = [c for c, _ in acks] + [c for c, _ in delivered]
         assert len(counters) == len(set(counters))
-    # every event at the webhook once per idempotency key: each alarm's raise, each LOST_CONTACT
+    # Supervision: each device's silence after the burst raised one LOST_CONTACT, still open.
+    # A device whose frames waited at the broker past its deadline while the stopped worker
+    # came back (seconds, on a loaded machine) was silent to the gateway too: such a
+    # LOST_CONTACT is as real, once, and closed by the device's next frame.
+    lost = _rows(pg_store_url, "SELECT id, device_id, state FROM incidents WHERE "
+                               "kind = 'LOST_CONTACT' ORDER BY id")
+    still_open = [d for _, d, state in lost if state != "closed"]
+    assert sorted(still_open) == list(DEVICES)  # once each, whichever worker saw it
+    restored = {i for i, _, state in lost if state == "closed"}
+    for incident in restored:
+        events = [e for e, in _rows(pg_store_url, "SELECT event FROM audit WHERE incident_id "
+                                                  "= %d ORDER BY id" % incident)]
+        assert events == ["raised", "contact_restored"]
+    # every event at the webhook once per idempotency key: each alarm's raise, each
+    # LOST_CONTACT's raise and, for those closed, its contact_restored
     keys = [key for key, _ in webhook.got]
-    assert len(keys) == len(set(keys)) == len(frames) + len(DEVICES)
+    assert len(keys) == len(set(keys)) == len(frames) + len(lost) + len(restored)
     assert {key for key, event in webhook.got if not key.split("-")[1].startswith("i")} == {
         "%08x-%d-raised" % f for f in frames}
     alarms = _rows(pg_store_url, "SELECT device_id, counter, count(*) FROM incidents WHERE "
@@ -223,9 +239,7 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
     assert sorted((d, c) for d, c, _ in alarms) == sorted(frames)  # one incident per alarm
     assert {n for _, _, n in alarms} == {1}
     raised = _rows(pg_store_url, "SELECT count(*) FROM audit WHERE event = 'raised'")[0][0]
-    lost = _rows(pg_store_url, "SELECT device_id FROM incidents WHERE kind = 'LOST_CONTACT'")
-    assert sorted(d for d, in lost) == list(DEVICES)  # once each, whichever worker saw it
-    assert raised == len(frames) + len(DEVICES)
+    assert raised == len(frames) + len(lost)
     assert _rows(pg_store_url, "SELECT count(*) FROM frames")[0][0] == len(frames)
     # the group split the stream: more than one worker ingested
     assert sum(1 for w in workers if w.gateway.metrics.batches.values.get((), 0)) > 1
