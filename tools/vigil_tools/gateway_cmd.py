@@ -266,7 +266,7 @@ def _read_secret_file(path, what):
         with open(path) as f:
             text = f.read().strip()
     except OSError as exc:
-        raise ToolError("cannot read the %s file: %s" % (what, exc.strerror)) from None
+        raise ToolError("cannot read the %s file %s: %s" % (what, path, exc.strerror)) from None
     if not text:
         raise ToolError("the %s file %s is empty" % (what, path))
     return text
@@ -296,6 +296,13 @@ def _write_record(args, device_id, key, password, interval=None, label="", proto
         return
     if os.path.exists(args.record_out):
         raise ToolError("%s exists: not overwriting a provisioning record" % args.record_out)
+    folder = os.path.dirname(args.record_out)
+    if folder and not os.path.isdir(folder):  # as `vigil keygen --out units/x.json` does
+        try:
+            os.makedirs(folder, mode=0o700)
+        except OSError as exc:
+            raise ToolError("cannot make the folder %s for %s: %s" % (
+                folder, args.record_out, exc.strerror)) from None
     registry.write_private_file(args.record_out, registry.provisioning_record(
         device_id, key, password, interval, label, protocol))
     print("provisioning record written to %s (keep it secret; give it to the wearable)"
@@ -327,9 +334,36 @@ def add_command(args):
     floor = args.counter_floor
     if floor is None and not args.key_file:
         floor = 0  # a key made just now has sealed nothing yet: every counter is this unit's
+    if args.record_out and os.path.exists(args.record_out):
+        return _finish_add(args, reg, device_id, key, floor)
     _write_record(args, device_id, key, password, args.interval, args.label, args.protocol)
     reg.add(device_id, key, password, args.interval, args.label, args.protocol, floor)
     print("added device %s" % registry.device_hex(device_id))
+    return 0
+
+
+def _finish_add(args, reg, device_id, key, floor):
+    """A first `device add --record-out` that wrote its record and stopped before registering
+    the device (killed, a full disk): run again, it registers the device from that record, so
+    the step can always be run again. A record of another device, or with another key than
+    --key-file's, is refused and left as it is."""
+    from vigil_gateway import GatewayError, registry
+
+    name = registry.device_hex(device_id)
+    record = _read_record(args.record_out)
+    if not isinstance(record, dict) or _record_id(record) != device_id:
+        raise ToolError("%s exists and is not the provisioning record of device %s: not "
+                        "overwriting it (nothing changed)" % (args.record_out, name))
+    if args.key_file and record.get("key") != key.hex():
+        raise ToolError("%s holds another key for device %s than %s (nothing changed)"
+                        % (args.record_out, name, args.key_file))
+    _check_records([(args.record_out, record)])
+    try:
+        reg.import_record(dict(record, counter_floor=floor))
+    except GatewayError as exc:
+        raise ToolError("%s: %s" % (args.record_out, exc)) from None
+    print("added device %s from its provisioning record %s (written by an earlier run that "
+          "stopped before registering it)" % (name, args.record_out))
     return 0
 
 
