@@ -422,13 +422,14 @@ def revoke_command(args):
 
 
 def import_command(args):
-    """Every record checked before any is added (the batch goes in whole or not at all); a
-    device already registered with the same key and broker password is left as it is."""
+    """Every record checked before any is added, and on SQLite the batch added in one
+    transaction (it goes in whole or not at all, a crash midway included); a device already
+    registered with the same key and broker password is left as it is."""
     from vigil_gateway import GatewayError, registry
 
     records = [(path, _read_record(path)) for path in args.records]
     _check_records(records)
-    _, reg, _ = _state(args)
+    conn, reg, _ = _state(args)
     plan, seen = [], {}
     for path, record in records:
         device_id = registry.parse_device_id(record["device_id"])
@@ -444,17 +445,28 @@ def import_command(args):
                 raise ToolError("%s: device %s is already registered %s (nothing imported)"
                                 % (path, name, problem))
         plan.append((path, record, device is not None))
-    for path, record, already in plan:
-        name = registry.device_hex(registry.parse_device_id(record["device_id"]))
-        if already:
-            print("device %s is already registered with this record (%s): left as it is"
-                  % (name, path))
-            continue
-        try:
-            reg.import_record(record)
-        except GatewayError as exc:
-            raise ToolError("%s: %s" % (path, exc)) from None
-        print("imported device %s" % name)
+    said = []
+    if conn is not None:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        for path, record, already in plan:
+            name = registry.device_hex(registry.parse_device_id(record["device_id"]))
+            if already:
+                said.append("device %s is already registered with this record (%s): left as "
+                            "it is" % (name, path))
+                continue
+            try:
+                reg.import_record(record)
+            except GatewayError as exc:
+                raise ToolError("%s: %s (nothing imported)" % (path, exc)) from None
+            said.append("imported device %s" % name)
+        if conn is not None:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")  # (key files written for it stay, unused, 0600)
+        raise
+    print("\n".join(said))
     return 0
 
 
