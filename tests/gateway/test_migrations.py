@@ -202,3 +202,28 @@ def test_step_3_keeps_an_incident_s_coordinates_as_a_location_of_unknown_age(tmp
                                                     9, 1000.5, False, fix))
     assert location.is_stale(got, 1000.5 + 30) is None   # its age was never known
     assert location.is_stale(got, 1000.5 + 61) is True
+
+
+def test_a_release_of_schema_version_2_comes_up_with_its_locations_as_records(tmp_path):
+    # fixtures/release-321d6f6: the beacon table (step 2) with a beacon, an incident whose
+    # location was kept as coordinates alone
+    old = tmp_path / "old2"
+    shutil.copytree(FIXTURE.parent / "release-321d6f6", old)
+    assert _version(old / DB_NAME) == 2
+    before = sqlite3.connect(str(old / DB_NAME))
+    rows_before = _rows(before)
+    before.close()
+    conn = open_database(str(old))
+    assert migrations.schema_version(conn) == migrations.VERSION
+    assert _schema(conn) == _schema(open_database(str(tmp_path / "new")))
+    after = _rows(conn)
+    for table, rows in rows_before.items():
+        if table != "incident_locations":
+            assert [row[:len(rows[0])] for row in after[table]] == rows if rows else \
+                not after[table], table
+    [(incident, text)] = after["incident_locations"]
+    assert rows_before["incident_locations"] == [(incident, 51.5007, -0.1246, 9, 1796000000.0)]
+    got = location.from_record(json.loads(text))
+    assert (got.source, got.lat, got.lon, got.accuracy_m, got.taken_at, got.age_known) == \
+        ("gnss", 51.5007, -0.1246, 9, 1796000000.0, False)
+    assert [b[3] for b in after["beacons"]] == ["Main hall"]

@@ -4,7 +4,8 @@
 # (migrations.py; test_migrations.py checks the schema), and everything is there and works: the
 # device, the open incident and its audit, the undelivered event, the wearer profile, the
 # responder request already used, the responder's action the broker never took (sent now),
-# the downlink counter.
+# the downlink counter; and on the folder of revision 321d6f6 (schema version 2), the event it
+# left undelivered, sent with its location in today's form.
 import json
 import os
 import shutil
@@ -23,9 +24,9 @@ A = 0x0000000A
 TOKEN = "upgrade-token-0123456789"
 
 
-def _old_data(gw):
+def _old_data(gw, fixture=FIXTURE):
     data = gw.dir / "data"
-    shutil.copytree(FIXTURE, data)
+    shutil.copytree(fixture, data)
     for folder, _, files in os.walk(data):
         os.chmod(folder, 0o700)
         for name in files:
@@ -89,3 +90,34 @@ def test_the_gateway_of_today_runs_on_the_data_of_an_older_release(mosquitto, ga
     first = httpx.post(url, json=request, headers=headers, timeout=10)
     assert first.status_code == 200 and first.json()["effect"] == "applied"
     assert httpx.post(url, json=request, headers=headers, timeout=10).json() == first.json()
+
+
+def test_an_event_a_release_of_schema_version_2_left_undelivered_goes_with_its_location(
+        mosquitto, gateway_factory, tmp_path):
+    # fixtures/release-321d6f6: the raised event was queued with the location as that release
+    # kept it (coordinates alone); today's gateway sends it in today's form: a GNSS fix whose
+    # age was never known, long stale by now, valid against the schema
+    import jsonschema
+
+    from vigil_responder import ResponderBackend
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "gateway" /
+                         "webhook-schema.json").read_text())
+    backend = ResponderBackend(b"webhook-secret").start()
+    try:
+        write_secret(tmp_path / "hook.secret", "webhook-secret\n")
+        gw = gateway_factory(mosquitto.port, mqtt={"prefix": "upgrade2"},
+                             **{"forward.webhook": {"url": backend.url, "secret_file":
+                                                    str(tmp_path / "hook.secret")}})
+        _old_data(gw, FIXTURE.parent / "release-321d6f6")
+        gw.start()
+        raised = backend.wait_for(lambda e: e["event"] == "raised")
+    finally:
+        backend.stop()
+    jsonschema.validate(raised, schema)
+    assert raised["idempotency_key"] == "0000000a-1-raised"
+    where = raised["location"]
+    assert (where["source"], where["lat"], where["lon"], where["accuracy_m"]) == \
+        ("gnss", 51.5007, -0.1246, 9)
+    assert where["stale"] is True and where["age_s"] > 60
+    assert where["fix"]["at"] == where["at"] == "2026-11-30T00:53:20.000Z"
