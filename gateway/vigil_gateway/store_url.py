@@ -6,7 +6,12 @@
 #     by many gateway workers; a password belongs in libpq's password file (~/.pgpass or
 #     PGPASSFILE), not in the URL; one given in the URL works but is never shown;
 #   PostgreSQL is refused ("not supported yet") until its backend does everything the gateway
-#     needs (gateway/README.md, "Scale-out on PostgreSQL"): no half-working mode;
+#     needs (gateway/README.md, "Scale-out on PostgreSQL"): no half-working mode. Served on it
+#     now: ingest, supervision, downlinks, forwarding (webhook, DC-09), the actions API, wearer
+#     profiles, beacons, retention, the CLI (`vigil gateway run` starts a worker); BLE stays
+#     edge-local (refused). Left: a restore (PostgreSQL's own tools) moving every device's
+#     downlink counter past the backup's and signing its stored downlinks again, as `vigil
+#     gateway restore` does on SQLite;
 #   an error names the setting and never repeats the URL (it may carry a password).
 from collections import namedtuple
 from urllib.parse import urlsplit
@@ -16,7 +21,7 @@ from .errors import ConfigError
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 KEY = "store.url"
-POSTGRESQL_READY = False  # True once store_pg.py serves every operation (README)
+POSTGRESQL_READY = False  # True once store_pg.py serves every operation (above, and README)
 
 StoreUrl = namedtuple("StoreUrl", "backend url")
 
