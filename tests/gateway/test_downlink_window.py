@@ -9,7 +9,10 @@
 #     then below the wearable's window, and only a fresh signature gets it through;
 #   * restore: a backup holding two unconfirmed actions, the box lost (broker memory and
 #     gateway disk), `vigil gateway restore`: the restored gateway's acks jump past everything
-#     the wearable has seen, and the two actions reach it all the same, in their order.
+#     the wearable has seen, and the two actions reach it all the same, in their order;
+#   * the real firmware (`vigil sim`, MicroPython unix port) after a restore: an action it had
+#     taken after the backup comes again under a fresh counter and changes nothing (alarms.py:
+#     a repeated action is a no-op), the dispatch made after the restore is felt.
 import shutil
 import sqlite3
 import sys
@@ -266,3 +269,76 @@ def test_unconfirmed_actions_in_a_backup_reach_the_wearable_after_restore(
         assert len(counters) == len(set(counters))
     finally:
         wearable.close()
+
+
+# -- the real firmware (`vigil sim`: the wearable's core on the MicroPython unix port) --------
+
+def _sim(record, broker, state, script):
+    from vigil_cli import vigil
+
+    path = state.parent / "script.txt"
+    path.write_text(script)
+    proc = vigil("sim", "--device-file", record, "--script", path, "--mqtt-port", broker.port,
+                 "--state-dir", state, "--quick", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _rx(out, key):
+    """The downlinks the firmware took (each verified NEW one is logged once)."""
+    frames = [p.decode(bytes.fromhex(line.split()[-1]), key, p.DOWN)
+              for line in out.splitlines() if line.startswith("vigil: rx ")]
+    return [(f.counter, f.code_name) for f in frames if f.code_name != "RECEIVED"]
+
+
+def _felt(out):
+    return [line.split()[-1] for line in out.splitlines() if line.startswith("vigil: feedback ")]
+
+
+def test_the_firmware_takes_a_restored_action_it_had_already_as_a_no_op(
+        mosquitto_factory, gateway_factory, tmp_path):
+    import json
+
+    from vigil_cli import vigil
+
+    broker = mosquitto_factory()
+    write_secret(tmp_path / "tokens", "responder %s\n" % TOKEN)
+    gw = gateway_factory(broker.port, actions={"tokens_file": str(tmp_path / "tokens")})
+    record = tmp_path / "unit.json"
+    assert vigil("keygen", "--out", record).returncode == 0
+    gw.cli("device", "import", str(record))
+    key = p.DeviceKey(bytes.fromhex(json.loads(record.read_text())["key"]))
+    gw.start()
+    api = ActionsClient("http://127.0.0.1:%d" % gw.http_port, TOKEN)
+    state = tmp_path / "unit-flash"
+    assert "sim: every alarm acknowledged" in _sim(record, broker, state,
+                                                   "sos\nwait-acked 20000\n")
+    [incident] = gw.incidents()
+    _act(api, incident["id"], "acknowledge")
+    wait_for(lambda: _sent(gw, "ACKNOWLEDGED") == 1, 15, "the broker to take the action")
+    backup = tmp_path / "backup"
+    gw.cli("backup", str(backup))  # the action in it: sent, not confirmed
+
+    # After the backup the gateway goes on: the wearable takes the action and the wearer feels
+    # it (whatever its receipt did there, the backup never learns of it).
+    second = _sim(record, broker, state, "wait 4000\n")
+    assert [code for _, code in _rx(second, key)] == ["ACKNOWLEDGED"], second
+    assert _felt(second) == ["acknowledged"], second
+    confirmed = 'vigil_gateway_downlink_receipts_total{outcome="confirmed"}'
+
+    # The box is lost; the backup is restored, and a responder dispatches help.
+    gw.kill()
+    shutil.rmtree(gw.dir / "data")
+    _power_cut(broker)
+    gw.cli("restore", str(backup))
+    gw.start()
+    _act(api, incident["id"], "help_dispatched")
+    third = _sim(record, broker, state, "wait 6000\n")
+    got = _rx(third, key)
+    # The action signed again is taken as new (its old counter would be stale now), and
+    # changes nothing: the wearer feels the dispatch, and the acknowledgement not again.
+    assert [code for _, code in got] == ["ACKNOWLEDGED", "HELP_DISPATCHED"], third
+    assert all(counter > backup_module.DOWNLINK_MARGIN for counter, _ in got)
+    assert _felt(third) == ["help_dispatched"], third
+    assert "rx rejected" not in third, third
+    wait_for(lambda: gw.metrics().get(confirmed) == 2, 10, "both receipts")
