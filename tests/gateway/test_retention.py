@@ -91,3 +91,5 @@ def test_the_benchmark_prints_both_sizes():
     figures = dict(pair.split("=") for pair in out.stdout.splitlines()[-1].split())
     assert int(figures["pruned_frames"]) < int(figures["kept_all_frames"]) == 2 * 4 * 289
     assert float(figures["pruned_over_kept_used"]) < 1
+    # incidents and their audit are never pruned: an alarm a day per device, all there
+    assert int(figures["pruned_incidents"]) == int(figures["kept_all_incidents"]) == 2 * 4
