@@ -10,6 +10,7 @@ what they take grows with the days whatever retain_days says, and is shown apart
 file size and the live data (pages in use) of both; last line key=value pairs.
 """
 import os
+import sqlite3
 import tempfile
 
 DAY_S = 86400
@@ -69,7 +70,7 @@ def simulate(path, devices, days, interval_s, retain_days):
     try:
         kept = conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name IN ('incidents', "
                             "'audit')").fetchone()[0] or 0
-    except Exception:  # sqlite3 built without SQLITE_ENABLE_DBSTAT_VTAB
+    except sqlite3.OperationalError:  # an SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
         kept = None
     conn.close()
     return size, used, frames, incidents_count, kept
