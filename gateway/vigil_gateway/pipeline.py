@@ -375,7 +375,7 @@ class Pipeline:
                 logs.event(log, logging.INFO, "location_updated", incident=incident.id,
                            device=device_hex(device_id), counter=frame.counter)
         if isinstance(frame, p.Alarm):
-            detail = _alarm_detail(frame)
+            detail = _alarm_detail(frame, late)
             if frame.kind == p.DOUBLE_TAP:
                 said = "double tap, frame %d" % frame.counter
                 if late is not None:
@@ -424,13 +424,14 @@ class Pipeline:
         self.state.set_contact(contact)
 
 
-def _alarm_detail(frame):
+def _alarm_detail(frame, late=None):
+    """What the audit says of an alarm beside its lateness (which says the age it judged)."""
     parts = []
     if frame.location is not None:
         parts.append("location %.7f,%.7f ±%dm" % (frame.location[0] / 1e7,
                                                   frame.location[1] / 1e7, frame.location[2]))
-    if frame.age:  # (every v2 alarm has an age; 0 says nothing)
-        parts.append("waited %ds on the wearable" % frame.age)
+    if frame.age and (late is None or lateness.AGE not in late.basis.split(",")):
+        parts.append("waited %ds on the wearable" % frame.age)  # (0 says nothing)
     if frame.battery_ext is not None:
         parts.append("battery %d%%" % frame.battery_ext)
     return ", ".join(parts)
