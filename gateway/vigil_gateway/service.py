@@ -44,7 +44,7 @@ from .db import open_database
 from .dc09 import Account, Dc09Error, parse_key
 from .downlinks import Downlinks
 from .retention import Retention
-from .running import close_transports, run_until_stopped
+from .running import api_response, close_transports, run_until_stopped
 from .forward_dc09 import Dc09State, Dc09Transport
 from .forward_webhook import WebhookTransport
 from .forwarding import Forwarding
@@ -263,15 +263,7 @@ class Gateway:
         self.forwarding.wake.set()
 
     def _api(self, method, path, headers, body):
-        reply = self.api.handle(method, path, headers, body)
-        self.metrics.api_requests.inc(reply.result)
-        level = logging.INFO if reply.status < 400 else logging.WARNING
-        logs.event(log, level, "api_request", method=method, path=path.split("?", 1)[0][:100],
-                   status=reply.status, result=reply.result,
-                   message=reply.body.get("message"))
-        body = dict(reply.body)
-        body.pop("downlink_queued", None)
-        return reply.status, "application/json", json.dumps(body, sort_keys=True) + "\n"
+        return api_response(self.api, self.metrics, (method, path, headers, body))
 
     async def _pump_downlinks(self):
         while True:

@@ -46,7 +46,7 @@ import tomllib
 import psycopg
 
 from . import config_files, logs, store_url
-from .actions import ActionsApi, Reply, read_tokens
+from .actions import ActionsApi, read_tokens
 from .api_requests_pg import PostgresApiRequests
 from .beacons_pg import PostgresBeacons
 from .config import load_dict, read_secret
@@ -68,7 +68,7 @@ from .registry import ACTIVE, REVOKED
 from .registry_pg import PostgresRegistry
 from .retention import Retention
 from .service import make_transports
-from .running import close_transports, run_until_stopped
+from .running import api_response, close_transports, run_until_stopped
 from .store_pg import PostgresStore
 from .topics import Topics
 
@@ -216,20 +216,9 @@ class PostgresGateway:
         self.forwarding.wake.set()
 
     def _api(self, method, path, headers, body):
-        try:
-            reply = self.api.handle(method, path, headers, body)
-        except (StoreError, psycopg.Error) as exc:  # nothing of it committed: retried
-            reply = Reply(503, {"error": "unavailable", "message": "the database cannot take "
-                                "requests now; retry with the same request_id"}, "unavailable")
-            logs.event(log, logging.ERROR, "api_store_failed", error=_first_line(exc))
-        self.metrics.api_requests.inc(reply.result)
-        level = logging.INFO if reply.status < 400 else logging.WARNING
-        logs.event(log, level, "api_request", method=method, path=path.split("?", 1)[0][:100],
-                   status=reply.status, result=reply.result,
-                   message=reply.body.get("message"))
-        body = dict(reply.body)
-        body.pop("downlink_queued", None)
-        return reply.status, "application/json", json.dumps(body, sort_keys=True) + "\n"
+        # a request the database cannot take: nothing of it committed, a 503 to retry
+        return api_response(self.api, self.metrics, (method, path, headers, body),
+                            (StoreError, psycopg.Error), _first_line)
 
     async def _ingest(self):
         batch_max = self.config.store.batch_max
