@@ -23,6 +23,12 @@
 #     duress alarm is open it runs and raises unfelt and unshown (the duress silence rule)
 #   a task with nothing to do waits on a Flag with no timeout (parked); the sender sleeps
 #     until its next retransmission is due; nothing polls, so an idle wearable can sleep
+#   GNSS (gnss in the config, gnss.py): its task waits on the module's UART (a stream: it
+#     sleeps in the scheduler until bytes come) and feeds nmea.Nmea; every alarm and check-in
+#     carries the latest fix with its true age (extension 0x04; none before a first fix), and
+#     with GNSS configured every one of them is sealed at 48 bytes, fix or none (SPEC
+#     sections 4 and 13): a frame's size tells nothing. GNSS never cues the wearer, in duress
+#     or not. Without gnss in the config nothing of it is loaded
 #   a task that raises (MemoryError included) is logged, counted and started again; the
 #     supervisor feeds the watchdog only while no task has been busy without progress for
 #     STALL_MS (a parked task is healthy)
@@ -85,6 +91,8 @@ _MD_CUE = const(99)
 _MD_CANCELLED = const(120)
 _MD_RAISE_FALL = const(102)
 _MD_RAISE_NO_MOTION = const(110)
+# With a source of location on, every alarm and check-in is sealed at this size (SPEC 13).
+_LOCATED_SIZE = const(48)
 
 
 class Wearable:
@@ -119,6 +127,16 @@ class Wearable:
         # x, y, z of each sample the FIFO holds, filled in place by accel.read_mg()
         self._samples = array("h", bytes(6 * _FIFO_SAMPLES)) if self._motion else None
         self._still_due = None  # when no motion is up if nothing moves (the motion task sleeps)
+        # GNSS: configured, every alarm and check-in is sealed at one size (_LOCATED_SIZE),
+        # whether the module answers or not: the size must not tell a fix from none, nor a
+        # unit whose module failed. Its task runs only where there is a UART to read.
+        self.gnss = None
+        if config.gnss is not None:
+            from .gnss import Gnss
+            self.gnss = Gnss(board.gnss)
+            if board.gnss is None:
+                log("vigil: gnss off: the module's UART did not open (%s)"
+                    % getattr(board, "gnss_error", None))
         gc.collect()
         # The heap is decided here, at boot: fixed tables first, then a reserve that the
         # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
@@ -225,8 +243,10 @@ class Wearable:
             self.log("vigil: double tap %d counters after its alarm: raised as SOS"
                      % (counter - ref))
             kind, ref = SOS, 0
-        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref), self.key,
-                       self.version)
+        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref,
+                             location=None if self.gnss is None else self.gnss.fix()),
+                       self.key, self.version,
+                       0 if self.gnss is None else _LOCATED_SIZE)
         if not self.outbox.add(counter, kind, frame):
             return None
         return counter, kind, frame
@@ -464,7 +484,8 @@ class Wearable:
         out); its age then says 0, a lower bound like every age."""
         outbox = self.outbox
         outbox.fresh[i] = 0
-        age = ticks_diff(ticks_ms(), outbox.raised_at[i]) // 1000
+        waited_ms = ticks_diff(ticks_ms(), outbox.raised_at[i])
+        age = waited_ms // 1000
         if age < 1 or self.version != 2:
             return frame
         try:
@@ -472,7 +493,12 @@ class Wearable:
         except vigil_protocol.RemoteProtocolError:
             return frame  # (cannot happen to a frame this unit sealed; send it as it is)
         alarm.age = age
-        frame = encode(alarm, self.key, 2)
+        fix = alarm.location
+        if fix is not None and len(fix) == 4:
+            # The fix it was raised with, as old as it is now (rounded up, as every fix age):
+            # never made to look newer than it is.
+            alarm.location = (fix[0], fix[1], fix[2], fix[3] + (waited_ms + 999) // 1000)
+        frame = encode(alarm, self.key, 2, 0 if self.gnss is None else _LOCATED_SIZE)
         outbox.replace(i, frame)
         return frame
 
@@ -576,8 +602,10 @@ class Wearable:
                  | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
                  | (FLAG_LOW_BATTERY if low else 0))
         frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
-                               flags=flags, interval=self.config.checkin_interval_s), self.key,
-                       self.version)
+                               flags=flags, interval=self.config.checkin_interval_s,
+                               location=None if self.gnss is None else self.gnss.fix()),
+                       self.key, self.version,
+                       0 if self.gnss is None else _LOCATED_SIZE)
         sent = False
         for link in self.links:
             if link.up and await link.send(frame):
@@ -595,6 +623,8 @@ class Wearable:
                  ("feedback", self.feedback_task, ())]  # type: list
         if self._motion:
             specs.append(("motion", self.motion_task, ()))
+        if self.gnss is not None and self.gnss.uart is not None:
+            specs.append(("gnss", self.gnss.gnss_task, (self,)))
         for link in self.links:
             specs.append(("link:" + link.name, link.run, (self.inbox, self._link_up)))
         return specs

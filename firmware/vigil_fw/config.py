@@ -11,7 +11,6 @@ from . import ConfigError
 FILE = "vigil.json"
 
 
-
 def _hex(value, digits):
     if not isinstance(value, str) or len(value) != digits:
         return False
@@ -123,6 +122,11 @@ class Config:
         _need(protocol in (1, 2), "protocol must be 1 or 2")
         self.protocol = protocol
         self.man_down = _man_down(data.get("man_down"))
+        # A GNSS module (config_gnss.py, loaded only for a file that names one), or None.
+        self.gnss = None
+        if data.get("gnss") is not None:
+            from .config_gnss import check
+            self.gnss = check(data["gnss"], protocol)
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

@@ -75,10 +75,30 @@ class Accel:
             return 0
 
 
+def gnss_uart(uart_id, rx, tx, baud):
+    """The GNSS module's UART as an asyncio stream: the task that reads it waits in the
+    scheduler until bytes have come (select on the UART), never in a loop of its own. Its
+    receive buffer holds a 1 Hz receiver's whole burst (GGA, RMC, GSA, GSV...: 400-500
+    bytes), so a task held up by other work loses none of it."""
+    import asyncio
+    return asyncio.StreamReader(machine.UART(uart_id, baudrate=baud, rx=rx, tx=tx, timeout=0,
+                                             rxbuf=512))
+
+
 class Board:
     name = "esp32"
 
-    def __init__(self, wifi_config=None):
+    def __init__(self, wifi_config=None, gnss=None):
+        """`gnss`: the config's (uart, rx, tx, baud), or None (no GNSS module: no UART)."""
+        # First: the UART is the one thing here whose setting comes from the config, and
+        # one that cannot open leaves the board without GNSS (the app says so), nothing more.
+        self.gnss = None
+        self.gnss_error = None
+        if gnss is not None:
+            try:
+                self.gnss = gnss_uart(*gnss)
+            except (ValueError, OSError) as exc:
+                self.gnss_error = repr(exc)
         self.flash = Flash(pins.FLASH_ROOT)
         self.inputs = inputs.EdgeRing()
         self.sos_button = Button(self.inputs, pins.SOS_BUTTON_PIN, inputs.SOS_DOWN)

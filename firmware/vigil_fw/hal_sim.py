@@ -202,8 +202,14 @@ def _chain(first, then):
 class SimBoard:
     name = "sim"
 
-    def __init__(self, flash_root, hardware_taps=False, flash=None):
+    def __init__(self, flash_root, hardware_taps=False, flash=None, gnss=None):
+        """`gnss`: the config's gnss setting; given, the board has a GNSS module's UART
+        (`gnss`, a SimUart), else None."""
         self.flash = flash if flash is not None else Flash(flash_root)
+        self.gnss = None
+        if gnss is not None:
+            from .hal_sim_uart import SimUart  # (a module of its own: no GNSS, no class)
+            self.gnss = SimUart()
         self.inputs = inputs.EdgeRing()
         self.sos_button = SimButton(self.inputs, inputs.SOS_DOWN)
         self.duress_button = SimButton(self.inputs, inputs.DURESS_DOWN)

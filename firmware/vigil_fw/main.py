@@ -24,7 +24,7 @@ def run(flash_root=pins.FLASH_ROOT):
 
     from .bootguard import BootGuard
     guard = BootGuard(Flash(flash_root))
-    board = Board(config.wifi)
+    board = Board(config.wifi, config.gnss)
     wearable = Wearable(board, config, [MqttLink(config, board.network)])
     wearable.on_healthy = guard.healthy
     if guard.safe:

@@ -62,12 +62,13 @@ class Nmea:
         self.overflow = 0
         self.ignored = 0
 
-    def feed(self, data, now):
-        """Take bytes from the UART; `now` is the caller's ticks_ms. Returns True when a
-        sentence renewed the fix."""
+    def feed(self, data, now, n=-1):
+        """Take bytes from the UART (the first `n` of `data`, or all of it); `now` is the
+        caller's ticks_ms. Returns True when a sentence renewed the fix."""
         renewed = False
         buf = self._buf
-        for b in data:
+        for i in range(len(data) if n < 0 else n):
+            b = data[i]
             if b == 0x24:  # "$": a sentence starts (whatever came before is dropped)
                 if self._n > 0:
                     self.bad_sentence += 1

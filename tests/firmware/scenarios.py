@@ -53,6 +53,8 @@ def config(device):
             "checkin_interval_s": S.get("checkin_interval_s", 60), "mqtt": mqtt}
     if "man_down" in S:
         data["man_down"] = S["man_down"]
+    if "gnss" in S:
+        data["gnss"] = S["gnss"]
     return Config(data)
 
 
@@ -60,7 +62,9 @@ def boot(device, fs_dir, flash=None, links=True, log=None):
     """`log`: a list that gets (ticks_ms, line) for every console line (none are kept
     otherwise)."""
     cfg = config(device)
-    board = SimBoard(fs_dir, hardware_taps=S.get("hardware_taps", False), flash=flash)
+    # "uart_fails": a board whose GNSS UART did not open (the config still names the module)
+    board = SimBoard(fs_dir, hardware_taps=S.get("hardware_taps", False), flash=flash,
+                     gnss=None if S.get("uart_fails") else cfg.gnss)
     say = (lambda m: None) if log is None else (lambda m: log.append((time.ticks_ms(), m)))
     link_list = [MqttLink(cfg, log=say)] if links else []
     wearable = Wearable(board, cfg, link_list, log=say)
@@ -460,6 +464,8 @@ async def idle():
     w, board = boot(S["device"], S["fs"])
     task = asyncio.create_task(w.run(), "Wearable.run")  # the link's own run() is "run"
     up = await until(lambda: w.links[0].up, 5000)
+    if S.get("gnss_talks"):
+        Receiver(board, S["gnss_talks"])  # a module sending its burst each second
     await asyncio.sleep_ms(1500)  # the first check-in and its PUBACK
     before = dict(wakes)
     pings_before = pings[0]
@@ -687,7 +693,247 @@ async def accel_wakeups():
            stats=w.stats)
 
 
-SCENARIOS = {"fall_cancelled": fall_cancelled, "fall_alarm": fall_alarm, "no_motion": no_motion,
+# -- GNSS ----------------------------------------------------------------------------------------
+
+def nmea(body):
+    check = 0
+    for b in body.encode():
+        check ^= b
+    return ("$%s*%02X\r\n" % (body, check)).encode()
+
+
+def epoch(utc_s, fix):
+    """What a u-blox style receiver sends once a second: GGA, GSA, GSV, RMC; with a fix
+    (51.50078 N, 0.12757 W, HDOP 0.9: 5 m) or without one (after losing it)."""
+    t = "%02d%02d%02d.00" % (utc_s // 3600 % 24, utc_s // 60 % 60, utc_s % 60)
+    if fix:
+        gga = "GPGGA,%s,5130.0468,N,00007.6542,W,1,09,0.9,12.4,M,47.0,M,," % t
+        rmc = "GNRMC,%s,A,5130.0468,N,00007.6542,W,0.02,,011226,,,A" % t
+    else:
+        gga = "GPGGA,%s,,,,,0,00,99.99,,,,,," % t
+        rmc = "GNRMC,%s,V,,,,,,,011226,,,N" % t
+    return (nmea(gga) + nmea("GNGSA,A,3,28,31,,,,,,,,,,,1.6,0.9,1.3")
+            + nmea("GPGSV,3,1,12,28,76,017,38,31,45,120,41") + nmea(rmc))
+
+
+class Receiver:
+    """A GNSS module on the simulated board's UART: one burst a second, a fix or not, each
+    burst fed in chunks of `chunk` bytes as a UART's receive interrupt would hand them over.
+    `noise`: bytes put before each burst (a receiver's start-up junk, line noise)."""
+
+    def __init__(self, board, chunk=32):
+        self.board = board
+        self.fix = True
+        self.utc = 12 * 3600
+        self.chunk = chunk
+        self.noise = b""
+        self.bursts = 0
+        self.task = asyncio.create_task(self.run())
+
+    async def run(self):
+        while True:
+            data = self.noise + epoch(self.utc, self.fix)
+            for i in range(0, len(data), self.chunk):
+                self.board.gnss.feed(data[i:i + self.chunk])
+                await asyncio.sleep_ms(2)
+            self.bursts += 1
+            self.utc += 1
+            await asyncio.sleep_ms(1000 - 2 * ((len(data) + self.chunk - 1) // self.chunk))
+
+    def stop(self):
+        self.task.cancel()
+
+
+def fix(w):
+    """The fix every frame sealed now would carry, or None."""
+    return None if w.gnss is None else w.gnss.fix()
+
+
+def raised_lines(log):
+    return [(t, m.split()[-1]) for t, m in log if m.startswith("vigil: raised ")]
+
+
+def gnss_report(w, board, log, **fields):
+    g = None if w.gnss is None else w.gnss.nmea
+    report(stats=w.stats, played=board.played, feedback=w.feedback.played,
+           raised=raised_lines(log), outbox=len(w.outbox),
+           lines=[m for _, m in log if "gnss" in m],
+           counters=None if g is None else {
+               "sentences": g.sentences, "bad_checksum": g.bad_checksum,
+               "bad_sentence": g.bad_sentence, "overflow": g.overflow, "ignored": g.ignored},
+           **fields)
+
+
+async def gnss_fix():
+    """A fix on the UART, an SOS; the fix lost, a LOW_BATTERY alarm and a check-in with the
+    old fix; the fix back, a check-in with a fresh one. Reports when the fix's epoch was
+    first heard (ticks) before each frame, and when each alarm was raised."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    fixes = []  # (what, ticks when sealed, the parser's fix_ms then)
+
+    async def body():
+        rx = Receiver(board, S.get("chunk", 32))
+        got = await until(lambda: fix(w) is not None, 3000, 5)
+        await asyncio.sleep_ms(1200)
+        fixes.append(("sos", w.gnss.nmea.fix_ms))
+        await board.sos_button.hold(SosButton.HOLD_MS + 100)
+        await until(lambda: w.stats["raised"] == 1, 3000, 5)
+        rx.fix = False  # lost: the receiver goes on sending, without a fix
+        await asyncio.sleep_ms(3500)
+        fixes.append(("low_battery", w.gnss.nmea.fix_ms))
+        board.battery = 9
+        await until(lambda: w.stats["raised"] == 2, 3000, 5)
+        at = time.ticks_ms()
+        await w.send_checkin(9, True)
+        fixes.append(("checkin_stale", w.gnss.nmea.fix_ms, at))
+        rx.fix = True
+        back = await until(lambda: fix(w)[3] <= 1, 3000, 5)
+        at = time.ticks_ms()
+        await w.send_checkin(9, True)
+        fixes.append(("checkin_fresh", w.gnss.nmea.fix_ms, at))
+        acked = await until(lambda: len(w.outbox) == 0)
+        rx.stop()
+        return got, back, acked
+
+    got, back, acked = await with_running(w, body)
+    gnss_report(w, board, log, got=got, back=back, acked=acked, fixes=fixes)
+
+
+async def gnss_garbage():
+    """Line noise, cut and overlong sentences and bad checksums around the receiver's bursts;
+    an SOS before any fix (no location), then, once a fix got through, a duress alarm."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        bad = nmea("GPGGA,120000.00,5130.0468,N,00007.6542,W,1,09,0.9,12.4,M,47.0,M,,")
+        junk = (b"\x00\xff\xfe$GPGGA,12" + b"\x55" * 40 + b"$GPRMC," + b"9" * 120 + b"\r\n"
+                + bad[:-4] + b"00\r\n" + b"$$$**\r\n" + bytes([i * 7 % 256 for i in range(37)]))
+        rx = Receiver(board, 7)
+        rx.fix = False
+        rx.noise = junk
+        await asyncio.sleep_ms(2500)
+        await board.sos_button.hold(SosButton.HOLD_MS + 100)
+        raised = await until(lambda: w.stats["raised"] == 1, 3000, 5)
+        no_fix = fix(w)
+        rx.fix = True
+        got = await until(lambda: fix(w) is not None, 3000, 5)
+        await board.duress_button.presses(4)
+        raised2 = await until(lambda: w.stats["raised"] == 2, 3000, 5)
+        acked = await until(lambda: len(w.outbox) == 0)
+        rx.stop()
+        return raised, no_fix, got, raised2, acked
+
+    raised, no_fix, got, raised2, acked = await with_running(w, body)
+    gnss_report(w, board, log, raised_ok=raised, no_fix=no_fix, got=got, raised2=raised2,
+                acked=acked)
+
+
+async def gnss_duress():
+    """A duress alarm with the receiver sending fixes all along, then a fix lost and found:
+    nothing is felt or seen, ever; the frame carries the fix."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        rx = Receiver(board)
+        await until(lambda: fix(w) is not None, 3000, 5)
+        await board.duress_button.presses(4)
+        raised = await until(lambda: w.stats["raised"] == 1, 3000, 5)
+        acked = await until(lambda: len(w.outbox) == 0)
+        rx.fix = False
+        await asyncio.sleep_ms(2200)
+        rx.fix = True
+        await asyncio.sleep_ms(2200)
+        await w.send_checkin(90, False)
+        rx.stop()
+        await asyncio.sleep_ms(300)  # any late feedback would show up here
+        return raised, acked
+
+    raised, acked = await with_running(w, body)
+    gnss_report(w, board, log, raised_ok=raised, acked=acked)
+
+
+async def gnss_restart():
+    """The UART's read fails: the gnss task dies, is restarted by the supervisor, and reads
+    the fixes that come after."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        board.gnss.fail(OSError(5))
+        restarted = await until(lambda: w.stats["restarts"] >= 1, 5000, 5)
+        rx = Receiver(board)
+        got = await until(lambda: fix(w) is not None, 3000, 5)
+        await board.sos_button.hold(SosButton.HOLD_MS + 100)
+        acked = await until(lambda: w.stats["raised"] == 1 and len(w.outbox) == 0)
+        rx.stop()
+        return restarted, got, acked
+
+    restarted, got, acked = await with_running(w, body)
+    gnss_report(w, board, log, restarted=restarted, got=got, acked=acked,
+                died=[m for _, m in log if m.startswith("vigil: task ")])
+
+
+async def gnss_waited():
+    """An SOS raised with a fix while no link is up, sent 3 s later when one comes up (the
+    fix lost meanwhile): it goes sealed again with its age, and its fix as old as it is then."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    tasks = [asyncio.create_task(w.input_task()), asyncio.create_task(w.gnss.gnss_task(w))]
+    rx = Receiver(board)
+    await until(lambda: fix(w) is not None, 3000, 5)
+    await asyncio.sleep_ms(1100)
+    fix_ms = w.gnss.nmea.fix_ms
+    await board.sos_button.hold(SosButton.HOLD_MS + 100)
+    await until(lambda: w.stats["raised"] == 1, 3000, 5)
+    at_raise = fix(w)
+    rx.fix = False
+    await asyncio.sleep_ms(3000)
+    for task in tasks:
+        task.cancel()
+
+    async def body():
+        return await until(lambda: len(w.outbox) == 0)
+
+    acked = await with_running(w, body)
+    rx.stop()
+    report(acked=acked, fix_ms=fix_ms, at_raise=at_raise,
+           raised=[(t, m.split()[-1]) for t, m in log if m.startswith("vigil: raised ")],
+           tx=[(t, m.split()[-1]) for t, m in log if m.startswith("vigil: tx ")])
+
+
+async def duress_and_checkin():
+    """A duress alarm, then a check-in: two frames, of whatever size this unit seals."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+
+    async def body():
+        await board.duress_button.presses(4)
+        acked = await until(lambda: w.stats["raised"] == 1 and len(w.outbox) == 0)
+        sent = await w.send_checkin(90, False)
+        return acked, sent
+
+    acked, sent = await with_running(w, body)
+    report(acked=acked, sent=sent, location=fix(w), played=board.played,
+           lines=[m for _, m in log if "gnss" in m], tasks=[n for n, _, _ in w.tasks()])
+
+
+def boot_gnss():
+    """main.run() with the config S gives (its gnss setting among it)."""
+    from vigil_fw import main
+    with open(S["fs"] + "/vigil.json", "w") as f:
+        f.write(json.dumps({"version": 1, "device_id": S["device"], "key": S["key"],
+                            "mqtt": {"host": "h", "username": S["device"], "password": "p"},
+                            "gnss": S["gnss"]}))
+    main.run(S["fs"])
+
+
+SCENARIOS = {"gnss_fix": gnss_fix, "gnss_garbage": gnss_garbage, "gnss_duress": gnss_duress,
+             "gnss_restart": gnss_restart, "gnss_waited": gnss_waited,
+             "duress_and_checkin": duress_and_checkin,
+"fall_cancelled": fall_cancelled, "fall_alarm": fall_alarm, "no_motion": no_motion,
              "duress_then_fall": duress_then_fall,
              "double_taps_with_man_down": double_taps_with_man_down,
              "accel_wakeups": accel_wakeups,
@@ -697,5 +943,8 @@ SCENARIOS = {"fall_cancelled": fall_cancelled, "fall_alarm": fall_alarm, "no_mot
              "watchdog": watchdog, "boot_config": boot_config, "stall": stall, "garbled": garbled,
              "link_diagnostics": link_diagnostics, "idle": idle}
 
-asyncio.run(SCENARIOS[S["scenario"]]())
+if S["scenario"] == "boot_gnss":
+    boot_gnss()
+else:
+    asyncio.run(SCENARIOS[S["scenario"]]())
 sys.exit(0)

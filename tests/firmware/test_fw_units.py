@@ -393,6 +393,59 @@ class ConfigChecks(unittest.TestCase):
             self.assertTrue("ab" * 32 not in msg and "pw" not in msg.split(":", 1)[1])
 
 
+GNSS = {"uart": 1, "rx": 12, "tx": 13, "baud": 9600}
+
+
+class GnssConfig(unittest.TestCase):
+    """The gnss setting: absent is no GNSS; a module's UART, pins and baud, each wrong value
+    refused in one line that names it; v1 refused (its frames cannot be sealed at one size)."""
+
+    def message(self, gnss, protocol=2):
+        try:
+            Config(with_(gnss=gnss, protocol=protocol))
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def test_absent_is_no_gnss_and_a_good_one_loads_with_its_defaults(self):
+        self.assertIsNone(Config(GOOD).gnss)
+        self.assertEqual(Config(with_(gnss=GNSS)).gnss, (1, 12, 13, 9600))
+        self.assertEqual(Config(with_(gnss={"rx": 12, "tx": 13})).gnss, (1, 12, 13, 9600))
+        self.assertEqual(Config(with_(gnss={"uart": 2, "rx": 47, "tx": 48, "baud": 115200}))
+                         .gnss, (2, 47, 48, 115200))
+
+    def test_each_wrong_value_is_refused_in_one_line_naming_it(self):
+        def gnss(**changes):
+            out = dict(GNSS)
+            out.update(changes)
+            return out
+
+        cases = [
+            ("on", "config: gnss must be an object with uart, rx, tx, baud"),
+            (gnss(pins=3), "config: gnss has no setting 'pins'"),
+            (gnss(uart=0), "config: gnss.uart must be 1 or 2 (UART 0 is the console)"),
+            (gnss(uart=True), "config: gnss.uart must be 1 or 2 (UART 0 is the console)"),
+            (gnss(rx=None), "config: gnss.rx must be a free GPIO"),
+            (gnss(rx=4), "config: gnss.rx must be a free GPIO"),      # the SOS button
+            (gnss(rx=17), "config: gnss.rx must be a free GPIO"),     # the blue LED
+            (gnss(tx=43), "config: gnss.tx must be a free GPIO"),     # UART0, the console
+            (gnss(tx=0), "config: gnss.tx must be a free GPIO"),      # a strapping pin
+            (gnss(tx=30), "config: gnss.tx must be a free GPIO"),     # the flash
+            (gnss(tx=49), "config: gnss.tx must be a free GPIO"),
+            (gnss(tx="13"), "config: gnss.tx must be a free GPIO"),
+            (gnss(tx=12), "config: gnss.rx and gnss.tx must be different pins"),
+            (gnss(baud=9601), "config: gnss.baud must be one of 4800, 9600, 19200, 38400, "
+                              "57600, 115200"),
+        ]
+        for given, words in cases:
+            msg = self.message(given)
+            self.assertIsNotNone(msg, given)
+            self.assertTrue(msg.startswith(words), (given, msg))
+            self.assertTrue("\n" not in msg)
+        self.assertEqual(self.message(GNSS, protocol=1),
+                         "config: gnss needs protocol 2 (v1 frames cannot be sealed at one size)")
+
+
 class CounterFloor(unittest.TestCase):
     def test_a_fresh_flash_starts_at_the_floor_and_a_used_one_never_goes_back(self):
         f = MemoryFlash()

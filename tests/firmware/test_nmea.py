@@ -160,6 +160,19 @@ class Faults(unittest.TestCase):
                 gps.feed(data[i:i + size], 0)
             self.assertEqual((gps.lat_e7, gps.lon_e7, gps.sentences), (515007800, -1275700, 2))
 
+    def test_the_first_n_bytes_of_a_reused_buffer(self):
+        # As the gnss task feeds it: each read into one buffer, what is past n left over
+        # from the read before.
+        data = sentence(GGA) + sentence(RMC)
+        buf = bytearray(b"$" * 16)
+        gps = Nmea()
+        for i in range(0, len(data), 16):
+            chunk = data[i:i + 16]
+            buf[0:len(chunk)] = chunk
+            gps.feed(buf, 0, len(chunk))
+        self.assertEqual((gps.lat_e7, gps.lon_e7, gps.sentences, gps.bad_sentence),
+                         (515007800, -1275700, 2, 0))
+
 
 class Allocation(unittest.TestCase):
     def test_feeding_sentences_allocates_nothing(self):

@@ -191,3 +191,57 @@ def test_the_sim_shows_why_its_link_is_down_from_the_first_attempt(tmp_path, dev
     assert lines and "refused" in lines[0], proc.stdout
     record = json.loads(device_file.read_text())
     assert record["mqtt_password"] not in proc.stdout + proc.stderr
+
+
+def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_location(
+        tmp_path, mosquitto, device_file):
+    """`vigil sim --gnss`: NMEA on the simulated board's UART, an SOS through the real gateway
+    (`vigil gateway run`) to a webhook backend: the body's location is the fix, with its age;
+    the fix lost, the next alarm's is the same place, marked with its growing age."""
+    import subprocess
+
+    from vigil_cli import VIGIL
+    from vigil_responder import ResponderBackend
+
+    secret = b"webhook-secret-for-sim-gnss-0123"
+    backend = ResponderBackend(secret).start()
+    (tmp_path / "secret").write_bytes(secret)
+    (tmp_path / "secret").chmod(0o600)
+    config = tmp_path / "gateway.toml"
+    config.write_text('[gateway]\ndata_dir = "gw"\n[mqtt]\nport = %d\nclient_id = "gw-%s"\n'
+                      '[http]\nport = 0\n[forward]\nbackoff_min_s = 0.05\nbackoff_max_s = 0.3\n'
+                      '[forward.webhook]\nurl = "%s"\nsecret_file = "%s"\n'
+                      % (mosquitto.port, tmp_path.name, backend.url, tmp_path / "secret"))
+    assert vigil("gateway", "device", "import", device_file, "--config", config).returncode == 0
+    gateway = subprocess.Popen([VIGIL, "gateway", "run", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    script = tmp_path / "gnss.txt"
+    script.write_text("nmea $GPGGA,garbage*00\nfix 51.5007 -0.1246 1.8\nsos\nwait-acked 20000\n"
+                      "fix-lost\nwait 3000\nduress\nwait-acked 20000\nstatus\n")
+    try:
+        proc = vigil("sim", "--device-file", device_file, "--script", script, "--mqtt-port",
+                     mosquitto.port, "--quick", "--gnss")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "sim: gnss fix 51.5007 -0.1246" in proc.stdout, proc.stdout
+        assert proc.stdout.count("sim: every alarm acknowledged") == 2, proc.stdout
+        dev = json.loads(device_file.read_text())["device_id"]
+        sos = backend.wait_for(lambda e: e["event"] == "raised"
+                               and e["incident"]["kind"] == "SOS")
+        duress = backend.wait_for(lambda e: e["event"] == "raised"
+                                  and e["incident"]["kind"] == "DURESS")
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        backend.stop()
+    assert sos["device"]["id"] == dev
+    where = sos["location"]
+    assert where["source"] == "gnss"
+    assert (where["lat"], where["lon"]) == pytest.approx((51.5007, -0.1246), abs=1e-6)
+    assert where["accuracy_m"] == 9  # HDOP 1.8 x 5 m
+    assert where["stale"] is False and where["fix"]["age_s"] <= 3, where
+    # The fix lost 3 s before the duress alarm: the same place, with its true age.
+    later = duress["location"]
+    assert (later["lat"], later["lon"]) == (where["lat"], where["lon"])
+    assert later["fix"]["age_s"] >= 3, (where, later)
+    # Duress: the wearer was shown nothing from it on, GNSS or not.
+    assert "vigil: feedback" not in proc.stdout.split("sim: duress raised")[1]

@@ -37,12 +37,27 @@ def man_down(on=True, fall=True, no_motion_s=None, cancel_s=None):
             "cancel_s": 30 if cancel_s is None else cancel_s}
 
 
+def gnss(rx=None, tx=None, uart=None, baud=None):
+    """The gnss setting of a unit with a UART GNSS module: its receive and transmit pins
+    (both or neither), the UART (default 1) and the baud rate (default 9600, what most NMEA
+    modules start at); None (no gnss in the file: no GNSS, nothing of it loaded) when no pin is
+    given. Written out in full, so the file says what the unit does. The firmware's own check
+    (render()) judges the values."""
+    if rx is None and tx is None and uart is None and baud is None:
+        return None
+    if rx is None or tx is None:
+        raise ToolError("a GNSS module needs both --gnss-rx and --gnss-tx (the GPIOs its TX and "
+                        "RX lines are wired to)")
+    return {"uart": 1 if uart is None else uart, "rx": rx, "tx": tx,
+            "baud": 9600 if baud is None else baud}
+
+
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
           low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None,
-          man_down=None):
+          man_down=None, gnss=None):
     """The config as a dict (secrets included: never print it). `man_down`: the settings
-    of man_down() (None: none in the file)."""
+    of man_down() (None: none in the file); `gnss`: gnss()'s (None: none in the file)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
                         "`vigil keygen`")
@@ -68,6 +83,8 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["counter_floor"] = counter_floor
     if man_down is not None:
         data["man_down"] = dict(man_down)
+    if gnss is not None:
+        data["gnss"] = dict(gnss)
     return data
 
 

@@ -30,9 +30,11 @@ def default_state_dir(record_path):
 
 def settings(record, mqtt_host="127.0.0.1", mqtt_port=1883, mqtt_prefix="vigil",
              state_dir=None, quick=False, battery=90, checkin_interval_s=None,
-             hardware_taps=False, echo=False, link="mqtt", ble_hci=None):
+             hardware_taps=False, echo=False, link="mqtt", ble_hci=None, gnss=False):
+    """`gnss`: the unit has a UART GNSS module (the `fix` commands feed it)."""
     config = device_config.build(record, mqtt_host, mqtt_port, mqtt_prefix,
-                                 checkin_interval_s=checkin_interval_s)
+                                 checkin_interval_s=checkin_interval_s,
+                                 gnss=device_config.gnss(rx=12, tx=13) if gnss else None)
     device_config.render(config)  # the firmware's own check, with its words
     if link == "ble" and not ble_hci:
         raise ToolError("--link ble needs --ble-hci (an emulated controller from `vigil ble-air`"

@@ -25,6 +25,9 @@ COMMANDS = (
     ("duress", "the covert duress gesture on the hidden button"),
     ("tap", "a double tap on the wearable"),
     ("battery PCT", "set the battery level (0-100)"),
+    ("fix LAT LON [HDOP]", "(--gnss) the GNSS module has a fix here (degrees), sent each second"),
+    ("fix-lost", "(--gnss) the module goes on sending, without a fix"),
+    ("nmea TEXT", "(--gnss) one line as it is onto the module's UART (noise, a bad sentence)"),
     ("silent", "the wearable goes silent: no traffic at all, the link is not closed"),
     ("resume", "back from silence"),
     ("wait MS", "do nothing for MS milliseconds"),
@@ -50,6 +53,52 @@ async def until(predicate, timeout_ms, step_ms=20):
     return True
 
 
+def nmea(body):
+    check = 0
+    for b in body.encode():
+        check ^= b
+    return ("$%s*%02X\r\n" % (body, check)).encode()
+
+
+def _angle(value, digits, plus, minus):
+    """Degrees as NMEA's (d)ddmm.mmmm and its hemisphere."""
+    e7 = int(round(abs(value) * 10000000))
+    degrees = e7 // 10000000
+    minutes_e4 = (e7 - degrees * 10000000) * 60 // 1000  # 1e-4 minute
+    return ("%02d" if digits == 2 else "%03d") % degrees + "%02d.%04d,%s" % (
+        minutes_e4 // 10000, minutes_e4 % 10000, plus if value >= 0 else minus)
+
+
+class Receiver:
+    """A GNSS module on the simulated board's UART: each second GGA and RMC (a fix where
+    `fix` says, HDOP `hdop`), or both without a fix once it is lost."""
+
+    def __init__(self, uart):
+        self.uart = uart
+        self.fix = None  # (lat, lon, hdop)
+        self.utc = 12 * 3600
+        self.task = None
+
+    def start(self):
+        if self.task is None:
+            self.task = asyncio.create_task(self.run())
+
+    async def run(self):
+        while True:
+            u = self.utc
+            t = "%02d%02d%02d.00" % (u // 3600 % 24, u // 60 % 60, u % 60)
+            if self.fix is not None:
+                lat, lon, hdop = self.fix
+                where = "%s,%s" % (_angle(lat, 2, "N", "S"), _angle(lon, 3, "E", "W"))
+                self.uart.feed(nmea("GPGGA,%s,%s,1,09,%.1f,12.0,M,47.0,M,," % (t, where, hdop))
+                               + nmea("GNRMC,%s,A,%s,0.0,,011226,,,A" % (t, where)))
+            else:
+                self.uart.feed(nmea("GPGGA,%s,,,,,0,00,99.99,,,,,," % t)
+                               + nmea("GNRMC,%s,V,,,,,,,011226,,,N" % t))
+            self.utc += 1
+            await sleep_ms(1000)
+
+
 class Simulator:
     def __init__(self, settings):
         self.settings = settings
@@ -61,7 +110,9 @@ class Simulator:
             Outbox.RETRY_MAX_MS = 4000
         self.config = Config(settings["config"])
         self.board = SimBoard(settings["state_dir"], hardware_taps=settings.get("hardware_taps",
-                                                                               False))
+                                                                               False),
+                              gnss=self.config.gnss)
+        self.receiver = Receiver(self.board.gnss) if self.board.gnss is not None else None
         self.board.battery = settings.get("battery", 90)
         self.wearable = Wearable(self.board, self.config, [])
         self.link = None
@@ -143,6 +194,24 @@ class Simulator:
         elif name == "battery":
             board.battery = max(0, min(100, int(args[0])))
             say("battery %d%%" % board.battery)
+        elif name in ("fix", "fix-lost", "nmea") and self.receiver is None:
+            say("no GNSS module on this unit (start the sim with --gnss)")
+        elif name == "fix":
+            lat, lon = float(args[0]), float(args[1])
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ValueError
+            self.receiver.fix = (lat, lon, float(args[2]) if len(args) > 2 else 0.9)
+            self.receiver.start()
+            got = await until(lambda: w.gnss is not None and w.gnss.fix() is not None
+                              and w.gnss.fix()[3] <= 1, 3000)
+            say("gnss fix %s %s" % (args[0], args[1]) if got else "gnss: no fix taken")
+        elif name == "fix-lost":
+            self.receiver.fix = None
+            self.receiver.start()
+            say("gnss fix lost")
+        elif name == "nmea":
+            self.board.gnss.feed((" ".join(args) + "\r\n").encode())
+            say("nmea line sent")
         elif name == "silent":
             self.stop()
             say("silent")
@@ -162,6 +231,7 @@ class Simulator:
         elif name == "status":
             say(json.dumps({"device": self.config.device_hex, "link_up": self.link.up,
                             "battery": board.battery, "outbox": len(w.outbox),
+                            "location": None if w.gnss is None else w.gnss.fix(),
                             "open": w.alarms.listing(),
                             "stats": w.stats}))
         elif name == "help":

@@ -49,6 +49,15 @@ def register(sub):
     provision.add_argument("--cancel-s", type=int, metavar="S",
                            help="seconds the wearer has to cancel a man-down pre-alarm with "
                                 "the SOS button (10-120; default 30)")
+    provision.add_argument("--gnss-rx", type=int, metavar="GPIO",
+                           help="a UART GNSS module: the GPIO its TX line drives (with "
+                                "--gnss-tx; no GNSS unless given)")
+    provision.add_argument("--gnss-tx", type=int, metavar="GPIO",
+                           help="the GPIO wired to the GNSS module's RX line")
+    provision.add_argument("--gnss-uart", type=int, metavar="N",
+                           help="the ESP32 UART for the GNSS module (1 or 2; default 1)")
+    provision.add_argument("--gnss-baud", type=int, metavar="BAUD",
+                           help="the GNSS module's baud rate (default 9600)")
     provision.add_argument("--gateway-config", metavar="FILE",
                            default=os.environ.get("VIGIL_GATEWAY_CONFIG"),
                            help="the gateway whose registry gets the device (default: "
@@ -96,6 +105,9 @@ def register(sub):
                           "detector")
     sim.add_argument("--quick", action="store_true",
                      help="short hold and retry times (same rules), for demos and tests")
+    sim.add_argument("--gnss", action="store_true",
+                     help="the unit has a UART GNSS module: the fix and fix-lost commands feed "
+                          "it NMEA, and every alarm and check-in is sealed at 48 bytes")
     sim.add_argument("--link", choices=["mqtt", "ble"], default="mqtt",
                      help="mqtt (default): the firmware's MQTT link on the MicroPython unix port; "
                           "ble: its BLE link on an emulated radio (see `vigil ble-air`)")
@@ -170,17 +182,18 @@ def provision_command(args):
     port = args.mqtt_port or (8883 if args.mqtt_ca else 1883)
     wifi_password = (_read_secret(args.wifi_password_file, "Wi-Fi password")
                      if args.wifi_password_file else None)
-    from .device_config import man_down
+    from .device_config import gnss, man_down
 
     settings = man_down(on=not args.no_man_down, fall=not args.no_fall,
                         no_motion_s=args.no_motion_s, cancel_s=args.cancel_s)
+    module = gnss(rx=args.gnss_rx, tx=args.gnss_tx, uart=args.gnss_uart, baud=args.gnss_baud)
     return provision(args.device_file, args.mqtt_host, port=args.port, mqtt_port=port,
                      mqtt_prefix=prefix, mqtt_ca_path=args.mqtt_ca, wifi_ssid=args.wifi_ssid,
                      wifi_password=wifi_password, checkin_interval_s=args.checkin_interval,
                      low_battery_pct=args.low_battery, ble=False if args.no_ble else None,
                      gateway_config=gateway,
                      broker_files=args.broker_files, replace=args.replace,
-                     man_down=settings if settings is not None else False,
+                     man_down=settings if settings is not None else False, gnss=module,
                      boot_timeout_s=args.boot_timeout)
 
 
@@ -206,7 +219,8 @@ def sim_command(args):
     return run(args.device_file, script=args.script, state_dir=args.state_dir,
                mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_prefix=args.mqtt_prefix,
                quick=args.quick, battery=args.battery, checkin_interval_s=args.checkin_interval,
-               hardware_taps=args.hardware_taps, link=args.link, ble_hci=args.ble_hci)
+               hardware_taps=args.hardware_taps, link=args.link, ble_hci=args.ble_hci,
+               gnss=args.gnss)
 
 
 def board_virtual_command(args):

@@ -6,8 +6,9 @@
 #   a ROMFS partition when the launcher mapped one: vfs.rom_ioctl() as a ROMFS-enabled port
 #     has it, and its image (if any) mounted at /rom with /rom and /rom/lib before /lib;
 #   machine and network are inert stand-ins: buttons never pressed, nothing answering on I2C
-#     (the firmware falls back to sampling), a full battery, a watchdog that never bites, and
-#     Wi-Fi "connected" through the host's own network;
+#     (the firmware falls back to sampling), a full battery, a watchdog that never bites, a
+#     UART (a GNSS module's) that never receives a byte, and Wi-Fi "connected" through the
+#     host's own network;
 #   boot.py runs at every reset, main.py only when the reset leaves the friendly REPL (as on a
 #     real board: a reset from the raw REPL skips main.py), then the REPL takes over.
 import os
@@ -86,6 +87,17 @@ class WDT:
 
     def feed(self):
         pass
+
+
+def UART(uart_id, baudrate=9600, rx=None, tx=None, timeout=0, rxbuf=256):
+    """A UART with nothing on its line: a UDP socket bound to a free loopback port, which
+    asyncio can wait on as it waits on a board's UART (a file descriptor: the scheduler sleeps
+    in poll(), never loops), and nobody sends to."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(socket.getaddrinfo("127.0.0.1", 0)[0][-1])
+    s.setblocking(False)
+    return s
 
 
 def reset():
@@ -200,7 +212,7 @@ def _run_if_present(name):
 
 
 def _start():
-    _module("machine", Pin, I2C, ADC, WDT, reset, soft_reset)
+    _module("machine", Pin, I2C, ADC, UART, WDT, reset, soft_reset)
     network = _module("network", WLAN)
     network.STA_IF = 0
     network.AP_IF = 1
@@ -225,5 +237,6 @@ try:
     _start()
 except KeyboardInterrupt:
     pass  # a second Ctrl-C while the first was being reported: the REPL comes next anyway
-del _module, _run_if_present, _start, FlashVfs, Pin, I2C, ADC, WDT, WLAN, reset, soft_reset
+del _module, _run_if_present, _start, FlashVfs, Pin, I2C, ADC, UART, WDT, WLAN, reset
+del soft_reset
 del rom_ioctl, _rom_partition
