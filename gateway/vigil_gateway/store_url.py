@@ -8,10 +8,10 @@
 #   PostgreSQL is refused ("not supported yet") until its backend does everything the gateway
 #     needs (gateway/README.md, "Scale-out on PostgreSQL"): no half-working mode. Served on it
 #     now: ingest, supervision, downlinks, forwarding (webhook, DC-09), the actions API, wearer
-#     profiles, beacons, retention, the CLI (`vigil gateway run` starts a worker); BLE stays
-#     edge-local (refused). Left: a restore (PostgreSQL's own tools) moving every device's
-#     downlink counter past the backup's and signing its stored downlinks again, as `vigil
-#     gateway restore` does on SQLite;
+#     profiles, beacons, retention, the CLI (`vigil gateway run` starts a worker), a restore
+#     (`vigil gateway restore --database-restored` after PostgreSQL's own tools); BLE stays
+#     edge-local (refused). Left: a stored downlink re-offered from below the wearable's window
+#     signed afresh, as downlinks.py does on SQLite;
 #   an error names the setting and never repeats the URL (it may carry a password).
 from collections import namedtuple
 from urllib.parse import urlsplit

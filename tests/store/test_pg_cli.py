@@ -3,7 +3,8 @@
 # True (the `vigil` below sets it in its own process, as the release that flips it will run):
 # the operators' commands on the database (device add/import/list/revoke/rotate-key, wearer
 # set/show/list, beacon add/list/remove, incidents, outbox, check-config), the ones not served
-# there refused in one line naming them (backup, restore: PostgreSQL's own tools), and
+# there refused in one line naming them (backup: PostgreSQL's own tools; restore SRC: restore
+# with those, then `restore --database-restored`, test_pg_restore.py), and
 # `vigil gateway run` starting a worker (service_pg) that acks a wearable's alarm, names the
 # place of the beacon it heard, and shows the shared state on /metrics (a wearable gone silent
 # as lost contact). A password in the URL is never printed.
@@ -158,7 +159,8 @@ def test_the_operators_commands_on_the_database(pg_database, tmp_path):
     _refused(ready("backup", tmp_path / "bak", *c), "backup", "not supported on PostgreSQL yet",
              "pg_dump")
     assert not (tmp_path / "bak").exists()
-    _refused(ready("restore", tmp_path / "bak", *c), "restore", "not supported on PostgreSQL")
+    _refused(ready("restore", tmp_path / "bak", *c), "restore", "on PostgreSQL",
+             "--database-restored")
 
 
 def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_path, mosquitto):

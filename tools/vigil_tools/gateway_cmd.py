@@ -164,7 +164,10 @@ def register(sub):
     res = gw.add_parser("restore", parents=[common],
                         help="put a backup into gateway.data_dir (no database there, no gateway "
                              "running), downlink counters moved past the backup's")
-    res.add_argument("src", help="a folder written by `vigil gateway backup`")
+    res.add_argument("src", nargs="?", help="a folder written by `vigil gateway backup`")
+    res.add_argument("--database-restored", action="store_true",
+                     help="PostgreSQL: the database was restored with PostgreSQL's tools; move "
+                          "its downlink counters past it (before any worker starts)")
     res.set_defaults(func=_handler(restore_command))
 
     svc = gw.add_parser("install-service",
@@ -720,15 +723,40 @@ def backup_command(args):
 def restore_command(args):
     from vigil_gateway import backup
 
-    data_dir = _sqlite_only(args, "restore", "restore the database with PostgreSQL's own "
-                            "tools, then move every device's downlink_counter past the "
-                            "backup's (gateway/README.md)").gateway.data_dir
+    config = _load(args)
+    if _postgresql(config) is not None:
+        return _database_restored(args)
+    if args.database_restored or not args.src:
+        raise ToolError("gateway restore: give the backup folder (--database-restored is for "
+                        "a PostgreSQL database restored with its own tools)")
+    data_dir = config.gateway.data_dir
     made = backup.restore(args.src, data_dir)
     print("restored %d devices, %d incidents from the backup taken %s into %s; every device's "
           "downlink counter moved %d past the backup's; %d stored downlinks the wearables may "
           "not have signed again above it" % (
               made["devices"], made["incidents"], made["created_at"], data_dir,
               backup.DOWNLINK_MARGIN, made["downlinks_signed_again"]))
+    return 0
+
+
+def _database_restored(args):
+    """On PostgreSQL: after the database (and the keys folder) came back from PostgreSQL's own
+    tools, what restore does on SQLite (restore_pg.py)."""
+    from vigil_gateway import backup, restore_pg
+
+    if args.src or not args.database_restored:
+        raise ToolError("gateway restore: on PostgreSQL restore the database with its own "
+                        "tools (pg_restore, a base backup) and the keys folder with it, then, "
+                        "before any worker starts, run `vigil gateway restore "
+                        "--database-restored` (gateway/README.md)")
+    _, reg, store = _state(args)
+    try:
+        devices, signed = restore_pg.after_restore(store, reg)
+    finally:
+        store.close()
+    print("every device's downlink counter (%d devices) moved %d past the restored database's; "
+          "%d stored downlinks the wearables may not have signed again above it"
+          % (devices, backup.DOWNLINK_MARGIN, signed))
     return 0
 
 
