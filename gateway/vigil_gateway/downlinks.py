@@ -140,7 +140,8 @@ class Downlinks:
         if not due:
             return 0
         state = self.pipeline.state
-        stale = self._stale(device_id, due, state.last_downlink_counter(device_id))
+        stale = to_sign_again(due, state.last_downlink_counter(device_id),
+                              lambda d: superseded(self.conn, d))
         if stale:
             device = state.device(device_id)
             key = self.registry.key(device)
@@ -151,17 +152,6 @@ class Downlinks:
             "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = ?, "
             "offers = offers + 1 WHERE id = ?", [(now, d.id) for d in due])
         return len(due)
-
-    def _stale(self, device_id, due, latest):
-        """Those of `due` (id order) to sign afresh: RESIGN_BELOW or more below `latest` and
-        the first ones signed again before the later ones are looked at (each takes a
-        counter), unless superseded."""
-        stale = []
-        for d in due:
-            if latest + len(stale) - d.counter >= RESIGN_BELOW and \
-                    not superseded(self.conn, d):
-                stale.append(d)
-        return stale
 
     def prune(self, cutoff):
         """Delete downlinks made before `cutoff` that went out (confirmed, or sent on a path):
@@ -181,6 +171,17 @@ class Downlinks:
             sql += " WHERE device_id = ?"
             args.append(device_id)
         return [Downlink(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+
+def to_sign_again(due, latest, is_superseded):
+    """Those of `due` (stored downlinks to offer again, in the order they were made) to sign
+    afresh: RESIGN_BELOW or more below the device's latest counter - `latest`, and one more
+    for each signed afresh before (each takes a counter) - unless is_superseded(d)."""
+    stale = []
+    for d in due:
+        if latest + len(stale) - d.counter >= RESIGN_BELOW and not is_superseded(d):
+            stale.append(d)
+    return stale
 
 
 def superseded(conn, d):
