@@ -107,9 +107,13 @@ class PostgresServer:
 
     def create_database(self, name, template=None):
         sql = 'CREATE DATABASE "%s"' % name
-        if template:
-            sql += ' TEMPLATE "%s"' % template
         with self.connect(autocommit=True) as conn:
+            if template:
+                sql += ' TEMPLATE "%s"' % template
+                # PostgreSQL 15 on copies a template through the WAL (about 110 ms here); a
+                # file copy, as before 15, takes about 11 ms: a fresh database per test
+                if conn.info.server_version >= 150000:
+                    sql += " STRATEGY FILE_COPY"
             conn.execute(sql)
         return self.url(name)
 
