@@ -2,10 +2,10 @@
 # incidents, forwarding loops and downlinks, every device's state in the shared database, so
 # any number of workers can share one MQTT 5 group ([mqtt] shared_group). `vigil gateway run`
 # starts one (run()) when [store] url names PostgreSQL; until store_url.POSTGRESQL_READY the
-# config's own checks refuse such a URL (gateway/README.md, "Scale-out on PostgreSQL": the
-# beacon table is not here yet), and the tests start workers themselves, in their own process
-# or as `python -m vigil_gateway.service_pg --config FILE`, which takes the URL out of the
-# config before those checks. A worker makes the tables of a new database at start.
+# config's own checks refuse such a URL (gateway/README.md, "Scale-out on PostgreSQL", "Left
+# to do"), and the tests start workers themselves, in their own process, as `vigil gateway
+# run` with the flag set in its process, or as `python -m vigil_gateway.service_pg --config
+# FILE`, which takes the URL out of the config before those checks. A worker makes the tables of a new database at start.
 #
 #   link --Message--> inbound queue --batch--> pipeline (devices locked, written, committed)
 #                                                         --> acks published --> broker PUBACKs

@@ -38,7 +38,9 @@
 #   every transaction that touches devices first locks their rows in `devices`
 #   (SELECT ... ORDER BY device_id FOR UPDATE): always in device-id order, so two batches
 #   naming the same devices cannot deadlock; what it reads of a device after that is current;
-#   a frame is stored once: INSERT ... ON CONFLICT DO NOTHING on (device, direction, counter);
+#   a frame is stored once, its key (device, direction, counter) unique: under the device's
+#     lock no other transaction stores its frames, so a plain INSERT (a conflict would be a
+#     bug, and fails the batch);
 #   a frame already stored is a retransmission when its tag is the same, else counter_reuse;
 #   a frame not stored at or below the device's history floor is stale_counter; any other is
 #   new (a late one included: SPEC section 7, "Gateways keep history");

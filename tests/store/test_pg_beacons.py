@@ -28,9 +28,7 @@ def sid(kind, identifier):
 
 @pytest.fixture
 def url(pg_store_url):
-    with psycopg.connect(pg_store_url, autocommit=True) as conn:
-        conn.execute(beacons_pg.SCHEMA)  # (until store_pg's schema makes it)
-    return pg_store_url
+    return pg_store_url  # (store_pg's schema makes the table)
 
 
 @pytest.fixture
