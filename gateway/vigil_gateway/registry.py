@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from collections import namedtuple
+from contextlib import contextmanager
 
 import vigil_protocol as p
 
@@ -129,6 +130,20 @@ class Registry:
             return parse_key_hex(f.read(), path)
 
     # -- changing --
+    @contextmanager
+    def batch(self):
+        """`with registry.batch():` the devices added inside go in whole or not at all (one
+        transaction; a crash midway leaves none of them). Key files written for a batch that
+        went back stay, unused (0600)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     def _ensure_keys_dir(self):
         os.makedirs(self.keys_dir, mode=0o700, exist_ok=True)
         os.chmod(self.keys_dir, 0o700)

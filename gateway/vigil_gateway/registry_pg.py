@@ -17,6 +17,7 @@
 #   revoke changes the row under its lock: the next batch of every worker rejects the device.
 import os
 import time
+from contextlib import nullcontext
 
 import vigil_protocol as p
 
@@ -43,6 +44,11 @@ class PostgresRegistry:
 
     def get(self, device_id):
         return self.store.device(device_id)
+
+    def batch(self):
+        """On PostgreSQL each add is a transaction of its own (a batch is checked whole before
+        the first, as on SQLite, but not added in one transaction)."""
+        return nullcontext(self)
 
     def devices(self):
         return self.store.devices()

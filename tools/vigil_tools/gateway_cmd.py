@@ -432,7 +432,7 @@ def import_command(args):
 
     records = [(path, _read_record(path)) for path in args.records]
     _check_records(records)
-    conn, reg, _ = _state(args)
+    _, reg, _ = _state(args)
     plan, seen = [], {}
     for path, record in records:
         device_id = registry.parse_device_id(record["device_id"])
@@ -449,9 +449,7 @@ def import_command(args):
                                 % (path, name, problem))
         plan.append((path, record, device is not None))
     said = []
-    if conn is not None:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
+    with reg.batch():  # on SQLite one transaction: all or none, a crash midway included
         for path, record, already in plan:
             name = registry.device_hex(registry.parse_device_id(record["device_id"]))
             if already:
@@ -461,14 +459,8 @@ def import_command(args):
             try:
                 reg.import_record(record)
             except GatewayError as exc:
-                raise ToolError("%s: %s (nothing imported)" % (path, exc)) from None
+                raise ToolError("%s: %s" % (path, exc)) from None
             said.append("imported device %s" % name)
-        if conn is not None:
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn is not None and conn.in_transaction:
-            conn.execute("ROLLBACK")  # (key files written for it stay, unused, 0600)
-        raise
     print("\n".join(said))
     return 0
 
