@@ -54,9 +54,15 @@ class Outbox:
 
     # -- writing (inside the caller's transaction) --
     def prune_delivered(self, cutoff):
-        """Delete the events delivered before `cutoff` (their incidents and audit stay)."""
-        return self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
+        """Delete the events delivered before `cutoff` (their incidents and audit stay), and
+        their DC-09 sequence numbers: SQLite reuses the ids of deleted rows, and a new event
+        must never reach the ARC under an old one's number."""
+        gone = self.conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND "
                                  "delivered_at < ?", (cutoff,)).rowcount
+        if gone:
+            self.conn.execute("DELETE FROM dc09_sequences WHERE outbox_id NOT IN "
+                              "(SELECT id FROM outbox)")
+        return gone
 
     def set_location(self, incident_id, location):
         """Keep `location` (a location.Location) as the incident's, for its events' bodies."""

@@ -13,7 +13,6 @@
 #   incidents, their audit trail and the registry are never pruned: they are the record;
 #   one transaction a round, at most once an hour (PRUNE_EVERY_S).
 import logging
-import sqlite3
 
 from . import logs
 
@@ -41,19 +40,9 @@ class Retention:
         cutoff = now - self.retain_s
         with self.store.transaction():
             gone = {"frames": self.store.prune_frames(cutoff, self.window),
-                    "events": self.outbox.prune_delivered(cutoff),
+                    "events": self.outbox.prune_delivered(cutoff),  # (and their sequences)
                     "downlinks": self.downlinks.prune(cutoff)}
-            if gone["events"]:
-                self._forget_sequences()
         if any(gone.values()):
             logs.event(log, logging.INFO, "pruned", older_than_days=self.retain_s / DAY_S,
                        **gone)
         return gone
-
-    def _forget_sequences(self):
-        """The DC-09 sequence numbers of outbox rows no longer there. SQLite only: PostgreSQL's
-        outbox ids are an identity, never reused."""
-        conn = getattr(self.outbox, "conn", None)
-        if isinstance(conn, sqlite3.Connection):
-            conn.execute("DELETE FROM dc09_sequences WHERE outbox_id NOT IN "
-                         "(SELECT id FROM outbox)")
