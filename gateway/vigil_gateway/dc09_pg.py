@@ -1,4 +1,4 @@
-# DC-09 state on PostgreSQL (store_pg.py's family; forward_dc09.Dc09State is SQLite's): one
+# DC-09 state on PostgreSQL (store_pg.py's family; dc09_state.Dc09State is SQLite's): one
 # sender per receiving centre at a time among all workers, and its sequence numbers.
 #
 # Rules:

@@ -62,15 +62,13 @@ import logging
 import time
 
 from . import dc09, logs
-from . import wearers as wearer_profiles
 from .dc09_identity import identity
+from .dc09_state import NAME, Dc09State  # noqa: F401 (SQLite's state, for the gateway)
 from .errors import GatewayError
 from .location import from_record, is_stale, place_text
 from .registry import device_hex
 
 log = logging.getLogger("vigil_gateway.forward_dc09")
-
-NAME = "dc09"
 
 # kind -> (SIA code, restore SIA code, Contact ID event, I-text)
 KINDS = {
@@ -154,50 +152,6 @@ class Result:
         self.error = error
         self.alert = alert
         self.reason = reason
-
-
-class Dc09State:
-    """The destination's sequence number and clock offset, on disk, and the wearer profiles
-    its messages name (dc09_pg.PostgresDc09State is the same on PostgreSQL)."""
-
-    def __init__(self, conn, destination=NAME):
-        self.conn = conn
-        self.destination = destination
-        conn.execute("INSERT OR IGNORE INTO dc09_state VALUES (?, 0, 0.0)", (destination,))
-
-    def _row(self):
-        return self.conn.execute("SELECT sequence, clock_offset FROM dc09_state WHERE "
-                                 "destination = ?", (self.destination,)).fetchone()
-
-    def next_sequence(self):
-        seq = self._row()[0] % 9999 + 1
-        self.conn.execute("UPDATE dc09_state SET sequence = ? WHERE destination = ?",
-                          (seq, self.destination))
-        return seq
-
-    def sequence_for(self, outbox_id):
-        """The sequence number of outbox row `outbox_id`: taken at its first attempt, then the
-        same on every retransmission, also after a restart."""
-        row = self.conn.execute("SELECT sequence FROM dc09_sequences WHERE destination = ? AND "
-                                "outbox_id = ?", (self.destination, outbox_id)).fetchone()
-        if row is not None:
-            return row[0]
-        seq = self.next_sequence()
-        self.conn.execute("INSERT INTO dc09_sequences VALUES (?, ?, ?)",
-                          (self.destination, outbox_id, seq))
-        return seq
-
-    def wearer(self, device_id):
-        """The device's wearer profile (its zone and account at the ARC), or None."""
-        return wearer_profiles.get(self.conn, device_id)
-
-    @property
-    def clock_offset(self):
-        return self._row()[1]
-
-    def set_clock_offset(self, offset):
-        self.conn.execute("UPDATE dc09_state SET clock_offset = ? WHERE destination = ?",
-                          (offset, self.destination))
 
 
 class Path:
