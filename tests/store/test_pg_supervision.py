@@ -95,3 +95,26 @@ def test_counters_taken_for_downlinks_and_by_ingest_at_once_never_collide(stores
     assert errors == []
     assert sorted(taken + acks) == list(range(1, 401))
     assert ingester.store.downlink_counter(7) == 400
+
+
+def test_a_device_another_transaction_holds_is_skipped_not_waited_for(stores):
+    # A worker ingesting device 1's frames holds its row; another worker's supervision round
+    # must not stall behind it (SKIP LOCKED): it raises device 2's LOST_CONTACT at once and
+    # leaves device 1 to a later round, which raises it once the batch is over.
+    ingesting, supervising = stores(2, default_interval_s=0, grace_s=0)
+    for device_id in (1, 2):
+        ingesting.add(device_id)
+    ingesting.ingest([alarm(1, 1), alarm(2, 1)], now=10.0)  # both past their deadlines
+    ingesting.write([alarm(1, 2)], now=11.0)  # device 1's row held, the batch not committed
+    try:
+        done = []
+        thread = threading.Thread(target=lambda: done.append(
+            supervising.store.claim_overdue(now=12.0)))
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive(), "supervision waited for a device another worker holds"
+        assert [d for d, _ in done[0]] == [2]
+    finally:
+        ingesting.commit()
+    # device 1 was heard at 11.0: its deadline moved (interval 0: past again at once)
+    assert [d for d, _ in supervising.store.claim_overdue(now=13.0)] == [1]
