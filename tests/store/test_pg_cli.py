@@ -237,3 +237,14 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
                if '"gateway_started"' in line]
     assert started and started[0]["store"] == "postgresql" and "***" in started[0]["database"]
     assert worker.returncode == 0
+
+
+def test_ble_on_a_worker_is_refused_in_one_line(pg_store_url, tmp_path):
+    # BLE stays edge-local: a device's home is one gateway, and workers share none of a radio
+    config = _config(tmp_path, pg_store_url, extra="[ble]\nenabled = true\n")
+    done = ready("run", "--config", config)
+    # as `run` stops on any config error: its JSON log line, then the one line (test_check_config)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "vigil: ble.enabled: BLE is edge-local: a gateway on SQLite serves it, workers on "
+        "PostgreSQL do not")

@@ -234,6 +234,11 @@ def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
     assert len(keys) == len(set(keys)) == len(frames) + len(lost) + len(restored)
     assert {key for key, event in webhook.got if not key.split("-")[1].startswith("i")} == {
         "%08x-%d-raised" % f for f in frames}
+    # in order per incident: a LOST_CONTACT's contact_restored after its raised
+    at = {key: i for i, (key, _) in enumerate(webhook.got)}
+    for key, event in webhook.got:
+        if event == "contact_restored":
+            assert at[key.replace("-contact_restored", "-raised")] < at[key], key
     alarms = _rows(pg_store_url, "SELECT device_id, counter, count(*) FROM incidents WHERE "
                                  "counter IS NOT NULL GROUP BY device_id, counter")
     assert sorted((d, c) for d, c, _ in alarms) == sorted(frames)  # one incident per alarm
