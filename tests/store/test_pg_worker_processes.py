@@ -1,7 +1,8 @@
 # Gateway workers as processes (`vigil gateway run` on a config naming the database), three in
 # one MQTT 5 shared group on the session's Mosquitto and PostgreSQL, one SIGKILLed mid-burst and
 # started again: every alarm persisted once, one incident per alarm, every alarm acked, no
-# downlink counter twice at the wearables, one LOST_CONTACT per wearable gone silent.
+# downlink counter twice at the wearables, one LOST_CONTACT per wearable gone silent, every
+# event at the webhook once per idempotency key, in order per incident.
 import os
 import signal
 import subprocess
@@ -14,27 +15,32 @@ import psycopg
 import vigil_protocol as p
 from pg_workers import key_for
 from test_pg_cli import _READY
-from test_pg_workers_mqtt import _ids, _Wearables
+from test_pg_workers_mqtt import _ids, _Webhook, _Wearables
 from vigil_gateway.registry_pg import PostgresRegistry
 from vigil_gateway.store_pg import PostgresStore
 from vigil_tools.postgres import free_port
 
 DEVICES = tuple(range(0x00F00001, 0x00F00001 + 20))
-ALARMS = 40  # per device
+ALARMS = 100  # per device: 2,000 in all
 
 
 class _Process:
     """One worker process, on a config file of its own (its client id, its HTTP port)."""
 
-    def __init__(self, tmp_path, url, mqtt_port, group, index):
+    def __init__(self, tmp_path, url, mqtt_port, group, index, webhook):
         self.http_port = free_port()
         self.path = tmp_path / ("worker%d.toml" % index)
+        secret = tmp_path / "webhook.secret"
+        secret.write_text("s3cret\n")
+        secret.chmod(0o600)
         self.path.write_text(
             '[gateway]\ndata_dir = "%s"\n[store]\nurl = "%s"\n'
             '[mqtt]\nhost = "127.0.0.1"\nport = %d\nclient_id = "proc-%d"\nshared_group = "%s"\n'
             '[http]\nport = %d\n[supervision]\ndefault_interval_s = 6\ngrace_s = 2\n'
             'check_every_s = 0.2\n[protocol]\nreack_interval_s = 0.001\n'
-            % (tmp_path / "gateway", url, mqtt_port, next(_ids), group, self.http_port))
+            '[forward.webhook]\nurl = "%s"\nsecret_file = "%s"\ntimeout_s = 1.0\n'
+            % (tmp_path / "gateway", url, mqtt_port, next(_ids), group, self.http_port,
+               webhook.url, secret))
         self.log = tmp_path / ("worker%d.log" % index)
         self.proc = None
 
@@ -84,7 +90,9 @@ def test_worker_processes_one_killed_mid_burst_keep_every_guarantee(pg_store_url
         registry.add(device_id, key_for(device_id), counter_floor=1)
     store.close()
     group = "processes-%d" % next(_ids)
-    workers = [_Process(tmp_path, pg_store_url, mosquitto.port, group, i) for i in range(3)]
+    webhook = _Webhook()
+    workers = [_Process(tmp_path, pg_store_url, mosquitto.port, group, i, webhook)
+               for i in range(3)]
     wearables = None
     try:
         for worker in workers:
@@ -113,12 +121,18 @@ def test_worker_processes_one_killed_mid_burst_keep_every_guarantee(pg_store_url
                 pg_store_url, "SELECT id FROM incidents WHERE kind = 'LOST_CONTACT' AND state "
                 "<> 'closed'")) < len(DEVICES):
             time.sleep(0.2)
-        time.sleep(1.0)  # a second LOST_CONTACT, if any worker raised one, would be in
+        events = _rows(pg_store_url, "SELECT count(*) FROM audit WHERE event IN ('raised', "
+                                     "'contact_restored')")[0][0]
+        deadline = time.monotonic() + 30  # (a killed worker's claims wait for their leases)
+        while time.monotonic() < deadline and len(webhook.got) < events:
+            time.sleep(0.2)
+        time.sleep(1.0)  # a second LOST_CONTACT or delivery, if any, would be in
     finally:
         if wearables is not None:
             wearables.stop()
         for worker in workers:
             worker.stop()
+        webhook.stop()
     assert wearables.bad == []
     for device_id in DEVICES:
         acks = wearables.acks[device_id]
@@ -145,4 +159,15 @@ def test_worker_processes_one_killed_mid_burst_keep_every_guarantee(pg_store_url
                                                                           "contact_restored"]
     raised = _rows(pg_store_url, "SELECT count(*) FROM audit WHERE event = 'raised'")[0][0]
     assert raised == len(frames) + len(lost)  # ... each raised once, and the LOST_CONTACTs
+    # every event at the webhook once per idempotency key, through the kill: each alarm's
+    # raise, each LOST_CONTACT's, and a closed one's contact_restored after its raise
+    keys = [key for key, _ in webhook.got]
+    restored = sum(1 for _, _, state in lost if state == "closed")
+    assert len(keys) == len(set(keys)) == len(frames) + len(lost) + restored
+    assert {k for k in keys if not k.split("-")[1].startswith("i")} == {
+        "%08x-%d-raised" % f for f in frames}
+    at = {key: i for i, key in enumerate(keys)}
+    for key in keys:
+        if key.endswith("-contact_restored"):
+            assert at[key.replace("-contact_restored", "-raised")] < at[key], key
     assert all(w.proc.returncode == 0 for w in workers)  # stopped cleanly by SIGTERM
