@@ -90,7 +90,7 @@ def test_dc09_from_workers_profiles_as_now_one_sender_taken_over_when_killed(
                           mosquitto.port, group, i)
         # (supervision slowed down: no LOST_CONTACT among the centre's messages)
         worker.path.write_text(worker.path.read_text().replace(
-            "default_interval_s = 2", "default_interval_s = 600").replace("[http]\n", (
+            "default_interval_s = 6", "default_interval_s = 600").replace("[http]\n", (
             '[forward]\nbackoff_min_s = 0.05\nbackoff_max_s = 0.3\n'
             '[forward.dc09]\nhost = "127.0.0.1"\nport = %d\naccount = "%s"\nkey_file = "%s"\n'
             'null_interval_s = 0.3\ntimeout_s = 2\n[http]\n') % (port, SITE, key_file)))

@@ -27,20 +27,23 @@ ALARMS = 100  # per device: 2,000 in all
 class _Process:
     """One worker process, on a config file of its own (its client id, its HTTP port)."""
 
-    def __init__(self, tmp_path, url, mqtt_port, group, index, webhook):
+    def __init__(self, tmp_path, url, mqtt_port, group, index, webhook=None):
         self.http_port = free_port()
         self.path = tmp_path / ("worker%d.toml" % index)
-        secret = tmp_path / "webhook.secret"
-        secret.write_text("s3cret\n")
-        secret.chmod(0o600)
+        forward = ""
+        if webhook is not None:  # (a short timeout: a killed worker's claims end soon after)
+            secret = tmp_path / "webhook.secret"
+            secret.write_text("s3cret\n")
+            secret.chmod(0o600)
+            forward = ('[forward.webhook]\nurl = "%s"\nsecret_file = "%s"\ntimeout_s = 1.0\n'
+                       % (webhook.url, secret))
         self.path.write_text(
             '[gateway]\ndata_dir = "%s"\n[store]\nurl = "%s"\n'
             '[mqtt]\nhost = "127.0.0.1"\nport = %d\nclient_id = "proc-%d"\nshared_group = "%s"\n'
             '[http]\nport = %d\n[supervision]\ndefault_interval_s = 6\ngrace_s = 2\n'
-            'check_every_s = 0.2\n[protocol]\nreack_interval_s = 0.001\n'
-            '[forward.webhook]\nurl = "%s"\nsecret_file = "%s"\ntimeout_s = 1.0\n'
+            'check_every_s = 0.2\n[protocol]\nreack_interval_s = 0.001\n%s'
             % (tmp_path / "gateway", url, mqtt_port, next(_ids), group, self.http_port,
-               webhook.url, secret))
+               forward))
         self.log = tmp_path / ("worker%d.log" % index)
         self.proc = None
 
