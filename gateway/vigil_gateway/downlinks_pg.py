@@ -19,8 +19,15 @@
 #   is next heard from; a lease run out (a worker died mid-publish) lets another worker
 #   publish the same stored bytes again, which the wearable's replay window makes harmless;
 #   receipts confirm and new frames re-offer as on SQLite (downlinks.py), in the ingest
-#   batch's transaction, which holds the device's row; a re-offer NOTIFYs too;
+#   batch's transaction, which holds the device's row; a re-offer NOTIFYs too; one offered
+#   again from RESIGN_BELOW or more below the device's latest downlink counter is signed
+#   afresh first (downlinks.py's rules: the wearable's window would refuse its first counter),
+#   with the batch's next counter from the device's row, the same transaction; its old
+#   counters (downlink_old_counters, deleted with it) still name it for a receipt. After a
+#   restore with PostgreSQL's own tools (its counters moved past the backup's) the first
+#   re-offer signs each unconfirmed one afresh so;
 #   BLE stays edge-local: no BLE path here.
+import logging
 import secrets
 import time
 from collections import namedtuple
@@ -29,8 +36,10 @@ import psycopg
 
 import vigil_protocol as p
 
-from .downlinks import ACK, REOFFER_S, Downlink
+from . import logs
+from .downlinks import ACK, REOFFER_S, Downlink, log, to_sign_again
 from .errors import StoreError
+from .registry import device_hex
 
 CHANNEL = "vigil_downlinks"
 RETRY_S = (5.0, 300.0)  # service.DOWNLINK_RETRY_S
@@ -64,6 +73,12 @@ CREATE TABLE IF NOT EXISTS downlinks (
     UNIQUE (device_id, counter)
 );
 CREATE INDEX IF NOT EXISTS downlinks_unsent ON downlinks (id) WHERE mqtt_sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS downlink_old_counters (
+    device_id bigint NOT NULL,
+    counter bigint NOT NULL,
+    downlink_id bigint NOT NULL REFERENCES downlinks (id) ON DELETE CASCADE,
+    PRIMARY KEY (device_id, counter)
+);
 """
 
 
@@ -92,6 +107,7 @@ class PostgresDownlinks:
         self.store = store
         self.registry = registry
         self.lease = secrets.token_hex(16)  # this one's claims (release() on stopping)
+        self.pipeline = pipeline  # its state's counters sign a re-offer afresh
         if pipeline is not None:
             pipeline.downlinks = self  # receipts confirm, and contact re-offers, in its batches
 
@@ -122,11 +138,17 @@ class PostgresDownlinks:
         return None if row is None else Downlink(*row)
 
     def confirm(self, device_id, counter, at):
-        """In the ingest batch: a receipt names this downlink. The Downlink if that was news,
-        else None."""
-        row = self.store._conn.execute(
+        """In the ingest batch: a receipt names this downlink (by its counter, or one it had
+        before it was signed afresh). The Downlink if that was news, else None."""
+        conn = self.store._conn
+        row = conn.execute(
             "UPDATE downlinks SET confirmed_at = %%s WHERE device_id = %%s AND counter = %%s AND "
             "confirmed_at IS NULL RETURNING %s" % _COLUMNS, (at, device_id, counter)).fetchone()
+        if row is None:
+            row = conn.execute(
+                "UPDATE downlinks SET confirmed_at = %%s WHERE confirmed_at IS NULL AND id = "
+                "(SELECT downlink_id FROM downlink_old_counters WHERE device_id = %%s AND "
+                "counter = %%s) RETURNING %s" % _COLUMNS, (at, device_id, counter)).fetchone()
         return None if row is None else Downlink(*row)
 
     def reoffer(self, device_id, now):
@@ -134,20 +156,54 @@ class PostgresDownlinks:
         whose wait is over go out again (sent marks cleared), and those the broker did not
         take are due at once; the pumps are woken. Returns how many were offered again."""
         conn = self.store._conn
-        again = conn.execute(
-            "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = %(now)s, "
-            "offers = offers + 1, lease = NULL, lease_until = NULL, next_at = NULL "
-            "WHERE device_id = %(d)s AND confirmed_at IS NULL AND "
+        due = [Downlink(*row) for row in conn.execute(
+            "SELECT %s FROM downlinks WHERE device_id = %%(d)s AND confirmed_at IS NULL AND "
             "(mqtt_sent_at IS NOT NULL OR ble_sent_at IS NOT NULL) AND "
-            "%(now)s - coalesce(offered_at, least(mqtt_sent_at, ble_sent_at)) >= "
-            "least(%(wait)s * power(2, least(offers, 20)), %(most)s)",
-            {"now": now, "d": device_id, "wait": REOFFER_S[0], "most": REOFFER_S[1]}).rowcount
+            "%%(now)s - coalesce(offered_at, least(mqtt_sent_at, ble_sent_at)) >= "
+            "least(%%(wait)s * power(2, least(offers, 20)), %%(most)s) ORDER BY id FOR UPDATE"
+            % _COLUMNS,
+            {"now": now, "d": device_id, "wait": REOFFER_S[0], "most": REOFFER_S[1]})]
+        if due and self.pipeline is not None:
+            state = self.pipeline.state
+            stale = to_sign_again(due, state.last_downlink_counter(device_id),
+                                  self._superseded)
+            if stale:
+                device = state.device(device_id)
+                key = self.registry.key(device)
+                for d in stale:
+                    self._sign_again(d, state.next_downlink_counter(device_id), key,
+                                     device.protocol)
+        again = conn.execute(
+            "UPDATE downlinks SET mqtt_sent_at = NULL, ble_sent_at = NULL, offered_at = %s, "
+            "offers = offers + 1, lease = NULL, lease_until = NULL, next_at = NULL "
+            "WHERE id = ANY(%s)", (now, [d.id for d in due])).rowcount if due else 0
         due = conn.execute("UPDATE downlinks SET next_at = NULL, retries = 0 WHERE "
                            "device_id = %s AND mqtt_sent_at IS NULL AND next_at IS NOT NULL",
                            (device_id,)).rowcount
         if again or due:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "%d" % device_id))
         return again
+
+    def _superseded(self, d):
+        """The wearable has confirmed a downlink of the same alarm made after `d`: it is
+        past it (downlinks.superseded)."""
+        return self.store._conn.execute(
+            "SELECT 1 FROM downlinks WHERE device_id = %s AND ref = %s AND id > %s AND "
+            "confirmed_at IS NOT NULL LIMIT 1", (d.device_id, d.ref, d.id)).fetchone() is not None
+
+    def _sign_again(self, d, counter, key, protocol):
+        """In the ingest batch: `d` signed afresh with `counter` (the batch's, from the
+        device's locked row), its old counter kept as one that names it."""
+        cls = p.Ack if d.kind == ACK else p.Action
+        frame = p.encode(cls(d.device_id, counter, d.ref, d.code), key, protocol)
+        conn = self.store._conn
+        conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
+                     "VALUES (%s, %s, %s)", (d.device_id, d.counter, d.id))
+        conn.execute("UPDATE downlinks SET counter = %s, frame = %s WHERE id = %s",
+                     (counter, frame, d.id))
+        logs.event(log, logging.INFO, "downlink_signed_again", device=device_hex(d.device_id),
+                   what="DELIVERED" if d.kind == ACK else p.ACTIONS.get(d.code, str(d.code)),
+                   ref=d.ref, old_counter=d.counter, counter=counter, why="offered again")
 
     # -- the pump's (each its own transaction, on the pump's own connection) --
     def claim(self, lease_s, limit=200):
