@@ -9,7 +9,8 @@
 #     counters the lost database signed after its backup, and take any higher one;
 #   then what the restored workers will send again is signed afresh above it (downlinks.py's
 #     restored()): a v2 device's unconfirmed stored downlinks (their sent marks and leases
-#     cleared: they go out at once) and any device's never sent, in the order they were made;
+#     cleared: they go out at once) and any device's never sent, in the order they were made,
+#     their counters before kept (downlink_old_counters) so a receipt for one still confirms;
 #     one the wearable is past (a later downlink of its alarm confirmed) and a revoked device's
 #     are left;
 #   a device with downlinks to sign again whose key file is missing (the keys folder was not
@@ -57,6 +58,10 @@ def after_restore(store, registry, margin=DOWNLINK_MARGIN):
             cls = p.Ack if kind == _ACK else p.Action
             frame = p.encode(cls(device_id, counter, ref, code), key, device.protocol)
             unsent = device.protocol >= 2  # v2: offered again; v1: never sent, stays so
+            # its counter before still names it, for a receipt sent before the restore
+            conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
+                         "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                         (device_id, old, downlink_id))
             conn.execute(
                 "UPDATE downlinks SET counter = %s, frame = %s, lease = NULL, lease_until = "
                 "NULL, next_at = NULL, retries = 0" + (", mqtt_sent_at = NULL, ble_sent_at = "

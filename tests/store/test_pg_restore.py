@@ -79,6 +79,10 @@ def test_counters_move_past_the_restored_database_and_what_goes_again_is_signed_
         assert (frame.counter, frame.code, frame.ref) == (again[name][1], code, 1 if device ==
                                                           V2 else 5)
         assert frame.counter > max(c for _, c in counters_before)  # never seen by a wearable
+    # the counters before still name them: a receipt for one confirms it
+    old = dict(_rows(pg_store_url, "SELECT downlink_id, counter FROM downlink_old_counters"))
+    for name in ("sent", "unsent", "v1-unsent"):
+        assert old[made[name].id] == made[name].counter
     # each device's counter: past the margin and every counter signed
     assert dict(counters) == {V2: before[V2] + DOWNLINK_MARGIN + 2,
                               V1: before[V1] + DOWNLINK_MARGIN + 1,
