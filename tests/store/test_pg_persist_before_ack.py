@@ -72,7 +72,10 @@ def _worker(config, url):
     return box, thread
 
 
-def test_the_ack_and_the_puback_wait_for_the_commit(pg_store_url, tmp_path, mosquitto):
+def test_the_ack_and_the_puback_wait_for_the_commit(pg_store_url, tmp_path, mosquitto_factory):
+    # a broker of its own: the session's broker holds other tests' retained status messages,
+    # and the worker would PUBACK those too
+    mosquitto = mosquitto_factory()
     store = PostgresStore(pg_store_url)
     PostgresRegistry(store, str(tmp_path / "gateway" / "keys")).add(
         DEV, key_for(DEV), counter_floor=1)
