@@ -286,6 +286,20 @@ class Metrics:
         else:  # no receiving centre: no DC-09 path to alert on
             self.dc09_link.values.pop((), None)
 
+    def show_dc09(self, transport):
+        """A DC-09 transport's own tallies, as a scrape shows them (the gateway's and a
+        worker's alike): its link and paths, and its counts as counters."""
+        if transport.link_up is not None:
+            self.dc09_link.set(1 if transport.link_up else 0)
+        self.dc09_clock_corrections.values[()] = transport.clock_corrections
+        for reason, n in transport.counts.items():
+            self.dc09_refused.values[(reason,)] = n
+        self.dc09_duress_taps.values[()] = transport.duress_taps
+        self.dc09_derived.set(len(transport.derived))
+        for path in transport.paths:
+            if path.link_up is not None:
+                self.dc09_path_up.set(1 if path.link_up else 0, path.name)
+
     def watch_backups(self, newest):
         """Export the scheduled backups at each scrape: newest() gives (how many complete
         ones, the unix time of the newest or 0), as backup.newest(folder) does."""

@@ -474,17 +474,8 @@ class Gateway:
         pending = self.outbox.pending_counts()
         for transport in self.forwarding.transports:
             m.forward_pending.set(pending.get(transport.name, 0), transport.name)
-            if isinstance(transport, Dc09Transport) and transport.link_up is not None:
-                m.dc09_link.set(1 if transport.link_up else 0)
-            if isinstance(transport, Dc09Transport):  # its own tallies, shown as counters
-                m.dc09_clock_corrections.values[()] = transport.clock_corrections
-                for reason, n in transport.counts.items():
-                    m.dc09_refused.values[(reason,)] = n
-                m.dc09_duress_taps.values[()] = transport.duress_taps
-                m.dc09_derived.set(len(transport.derived))
-                for path in transport.paths:
-                    if path.link_up is not None:
-                        m.dc09_path_up.set(1 if path.link_up else 0, path.name)
+            if isinstance(transport, Dc09Transport):
+                m.show_dc09(transport)
         by_state = self.store.count_incidents_by_state()
         for state in STATES:
             m.incidents.set(by_state.get(state, 0), state)

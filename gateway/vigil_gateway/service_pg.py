@@ -343,19 +343,9 @@ class PostgresGateway:
                                       transport.name)
             for state in STATES:
                 m.incidents.set(gauges["incidents"].get(state, 0), state)
-        for transport in self.transports:  # this worker's own DC-09 tallies (service.py's)
-            if not isinstance(transport, Dc09Transport):
-                continue
-            if transport.link_up is not None:
-                m.dc09_link.set(1 if transport.link_up else 0)
-            m.dc09_clock_corrections.values[()] = transport.clock_corrections
-            for reason, n in transport.counts.items():
-                m.dc09_refused.values[(reason,)] = n
-            m.dc09_duress_taps.values[()] = transport.duress_taps
-            m.dc09_derived.set(len(transport.derived))
-            for path in transport.paths:
-                if path.link_up is not None:
-                    m.dc09_path_up.set(1 if path.link_up else 0, path.name)
+        for transport in self.transports:  # this worker's own DC-09 tallies
+            if isinstance(transport, Dc09Transport):
+                m.show_dc09(transport)
         return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
 
 
