@@ -6,6 +6,7 @@
 # one worker stopped mid-burst and started again (its session, and what the broker holds for
 # it, resumed).
 import asyncio
+import collections
 import http.server
 import itertools
 import json
@@ -70,15 +71,18 @@ class _Wearables:
 
 class _Webhook:
     """A responder backend on loopback (plain HTTP, which the webhook allows there): every
-    request's idempotency key and event, in the order they came, answered 200."""
+    request's idempotency key and event, in the order they came, answered 200, and when each
+    key came (`arrived`: key -> monotonic times)."""
 
     def __init__(self):
         self.got = []
+        self.arrived = collections.defaultdict(list)
         hook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.arrived[self.headers["Idempotency-Key"]].append(time.monotonic())
                 hook.got.append((self.headers["Idempotency-Key"], body["event"]))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
