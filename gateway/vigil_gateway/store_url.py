@@ -10,7 +10,7 @@
 #     now: ingest, supervision, downlinks, forwarding (webhook, DC-09), the actions API, wearer
 #     profiles, beacons, retention, the CLI (`vigil gateway run` starts a worker), a restore
 #     (`vigil gateway restore --database-restored` after PostgreSQL's own tools); BLE stays
-#     edge-local (refused). Left: the ingest's COMMIT off the worker's event loop (README);
+#     edge-local (refused);
 #   an error names the setting and never repeats the URL (it may carry a password).
 from collections import namedtuple
 from urllib.parse import urlsplit
