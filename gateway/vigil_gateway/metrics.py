@@ -24,6 +24,10 @@ from prometheus_client.platform_collector import PlatformCollector
 # Seconds; the RECEIVED-ack latency goal is 10 ms, so the buckets are fine around it.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                    2.5, 10.0)
+# Seconds; a COMMIT with its fsync takes from tens of microseconds (SQLite, small) to tens of
+# milliseconds (PostgreSQL under load): a 1-2-5 series, fine enough to interpolate quantiles.
+COMMIT_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                  0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class _Metric:
@@ -189,6 +193,9 @@ class Metrics:
         for outcome in ("confirmed", "repeat", "offered_again"):
             self.receipts.inc(outcome, amount=0)
         self.batches = Counter("vigil_gateway_commits_total", "Store transactions committed")
+        self.commit_seconds = Histogram("vigil_gateway_commit_seconds",
+                                        "A batch's COMMIT, from its start to the database's "
+                                        "answer", buckets=COMMIT_BUCKETS)
         self.ble_connected = Gauge("vigil_gateway_ble_connected",
                                    "Wearables connected over BLE")
         self.ble_scanning = Gauge("vigil_gateway_ble_scanning", "1 while the BLE scanner runs")

@@ -381,6 +381,7 @@ class Gateway:
         while True:
             try:
                 outcomes = self.pipeline.write(batch)
+                started = time.perf_counter()
                 try:
                     if len(batch) < _WRITER_MIN_BATCH:
                         self.conn.commit_or_rollback()
@@ -389,6 +390,7 @@ class Gateway:
                             self.conn.commit_in(self._writer)))
                 except sqlite3.Error as exc:
                     raise self.pipeline.commit_failed(batch, exc) from None
+                self.metrics.commit_seconds.observe(time.perf_counter() - started)
                 self.store_ok = True
                 return self.pipeline.committed(outcomes)
             except StoreError as exc:
