@@ -4,6 +4,8 @@
     server.create_database("t1", template="tmpl")
     server.url("t1")                             # postgresql://vigil@127.0.0.1:PORT/t1
     server.stop()
+    standby = server.standby()                   # pg_basebackup: a streaming standby, started
+    server.crash(); standby.promote()            # a failover: the primary SIGKILLed
 
 Debian's server binaries live in /usr/lib/postgresql/<major>/bin, off PATH. The server refuses
 to run as root: as root the cluster's folder is given to the `postgres` user and every server
@@ -14,9 +16,11 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 SUPERUSER = "vigil"
@@ -36,6 +40,21 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _children(pid):
+    """The process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    # "pid (comm) state ppid ...": comm may hold spaces, so split after it
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
 
 
 class PostgresServer:
@@ -86,9 +105,54 @@ class PostgresServer:
                   "-o", options, "start")
         return self
 
-    def stop(self):
-        if self.data.exists() and (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def _postmaster(self):
+        """The server's process id, or None when it is not running."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def stop(self, mode="fast"):
+        if self._postmaster() is not None:
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def crash(self):
+        """Gone at once, as with a lost machine: every process of the server SIGKILLed (no
+        shutdown, nothing more sent to a standby or a client)."""
+        pid = self._postmaster()
+        if pid is None:
+            return
+        for each in [pid] + _children(pid):
+            try:
+                os.kill(each, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self._postmaster() is not None:  # (reaped by init)
+            time.sleep(0.01)
+
+    def processes(self, kind):
+        """The process ids of the server's `kind` processes ("walsender", ...)."""
+        with self.connect(autocommit=True) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = %s", (kind,))]
+
+    def standby(self, workdir=None):
+        """A streaming standby of this server, started on a port of its own: a base backup
+        (pg_basebackup -R, which also writes its primary_conninfo), then the server on it."""
+        other = PostgresServer(workdir, fsync=self.fsync)
+        if other._as_root:
+            owner = pwd.getpwnam("postgres")
+            os.chown(other.dir, owner.pw_uid, owner.pw_gid)
+            os.chmod(other.dir, 0o700)
+        self._run("pg_basebackup", "-D", str(other.data), "-R", "-X", "stream", "-c", "fast",
+                  "-h", self.host, "-p", str(self.port), "-U", SUPERUSER)
+        return other.start()
+
+    def promote(self):
+        """A standby made the primary (pg_ctl promote, waiting until it takes writes)."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "promote")
 
     def restart(self):
         self.stop()
