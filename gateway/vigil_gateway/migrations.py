@@ -293,11 +293,11 @@ def migrate(conn, where="the database", steps=STEPS):
     try:
         found = schema_version(conn)
         if found > len(steps):
-            raise StoreError(_newer(where, found, len(steps)))
+            raise StoreError(newer(where, found, len(steps)))
         for number in range(found + 1, len(steps) + 1):
             _run_step(conn, number, steps[number - 1], where)
         if schema_version(conn) > len(steps):  # a newer gateway migrated it meanwhile
-            raise StoreError(_newer(where, schema_version(conn), len(steps)))
+            raise StoreError(newer(where, schema_version(conn), len(steps)))
     except sqlite3.Error as exc:
         raise StoreError("cannot read the schema version of %s: %s" % (where, exc)) from None
     return found
@@ -324,7 +324,7 @@ def _run_step(conn, number, step, where):
                          "%d" % (where, number, description, exc, number - 1)) from None
 
 
-def _newer(where, found, known):
+def newer(where, found, known):
     return ("%s has schema version %d, written by a newer Vigil gateway; this one knows up to "
             "version %d: run the newer gateway, or restore a backup this one made"
             % (where, found, known))

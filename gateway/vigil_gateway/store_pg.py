@@ -1,5 +1,5 @@
 # The PostgreSQL store: the state of every device shared by many gateway workers
-# (gateway/README.md, "Scale-out on PostgreSQL"): ingest (the pipeline on device_state_pg.py),
+# (gateway/README.md, "Many workers on one PostgreSQL"): ingest (the pipeline on device_state_pg.py),
 # incidents, downlink counters, supervision, outbox claims, the actions API's requests, wearer
 # profiles, the beacon table (beacons_pg.py) and the registry and CLI's reads are here.
 #
@@ -63,7 +63,8 @@ from collections import namedtuple
 
 import psycopg
 
-from . import api_requests_pg, beacons_pg, dc09_pg, downlinks_pg, outbox_pg, wearers_pg
+from . import (api_requests_pg, beacons_pg, dc09_pg, downlinks_pg, migrations, outbox_pg,
+               wearers_pg)
 from .errors import StoreError
 from .lateness import Lateness
 from .outbox import Item
@@ -240,7 +241,7 @@ class PostgresStore:
     def ensure_schema(self):
         """The tables, made if any is missing (a worker or a command on a new database, or
         one of a release with fewer tables), one connection at a time (an advisory lock: two
-        workers starting at once). Nothing is run when they are all there: CREATE ... IF NOT
+        workers starting at once); StoreError for a database a newer release made. Nothing is run when they are all there: CREATE ... IF NOT
         EXISTS still locks an existing table, and would wait for (or deadlock with) the
         transactions of workers already running."""
         try:
@@ -250,8 +251,12 @@ class PostgresStore:
             self._conn.rollback()
             if missing:
                 create_schema(self._conn)
+            found = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            self._conn.rollback()
         except psycopg.Error as exc:
             raise StoreError("cannot make the tables: %s" % _first_line(exc)) from None
+        if found is not None and found > SCHEMA_VERSION:  # (its tables may mean otherwise)
+            raise StoreError(migrations.newer("the database", found, SCHEMA_VERSION))
 
     # -- registry (the keys are registry_pg.py's) --
     def add_device(self, device_id, at, counter_floor=None, interval_s=None, protocol=2,

@@ -194,6 +194,21 @@ def test_the_schema_can_be_created_again(pg_store_url):
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
 
 
+def test_a_database_a_newer_release_made_is_refused_in_one_line(pg_store_url):
+    with psycopg.connect(pg_store_url) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (store_pg.SCHEMA_VERSION + 1,))
+    store = PostgresStore(pg_store_url)
+    try:
+        with pytest.raises(StoreError) as raised:
+            store.ensure_schema()
+        assert str(raised.value) == (
+            "the database has schema version %d, written by a newer Vigil gateway; this one "
+            "knows up to version %d: run the newer gateway, or restore a backup this one made"
+            % (store_pg.SCHEMA_VERSION + 1, store_pg.SCHEMA_VERSION))
+    finally:
+        store.close()
+
+
 def test_a_worker_that_cannot_connect_says_so_without_the_password(postgres):
     url = "postgresql://vigil:s3cr3t-pw@127.0.0.1:%d/nothing" % free_port()  # nobody there
     with pytest.raises(StoreError) as raised:
