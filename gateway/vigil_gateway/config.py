@@ -198,9 +198,9 @@ def _namespace(values):
 
 
 def _check_together(config):
-    from .store_url import check as check_store_url
+    from .store_url import parse as parse_store_url
 
-    check_store_url(config.store.url)  # (its own messages: they never repeat the URL)
+    parse_store_url(config.store.url)  # (its own messages: they never repeat the URL)
     if config.mqtt.reconnect_min_s > config.mqtt.reconnect_max_s:
         raise ConfigError("mqtt.reconnect_min_s", "must not exceed mqtt.reconnect_max_s")
     if config.mqtt.tls.enabled and not config.mqtt.tls.ca_file:

@@ -1,11 +1,9 @@
 # One gateway worker on PostgreSQL (service.py is the SQLite gateway): the same pipeline,
 # incidents, forwarding loops and downlinks, every device's state in the shared database, so
 # any number of workers can share one MQTT 5 group ([mqtt] shared_group). `vigil gateway run`
-# starts one (run()) when [store] url names PostgreSQL; until store_url.POSTGRESQL_READY the
-# config's own checks refuse such a URL (gateway/README.md, "Scale-out on PostgreSQL", "Left
-# to do"), and the tests start workers themselves, in their own process, as `vigil gateway
-# run` with the flag set in its process, or as `python -m vigil_gateway.service_pg --config
-# FILE`, which takes the URL out of the config before those checks. A worker makes the tables of a new database at start.
+# starts one (run()) when [store] url names PostgreSQL (gateway/README.md, "Many workers on one
+# PostgreSQL"); `python -m vigil_gateway.service_pg --config FILE` too. A worker makes the
+# tables of a new database at start.
 #
 #   link --Message--> inbound queue --batch--> pipeline (devices locked, written, committed)
 #                                                         --> acks published --> broker PUBACKs
@@ -41,7 +39,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 
 import psycopg
 
@@ -49,7 +46,7 @@ from . import config_files, logs, store_url
 from .actions import ActionsApi, read_tokens
 from .api_requests_pg import PostgresApiRequests
 from .beacons_pg import PostgresBeacons
-from .config import load_dict, read_secret
+from .config import load as load_config, read_secret
 from .dc09_pg import PostgresDc09State
 from .device_state_pg import PostgresDeviceState
 from .downlink_pump_pg import PostgresDownlinkPump
@@ -369,17 +366,12 @@ def destination_names(config):
 
 
 def load(path):
-    """The config of a worker and its database URL: [store] url must name PostgreSQL (it is
-    taken out before the config's own checks, which refuse PostgreSQL until it is ready)."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError("config", "cannot read %s: %s" % (path, exc)) from None
-    url = store_url.parse(data.get("store", {}).pop("url", "sqlite:"))
+    """The config of a worker and its database URL: [store] url must name PostgreSQL."""
+    config = load_config(path)
+    url = store_url.parse(config.store.url)
     if url.backend != store_url.POSTGRESQL:
         raise ConfigError(store_url.KEY, "a worker needs a postgresql:// URL")
-    return load_dict(data, os.path.dirname(os.path.abspath(path)), path), url.url
+    return config, url.url
 
 
 def main(argv=None):

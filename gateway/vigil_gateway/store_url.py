@@ -3,24 +3,23 @@
 # Rules:
 #   "sqlite:" (the default) is the embedded store: gateway.db in gateway.data_dir, one gateway;
 #   "postgresql://user@host:port/dbname" (or "postgres://") names a PostgreSQL database shared
-#     by many gateway workers; a password belongs in libpq's password file (~/.pgpass or
-#     PGPASSFILE), not in the URL; one given in the URL works but is never shown;
-#   PostgreSQL is refused ("not supported yet") until its backend does everything the gateway
-#     needs (gateway/README.md, "Scale-out on PostgreSQL"): no half-working mode. Served on it
-#     now: ingest, supervision, downlinks, forwarding (webhook, DC-09), the actions API, wearer
-#     profiles, beacons, retention, the CLI (`vigil gateway run` starts a worker), a restore
-#     (`vigil gateway restore --database-restored` after PostgreSQL's own tools); BLE stays
-#     edge-local (refused);
-#   an error names the setting and never repeats the URL (it may carry a password).
+#     by many gateway workers (gateway/README.md, "Many workers on one PostgreSQL"). It is
+#     libpq's URI, read by libpq itself (psycopg.conninfo), so libpq's own forms work: several
+#     hosts for failover ("postgresql://vigil@db1:5432,db2:5432/vigil?target_session_attrs=
+#     read-write": libpq tries each in turn and keeps the one that takes writes) and libpq's
+#     parameters (sslmode, connect_timeout, ...); it needs a host and a database name;
+#   a password belongs in libpq's password file (~/.pgpass or PGPASSFILE), not in the URL; one
+#     given in the URL (before the host, or as ?password=) works but is never shown;
+#   an error names the setting and never repeats the URL (it may carry a password), nor
+#     libpq's own message (which may quote a piece of it).
 from collections import namedtuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .errors import ConfigError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 KEY = "store.url"
-POSTGRESQL_READY = False  # True once store_pg.py serves every operation (above, and README)
 
 StoreUrl = namedtuple("StoreUrl", "backend url")
 
@@ -42,35 +41,41 @@ def parse(text):
                       % ("a %s: URL" % scheme if scheme.isalnum() else "no URL scheme"))
 
 
-def check(text):
-    """parse(), and refused while the PostgreSQL backend is incomplete."""
-    store = parse(text)
-    if store.backend == POSTGRESQL and not POSTGRESQL_READY:
-        raise ConfigError(KEY, "PostgreSQL is not supported yet; use \"sqlite:\"")
-    return store
-
-
 def _check_postgresql(text):
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(KEY, "is not a valid postgresql:// URL (a bad port or address)"
-                          ) from None
-    if not parts.hostname:
+        params = conninfo_to_dict(text)
+    except psycopg.Error:
+        raise ConfigError(KEY, "is not a postgresql:// URL libpq can read (a bad character, "
+                          "address or parameter)") from None
+    hosts = params.get("host", "").split(",")
+    if not all(hosts):
         raise ConfigError(KEY, "a postgresql:// URL needs a host: postgresql://host/dbname")
-    if not parts.path.strip("/"):
+    ports = params.get("port", "").split(",")
+    for port in ports:
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(KEY, "the port of a postgresql:// URL is from 1 to 65535")
+    if len(ports) > 1 and len(ports) != len(hosts):
+        raise ConfigError(KEY, "a postgresql:// URL with several hosts gives one port, or one "
+                          "port per host")
+    if not params.get("dbname"):
         raise ConfigError(KEY, "a postgresql:// URL needs a database name: "
                           "postgresql://host/dbname")
-    if port == 0:
-        raise ConfigError(KEY, "the port of a postgresql:// URL is from 1 to 65535")
 
 
 def redacted(text):
-    """The URL with any password replaced by ***, for logs and messages."""
+    """The URL with any password (before the host, or ?password=) replaced by ***, for logs
+    and messages."""
     parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return parts._replace(netloc="%s:***@%s" % (user, netloc[1])).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc="%s:***@%s" % (user, netloc[1]))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(name, "***" if name == "password" else value) for name, value in query],
+            safe="*"))
+    return parts.geturl()

@@ -1,13 +1,11 @@
-# `vigil gateway` on PostgreSQL ([store] url = "postgresql://..."). As shipped, with
-# store_url.POSTGRESQL_READY False, every command refuses such a config in one line. With it
-# True (the `vigil` below sets it in its own process, as the release that flips it will run):
-# the operators' commands on the database (device add/import/list/revoke/rotate-key, wearer
-# set/show/list, beacon add/list/remove, incidents, outbox, check-config), the ones not served
-# there refused in one line naming them (backup: PostgreSQL's own tools; restore SRC: restore
-# with those, then `restore --database-restored`, test_pg_restore.py), and
-# `vigil gateway run` starting a worker (service_pg) that acks a wearable's alarm, names the
-# place of the beacon it heard, and shows the shared state on /metrics (a wearable gone silent
-# as lost contact). A password in the URL is never printed.
+# `vigil gateway` on PostgreSQL ([store] url = "postgresql://..."): the operators' commands on
+# the database (device add/import/list/revoke/rotate-key, wearer set/show/list, beacon
+# add/list/remove, incidents, outbox, check-config), the ones not served there refused in one
+# line naming them (backup: PostgreSQL's own tools; restore SRC: restore with those, then
+# `restore --database-restored`, test_pg_restore.py), and `vigil gateway run` starting a worker
+# (service_pg) that acks a wearable's alarm, names the place of the beacon it heard, and shows
+# the shared state on /metrics (a wearable gone silent as lost contact). A password in the URL
+# is never printed.
 import json
 import os
 import signal
@@ -27,9 +25,7 @@ DEV, OTHER, IMPORTED = 0x00E1C001, 0x00E1C002, 0x00E1C003
 HALL = "E2C56DB5-DFFB-48D2-B060-D0F5A71096E0:1:2"
 AP = "A4-B1-C2-D3-E4-F5"
 SECRET = "hunter2-in-the-url"
-_READY = ("import sys\nfrom vigil_gateway import store_url\nstore_url.POSTGRESQL_READY = True\n"
-          "from vigil_tools.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-_SHIPPED = "import sys\nfrom vigil_tools.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+VIGIL = [sys.executable, "-m", "vigil_tools.cli"]  # `vigil`, as this checkout has it
 
 
 def _with_password(url):
@@ -46,24 +42,12 @@ def _config(tmp_path, url, mqtt_port=1, http_port=0, extra=""):
     return path
 
 
-def _vigil(script, *args, **kwargs):
-    done = subprocess.run([sys.executable, "-c", script, "gateway", *map(str, args)],
+def gateway(*args, **kwargs):
+    """`vigil gateway ARGS`, its password-free output."""
+    done = subprocess.run(VIGIL + ["gateway", *map(str, args)],
                           capture_output=True, text=True, timeout=120, **kwargs)
     assert SECRET not in done.stdout + done.stderr
     return done
-
-
-def ready(*args):
-    return _vigil(_READY, *args)
-
-
-def test_as_shipped_a_postgresql_config_is_refused_in_one_line(pg_store_url, tmp_path):
-    config = _config(tmp_path, _with_password(pg_store_url))
-    for command in (["run"], ["device", "list"], ["incidents"], ["wearer", "list"]):
-        done = _vigil(_SHIPPED, *command, "--config", config)
-        assert done.returncode == 2 and done.stdout == ""
-        assert done.stderr == 'vigil: store.url: PostgreSQL is not supported yet; use ' \
-                              '"sqlite:"\n'
 
 
 def _short_id(kind, identifier):
@@ -111,23 +95,23 @@ def _refused(done, *words):
 def test_the_operators_commands_on_the_database(pg_database, tmp_path):
     config = _config(tmp_path, _with_password(pg_database))  # an empty database: tables made
     c = ("--config", config)
-    assert "added device %08x" % DEV in _ok(ready("device", "add", "%08x" % DEV, "--key-file",
-                                                  _key_file(tmp_path, DEV), *c))
+    assert "added device %08x" % DEV in _ok(gateway("device", "add", "%08x" % DEV, "--key-file",
+                                                    _key_file(tmp_path, DEV), *c))
     record = tmp_path / "other.json"
-    _ok(ready("device", "add", "%08x" % OTHER, "--record-out", record, "--label", "van 2",
-              "--interval", "120", *c))
-    again = _ok(ready("device", "add", "%08x" % OTHER, "--record-out", record, *c))
+    _ok(gateway("device", "add", "%08x" % OTHER, "--record-out", record, "--label", "van 2",
+                "--interval", "120", *c))
+    again = _ok(gateway("device", "add", "%08x" % OTHER, "--record-out", record, *c))
     assert "already registered with this record" in again  # a rerun changes nothing
-    _refused(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, OTHER), *c),
+    _refused(gateway("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, OTHER), *c),
              "%08x" % DEV, "another key")
     imported = tmp_path / "imported.json"
     imported.write_text(json.dumps({"device_id": "%08x" % IMPORTED,
                                     "key": key_for(IMPORTED).hex(), "protocol": 2}))
-    assert "imported device %08x" % IMPORTED in _ok(ready("device", "import", imported, *c))
-    assert "left as it is" in _ok(ready("device", "import", imported, *c))
-    _ok(ready("device", "revoke", "%08x" % IMPORTED, *c))
-    _ok(ready("device", "rotate-key", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
-    rows = [json.loads(line) for line in _ok(ready("device", "list", "--json", *c)).splitlines()]
+    assert "imported device %08x" % IMPORTED in _ok(gateway("device", "import", imported, *c))
+    assert "left as it is" in _ok(gateway("device", "import", imported, *c))
+    _ok(gateway("device", "revoke", "%08x" % IMPORTED, *c))
+    _ok(gateway("device", "rotate-key", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
+    rows = [json.loads(line) for line in _ok(gateway("device", "list", "--json", *c)).splitlines()]
     assert [(r["device"], r["state"], r["key_version"], r["broker_password"], r["label"],
              r["interval_s"]) for r in rows] == [
         ("%08x" % DEV, "active", 2, False, "", None),
@@ -135,31 +119,31 @@ def test_the_operators_commands_on_the_database(pg_database, tmp_path):
         ("%08x" % IMPORTED, "revoked", 1, False, "", None)]
     assert sorted(os.listdir(tmp_path / "data" / "keys")) == sorted([  # v1 of DEV removed
         "%08x.v2.key" % DEV, "%08x.v1.key" % OTHER, "%08x.v1.key" % IMPORTED])
-    _ok(ready("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "12",
-              "--contact", "B. Lead,+44 1234 567890,supervisor", *c))
-    shown = _ok(ready("wearer", "show", "%08x" % DEV, *c))
+    _ok(gateway("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "12",
+                "--contact", "B. Lead,+44 1234 567890,supervisor", *c))
+    shown = _ok(gateway("wearer", "show", "%08x" % DEV, *c))
     assert "A. Worker" in shown and "zone     12" in shown and "B. Lead" in shown
-    _refused(ready("wearer", "set", "%08x" % DEV, "--name", "X", "--zone", "1000", *c), "--zone")
-    listed = [json.loads(line) for line in _ok(ready("wearer", "list", "--json", *c)
+    _refused(gateway("wearer", "set", "%08x" % DEV, "--name", "X", "--zone", "1000", *c), "--zone")
+    listed = [json.loads(line) for line in _ok(gateway("wearer", "list", "--json", *c)
                                                ).splitlines()]
     assert [(w["device"], w["zone"]) for w in listed] == [("%08x" % DEV, 12)]
-    assert _ok(ready("incidents", *c)) == "" and _ok(ready("outbox", *c)) == ""
-    assert "2 device key files readable" in _ok(ready("check-config", *c))  # the active ones
-    assert "placed at Main hall, floor G, Reception" in _ok(ready(
+    assert _ok(gateway("incidents", *c)) == "" and _ok(gateway("outbox", *c)) == ""
+    assert "2 device key files readable" in _ok(gateway("check-config", *c))  # the active ones
+    assert "placed at Main hall, floor G, Reception" in _ok(gateway(
         "beacon", "add", "ble", HALL, "--place", "Main hall", "--floor", "G", "--room",
         "Reception", *c))
-    _ok(ready("beacon", "add", "wifi", AP, "--place", "Plant room", *c))
-    _refused(ready("beacon", "add", "wifi", AP, "--place", "Elsewhere", *c), "already placed")
-    _ok(ready("beacon", "remove", "wifi", AP, *c))
-    placed = [json.loads(line) for line in _ok(ready("beacon", "list", "--json", *c)
+    _ok(gateway("beacon", "add", "wifi", AP, "--place", "Plant room", *c))
+    _refused(gateway("beacon", "add", "wifi", AP, "--place", "Elsewhere", *c), "already placed")
+    _ok(gateway("beacon", "remove", "wifi", AP, *c))
+    placed = [json.loads(line) for line in _ok(gateway("beacon", "list", "--json", *c)
                                                ).splitlines()]
     assert [(b["kind"], b["place"], b["room"]) for b in placed] == [
         ("ble", "Main hall", "Reception")]
     # what is not served on PostgreSQL: one line each, naming it, nothing done
-    _refused(ready("backup", tmp_path / "bak", *c), "backup", "not supported on PostgreSQL yet",
+    _refused(gateway("backup", tmp_path / "bak", *c), "backup", "not done by Vigil on PostgreSQL",
              "pg_dump")
     assert not (tmp_path / "bak").exists()
-    _refused(ready("restore", tmp_path / "bak", *c), "restore", "on PostgreSQL",
+    _refused(gateway("restore", tmp_path / "bak", *c), "restore", "on PostgreSQL",
              "--database-restored")
 
 
@@ -174,11 +158,11 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
                      '\ntimeout_s = 1\n[supervision]\ndefault_interval_s = 3\ngrace_s = 1\n'
                      'check_every_s = 0.2\n' % (free_port(), secret))
     c = ("--config", config)
-    _ok(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
-    _ok(ready("wearer", "set", "%08x" % DEV, "--name", "A. Worker", *c))
-    _ok(ready("beacon", "add", "ble", HALL, "--place", "Main hall", "--room", "Reception", *c))
+    _ok(gateway("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV), *c))
+    _ok(gateway("wearer", "set", "%08x" % DEV, "--name", "A. Worker", *c))
+    _ok(gateway("beacon", "add", "ble", HALL, "--place", "Main hall", "--room", "Reception", *c))
     log = open(tmp_path / "run.log", "w+")
-    worker = subprocess.Popen([sys.executable, "-c", _READY, "gateway", "run", *c],
+    worker = subprocess.Popen(VIGIL + ["gateway", "run", *c],
                               stdout=log, stderr=subprocess.STDOUT)
     wearables = None
     try:
@@ -201,10 +185,10 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
         while time.monotonic() < deadline and not wearables.acks[DEV]:
             time.sleep(0.05)
         assert [ref for _, ref in wearables.acks[DEV]] == [1]  # persisted, then acked
-        rows = [json.loads(line) for line in _ok(ready("incidents", "--json", *c)).splitlines()]
+        rows = [json.loads(line) for line in _ok(gateway("incidents", "--json", *c)).splitlines()]
         assert [(r["device"], r["kind"], r["counter"], [a["event"] for a in r["audit"]])
                 for r in rows][:1] == [("%08x" % DEV, "SOS", 1, ["raised"])]
-        pending = [json.loads(line) for line in _ok(ready("outbox", "--pending", "--json", *c)
+        pending = [json.loads(line) for line in _ok(gateway("outbox", "--pending", "--json", *c)
                                                     ).splitlines()]
         assert [(r["destination"], r["incident"], r["event"]) for r in pending][:1] == [
             ("webhook", 1, "raised")]
@@ -242,7 +226,7 @@ def test_vigil_gateway_run_starts_a_worker_on_the_database(pg_store_url, tmp_pat
 def test_ble_on_a_worker_is_refused_in_one_line(pg_store_url, tmp_path):
     # BLE stays edge-local: a device's home is one gateway, and workers share none of a radio
     config = _config(tmp_path, pg_store_url, extra="[ble]\nenabled = true\n")
-    done = ready("run", "--config", config)
+    done = gateway("run", "--config", config)
     # as `run` stops on any config error: its JSON log line, then the one line (test_check_config)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == (

@@ -182,7 +182,7 @@ def test_a_worker_gets_a_stranded_action_to_the_wearable(pg_store_url, mosquitto
     import urllib.request
     from pathlib import Path
 
-    from test_pg_cli import _READY, _config, _key_file, _ok, ready
+    from test_pg_cli import VIGIL, _config, _key_file, _ok, gateway
     from vigil_responder import ActionsClient
     from vigil_tools.postgres import free_port
 
@@ -208,10 +208,10 @@ def test_a_worker_gets_a_stranded_action_to_the_wearable(pg_store_url, mosquitto
     tokens.chmod(0o600)
     config = _config(tmp_path, pg_store_url, broker.port, http_port,
                      '[actions]\ntokens_file = "%s"\n[log]\nlevel = "debug"\n' % tokens)
-    _ok(ready("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV),
-              "--config", config))
+    _ok(gateway("device", "add", "%08x" % DEV, "--key-file", _key_file(tmp_path, DEV),
+                "--config", config))
     log = open(tmp_path / "run.log", "w+")
-    worker = subprocess.Popen([sys.executable, "-c", _READY, "gateway", "run", "--config",
+    worker = subprocess.Popen(VIGIL + ["gateway", "run", "--config",
                                config], stdout=log, stderr=subprocess.STDOUT)
     wearable = None
     try:

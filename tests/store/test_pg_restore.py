@@ -9,7 +9,7 @@ import psycopg
 
 import vigil_protocol as p
 from pg_workers import Worker, alarm, key_for
-from test_pg_cli import _config, _ok, _refused, ready
+from test_pg_cli import _config, _ok, _refused, gateway
 from vigil_gateway.backup import DOWNLINK_MARGIN
 from vigil_gateway.downlinks import ACK, ACTION
 
@@ -59,7 +59,7 @@ def test_counters_move_past_the_restored_database_and_what_goes_again_is_signed_
     made = _site(pg_store_url, tmp_path)
     counters_before, downlinks_before = _state(pg_store_url)
     config = _config(tmp_path, pg_store_url)
-    out = _ok(ready("restore", "--database-restored", "--config", config))
+    out = _ok(gateway("restore", "--database-restored", "--config", config))
     assert "(3 devices) moved %d past" % DOWNLINK_MARGIN in out
     assert "3 stored downlinks" in out  # sent, unsent, v1-unsent
     counters, downlinks = _state(pg_store_url)
@@ -94,8 +94,8 @@ def test_a_missing_key_file_stops_it_with_nothing_changed(pg_store_url, tmp_path
     before = _state(pg_store_url)
     (tmp_path / "data" / "keys" / ("%08x.v1.key" % V2)).unlink()  # the keys not restored
     config = _config(tmp_path, pg_store_url)
-    _refused(ready("restore", "--database-restored", "--config", config),
+    _refused(gateway("restore", "--database-restored", "--config", config),
              "%08x" % V2, "nothing changed")
     assert _state(pg_store_url) == before
-    _refused(ready("restore", tmp_path / "bak", "--config", config), "--database-restored",
+    _refused(gateway("restore", tmp_path / "bak", "--config", config), "--database-restored",
              "pg_restore")

@@ -16,7 +16,7 @@ import psycopg
 
 import vigil_protocol as p
 from pg_workers import key_for
-from test_pg_cli import _READY
+from test_pg_cli import VIGIL
 from test_pg_workers_mqtt import _ids, _Webhook, _Wearables
 from vigil_gateway.registry_pg import PostgresRegistry
 from vigil_gateway.store_pg import PostgresStore
@@ -51,10 +51,8 @@ class _Process:
 
     def start(self):
         with open(self.log, "ab") as log:
-            # `vigil gateway run`, with store_url.POSTGRESQL_READY set in its own process
-            # (test_pg_cli.py) until the release that sets it
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _READY, "gateway", "run", "--config", str(self.path)],
+            self.proc = subprocess.Popen(  # `vigil gateway run`
+                VIGIL + ["gateway", "run", "--config", str(self.path)],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

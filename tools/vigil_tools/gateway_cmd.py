@@ -256,10 +256,10 @@ def _state(args):
 
 
 def _sqlite_only(args, what, instead):
-    """ToolError for a command not served on PostgreSQL yet: one line naming it."""
+    """ToolError for a command PostgreSQL's own tools do instead: one line naming it."""
     config = _load(args)
     if _postgresql(config) is not None:
-        raise ToolError("gateway %s: not supported on PostgreSQL yet ([store] url in %s); %s"
+        raise ToolError("gateway %s: not done by Vigil on PostgreSQL ([store] url in %s); %s"
                         % (what, args.config, instead))
     return config
 
