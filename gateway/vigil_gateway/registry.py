@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections import namedtuple
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import vigil_protocol as p
 
@@ -83,6 +83,12 @@ def write_private_file(path, text):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _check_counter(value, what):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or
+                              not 0 <= value <= 0xFFFFFFFF):
+        raise RegistryError("%s is a whole number from 0 to 4294967295" % what)
 
 
 class Registry:
@@ -149,13 +155,14 @@ class Registry:
         os.chmod(self.keys_dir, 0o700)
 
     def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2,
-            counter_floor=None):
-        """Register a device with its 32-byte frame key. RegistryError if it exists."""
+            counter_floor=None, downlinks_after=None):
+        """Register a device with its 32-byte frame key. RegistryError if it exists.
+        `downlinks_after`: a device moving in from another home, whose last downlink counter
+        there was at most this: this gateway's downlinks to it start above it."""
         if protocol not in PROTOCOLS:
             raise RegistryError("protocol is 1 or 2, not %r" % (protocol,))
-        if counter_floor is not None and (not isinstance(counter_floor, int) or isinstance(
-                counter_floor, bool) or not 0 <= counter_floor <= 0xFFFFFFFF):
-            raise RegistryError("a counter floor is a whole number from 0 to 4294967295")
+        _check_counter(counter_floor, "a counter floor")
+        _check_counter(downlinks_after, "--downlinks-after")
         if self.get(device_id) is not None:
             raise RegistryError("device %s is already registered (use rotate-key to change its "
                                 "key)" % device_hex(device_id))
@@ -164,12 +171,16 @@ class Registry:
         self._ensure_keys_dir()
         write_private_file(self.key_path(device_id, 1), key.hex() + "\n")
         now = self.clock()
-        self.conn.execute(
-            "INSERT INTO devices (device_id, state, key_version, mqtt_password_hash, interval_s, "
-            "label, added_at, updated_at, protocol, counter_floor) "
-            "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-            (device_id, ACTIVE, mosquitto_hash(mqtt_password) if mqtt_password else None,
-             interval_s, label, now, now, protocol, counter_floor))
+        with nullcontext() if self.conn.in_transaction else self.batch():  # (both or none)
+            self.conn.execute(
+                "INSERT INTO devices (device_id, state, key_version, mqtt_password_hash, "
+                "interval_s, label, added_at, updated_at, protocol, counter_floor) "
+                "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, ACTIVE, mosquitto_hash(mqtt_password) if mqtt_password else None,
+                 interval_s, label, now, now, protocol, counter_floor))
+            if downlinks_after:
+                self.conn.execute("INSERT INTO downlink_counters (device_id, last_counter) "
+                                  "VALUES (?, ?)", (device_id, downlinks_after))
         return self.get(device_id)
 
     def raise_protocol(self, device_id, version):
@@ -220,7 +231,7 @@ class Registry:
         if protocol not in PROTOCOLS:
             raise RegistryError("protocol in the provisioning record must be 1 or 2")
         return self.add(device_id, key, password, interval, str(record.get("label", "")),
-                        protocol, record.get("counter_floor"))
+                        protocol, record.get("counter_floor"), record.get("downlinks_after"))
 
     def _existing(self, device_id):
         device = self.get(device_id)

@@ -23,7 +23,8 @@ import vigil_protocol as p
 
 from .broker_config import mosquitto_hash
 from .errors import RegistryError
-from .registry import PROTOCOLS, REVOKED, Registry, device_hex, write_private_file
+from .registry import (PROTOCOLS, REVOKED, Registry, _check_counter, device_hex,
+                       write_private_file)
 
 
 class PostgresRegistry:
@@ -54,14 +55,13 @@ class PostgresRegistry:
         return self.store.devices()
 
     def add(self, device_id, key, mqtt_password=None, interval_s=None, label="", protocol=2,
-            counter_floor=None):
+            counter_floor=None, downlinks_after=None):
         """Register a device with its 32-byte frame key (key version 1). RegistryError if it
-        is registered already."""
+        is registered already. `downlinks_after`: as registry.Registry.add's."""
         if protocol not in PROTOCOLS:
             raise RegistryError("protocol is 1 or 2, not %r" % (protocol,))
-        if counter_floor is not None and (not isinstance(counter_floor, int) or isinstance(
-                counter_floor, bool) or not 0 <= counter_floor <= 0xFFFFFFFF):
-            raise RegistryError("a counter floor is a whole number from 0 to 4294967295")
+        _check_counter(counter_floor, "a counter floor")
+        _check_counter(downlinks_after, "--downlinks-after")
         already = RegistryError("device %s is already registered (use rotate-key to change "
                                 "its key)" % device_hex(device_id))
         if self.get(device_id) is not None:
@@ -71,6 +71,7 @@ class PostgresRegistry:
         self._ensure_keys_dir()
         write_private_file(self.key_path(device_id, 1), key.hex() + "\n")
         if not self.store.add_device(device_id, self.clock(), counter_floor=counter_floor,
+                                     downlink_counter=downlinks_after or 0,
                                      interval_s=interval_s, protocol=protocol,
                                      mqtt_password_hash=mosquitto_hash(mqtt_password)
                                      if mqtt_password else None, label=label):

@@ -260,15 +260,23 @@ class PostgresStore:
 
     # -- registry (the keys are registry_pg.py's) --
     def add_device(self, device_id, at, counter_floor=None, interval_s=None, protocol=2,
-                   mqtt_password_hash=None, label=""):
-        """Register a device (one transaction); False if it is registered already."""
+                   mqtt_password_hash=None, label="", downlink_counter=0):
+        """Register a device (one transaction); False if it is registered already.
+        `downlink_counter`: the last one used (a device moving in from another home)."""
         with self.conn.transaction():
             return self._conn.execute(
                 "INSERT INTO devices (device_id, state, added_at, updated_at, counter_floor, "
-                "interval_s, protocol, mqtt_password_hash, label) VALUES (%s, %s, %s, %s, %s, "
-                "%s, %s, %s, %s) ON CONFLICT (device_id) DO NOTHING",
+                "interval_s, protocol, mqtt_password_hash, label, downlink_counter) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (device_id) DO NOTHING",
                 (device_id, ACTIVE, at, at, counter_floor, interval_s, protocol,
-                 mqtt_password_hash, label)).rowcount == 1
+                 mqtt_password_hash, label, downlink_counter)).rowcount == 1
+
+    def downlink_counter(self, device_id):
+        """The last downlink counter used for the device (0: none yet), as last committed."""
+        row = self.conn.execute("SELECT downlink_counter FROM devices WHERE device_id = %s",
+                                (device_id,)).fetchone()
+        self._conn.rollback()
+        return row[0] if row else 0
 
     def devices(self):
         """Every registered device's registry.Device as last committed, by id."""

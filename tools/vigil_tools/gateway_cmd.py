@@ -41,6 +41,7 @@ def register(sub):
                      help="where the unit's counters start, if known (a new key made here: 1); "
                           "every counter from it up that this gateway has not stored is taken "
                           "as a late frame, however late, never as a replay")
+    _downlinks_after_option(add)
     add.set_defaults(func=_handler(add_command))
 
     ls = dev.add_parser("list", parents=[common], help="list registered devices")
@@ -59,6 +60,7 @@ def register(sub):
     imp = dev.add_parser("import", parents=[common],
                          help="register devices from provisioning records (JSON files)")
     imp.add_argument("records", nargs="+", metavar="RECORD")
+    _downlinks_after_option(imp)
     imp.set_defaults(func=_handler(import_command))
 
     inc = gw.add_parser("incidents", parents=[common], help="list incidents")
@@ -312,6 +314,14 @@ def _write_record(args, device_id, key, password, interval=None, label="", proto
           % args.record_out)
 
 
+def _downlinks_after_option(parser):
+    parser.add_argument("--downlinks-after", type=int, metavar="N",
+                        help="a device moving in from another home (a site gateway, or the "
+                             "workers on PostgreSQL): the last downlink counter that home "
+                             "used, from its `device list --json`, plus a margin; this "
+                             "gateway's downlinks to it start above N, so none goes back")
+
+
 def run_command(args):
     config = _load(args)
     url = _postgresql(config)
@@ -340,7 +350,8 @@ def add_command(args):
     if args.record_out and os.path.exists(args.record_out):
         return _finish_add(args, reg, device_id, key, floor)
     _write_record(args, device_id, key, password, args.interval, args.label, args.protocol)
-    reg.add(device_id, key, password, args.interval, args.label, args.protocol, floor)
+    reg.add(device_id, key, password, args.interval, args.label, args.protocol, floor,
+            args.downlinks_after)
     print("added device %s" % registry.device_hex(device_id))
     return 0
 
@@ -362,7 +373,7 @@ def _finish_add(args, reg, device_id, key, floor):
                         % (args.record_out, name, args.key_file))
     _check_records([(args.record_out, record)])
     try:
-        reg.import_record(dict(record, counter_floor=floor))
+        reg.import_record(dict(record, counter_floor=floor, downlinks_after=args.downlinks_after))
     except GatewayError as exc:
         raise ToolError("%s: %s" % (args.record_out, exc)) from None
     print("added device %s from its provisioning record %s (written by an earlier run that "
@@ -431,6 +442,11 @@ def import_command(args):
     from vigil_gateway import GatewayError, registry
 
     records = [(path, _read_record(path)) for path in args.records]
+    if args.downlinks_after is not None:  # (one device's old home)
+        if len(records) > 1:
+            raise ToolError("--downlinks-after is one device's: give one RECORD with it")
+        records = [(path, dict(record, downlinks_after=args.downlinks_after)
+                    if isinstance(record, dict) else record) for path, record in records]
     _check_records(records)
     _, reg, _ = _state(args)
     plan, seen = [], {}
@@ -551,7 +567,9 @@ def list_command(args):
                "interval_s": device.interval_s,
                "label": device.label, "broker_password": bool(device.mqtt_password_hash),
                "last_seen": contact.last_seen if contact else None,
-               "lost_contact": bool(contact and contact.lost_incident)}
+               "lost_contact": bool(contact and contact.lost_incident),
+               # (what a new home's --downlinks-after starts above)
+               "downlink_counter": store.downlink_counter(device.device_id)}
         if args.json:
             print(json.dumps(row))
         else:
