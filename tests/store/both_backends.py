@@ -22,7 +22,9 @@ import psycopg
 import vigil_protocol as p
 from vigil_gateway import config as gateway_config
 from vigil_gateway import store_url
+from vigil_gateway.dc09_pg import PostgresDc09State
 from vigil_gateway.downlinks_pg import PostgresDownlinks
+from vigil_gateway.forward_dc09 import Dc09State
 from vigil_gateway.forward_webhook import Result
 from vigil_gateway.pipeline import Message
 from vigil_gateway.service import Gateway
@@ -243,6 +245,13 @@ class Site:
         self.gateway.retention.prune(self.clock())
         if not self.postgresql:
             self.gateway.pipeline.forget()  # (service.py: history floors moved)
+
+    def dc09_state(self):
+        """The DC-09 transport's state, on the connection each service gives it (make_transports
+        on SQLite's; the forwarding loops' on PostgreSQL)."""
+        if self.postgresql:
+            return PostgresDc09State(self.gateway.forward_store)
+        return Dc09State(self.gateway.conn)
 
     def supervise(self):
         """One supervision check: [(device_id, incident_id)] of the LOST_CONTACTs raised."""

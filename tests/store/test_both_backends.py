@@ -187,6 +187,9 @@ def test_a_silent_device_loses_contact_once_and_its_next_frame_restores_it(site)
     [(device_id, lost)] = site.supervise()
     assert device_id == DEV and site.lost_contact(DEV) == lost
     assert site.supervise() == []  # one LOST_CONTACT at a time, however long it stays silent
+    _, out, _ = site.vigil("device", "list", "--json")
+    assert {row["device"]: row["lost_contact"] for row in map(json.loads, out.splitlines())
+            } == {"%08x" % DEV: True, "%08x" % OTHER: False, "00dead01": False}
     incident = [i for i in site.incidents(DEV) if i.id == lost][0]
     assert (incident.kind, incident.state, incident.counter) == ("LOST_CONTACT", "open", None)
     # its next frame closes it - on SQLite the ingest's cached contact, which supervision made
@@ -197,6 +200,9 @@ def test_a_silent_device_loses_contact_once_and_its_next_frame_restores_it(site)
     assert site.lost_contact(DEV) is None
     assert [(i.incident_id, i.event) for i in site.outbox() if i.incident_id == lost] == [
         (lost, "raised"), (lost, "contact_restored")]
+    status, out, _ = site.vigil("device", "list", "--json")
+    assert status == 0 and not any(json.loads(line)["lost_contact"] for line in
+                                   out.splitlines())
 
 
 def test_the_registry_as_the_cli_changes_it(site):
@@ -247,6 +253,10 @@ def test_incidents_take_responder_actions_with_their_audit_trail(site):
     assert [a["event"] for a in shown.body["audit"]] == ["raised", "acknowledged", "resolved"]
     assert "by %s, request %s" % (BACKEND_NAME, request) in shown.body["audit"][1]["detail"]
     assert site.audit(incident.id) == ["raised", "acknowledged", "resolved"]
+    status, out, _ = site.vigil("incidents", "--audit", "--json")
+    [listed] = map(json.loads, out.splitlines())
+    assert status == 0 and (listed["state"], [a["event"] for a in listed["audit"]]) == (
+        "closed", ["raised", "acknowledged", "resolved"])
     assert [i.event for i in site.outbox()] == ["raised", "resolved"]  # what is forwarded
     # the wearer asking for help reopens it, whatever a responder did
     site.ingest(alarm(DEV, 2, p.DOUBLE_TAP, ref=1))
@@ -393,3 +403,21 @@ def test_a_v1_unit_is_answered_in_v1_until_a_v2_frame_of_its_verifies(site):
     site.start()
     site.forward()
     assert [p.peek(d.frame).version for d in site.downlinks(OTHER)] == [1, 2, 2]
+
+
+def test_dc09_sequence_numbers_and_clock_offset_survive_a_restart(site):
+    state = site.dc09_state()
+    # a row's number is taken at its first attempt and kept on every retransmission
+    assert [state.sequence_for(10), state.sequence_for(11), state.sequence_for(10)] == [1, 2, 1]
+    assert state.next_sequence() == 3  # a NULL link test's
+    state.set_clock_offset(-2.5)  # the receiving centre's NAK said its clock is behind
+    assert site.vigil("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "9",
+                      "--dc09-account", "5a17")[0] == 0
+    site.stop()
+    site.start()
+    state = site.dc09_state()
+    assert [state.sequence_for(10), state.sequence_for(12)] == [1, 4]
+    assert state.clock_offset == -2.5
+    assert (state.wearer(DEV).zone, state.wearer(DEV).dc09_account) == (9, "5A17")
+    site.vigil("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "10")
+    assert state.wearer(DEV).zone == 10  # read for each message, as last committed
