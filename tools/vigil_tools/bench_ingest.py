@@ -745,9 +745,14 @@ def limit_text(f):
     rest = max(0.0, 1 - own - commit)
     waits = {"its own CPU": own, "waiting for COMMITs": commit,
              "waiting for its statements' answers and the broker": rest}
+    turns = ""
+    if f["workers"] == 1:  # its batches are serial: while PostgreSQL works, the worker waits
+        turns = " (one batch at a time: the worker and PostgreSQL take turns, %.2f of a core " \
+                "together)" % (f["cores_workers"] + f["cores_postgresql"])
     return ("%s; each worker: its own CPU %.0f %% of the time, waiting for COMMITs %.0f %% "
-            "(%s), for its statements' answers and the broker %.0f %%: mostly %s"
-            % (head, own * 100, commit * 100, batches, rest * 100, max(waits, key=waits.get)))
+            "(%s), for its statements' answers and the broker %.0f %%: mostly %s%s"
+            % (head, own * 100, commit * 100, batches, rest * 100, max(waits, key=waits.get),
+               turns))
 
 
 def _key_values(results, alarms, device_count, rounds):
