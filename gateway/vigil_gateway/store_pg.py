@@ -374,19 +374,20 @@ class PostgresStore:
         try:
             with self.conn.transaction():
                 due = self._conn.execute(
-                    "SELECT device_id, last_seen FROM devices WHERE state = %s AND "
-                    "lost_incident IS NULL AND deadline < clock_timestamp() ORDER BY device_id "
-                    "LIMIT %s FOR UPDATE SKIP LOCKED", (ACTIVE, limit)).fetchall()
+                    "SELECT device_id, last_seen, extract(epoch FROM deadline)::float8 FROM "
+                    "devices WHERE state = %s AND lost_incident IS NULL AND deadline < "
+                    "clock_timestamp() ORDER BY device_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (ACTIVE, limit)).fetchall()
                 raised = []
-                for device_id, last_seen in due:
+                for device_id, last_seen, deadline in due:
                     incident_id = self._conn.execute(
                         "INSERT INTO incidents (device_id, counter, kind, state, opened_at, "
                         "updated_at) VALUES (%s, NULL, %s, 'open', %s, %s) RETURNING id",
                         (device_id, LOST_CONTACT, now, now)).fetchone()[0]
                     self._conn.execute("INSERT INTO audit (incident_id, at, event, detail) "
                                       "VALUES (%s, %s, 'raised', %s)", (
-                                          incident_id, now, "raised; silent since %.0f"
-                                          % (last_seen or 0)))
+                                          incident_id, now, "raised; silent since %.0f "
+                                          "(deadline %.0f)" % (last_seen or 0, deadline)))
                     self._conn.execute("UPDATE devices SET lost_incident = %s WHERE "
                                       "device_id = %s", (incident_id, device_id))
                     self._enqueue(incident_id, "raised", now)

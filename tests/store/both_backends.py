@@ -308,9 +308,10 @@ class Site:
             return self.store.committed_incidents(device_id)
         return self.store.incidents(device_id)
 
-    def audit(self, incident_id):
+    def audit(self, incident_id, details=False):
+        """The incident's audit trail: its events (with their details, if asked)."""
         read = self.store.committed_audit if self.postgresql else self.store.audit
-        return [a.event for a in read(incident_id)]
+        return [(a.event, a.detail) if details else a.event for a in read(incident_id)]
 
     def frame_count(self, device_id):
         return self.store.frame_count(device_id)

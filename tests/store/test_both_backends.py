@@ -20,6 +20,7 @@
 #   a PostgreSQL worker's operations each have a connection of their own (ingest,
 #   supervision, forwarding, the pump, the API), SQLite's share one.
 import json
+import re
 
 import pytest
 
@@ -192,6 +193,12 @@ def test_a_silent_device_loses_contact_once_and_its_next_frame_restores_it(site)
             } == {"%08x" % DEV: True, "%08x" % OTHER: False, "00dead01": False}
     incident = [i for i in site.incidents(DEV) if i.id == lost][0]
     assert (incident.kind, incident.state, incident.counter) == ("LOST_CONTACT", "open", None)
+    # the audit says since when it was silent, and when its deadline was (on PostgreSQL the
+    # database clock's, which the test's gateway clock follows to within a second)
+    [(_, detail)] = site.audit(lost, details=True)
+    since, deadline = map(int, re.fullmatch(
+        r"raised; silent since (\d+) \(deadline (\d+)\)", detail).groups())
+    assert since == round(heard[0]) and 1 + GRACE_S <= deadline - since <= 2 + GRACE_S
     # its next frame closes it - on SQLite the ingest's cached contact, which supervision made
     # it forget, must know of the incident
     assert results(site.ingest(alarm(DEV, 2, p.LOW_BATTERY))) == ["new"]
