@@ -428,3 +428,63 @@ def test_dc09_sequence_numbers_and_clock_offset_survive_a_restart(site):
     assert (state.wearer(DEV).zone, state.wearer(DEV).dc09_account) == (9, "5A17")
     site.vigil("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--zone", "10")
     assert state.wearer(DEV).zone == 10  # read for each message, as last committed
+
+
+def _record(site):
+    """What the gateway recorded of its incidents, as responders get it: each incident, its
+    audit trail, each event queued for forwarding with its snapshot. (A LOST_CONTACT's
+    deadline is the database clock's on PostgreSQL: left out.)"""
+    record = []
+    for incident in site.incidents():
+        record.append(tuple(incident))
+        record += [(incident.id,) + entry for entry in site.audit(incident.id, details=True)]
+    for item in site.outbox():
+        record.append((item.id, item.incident_id, item.key, item.event,
+                       json.dumps(item.snapshot, sort_keys=True)))
+    return [re.sub(r"\(deadline \d+\)", "(deadline)", repr(entry)) for entry in record]
+
+
+def _scenario(site):
+    site.clock.now = 1_800_000_000.0  # (the record holds the gateway's times)
+    _requests.n = 0
+    site.add_device(DEV, None, "--counter-floor", "1")
+    site.add_device(OTHER)
+    site.vigil("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--contact", LEAD,
+               "--zone", "7")
+    site.ingest(checkin(DEV, 1, interval=1), alarm(OTHER, 50))
+    site.wait_until(site.mark(), 1 + GRACE_S + 0.3)
+    site.supervise()  # DEV lost (OTHER checks in every 300 s)
+    site.later(5)
+    site.ingest(alarm(DEV, 2, age=40), alarm(DEV, 4, p.DOUBLE_TAP, ref=2), alarm(OTHER, 20))
+    site.later(1)
+    site.ingest(alarm(DEV, 3, p.DURESS, location=(515000000, -1270000, 12)))
+    site.ingest(signed(p.CheckIn(DEV, 5, location=(515100000, -1270000, 12, 3))))
+    site.forward()
+    site.forward()
+    act(site, 3, "acknowledge")
+    act(site, 3, "resolve")
+    act(site, 5, "prompt_double_tap")
+    act(site, 5, "help_dispatched")
+    site.later(20)
+    site.ingest(alarm(DEV, 7, p.DOUBLE_TAP, ref=6))
+    site.later(16)
+    site.promote_early_taps()
+    site.ingest(alarm(DEV, 6, p.FALL))
+    return _record(site)
+
+
+def test_one_scenario_leaves_the_same_record_on_both_backends(pg_store_url, tmp_path):
+    # a lost contact and its end, a late alarm held back by it, a double tap, a duress alarm
+    # with a fix, a location update, responders' actions (one refused, one silent), an early
+    # tap promoted and its alarm arriving: every incident, audit entry and event the same
+    records = []
+    for backend, url in (("sqlite", None), (POSTGRESQL, pg_store_url)):
+        folder = tmp_path / backend
+        folder.mkdir()
+        site = Site(backend, folder, url)
+        try:
+            records.append(_scenario(site))
+        finally:
+            site.stop()
+    assert len(records[0]) == 31  # 6 incidents, 14 audit entries, 11 events
+    assert records[0] == records[1]
