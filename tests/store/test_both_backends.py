@@ -25,8 +25,8 @@ import re
 import pytest
 
 import vigil_protocol as p
-from both_backends import (BACKENDS, BACKOFF_S, BACKEND_NAME, GRACE_S, POSTGRESQL, Site,
-                           ack_of, alarm, checkin, key_for, signed)
+from both_backends import (BACKENDS, BACKOFF_S, BACKEND_NAME, GRACE_S, POSTGRESQL, SQLITE,
+                           Site, ack_of, alarm, checkin, key_for, signed)
 from vigil_gateway import rfc3339
 from vigil_gateway.beacons import parse_identifier
 
@@ -444,9 +444,10 @@ def _record(site):
     return [re.sub(r"\(deadline \d+\)", "(deadline)", repr(entry)) for entry in record]
 
 
-def _scenario(site):
-    site.clock.now = 1_800_000_000.0  # (the record holds the gateway's times)
-    _requests.n = 0
+def _incidents_scenario(site):
+    # a lost contact and its end, a late alarm held back by it, a double tap, a duress alarm
+    # with a fix, a location update, responders' actions (one refused, one silent), an early
+    # tap promoted and its alarm arriving
     site.add_device(DEV, None, "--counter-floor", "1")
     site.add_device(OTHER)
     site.vigil("wearer", "set", "%08x" % DEV, "--name", "A. Worker", "--contact", LEAD,
@@ -473,18 +474,59 @@ def _scenario(site):
     return _record(site)
 
 
-def test_one_scenario_leaves_the_same_record_on_both_backends(pg_store_url, tmp_path):
-    # a lost contact and its end, a late alarm held back by it, a double tap, a duress alarm
-    # with a fix, a location update, responders' actions (one refused, one silent), an early
-    # tap promoted and its alarm arriving: every incident, audit entry and event the same
+def _downlinks_scenario(site):
+    # acks of copies, a v1 unit, DELIVERED acks and actions published, a re-offer signed
+    # afresh, receipts for a first and a second signature, retention and a stale copy
+    record = []
+
+    def ingest(*messages):
+        record.extend((o.result, o.reason, o.counter, o.downlink, o.reoffered)
+                      for o in site.ingest(*messages))
+
+    site.add_device(DEV, None, "--counter-floor", "1")
+    site.add_device(OTHER, None, "--protocol", "1", "--interval", "60")
+    ingest(alarm(DEV, 1), signed(p.Alarm(OTHER, 5, p.SOS), version=1), alarm(DEV, 1))
+    site.forward()
+    record.append(sorted(site.pump()))
+    ingest(*[checkin(DEV, c) for c in range(2, 25)])
+    site.later(12)
+    ingest(checkin(DEV, 25), alarm(OTHER, 6))
+    record.append(sorted(site.pump()))
+    act(site, 1, "prompt_double_tap")
+    act(site, 2, "acknowledge")
+    record.append(sorted(site.pump()))
+    ingest(signed(p.Receipt(DEV, 26, 2)), signed(p.Receipt(DEV, 27, 30)))
+    site.forward()
+    site.later(31 * 86400)
+    ingest(checkin(DEV, 100), alarm(DEV, 1))
+    site.prune()
+    ingest(alarm(DEV, 1), checkin(DEV, 30), checkin(DEV, 50))
+    for device_id in (DEV, OTHER):
+        record += [tuple(d) for d in site.downlinks(device_id)]
+        record.append((site.frame_count(device_id), site.downlink_counter(device_id)))
+    _, out, _ = site.vigil("device", "list", "--json")
+    record += [sorted((k, v) for k, v in json.loads(line).items() if k != "added_at")
+               for line in out.splitlines()]  # (added_at: the CLI's clock)
+    record += [(i.id, i.event, i.attempts, i.delivered_at is not None) for i in site.outbox()]
+    return [repr(entry) for entry in record] + _record(site)
+
+
+@pytest.mark.parametrize("scenario, size", [(_incidents_scenario, 31),
+                                            (_downlinks_scenario, 53)])
+def test_one_scenario_leaves_the_same_record_on_both_backends(scenario, size, pg_store_url,
+                                                               tmp_path):
+    # every incident, audit entry and queued event, every ack and stored downlink (the same
+    # counters: the same bytes), as responders and wearables get them
     records = []
-    for backend, url in (("sqlite", None), (POSTGRESQL, pg_store_url)):
+    for backend, url in ((SQLITE, None), (POSTGRESQL, pg_store_url)):
         folder = tmp_path / backend
         folder.mkdir()
         site = Site(backend, folder, url)
+        site.clock.now = 1_800_000_000.0  # (the records hold the gateway's times)
+        _requests.n = 0
         try:
-            records.append(_scenario(site))
+            records.append(scenario(site))
         finally:
             site.stop()
-    assert len(records[0]) == 31  # 6 incidents, 14 audit entries, 11 events
+    assert len(records[0]) == size
     assert records[0] == records[1]
