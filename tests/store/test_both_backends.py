@@ -179,9 +179,10 @@ def test_a_silent_device_loses_contact_once_and_its_next_frame_restores_it(site)
     site.add_device(OTHER)  # registered, never heard: not supervised
     site.add_device(0x00DEAD01)
     # each silent past 1 s + grace: lost (but a device revoked since is not supervised)
-    site.ingest(checkin(DEV, 1, interval=1), checkin(0x00DEAD01, 1, interval=1))
-    heard = site.mark()
+    site.ingest(checkin(0x00DEAD01, 1, interval=1))
     assert site.vigil("device", "revoke", "00dead01")[0] == 0
+    site.ingest(checkin(DEV, 1, interval=1))
+    heard = site.mark()
     site.wait_until(heard, 1.5)  # past its interval, within the grace
     assert site.supervise() == []
     site.wait_until(heard, 1 + GRACE_S + 0.2)
