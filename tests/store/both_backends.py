@@ -117,22 +117,6 @@ class Destination:
         return Result(True)
 
 
-@contextlib.contextmanager
-def _postgresql_accepted(backend):
-    # Where the config's checks still refuse a postgresql:// URL (store_url.POSTGRESQL_READY
-    # False), a worker and the CLI run on one all the same once it is set, as in
-    # test_pg_cli.py.
-    if backend != POSTGRESQL or not hasattr(store_url, "POSTGRESQL_READY"):
-        yield
-        return
-    ready = store_url.POSTGRESQL_READY
-    store_url.POSTGRESQL_READY = True
-    try:
-        yield
-    finally:
-        store_url.POSTGRESQL_READY = ready
-
-
 class Site:
     """A gateway on `backend` (SQLITE, or POSTGRESQL on the database `url`) in `folder`."""
 
@@ -161,8 +145,7 @@ class Site:
     def start(self):
         """The gateway, built as `vigil gateway run` builds it (a fresh process's, when one ran
         before: stop() it first)."""
-        with _postgresql_accepted(self.backend):
-            config = gateway_config.load(str(self.config_path))
+        config = gateway_config.load(str(self.config_path))
         links = [self.destination]
         if self.postgresql:
             self.gateway = PostgresGateway(config, self.url, Link, self.clock, links)
@@ -287,8 +270,7 @@ class Site:
     def vigil(self, *args):
         """`vigil gateway ARGS --config ...` in this process: (exit status, stdout, stderr)."""
         out, err = io.StringIO(), io.StringIO()
-        with _postgresql_accepted(self.backend), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             status = vigil(["gateway"] + [str(a) for a in args] +
                            ["--config", str(self.config_path)])
         return status, out.getvalue(), err.getvalue()
