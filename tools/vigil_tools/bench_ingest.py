@@ -416,20 +416,32 @@ def _machine_busy_s():
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_pids(server):
-    """The server's processes: the postmaster and its children (one backend per connection)."""
+def _stat(pid):
+    """(parent pid, CPU seconds of its own, CPU seconds of its children it has waited for)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick)
+
+
+def _postgres_cpu_s(server):
+    """CPU seconds of the PostgreSQL server so far: the postmaster's, its children's now (a
+    backend per connection, the background processes) and those that have exited (autovacuum
+    workers come and go: the postmaster has waited for them)."""
     with open(server.data / "postmaster.pid") as f:
         master = int(f.readline())
-    pids = [master]
+    _, own, exited = _stat(master)
+    total = own + exited
     for name in os.listdir("/proc"):
-        if name.isdigit():
+        if name.isdigit() and int(name) != master:
             try:
-                with open("/proc/%s/stat" % name) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
-                        pids.append(int(name))
+                parent, cpu, _ = _stat(int(name))
             except (OSError, IndexError, ValueError):
-                continue
-    return pids
+                continue  # gone meanwhile (then counted in the postmaster's exited children)
+            if parent == master:
+                total += cpu
+    return total
 
 
 class _Usage:
@@ -437,21 +449,21 @@ class _Usage:
     only (start() .. stop(), summed): not while the bench signs the next round's frames."""
 
     def __init__(self, groups):
-        self.groups = groups  # name -> [pid]
+        self.groups = groups  # name -> a callable: that group's CPU seconds so far
         self.cpu = {name: 0.0 for name in groups}
         self.machine = 0.0
         self.wall = 0.0
 
     def start(self):
         self._at = (time.monotonic(), _machine_busy_s(),
-                    {name: _cpu_s(pids) for name, pids in self.groups.items()})
+                    {name: cpu_s() for name, cpu_s in self.groups.items()})
 
     def stop(self):
         wall, machine, cpu = self._at
         self.wall += time.monotonic() - wall
         self.machine += _machine_busy_s() - machine
-        for name, pids in self.groups.items():
-            self.cpu[name] += _cpu_s(pids) - cpu[name]
+        for name, cpu_s in self.groups.items():
+            self.cpu[name] += cpu_s() - cpu[name]
 
 
 def _commit_histogram(ports):
@@ -598,9 +610,12 @@ def _measure(workdir, kind, processes, server, alarms, device_count, rate, secon
             started, alarm_incidents = _start_gateway(workdir, broker, devices)
         ports = [port for _, port in started]
         _gateway_rate(devices, devices.frames(min(2000, alarms)))  # warm up: windows, WAL
-        usage = _Usage({"workers": [proc.pid for proc, _ in started],
-                        "postgresql": _postgres_pids(server) if kind == "postgresql" else [],
-                        "broker": [broker.proc.pid], "devices": [os.getpid()]})
+        pids = [proc.pid for proc, _ in started]
+        usage = _Usage({"workers": lambda: _cpu_s(pids),
+                        "postgresql": (lambda: _postgres_cpu_s(server)) if kind == "postgresql"
+                        else (lambda: 0.0),
+                        "broker": lambda: _cpu_s([broker.proc.pid]),
+                        "devices": lambda: _cpu_s([os.getpid()])})
         before = _commit_histogram(ports)
         rates = []
         for _ in range(rounds):
