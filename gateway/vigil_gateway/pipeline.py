@@ -126,6 +126,7 @@ class Pipeline:
         self.registry = registry
         self.reack_interval_s = reack_interval_s
         self._reacked = {}  # (device_id, counter) -> when a retransmission of it was last acked
+        self._batch_reacks = []  # (key, its time before) for the re-acks of the open batch
         self.downlinks = None  # downlinks.Downlinks, which sets itself here
         self.accept_v1 = accept_v1
         self.late_after_s = late_after_s
@@ -150,6 +151,7 @@ class Pipeline:
         state = self.state
         parsed = [self.topics.parse(message.topic) for message in batch]
         outcomes = []
+        self._batch_reacks = []
         try:
             state.begin(sorted({topic[1] for topic in parsed if topic is not None}))
             for message, topic in zip(batch, parsed):
@@ -181,8 +183,15 @@ class Pipeline:
     def commit_failed(self, batch, exc):
         """The StoreError to raise for a batch whose transaction failed (and was rolled back).
         The backend saw frames, and counters were allocated, that are not on disk after all:
-        they are forgotten, and read again from the store on next use."""
+        they are forgotten, and read again from the store on next use; its re-acks were
+        never sent, so they suppress nothing (the batch's retry acks its copies)."""
         self.forget()
+        for key, before in reversed(self._batch_reacks):
+            if before is None:
+                self._reacked.pop(key, None)
+            else:
+                self._reacked[key] = before
+        self._batch_reacks = []
         return StoreError("cannot commit %d frames: %s" % (len(batch), exc))
 
     def _write_and_commit(self, batch):
@@ -322,6 +331,7 @@ class Pipeline:
         if len(self._reacked) >= 4096:  # forget what can no longer suppress anything
             self._reacked = {k: t for k, t in self._reacked.items()
                              if 0 <= now - t < self.reack_interval_s}
+        self._batch_reacks.append((key, last))
         self._reacked[key] = now
         return True
 

@@ -151,6 +151,15 @@ def test_downlink_counters_only_go_up_across_acks_delivered_acks_and_actions(sit
         ("ack", 2, p.DELIVERED), ("action", 2, p.ACKNOWLEDGED)]
 
 
+def test_a_retransmission_whose_commit_failed_is_acked_when_the_batch_goes_through(site):
+    # the re-ack limit counts only acks that went out: a batch of copies rolled back sent
+    # none, so its retry must ack them (not count them as suppressed)
+    assert results(site.ingest(alarm(DEV, 1))) == ["new"]
+    site.fail_next_commit()
+    outcomes = site.ingest(alarm(DEV, 1))
+    assert results(outcomes) == ["retransmission"] and ack_of(outcomes[0]).ref == 1
+
+
 def test_the_outbox_keeps_each_incidents_order_and_retries_a_failed_event_after_backoff(site):
     site.ingest(alarm(DEV, 1), alarm(DEV, 2))
     site.ingest(alarm(DEV, 3, p.DOUBLE_TAP, ref=1))
