@@ -23,7 +23,7 @@
 #     duress alarm is open it runs and raises unfelt and unshown (the duress silence rule)
 #   a task with nothing to do waits on a Flag with no timeout (parked); the sender sleeps
 #     until its next retransmission is due; nothing polls, so an idle wearable can sleep
-#   GNSS (gnss in the config, gnss.py): its task waits on the module's UART (a stream: it
+#   GNSS (gnss in the config, nmea.py): its task waits on the module's UART (a stream: it
 #     sleeps in the scheduler until bytes come) and feeds nmea.Nmea; every alarm and check-in
 #     carries the latest fix with its true age (extension 0x04; none before a first fix), and
 #     with GNSS configured every one of them is sealed at 48 bytes, fix or none (SPEC
@@ -129,11 +129,12 @@ class Wearable:
         self._still_due = None  # when no motion is up if nothing moves (the motion task sleeps)
         # GNSS: configured, every alarm and check-in is sealed at one size (_LOCATED_SIZE),
         # whether the module answers or not: the size must not tell a fix from none, nor a
-        # unit whose module failed. Its task runs only where there is a UART to read.
+        # unit whose module failed. Its task (nmea.read_uart) runs only where there is a UART
+        # to read. self.gnss is the parser, which keeps the latest fix.
         self.gnss = None
         if config.gnss is not None:
-            from .gnss import Gnss
-            self.gnss = Gnss(board.gnss)
+            from .nmea import Nmea
+            self.gnss = Nmea()
             if board.gnss is None:
                 log("vigil: gnss off: the module's UART did not open (%s)"
                     % getattr(board, "gnss_error", None))
@@ -244,7 +245,7 @@ class Wearable:
                      % (counter - ref))
             kind, ref = SOS, 0
         frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref,
-                             location=None if self.gnss is None else self.gnss.fix()),
+                             location=None if self.gnss is None else self.gnss.fix(ticks_ms())),
                        self.key, self.version,
                        0 if self.gnss is None else _LOCATED_SIZE)
         if not self.outbox.add(counter, kind, frame):
@@ -603,7 +604,7 @@ class Wearable:
                  | (FLAG_LOW_BATTERY if low else 0))
         frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
                                flags=flags, interval=self.config.checkin_interval_s,
-                               location=None if self.gnss is None else self.gnss.fix()),
+                               location=None if self.gnss is None else self.gnss.fix(ticks_ms())),
                        self.key, self.version,
                        0 if self.gnss is None else _LOCATED_SIZE)
         sent = False
@@ -617,17 +618,34 @@ class Wearable:
     # -- supervision --------------------------------------------------------------------------
 
     def tasks(self):
-        """(name, coroutine function, args) of every task the wearable runs."""
-        specs = [("input", self.input_task, ()), ("sender", self.sender_task, ()),
-                 ("downlink", self.downlink_task, ()), ("checkin", self.checkin_task, ()),
-                 ("feedback", self.feedback_task, ())]  # type: list
+        """Every task the wearable runs: the name of each of its own (a constant string), then
+        each link. Only these are kept for the supervisor's restarts, not a (function, args)
+        tuple and a bound method per task: on a 45 KB heap that was ~450 bytes."""
+        names = ["input", "sender", "downlink", "checkin", "feedback"]  # type: list
         if self._motion:
-            specs.append(("motion", self.motion_task, ()))
-        if self.gnss is not None and self.gnss.uart is not None:
-            specs.append(("gnss", self.gnss.gnss_task, (self,)))
-        for link in self.links:
-            specs.append(("link:" + link.name, link.run, (self.inbox, self._link_up)))
-        return specs
+            names.append("motion")
+        if self.gnss is not None and self.board.gnss is not None:
+            names.append("gnss")
+        return names + self.links
+
+    def _coroutine(self, task):
+        """A fresh coroutine of `task` (one of tasks()), to start it or start it again."""
+        if not isinstance(task, str):
+            return task.run(self.inbox, self._link_up)  # a link
+        if task == "input":
+            return self.input_task()
+        if task == "sender":
+            return self.sender_task()
+        if task == "downlink":
+            return self.downlink_task()
+        if task == "checkin":
+            return self.checkin_task()
+        if task == "feedback":
+            return self.feedback_task()
+        if task == "motion":
+            return self.motion_task()
+        from .nmea import read_uart  # "gnss"
+        return read_uart(self.board.gnss, self.gnss, self)
 
     async def run(self):
         """Start every task, then supervise them: a task that ended (they all run for ever)
@@ -647,9 +665,9 @@ class Wearable:
             gc.collect()
             gc.threshold(gc.mem_free() // 4)
         specs = self.tasks()
-        tasks = []
-        for name, fn, args in specs:
-            tasks.append(asyncio.create_task(fn(*args)))
+        tasks = [None] * len(specs)  # type: list  # (appending would over-allocate the list)
+        for i in range(len(specs)):
+            tasks[i] = asyncio.create_task(self._coroutine(specs[i]))
         arm_at = ticks_add(ticks_ms(), self.WATCHDOG_ARM_MS)
         healthy_at = ticks_add(ticks_ms(), self.HEALTHY_MS)
         armed = False
@@ -693,7 +711,7 @@ class Wearable:
             raise
 
     async def _restart(self, task, spec):
-        name, fn, args = spec
+        name = spec if isinstance(spec, str) else "link:" + spec.name
         try:
             await task
             why = "returned"
@@ -704,4 +722,4 @@ class Wearable:
             self.beats[name] = None
         gc.collect()
         self.log("vigil: task %s died (%s): restarting" % (name, why))
-        return asyncio.create_task(fn(*args))
+        return asyncio.create_task(self._coroutine(spec))

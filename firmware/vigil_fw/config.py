@@ -125,8 +125,22 @@ class Config:
         # A GNSS module (config_gnss.py, loaded only for a file that names one), or None.
         self.gnss = None
         if data.get("gnss") is not None:
+            # The check's module, and the pin map if nothing else has loaded it, are dropped
+            # after it: a module's functions and tables are heap even when its code is frozen.
+            import sys
+
+            import vigil_fw
+            drop = ["config_gnss"]
+            if "vigil_fw.board" not in sys.modules:
+                drop.append("board")
             from .config_gnss import check
-            self.gnss = check(data["gnss"], protocol)
+            try:
+                self.gnss = check(data["gnss"], protocol)
+            finally:
+                for name in drop:
+                    sys.modules.pop("vigil_fw." + name, None)
+                    if hasattr(vigil_fw, name):
+                        delattr(vigil_fw, name)
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

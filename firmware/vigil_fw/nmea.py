@@ -4,7 +4,7 @@
 # sentences are parsed in place in one preallocated buffer (no split(), no floats, no strings).
 #
 # Rules:
-#   a sentence is "$" ... "*" two hex digits, then CR or LF; at most MAX_SENTENCE bytes from
+#   a sentence is "$" ... "*" two hex digits, then CR or LF; at most 82 bytes (_MAX) from
 #     "$" (NMEA's 82 with CR LF); the checksum (XOR of the bytes between "$" and "*") must match
 #   any talker (GP, GN, GL, GA, GB, BD...); only GGA and RMC are read, others are counted
 #   GGA gives a fix when its quality is 1..5 (GPS, DGPS, PPS, RTK, float RTK) and its HDOP;
@@ -27,203 +27,248 @@
 # heap on a 45 KB budget) and gives no accuracy estimate; pynmea2 (PyPI) needs CPython's re
 # and datetime. GGA and RMC alone are small enough to own, with tests
 # (tests/firmware/test_nmea.py).
-from .clock import ticks_diff
+#
+# Heap (a 45 KB budget, firmware/README.md Budgets): the parser's numbers live in one array and
+# the comma offsets at the end of the sentence buffer, not in ~20 attributes (an instance's
+# attribute table is a hash map of 8 bytes a slot; fix_ms alone stays one); the UART task is a
+# plain coroutine here, read_uart(), not an object of its own.
+from array import array
 
-_GGA = 1
-_RMC = 2
-_MAX_FIELDS = 15  # GGA has 14 after the type
+from vigil_protocol._compat import const
+
+from .clock import ticks_diff, ticks_ms
+
+_GGA = const(1)
+_RMC = const(2)
+_MAX_FIELDS = const(15)  # GGA has 14 after the type
+_MAX = const(82)  # a sentence's bytes at most; the buffer holds its comma offsets after
+_READ = const(64)  # bytes read_uart() takes from the UART at a time
+# Nmea._v: the parser's numbers, by index
+_N = const(0)  # bytes in the buffer; -1 between sentences (waiting for "$")
+_COUNT = const(1)  # commas in the current sentence
+_STAR = const(2)  # offset of its "*"
+_END = const(3)  # where the field _field() found ends
+_HAVE = const(4)  # 1 once there is a fix
+_LAT = const(5)  # the latest fix (1e-7 degrees, metres)
+_LON = const(6)
+_ACC = const(7)
+_QUALITY = const(8)  # GGA fix quality of the latest fix (0: from RMC alone)
+_FIX_TIME = const(9)  # its UTC time of day in centiseconds
+_HDOP_TIME = const(10)  # UTC time (cs) of the last GGA, and its HDOP x 100
+_HDOP = const(11)
+_SENTENCES = const(12)  # counters: good sentences, and what was dropped
+_BAD_CHECKSUM = const(13)
+_BAD_SENTENCE = const(14)
+_OVERFLOW = const(15)
+_IGNORED = const(16)
+_SLOTS = const(17)
+
+
+# metres of error per unit of HDOP, by GGA fix quality: a consumer receiver's ~5 m,
+# differential ~2 m, RTK better than a metre (we claim no less than 1 m)
+_UERE_M = b"\x00\x05\x02\x05\x01\x01"
+NO_HDOP_M = const(50)  # an RMC fix with no GGA of its epoch: no dilution known
 
 
 class Nmea:
-    MAX_SENTENCE = 82
-    # metres of error per unit of HDOP, by GGA fix quality: a consumer receiver's ~5 m,
-    # differential ~2 m, RTK better than a metre (we claim no less than 1 m)
-    UERE_M = (0, 5, 2, 5, 1, 1)
-    NO_HDOP_M = 50  # an RMC fix with no GGA of its epoch: no dilution known
 
     def __init__(self):
-        self._buf = bytearray(self.MAX_SENTENCE)
-        self._n = -1  # bytes in _buf; -1 between sentences (waiting for "$")
-        self._commas = [0] * _MAX_FIELDS  # offsets of the current sentence's commas
-        self._count = 0  # how many
-        self._star = 0  # offset of its "*"
-        self._end = 0  # where the field _field() found ends
-        self.lat_e7 = None  # the latest fix; None until there is one
-        self.lon_e7 = None
-        self.accuracy_m = None
-        self.quality = 0  # GGA fix quality of the latest fix (0: from RMC alone)
-        self.fix_time = -1  # its UTC time of day in centiseconds
-        self.fix_ms = 0  # the caller's ticks when its epoch was first heard
-        self._hdop_time = -1  # UTC time (cs) of the last GGA and its HDOP x 100
-        self._hdop_x100 = 0
-        self.sentences = 0  # counters: good sentences, and what was dropped
-        self.bad_checksum = 0
-        self.bad_sentence = 0
-        self.overflow = 0
-        self.ignored = 0
+        # the sentence in [0:_MAX], then the offsets of its commas (each below _MAX)
+        self._buf = bytearray(_MAX + _MAX_FIELDS)
+        v = array("i", bytes(4 * _SLOTS))
+        v[_N] = -1
+        v[_FIX_TIME] = -1
+        v[_HDOP_TIME] = -1
+        self._v = v
+        # the caller's ticks when the fix's epoch was first heard: an attribute, as CPython's
+        # ticks (the simulator's) outgrow a 32-bit array slot
+        self.fix_ms = 0
 
     def feed(self, data, now, n=-1):
         """Take bytes from the UART (the first `n` of `data`, or all of it); `now` is the
         caller's ticks_ms. Returns True when a sentence renewed the fix."""
         renewed = False
         buf = self._buf
+        v = self._v
         for i in range(len(data) if n < 0 else n):
             b = data[i]
             if b == 0x24:  # "$": a sentence starts (whatever came before is dropped)
-                if self._n > 0:
-                    self.bad_sentence += 1
-                self._n = 0
-            elif self._n < 0:
+                if v[_N] > 0:
+                    v[_BAD_SENTENCE] += 1
+                v[_N] = 0
+            elif v[_N] < 0:
                 continue
             elif b == 0x0D or b == 0x0A:
-                if self._n and self._sentence(now):
+                if v[_N] and self._sentence(now):
                     renewed = True
-                self._n = -1
+                v[_N] = -1
                 continue
-            if self._n >= len(buf):
-                self.overflow += 1
-                self._n = -1
+            if v[_N] >= _MAX:
+                v[_OVERFLOW] += 1
+                v[_N] = -1
                 continue
-            buf[self._n] = b
-            self._n += 1
+            buf[v[_N]] = b
+            v[_N] += 1
         return renewed
 
     def fix(self, now):
         """(lat_e7, lon_e7, accuracy_m, age_s) of the latest fix, or None: the location the
         protocol's extension 0x04 carries (Alarm(location=...))."""
-        if self.lat_e7 is None:
+        v = self._v
+        if not v[_HAVE]:
             return None
         age_ms = ticks_diff(now, self.fix_ms)
-        return (self.lat_e7, self.lon_e7, self.accuracy_m, (max(age_ms, 0) + 999) // 1000)
+        return (v[_LAT], v[_LON], v[_ACC], (max(age_ms, 0) + 999) // 1000)
 
-    # -- one sentence in _buf[0:_n], "$" first --
+    def stats(self):
+        """The latest fix (None before one), its quality and when its epoch was first heard
+        (the caller's ticks), and the counters: good sentences, and those dropped by reason
+        (for tests and the console; made when asked)."""
+        v = self._v
+        have = v[_HAVE]
+        return {"lat_e7": v[_LAT] if have else None, "lon_e7": v[_LON] if have else None,
+                "accuracy_m": v[_ACC] if have else None,
+                "quality": v[_QUALITY], "fix_ms": self.fix_ms, "sentences": v[_SENTENCES],
+                "bad_checksum": v[_BAD_CHECKSUM], "bad_sentence": v[_BAD_SENTENCE],
+                "overflow": v[_OVERFLOW], "ignored": v[_IGNORED]}
+
+    # -- one sentence in _buf[0:n], "$" first --
     def _sentence(self, now):
         buf = self._buf
-        n = self._n
-        star = n - 3
+        v = self._v
+        star = v[_N] - 3
         if star < 7 or buf[star] != 0x2A:  # "*"
-            self.bad_sentence += 1
+            v[_BAD_SENTENCE] += 1
             return False
         check = 0
         for i in range(1, star):
             check ^= buf[i]
-        if _hex2(buf, star + 1) != check:
-            self.bad_checksum += 1
+        shift = 4
+        for i in range(star + 1, star + 3):  # two hex digits, either case
+            b = buf[i]
+            if 0x30 <= b <= 0x39:
+                b -= 0x30
+            elif 0x61 <= b | 0x20 <= 0x66:
+                b = (b | 0x20) - 0x57
+            else:
+                check = -1  # never a sum
+                break
+            check ^= b << shift
+            shift = 0
+        if check:  # the digits XORed into the sum: 0 when they match
+            v[_BAD_CHECKSUM] += 1
             return False
-        kind = self._kind()
+        # "$" talker(2) type(3) ",": only GGA and RMC are read
+        kind = 0
+        if buf[6] == 0x2C:
+            if buf[3] == 0x47 and buf[4] == 0x47 and buf[5] == 0x41:  # GGA
+                kind = _GGA
+            elif buf[3] == 0x52 and buf[4] == 0x4D and buf[5] == 0x43:  # RMC
+                kind = _RMC
         if not kind:
-            self.ignored += 1
+            v[_IGNORED] += 1
             return False
-        commas = self._commas
         count = 0
         for i in range(6, star):
             if buf[i] == 0x2C:  # ","
                 if count == _MAX_FIELDS:
                     break
-                commas[count] = i
+                buf[_MAX + count] = i
                 count += 1
         if count < (9 if kind == _GGA else 7):
-            self.bad_sentence += 1
+            v[_BAD_SENTENCE] += 1
             return False
-        self._count = count
-        self._star = star
+        v[_COUNT] = count
+        v[_STAR] = star
         try:
-            renewed = self._gga(now) if kind == _GGA else self._rmc(now)
+            renewed = self._fix(kind, now)
         except ValueError:
-            self.bad_sentence += 1
+            v[_BAD_SENTENCE] += 1
             return False
-        self.sentences += 1
+        v[_SENTENCES] += 1
         return renewed
-
-    def _kind(self):
-        buf = self._buf
-        if buf[6] != 0x2C:  # "$" talker(2) type(3) ","
-            return 0
-        if buf[3] == 0x47 and buf[4] == 0x47 and buf[5] == 0x41:  # GGA
-            return _GGA
-        if buf[3] == 0x52 and buf[4] == 0x4D and buf[5] == 0x43:  # RMC
-            return _RMC
-        return 0
 
     def _field(self, index):
         """Where field `index` (1 = the one after the type) starts in _buf; it ends at
-        self._end (two values without a tuple: nothing allocated per field)."""
-        if index > self._count:
+        _v[_END] (two values without a tuple: nothing allocated per field)."""
+        v = self._v
+        count = v[_COUNT]
+        if index > count:
             raise ValueError
-        self._end = self._commas[index] if index < self._count else self._star
-        return self._commas[index - 1] + 1
+        buf = self._buf
+        v[_END] = buf[_MAX + index] if index < count else v[_STAR]
+        return buf[_MAX + index - 1] + 1
 
-    def _gga(self, now):
-        time = self._time(1)
-        quality = self._int(6)
-        if quality < 1 or quality > 5:
-            return False
-        hdop = self._decimal(8, 2)
-        if hdop <= 0:
+    def _fix(self, kind, now):
+        """A GGA or RMC sentence (fields checked, ValueError if one is malformed): True if it
+        renewed the fix. One method for both: each function is a heap object (see above)."""
+        v = self._v
+        buf = self._buf
+        # its UTC time, hhmmss(.ss), as centiseconds of the day
+        start = self._field(1)
+        end = v[_END]
+        if end - start < 6:
             raise ValueError
-        self._hdop_time = time
-        self._hdop_x100 = hdop
-        accuracy = (hdop * self.UERE_M[quality] + 99) // 100
-        return self._renew(now, time, 2, accuracy if accuracy > 1 else 1, quality)
-
-    def _rmc(self, now):
-        time = self._time(1)
-        start = self._field(2)
-        end = self._end
-        if end != start + 1 or self._buf[start] != 0x41:  # "A": valid
-            return False
-        if self._count >= 12:
-            start = self._field(12)
-            end = self._end
-            if end > start and self._buf[start] == 0x4E:  # mode "N": no fix
+        hh = self._decimal(0, 0, start, start + 2)
+        mm = self._decimal(0, 0, start + 2, start + 4)
+        ss = self._decimal(0, 2, start + 4, end)
+        if hh > 23 or mm > 59 or ss >= 6100:  # (61 s: a leap second)
+            raise ValueError
+        time = (hh * 3600 + mm * 60) * 100 + ss
+        if kind == _GGA:
+            quality = self._decimal(6, 0)
+            if quality < 1 or quality > 5:
                 return False
-        if time == self.fix_time:  # its GGA came first: same fix, the GGA's accuracy
-            return False
-        if time == self._hdop_time:
-            accuracy = (self._hdop_x100 * self.UERE_M[1] + 99) // 100
+            hdop = self._decimal(8, 2)
+            if hdop <= 0:
+                raise ValueError
+            v[_HDOP_TIME] = time
+            v[_HDOP] = hdop
+            accuracy = (hdop * _UERE_M[quality] + 99) // 100
+            lat_field = 2
         else:
-            accuracy = self.NO_HDOP_M
-        return self._renew(now, time, 3, accuracy if accuracy > 1 else 1, 0)
-
-    def _renew(self, now, time, lat_field, accuracy, quality):
+            quality = 0
+            start = self._field(2)
+            if v[_END] != start + 1 or buf[start] != 0x41:  # "A": valid
+                return False
+            if v[_COUNT] >= 12:
+                start = self._field(12)
+                if v[_END] > start and buf[start] == 0x4E:  # mode "N": no fix
+                    return False
+            if time == v[_FIX_TIME]:  # its GGA came first: same fix, the GGA's accuracy
+                return False
+            if time == v[_HDOP_TIME]:
+                accuracy = (v[_HDOP] * _UERE_M[1] + 99) // 100
+            else:
+                accuracy = NO_HDOP_M
+            lat_field = 3
         lat = self._angle(lat_field, 2, 0x4E, 0x53, 900000000)  # ddmm.mmmm, N/S
         lon = self._angle(lat_field + 2, 3, 0x45, 0x57, 1800000000)  # dddmm.mmmm, E/W
-        if time != self.fix_time:
+        if time != v[_FIX_TIME]:
             self.fix_ms = now  # a new epoch; the same one again keeps its first time
-        self.fix_time = time
-        self.lat_e7 = lat
-        self.lon_e7 = lon
-        self.accuracy_m = accuracy
-        self.quality = quality
+        v[_FIX_TIME] = time
+        v[_LAT] = lat
+        v[_LON] = lon
+        v[_ACC] = accuracy if accuracy > 1 else 1
+        v[_QUALITY] = quality
+        v[_HAVE] = 1
         return True
 
     # -- fields; ValueError for a malformed one --
-    def _int(self, index):
-        start = self._field(index)
-        end = self._end
-        if end == start:
-            raise ValueError
-        value = 0
-        for i in range(start, end):
-            d = self._buf[i] - 0x30
-            if d < 0 or d > 9:
-                raise ValueError
-            value = value * 10 + d
-        return value
-
     def _decimal(self, index, places, start=-1, end=-1):
         """Field `index` (or _buf[start:end]) as an integer of 10**-places units, extra
-        digits dropped."""
+        digits dropped (places 0: a whole number, no point allowed)."""
         if start < 0:
             start = self._field(index)
-            end = self._end
+            end = self._v[_END]
         if end == start:
             raise ValueError
         value = 0
         frac = -1  # digits seen after the point; -1 before it
+        buf = self._buf
         for i in range(start, end):
-            b = self._buf[i]
-            if b == 0x2E and frac < 0:  # "."
+            b = buf[i]
+            if b == 0x2E and frac < 0 and places:  # "."
                 frac = 0
                 continue
             d = b - 0x30
@@ -237,25 +282,13 @@ class Nmea:
             value *= 10
         return value
 
-    def _time(self, index):
-        """hhmmss(.ss) as centiseconds of the day."""
-        start = self._field(index)
-        end = self._end
-        if end - start < 6:
-            raise ValueError
-        hh = self._decimal(0, 0, start, start + 2)
-        mm = self._decimal(0, 0, start + 2, start + 4)
-        ss = self._decimal(0, 2, start + 4, end)
-        if hh > 23 or mm > 59 or ss >= 6100:  # (61 s: a leap second)
-            raise ValueError
-        return (hh * 3600 + mm * 60) * 100 + ss
-
     def _angle(self, index, degree_digits, plus, minus, most):
         """(d)ddmm.mmmmm and its hemisphere letter (the next field) in 1e-7 degrees."""
         start = self._field(index)
-        end = self._end
+        end = self._v[_END]
+        buf = self._buf
         point = start + degree_digits + 2  # after the whole minutes: "." or the end
-        if end < point or (point < end and self._buf[point] != 0x2E):
+        if end < point or (point < end and buf[point] != 0x2E):
             raise ValueError
         degrees = self._decimal(0, 0, start, start + degree_digits)
         minutes_e5 = self._decimal(0, 5, start + degree_digits, end)  # 1e-5 minute
@@ -265,10 +298,9 @@ class Nmea:
         if value > most:
             raise ValueError
         hs = self._field(index + 1)
-        he = self._end
-        if he != hs + 1:
+        if self._v[_END] != hs + 1:
             raise ValueError
-        h = self._buf[hs]
+        h = buf[hs]
         if h == minus:
             return -value
         if h != plus:
@@ -276,16 +308,14 @@ class Nmea:
         return value
 
 
-def _hex2(buf, i):
-    """Two hex digits (either case) at buf[i:i + 2], or -1."""
-    high = _hex1(buf[i])
-    low = _hex1(buf[i + 1])
-    return -1 if high < 0 or low < 0 else high * 16 + low
-
-
-def _hex1(b):
-    if 0x30 <= b <= 0x39:
-        return b - 0x30
-    if 0x41 <= b <= 0x46 or 0x61 <= b <= 0x66:
-        return (b | 0x20) - 0x57
-    return -1
+async def read_uart(uart, parser, app):
+    """The gnss task: whatever the module sends, as it comes, into `parser`. It parks in the
+    UART stream's readinto() (the scheduler wakes it when bytes have come: nothing polls);
+    `app` keeps its heartbeat for the supervisor. A plain coroutine: no object of its own."""
+    buf = bytearray(_READ)
+    while True:
+        app._park("gnss")
+        n = await uart.readinto(buf)
+        app._busy("gnss")
+        if n:
+            parser.feed(buf, ticks_ms(), n)

@@ -746,7 +746,7 @@ class Receiver:
 
 def fix(w):
     """The fix every frame sealed now would carry, or None."""
-    return None if w.gnss is None else w.gnss.fix()
+    return None if w.gnss is None else w.gnss.fix(time.ticks_ms())
 
 
 def raised_lines(log):
@@ -754,13 +754,14 @@ def raised_lines(log):
 
 
 def gnss_report(w, board, log, **fields):
-    g = None if w.gnss is None else w.gnss.nmea
+    g = None if w.gnss is None else w.gnss.stats()
     report(stats=w.stats, played=board.played, feedback=w.feedback.played,
            raised=raised_lines(log), outbox=len(w.outbox),
            lines=[m for _, m in log if "gnss" in m],
            counters=None if g is None else {
-               "sentences": g.sentences, "bad_checksum": g.bad_checksum,
-               "bad_sentence": g.bad_sentence, "overflow": g.overflow, "ignored": g.ignored},
+               "sentences": g["sentences"], "bad_checksum": g["bad_checksum"],
+               "bad_sentence": g["bad_sentence"], "overflow": g["overflow"],
+               "ignored": g["ignored"]},
            **fields)
 
 
@@ -776,22 +777,22 @@ async def gnss_fix():
         rx = Receiver(board, S.get("chunk", 32))
         got = await until(lambda: fix(w) is not None, 3000, 5)
         await asyncio.sleep_ms(1200)
-        fixes.append(("sos", w.gnss.nmea.fix_ms))
+        fixes.append(("sos", w.gnss.fix_ms))
         await board.sos_button.hold(SosButton.HOLD_MS + 100)
         await until(lambda: w.stats["raised"] == 1, 3000, 5)
         rx.fix = False  # lost: the receiver goes on sending, without a fix
         await asyncio.sleep_ms(3500)
-        fixes.append(("low_battery", w.gnss.nmea.fix_ms))
+        fixes.append(("low_battery", w.gnss.fix_ms))
         board.battery = 9
         await until(lambda: w.stats["raised"] == 2, 3000, 5)
         at = time.ticks_ms()
         await w.send_checkin(9, True)
-        fixes.append(("checkin_stale", w.gnss.nmea.fix_ms, at))
+        fixes.append(("checkin_stale", w.gnss.fix_ms, at))
         rx.fix = True
         back = await until(lambda: fix(w)[3] <= 1, 3000, 5)
         at = time.ticks_ms()
         await w.send_checkin(9, True)
-        fixes.append(("checkin_fresh", w.gnss.nmea.fix_ms, at))
+        fixes.append(("checkin_fresh", w.gnss.fix_ms, at))
         acked = await until(lambda: len(w.outbox) == 0)
         rx.stop()
         return got, back, acked
@@ -881,11 +882,13 @@ async def gnss_waited():
     fix lost meanwhile): it goes sealed again with its age, and its fix as old as it is then."""
     log = []
     w, board = boot(S["device"], S["fs"], log=log)
-    tasks = [asyncio.create_task(w.input_task()), asyncio.create_task(w.gnss.gnss_task(w))]
+    from vigil_fw.nmea import read_uart
+    tasks = [asyncio.create_task(w.input_task()),
+             asyncio.create_task(read_uart(board.gnss, w.gnss, w))]
     rx = Receiver(board)
     await until(lambda: fix(w) is not None, 3000, 5)
     await asyncio.sleep_ms(1100)
-    fix_ms = w.gnss.nmea.fix_ms
+    fix_ms = w.gnss.fix_ms
     await board.sos_button.hold(SosButton.HOLD_MS + 100)
     await until(lambda: w.stats["raised"] == 1, 3000, 5)
     at_raise = fix(w)
@@ -916,8 +919,9 @@ async def duress_and_checkin():
         return acked, sent
 
     acked, sent = await with_running(w, body)
+    tasks = [t if isinstance(t, str) else "link:" + t.name for t in w.tasks()]
     report(acked=acked, sent=sent, location=fix(w), played=board.played,
-           lines=[m for _, m in log if "gnss" in m], tasks=[n for n, _, _ in w.tasks()])
+           lines=[m for _, m in log if "gnss" in m], tasks=tasks)
 
 
 def boot_gnss():

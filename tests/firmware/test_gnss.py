@@ -155,12 +155,12 @@ def test_a_failing_uart_read_restarts_the_gnss_task(scenario, fake_gateway):
 def test_an_idle_unit_with_gnss_and_a_silent_module_never_wakes_its_gnss_task(scenario):
     report = scenario("idle", gnss=GNSS, idle_ms=5000)
     assert report["up"]
-    assert "gnss_task" not in report["wakes"], report["wakes"]
+    assert "read_uart" not in report["wakes"], report["wakes"]
     # The same, the module sending its burst once a second in four pieces: the task wakes
     # only when bytes have come, at most once a piece (pieces already waiting are read
     # without a wait), and the name above is the task's.
     talking = scenario("idle", gnss=GNSS, idle_ms=5000, gnss_talks=64)
-    wakes = talking["wakes"].get("gnss_task", 0)
+    wakes = talking["wakes"].get("read_uart", 0)
     print("gnss task wake-ups a second, a module sending 1 Hz bursts in 64-byte pieces: %.1f"
           % (wakes / 5))
     assert 5 <= wakes <= 6 * 4, talking["wakes"]

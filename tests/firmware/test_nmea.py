@@ -5,7 +5,7 @@
 import gc
 import unittest
 
-from vigil_fw.nmea import Nmea
+from vigil_fw.nmea import NO_HDOP_M, Nmea
 
 
 def sentence(body, checksum=None):
@@ -14,6 +14,12 @@ def sentence(body, checksum=None):
     for b in body.encode():
         c ^= b
     return ("$%s*%02X\r\n" % (body, c if checksum is None else checksum)).encode()
+
+
+def got(gps, *names):
+    """The parser's figures by name (Nmea.stats()), as a tuple."""
+    stats = gps.stats()
+    return tuple([stats[name] for name in names])
 
 
 # Real receivers' sentences (u-blox style, GN talker for a multi-constellation fix).
@@ -27,9 +33,9 @@ class Fixes(unittest.TestCase):
     def test_gga_gives_position_quality_and_accuracy(self):
         gps = Nmea()
         self.assertTrue(gps.feed(sentence(GGA), 1000))
-        self.assertEqual((gps.lat_e7, gps.lon_e7), (LAT_GGA, LON_GGA))
-        self.assertEqual(gps.quality, 1)
-        self.assertEqual(gps.accuracy_m, 5)  # HDOP 0.9 x 5 m, rounded up
+        self.assertEqual(got(gps, "lat_e7", "lon_e7"), (LAT_GGA, LON_GGA))
+        self.assertEqual(gps.stats()["quality"], 1)
+        self.assertEqual(gps.stats()["accuracy_m"], 5)  # HDOP 0.9 x 5 m, rounded up
         self.assertEqual(gps.fix(1000), (LAT_GGA, LON_GGA, 5, 0))
 
     def test_rmc_gives_a_fix_in_every_quadrant(self):
@@ -37,32 +43,32 @@ class Fixes(unittest.TestCase):
             gps = Nmea()
             body = RMC.replace(",N,", "," + ns + ",").replace(",W,", "," + ew + ",")
             self.assertTrue(gps.feed(sentence(body), 0))
-            self.assertEqual(gps.lat_e7, sign_lat * 515007800)
-            self.assertEqual(gps.lon_e7, sign_lon * 1275700)
-            self.assertEqual(gps.accuracy_m, Nmea.NO_HDOP_M)  # no GGA of its epoch
+            self.assertEqual(gps.stats()["lat_e7"], sign_lat * 515007800)
+            self.assertEqual(gps.stats()["lon_e7"], sign_lon * 1275700)
+            self.assertEqual(gps.stats()["accuracy_m"], NO_HDOP_M)  # no GGA of its epoch
 
     def test_far_longitudes_and_latitudes(self):
         gps = Nmea()
         body = "GPRMC,000000,A,8959.99999,S,17959.99999,E,,,010126,,"
         self.assertTrue(gps.feed(sentence(body), 0))
-        self.assertEqual((gps.lat_e7, gps.lon_e7), (-899999998, 1799999998))
+        self.assertEqual(got(gps, "lat_e7", "lon_e7"), (-899999998, 1799999998))
 
     def test_rmc_of_the_ggas_epoch_keeps_the_ggas_accuracy(self):
         gps = Nmea()
         gps.feed(sentence("GPGGA,120000.00,5130.0468,N,00007.6542,W,2,12,1.3,20,M,47,M,,"), 0)
-        self.assertEqual(gps.accuracy_m, 3)  # DGPS: 1.3 x 2 m, rounded up
+        self.assertEqual(gps.stats()["accuracy_m"], 3)  # DGPS: 1.3 x 2 m, rounded up
         gps.feed(sentence("GPRMC,120000.00,A,5130.0468,N,00007.6542,W,0,,011226,,"), 10)
-        self.assertEqual(gps.accuracy_m, 3)
+        self.assertEqual(gps.stats()["accuracy_m"], 3)
         gps.feed(sentence("GPRMC,120001.00,A,5130.0470,N,00007.6542,W,0,,011226,,"), 1000)
-        self.assertEqual(gps.accuracy_m, Nmea.NO_HDOP_M)
+        self.assertEqual(gps.stats()["accuracy_m"], NO_HDOP_M)
 
     def test_a_large_hdop_is_a_large_accuracy_and_rtk_claims_at_least_a_metre(self):
         gps = Nmea()
         gps.feed(sentence(GGA.replace(",1,09,0.9,", ",1,04,12.5,")), 0)
-        self.assertEqual(gps.accuracy_m, 63)
+        self.assertEqual(gps.stats()["accuracy_m"], 63)
         gps.feed(sentence(GGA.replace("181715.00", "181716.00").replace(",1,09,0.9,",
                                                                            ",4,20,0.6,")), 0)
-        self.assertEqual((gps.quality, gps.accuracy_m), (4, 1))
+        self.assertEqual(got(gps, "quality", "accuracy_m"), (4, 1))
 
     def test_sentences_without_a_fix_change_nothing(self):
         gps = Nmea()
@@ -78,7 +84,7 @@ class Fixes(unittest.TestCase):
         gps = Nmea()
         gps.feed(sentence("GPGSV,3,1,12,28,76,017,38,17,56,282,38,01,46,055,40,08,38,183,47"), 0)
         gps.feed(sentence("GPGSA,A,3,07,11,28,24,26,08,04,17,20,,,,1.7,0.9,1.4"), 0)
-        self.assertEqual((gps.ignored, gps.sentences), (2, 0))
+        self.assertEqual(got(gps, "ignored", "sentences"), (2, 0))
 
 
 class Age(unittest.TestCase):
@@ -119,7 +125,7 @@ class Faults(unittest.TestCase):
         good = sentence(GGA)
         bad = sentence(GGA, checksum=(int(good[-4:-2], 16) ^ 1))
         self.assertFalse(gps.feed(bad, 0))
-        self.assertEqual((gps.bad_checksum, gps.fix(0)), (1, None))
+        self.assertEqual((gps.stats()["bad_checksum"], gps.fix(0)), (1, None))
         self.assertTrue(gps.feed(good, 0))
 
     def test_hex_digits_of_either_case(self):
@@ -142,7 +148,7 @@ class Faults(unittest.TestCase):
                      "GPGGA,181715.00,3748.8604,N,08338.9539,W,1",
                      "GPRMC,181716.00,A,5130.0468,N"):
             self.assertFalse(gps.feed(sentence(body), 0), body)
-        self.assertEqual((gps.bad_sentence, gps.sentences, gps.fix(0)), (11, 0, None))
+        self.assertEqual(got(gps, "bad_sentence", "sentences") + (gps.fix(0),), (11, 0, None))
 
     def test_noise_overflow_and_cut_sentences_lose_only_themselves(self):
         gps = Nmea()
@@ -150,7 +156,7 @@ class Faults(unittest.TestCase):
                   + b"$GPGGA,no star\r\n" + sentence(GGA))
         self.assertTrue(gps.feed(stream, 0))
         self.assertEqual(gps.fix(0), (LAT_GGA, LON_GGA, 5, 0))
-        self.assertEqual((gps.bad_sentence, gps.overflow), (2, 1))
+        self.assertEqual(got(gps, "bad_sentence", "overflow"), (2, 1))
 
     def test_bytes_in_any_chunks_give_the_same_fix(self):
         data = sentence(GGA) + sentence(RMC)
@@ -158,10 +164,10 @@ class Faults(unittest.TestCase):
             gps = Nmea()
             for i in range(0, len(data), size):
                 gps.feed(data[i:i + size], 0)
-            self.assertEqual((gps.lat_e7, gps.lon_e7, gps.sentences), (515007800, -1275700, 2))
+            self.assertEqual(got(gps, "lat_e7", "lon_e7", "sentences"), (515007800, -1275700, 2))
 
     def test_the_first_n_bytes_of_a_reused_buffer(self):
-        # As the gnss task feeds it: each read into one buffer, what is past n left over
+        # As read_uart() feeds it: each read into one buffer, what is past n left over
         # from the read before.
         data = sentence(GGA) + sentence(RMC)
         buf = bytearray(b"$" * 16)
@@ -170,7 +176,7 @@ class Faults(unittest.TestCase):
             chunk = data[i:i + 16]
             buf[0:len(chunk)] = chunk
             gps.feed(buf, 0, len(chunk))
-        self.assertEqual((gps.lat_e7, gps.lon_e7, gps.sentences, gps.bad_sentence),
+        self.assertEqual(got(gps, "lat_e7", "lon_e7", "sentences", "bad_sentence"),
                          (515007800, -1275700, 2, 0))
 
 
@@ -191,4 +197,5 @@ class Allocation(unittest.TestCase):
         used = gc.mem_alloc() - before
         gc.enable()
         self.assertEqual(used, 0)
-        self.assertEqual(gps.sentences, 33)  # the GGA, the RMC and the void RMC, 11 times
+        # the GGA, the RMC and the void RMC, 11 times
+        self.assertEqual(gps.stats()["sentences"], 33)

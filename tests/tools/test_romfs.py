@@ -3,6 +3,7 @@ way a board mounts its ROMFS partition, and imported from there."""
 import pytest
 from vigil_cli import vigil
 from vigil_tools import firmware_build, micropython, romfs
+from vigil_tools.bench_firmware import BUDGET32_BYTES
 
 
 def test_the_firmware_image_mounts_at_rom_and_its_modules_import_from_there(tmp_path):
@@ -65,6 +66,8 @@ def test_the_frozen_32_bit_firmware_holds_a_full_outbox_in_64k(micropython32, be
     assert last["heapsize32_bytes"] == str(64 * 1024) and last["ble32_loaded"] == "1"
     assert last["left_after_drain32"] == "0" and last["runs32_without_death"] == "3"
     assert last["task_deaths"] == "0" and last["task_restarts"] == "0"
+    # Within the budget (test_heap_budget.py: the same with GNSS).
+    assert int(last["heap32_peak_bytes"]) <= BUDGET32_BYTES, last["heap32_peak_bytes"]
 
 
 def test_the_frozen_32_bit_firmware_keeps_a_4_kb_free_block_at_its_peak(micropython32,

@@ -130,7 +130,7 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
 
 
 def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
-                heap_map=False):
+                heap_map=False, gnss=False):
     """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
     heap's layout depends on (the host malloc's alignment follows the environment's and the
     paths' sizes): a padding variable and a deeper flash folder."""
@@ -138,7 +138,7 @@ def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
     flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
     common = {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
               "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
-              "heap_map": heap_map}
+              "heap_map": heap_map, "gnss": gnss}
     out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
     gateway = _Gateway(broker.port)
     try:
@@ -181,7 +181,8 @@ def _frozen32(heapsize, romfs=False):
             dict(os.environ, MICROPYPATH=".frozen"))
 
 
-def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=False):
+def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=False,
+                       gnss=False):
     """Phases 1 and 2 on the 32-bit build with its BLE link up: a rig's pty as its H4 UART,
     and the gateway's central on the rig connecting it (never acknowledging)."""
     from .ble_rig import BleRig
@@ -191,7 +192,8 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=Fa
     try:
         rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
-                           alarms, heapsize, idle=False, ble=True, run=run, heap_map=heap_map)
+                           alarms, heapsize, idle=False, ble=True, run=run, heap_map=heap_map,
+                           gnss=gnss)
     finally:
         rig.stop()
 
@@ -238,6 +240,9 @@ def _figures32(figures, runs, suffix, heapsize):
     figures["heap%s_after_reboot_bytes" % suffix] = totals[0]["heap_after_reboot_bytes"]
     figures["ble%s_connected" % suffix] = min(
         f.get("ble_up", 0) for p in runs for f in p.values())
+    if any("gnss_fix" in f for p in runs for f in p.values()):
+        figures["gnss%s_fix" % suffix] = min(
+            f.get("gnss_fix", 0) for p in runs for f in p.values())
     _worst(totals, figures, suffix)
     return totals
 
@@ -269,7 +274,7 @@ def _bench_images(tmp):
 
 
 def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
-             heapsize32_romfs="96k"):
+             heapsize32_romfs="96k", gnss=False):
     maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -286,21 +291,21 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
                                          "fs": tempfile.mkdtemp(dir=tmp)})
             cmd, env = _unix_port(heapsize, bench_rom)
             all64 = [_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True,
-                                 heap_map=maps)]
+                                 heap_map=maps, gnss=gnss)]
             for run in range(1, runs):
                 all64.append(_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=False,
-                                         run=run, heap_map=maps))
+                                         run=run, heap_map=maps, gnss=gnss))
             frozen = _frozen32(heapsize32)
             all32, all32_romfs = [], []
             if frozen is not None:
                 for run in range(runs):
                     all32.append(_phases32_with_ble(frozen, tmp, broker, alarms, heapsize32,
-                                                    run=run, heap_map=maps))
+                                                    run=run, heap_map=maps, gnss=gnss))
                 from_rom = _frozen32(heapsize32_romfs, romfs=True)
                 for run in range(runs):
                     all32_romfs.append(_phases32_with_ble(from_rom, tmp, broker, alarms,
                                                           heapsize32_romfs, run=run,
-                                                          heap_map=maps))
+                                                          heap_map=maps, gnss=gnss))
         finally:
             broker.stop()
     if maps:
@@ -312,6 +317,7 @@ def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
     figures = _totals(phases)
     _worst(totals, figures)
     figures["runs"] = runs
+    figures["gnss"] = 1 if gnss else 0
     figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
     figures["idle_wakeups_per_s"] = round(phases["idle"]["wakeups"] * 1000 / IDLE_MS, 2)
     figures["ble_loaded"] = 0  # this build has no `bluetooth` module
@@ -341,8 +347,9 @@ def _size(text):
 def firmware_command(args):
     from . import mpy32
     f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32, args.heap_map,
-                        args.heapsize32_romfs)
-    print("Vigil firmware budget (MicroPython unix port, heap capped at %s)" % args.heapsize)
+                        args.heapsize32_romfs, args.gnss)
+    print("Vigil firmware budget (MicroPython unix port, heap capped at %s%s)" % (
+        args.heapsize, "; GNSS on" if args.gnss else ""))
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
         f["bundle_files"], f["bundle_bytes"], f["romfs_image_bytes"]))
     print("  64-bit unix port, firmware in ROMFS (run in place, as flashed), no BLE on this build:")
@@ -362,10 +369,13 @@ def firmware_command(args):
         print("  32-bit build, firmware frozen in (an ESP32's object sizes), heap capped at %s, "
               "BLE link up (aioble on BTstack; a central connected: %s):"
               % (args.heapsize32, "yes" if f["ble32_connected"] else "NO"))
-        print("    heap after boot %d, after the reboot with a full outbox %d; peak %d; "
-              "largest free block at the peak %d (%d in the best of %d runs)" % (
+        print("    heap after boot %d, after the reboot with a full outbox %d; peak %d (budget "
+              "%d: %s); largest free block at the peak %d (%d in the best of %d runs)" % (
                   f["heap32_after_boot_bytes"], f["heap32_after_reboot_bytes"],
-                  f["heap32_peak_bytes"], f["largest_free_block32_bytes"],
+                  f["heap32_peak_bytes"], BUDGET32_BYTES,
+                  "within it" if f["heap32_peak_bytes"] <= BUDGET32_BYTES
+                  else "OVER BY %d" % (f["heap32_peak_bytes"] - BUDGET32_BYTES),
+                  f["largest_free_block32_bytes"],
                   f["largest_free_block32_max_bytes"], f["runs"]))
         print("  32-bit build, run as a provisioned unit runs it (firmware from ROMFS, aioble "
               "from /lib as .mpy files, a stock image), heap capped at %s, BLE link "
@@ -460,6 +470,9 @@ def register_bench(bench_sub):
     fw.add_argument("--heap-map", metavar="DIR", default=None,
                     help="write MicroPython's heap map (micropython.mem_info(1)) of each phase "
                          "where its largest free block was smallest into DIR")
+    fw.add_argument("--gnss", action="store_true",
+                    help="the simulated unit has a UART GNSS module (gnss in its config) "
+                         "sending a burst with a fix; the 64-bit build then needs --heapsize 112k")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")

@@ -12,7 +12,7 @@ import json
 import sys
 
 from vigil_fw.app import Wearable
-from vigil_fw.clock import sleep_ms
+from vigil_fw.clock import sleep_ms, ticks_ms
 from vigil_fw.config import Config
 from vigil_fw.gestures import DuressGesture, SosButton
 from vigil_fw.hal_sim import SimBoard
@@ -202,8 +202,8 @@ class Simulator:
                 raise ValueError
             self.receiver.fix = (lat, lon, float(args[2]) if len(args) > 2 else 0.9)
             self.receiver.start()
-            got = await until(lambda: w.gnss is not None and w.gnss.fix() is not None
-                              and w.gnss.fix()[3] <= 1, 3000)
+            got = await until(lambda: w.gnss is not None and w.gnss.fix(ticks_ms()) is not None
+                              and w.gnss.fix(ticks_ms())[3] <= 1, 3000)
             say("gnss fix %s %s" % (args[0], args[1]) if got else "gnss: no fix taken")
         elif name == "fix-lost":
             self.receiver.fix = None
@@ -231,7 +231,7 @@ class Simulator:
         elif name == "status":
             say(json.dumps({"device": self.config.device_hex, "link_up": self.link.up,
                             "battery": board.battery, "outbox": len(w.outbox),
-                            "location": None if w.gnss is None else w.gnss.fix(),
+                            "location": None if w.gnss is None else w.gnss.fix(ticks_ms()),
                             "open": w.alarms.listing(),
                             "stats": w.stats}))
         elif name == "help":
