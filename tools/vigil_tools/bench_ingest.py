@@ -19,7 +19,8 @@ fsync per commit), --store postgresql --workers N (N workers, `python -m
 vigil_gateway.service_pg`, in one shared group on a PostgreSQL of the run's own, fsync on, as
 SQLite's commits are), or --store all: SQLite, then PostgreSQL with 1, 2 and 4 workers
 (--worker-counts), one after the other. What limits each one is printed from what was measured:
-CPU-bound when the machine's cores were busy (CPU_BOUND), else where the workers' time went.
+CPU-bound when the machine's cores were busy, or each gateway process's one core (CPU_BOUND),
+else where the workers' time went.
 Rates are the median of a few rounds each (a single round on a busy 2-core machine varies by
 +-20 %).
 The last line is key=value pairs for scripts: the last configuration's figures unprefixed
@@ -641,7 +642,8 @@ def _measure(workdir, kind, processes, server, alarms, device_count, rate, secon
         f["machine_cores_busy"] = usage.machine / usage.wall  # everything, others' work too
         f["worker_cpu_share"] = usage.cpu["workers"] / (usage.wall * processes)
         f["commit_share"] = commit_s / (usage.wall * processes)
-        f["limit"] = "cpu" if f["machine_cores_busy"] >= CPU_BOUND * os.cpu_count() else "waits"
+        f["limit"] = ("cpu" if f["machine_cores_busy"] >= CPU_BOUND * os.cpu_count() else
+                      "process_cpu" if f["worker_cpu_share"] >= CPU_BOUND else "waits")
         time.sleep(0.5)
         before = _commit_histogram(ports)
         offered, latencies = _latency(devices, rate, seconds)
@@ -664,7 +666,8 @@ def _measure(workdir, kind, processes, server, alarms, device_count, rate, secon
     return f
 
 
-# The machine counts as CPU-bound when this share of its cores was busy over the rounds.
+# CPU-bound: this share of the machine's cores busy over the rounds, or of one core in each
+# gateway process.
 CPU_BOUND = 0.85
 
 
@@ -748,6 +751,11 @@ def limit_text(f):
     elif f["limit"] == "cpu":
         head = "CPU-bound: %.1f of %d cores busy (%s; other work on the machine %.2f)" % (
             f["machine_cores_busy"], cores, ours, other)
+    elif f["limit"] == "process_cpu":  # a Python process runs on one core at a time
+        head = ("CPU-bound in its process%s: %.0f %% of a core each, %.1f of %d cores busy "
+                "(%s; other work %.2f)" % ("" if f["workers"] == 1 else "es",
+                                           f["worker_cpu_share"] * 100, f["machine_cores_busy"],
+                                           cores, ours, other))
     else:
         head = "not the CPU: %.1f of %d cores busy (%s; other work %.2f)" % (
             f["machine_cores_busy"], cores, ours, other)
