@@ -752,10 +752,11 @@ def limit_text(f):
         head = "CPU-bound: %.1f of %d cores busy (%s; other work on the machine %.2f)" % (
             f["machine_cores_busy"], cores, ours, other)
     elif f["limit"] == "process_cpu":  # a Python process runs on one core at a time
-        head = ("CPU-bound in its process%s: %.0f %% of a core each, %.1f of %d cores busy "
+        head = ("CPU-bound in its process%s: %.0f %% of a core%s, %.1f of %d cores busy "
                 "(%s; other work %.2f)" % ("" if f["workers"] == 1 else "es",
-                                           f["worker_cpu_share"] * 100, f["machine_cores_busy"],
-                                           cores, ours, other))
+                                           f["worker_cpu_share"] * 100,
+                                           "" if f["workers"] == 1 else " each",
+                                           f["machine_cores_busy"], cores, ours, other))
     else:
         head = "not the CPU: %.1f of %d cores busy (%s; other work %.2f)" % (
             f["machine_cores_busy"], cores, ours, other)
