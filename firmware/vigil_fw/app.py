@@ -29,6 +29,10 @@
 #     with GNSS configured every one of them is sealed at 48 bytes, fix or none (SPEC
 #     sections 4 and 13): a frame's size tells nothing. GNSS never cues the wearer, in duress
 #     or not. Without gnss in the config nothing of it is loaded
+#   beacons (beacons in the config, scan.py): an alarm goes out at once with what the last
+#     scan heard and its true age, then its scan ends in a check-in, the open incident's
+#     location update; a check-in while an alarm is open scans first. A unit with GNSS or
+#     beacons configured seals every alarm and check-in at 48 bytes (one flag, _size)
 #   a task that raises (MemoryError included) is logged, counted and started again; the
 #     supervisor feeds the watchdog only while no task has been busy without progress for
 #     STALL_MS (a parked task is healthy)
@@ -76,7 +80,7 @@ _RESERVE_BYTES = const(1024)
 # A DOUBLE_TAP names its alarm within this many counters: v2 (10 bits), v1 (16 bits).
 _MAX_TAP_GAP2 = const(1023)
 _MAX_TAP_GAP1 = const(0xFFFF)
-_TASKS = ("input", "motion", "sender", "downlink", "checkin", "feedback")
+_TASKS = ("input", "motion", "sender", "downlink", "checkin", "feedback")  # (+ gnss, scan)
 # What the accelerometer's INT1 signals (lis3dh.ON_*, written here so that the app loads no
 # driver on the simulated board).
 _ON_NOTHING = const(0)
@@ -138,6 +142,13 @@ class Wearable:
             if board.gnss is None:
                 log("vigil: gnss off: the module's UART did not open (%s)"
                     % getattr(board, "gnss_error", None))
+        # Beacon scans: a Scanner (scan.py) given by main.py where the build has BLE; the
+        # frame size follows the config alone, as for GNSS.
+        self.scanner = None
+        # One flag for every source of location: configured, every alarm and check-in is
+        # sealed at _LOCATED_SIZE (0: the sizes of SPEC section 2).
+        self._size = _LOCATED_SIZE if (config.gnss is not None
+                                       or config.beacons is not None) else 0
         gc.collect()
         # The heap is decided here, at boot: fixed tables first, then a reserve that the
         # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
@@ -230,6 +241,8 @@ class Wearable:
         self._update_silence()
         self.stats["raised"] += 1
         self.wake.set()
+        if self.scanner is not None:
+            self.scanner.wake.set()  # the alarm goes now; where the wearer is follows
         self.log("vigil: raised %s" % frame.hex())
         return counter
 
@@ -244,10 +257,11 @@ class Wearable:
             self.log("vigil: double tap %d counters after its alarm: raised as SOS"
                      % (counter - ref))
             kind, ref = SOS, 0
-        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref,
-                             location=None if self.gnss is None else self.gnss.fix(ticks_ms())),
-                       self.key, self.version,
-                       0 if self.gnss is None else _LOCATED_SIZE)
+        now = ticks_ms()
+        fix = self._fix(now)
+        frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref, location=fix,
+                             beacons=self._heard(now, fix)),
+                       self.key, self.version, self._size)
         if not self.outbox.add(counter, kind, frame):
             return None
         return counter, kind, frame
@@ -499,7 +513,10 @@ class Wearable:
             # The fix it was raised with, as old as it is now (rounded up, as every fix age):
             # never made to look newer than it is.
             alarm.location = (fix[0], fix[1], fix[2], fix[3] + (waited_ms + 999) // 1000)
-        frame = encode(alarm, self.key, 2, 0 if self.gnss is None else _LOCATED_SIZE)
+        heard = alarm.beacons
+        if heard is not None:  # the same for the scan it carries
+            alarm.beacons = (heard[0] + (waited_ms + 999) // 1000, heard[1])
+        frame = encode(alarm, self.key, 2, self._size)
         outbox.replace(i, frame)
         return frame
 
@@ -579,6 +596,10 @@ class Wearable:
                     self.feedback.show("low_battery")
             elif battery > self.config.low_battery_pct + _LOW_BATTERY_HYSTERESIS:
                 self.low_battery_reported = False
+            scanner = self.scanner
+            if scanner is not None and (scanner.at_checkin or self.alarms.open) \
+                    and self._a_link_is_up():
+                await scanner.scan()  # a fresher place, above all while an alarm is open
             # No link yet: try again soon rather than a whole interval later.
             wait_ms = self.config.checkin_interval_s * 1000
             if not await self.send_checkin(battery, low):
@@ -595,6 +616,26 @@ class Wearable:
                         self.board.battery_percent() <= self.config.low_battery_pct:
                     break
 
+    def _fix(self, now):
+        return None if self.gnss is None else self.gnss.fix(now)
+
+    def _heard(self, now, fix):
+        """The last scan's beacons, as many as fit beside `fix` (SPEC section 4), or None."""
+        return None if self.scanner is None else self.scanner.entries(now, fix is not None)
+
+    async def scan_task(self):
+        """A scan for each alarm raised (scan.py), then a check-in with what it heard: the
+        open incident's location update. The alarm itself never waits for it."""
+        scanner = self.scanner
+        assert scanner is not None  # (the task runs only with one)
+        while True:
+            self._park("scan")
+            await scanner.wake.wait()
+            self._busy("scan")
+            if await scanner.scan() and self.alarms.open:
+                battery = self.board.battery_percent()
+                await self.send_checkin(battery, battery <= self.config.low_battery_pct)
+
     async def send_checkin(self, battery, low):
         """Best effort: a check-in that finds no link up is skipped, never stored."""
         if not self._a_link_is_up():
@@ -602,11 +643,12 @@ class Wearable:
         flags = ((FLAG_ALARM_OPEN if self.alarms.open else 0)
                  | (FLAG_OUTBOX_PENDING if len(self.outbox) else 0)
                  | (FLAG_LOW_BATTERY if low else 0))
+        now = ticks_ms()
+        fix = self._fix(now)
         frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
                                flags=flags, interval=self.config.checkin_interval_s,
-                               location=None if self.gnss is None else self.gnss.fix(ticks_ms())),
-                       self.key, self.version,
-                       0 if self.gnss is None else _LOCATED_SIZE)
+                               location=fix, beacons=self._heard(now, fix)),
+                       self.key, self.version, self._size)
         sent = False
         for link in self.links:
             if link.up and await link.send(frame):
@@ -626,6 +668,8 @@ class Wearable:
             names.append("motion")
         if self.gnss is not None and self.board.gnss is not None:
             names.append("gnss")
+        if self.scanner is not None:
+            names.append("scan")
         return names + self.links
 
     def _coroutine(self, task):
@@ -644,6 +688,8 @@ class Wearable:
             return self.feedback_task()
         if task == "motion":
             return self.motion_task()
+        if task == "scan":
+            return self.scan_task()
         from .nmea import read_uart  # "gnss"
         return read_uart(self.board.gnss, self.gnss, self)
 

@@ -60,6 +60,28 @@ def _man_down(given):
     return (fall, still, cancel)
 
 
+_SCAN_MIN_MS = const(300)
+_SCAN_MAX_MS = const(5000)
+
+
+def _beacons(given, protocol):
+    """(scan ms, scan at every check-in) of the beacons setting, or None without one."""
+    if given is None:
+        return None
+    _need(isinstance(given, dict), "beacons must be an object with scan_ms, at_checkin")
+    for name in given:
+        _need(name in ("scan_ms", "at_checkin"), "beacons has no setting %r" % name)
+    ms = given.get("scan_ms", 1200)
+    _need(isinstance(ms, int) and not isinstance(ms, bool)
+          and _SCAN_MIN_MS <= ms <= _SCAN_MAX_MS,
+          "beacons.scan_ms must be from %d to %d" % (_SCAN_MIN_MS, _SCAN_MAX_MS))
+    at_checkin = given.get("at_checkin", False)
+    _need(isinstance(at_checkin, bool), "beacons.at_checkin must be true or false")
+    # Every alarm and check-in is sealed at one size (SPEC section 13): only v2 frames can be.
+    _need(protocol == 2, "beacons needs protocol 2 (v1 frames cannot be sealed at one size)")
+    return (ms, at_checkin)
+
+
 class Config:
     def __init__(self, data):
         _need(isinstance(data, dict), "the file must hold one JSON object")
@@ -122,6 +144,8 @@ class Config:
         _need(protocol in (1, 2), "protocol must be 1 or 2")
         self.protocol = protocol
         self.man_down = _man_down(data.get("man_down"))
+        # BLE beacon scans (scan.py): (scan ms, at every check-in), or None.
+        self.beacons = _beacons(data.get("beacons"), protocol)
         # A GNSS module (config_gnss.py, loaded only for a file that names one), or None.
         self.gnss = None
         if data.get("gnss") is not None:

@@ -43,6 +43,16 @@ def run(flash_root=pins.FLASH_ROOT):
             from .ble_link import BleLink
             wearable.links.append(BleLink(config, aioble, bluetooth.UUID,
                                           urgent=wearable.urgent))
+    if config.beacons is not None and not guard.safe:
+        # Beacon scans need the BLE radio, not the BLE link (ble may be off). Frames keep
+        # their 48 bytes either way: the size follows the config.
+        try:
+            import aioble
+        except ImportError:
+            print("vigil: beacons off: no BLE on this build")
+        else:
+            from .scan import Scanner
+            wearable.scanner = Scanner(aioble, *config.beacons)
     try:
         asyncio.run(wearable.run())
     except Exception as exc:  # noqa: BLE001 - nothing may leave the wearable stopped

@@ -55,6 +55,8 @@ def config(device):
         data["man_down"] = S["man_down"]
     if "gnss" in S:
         data["gnss"] = S["gnss"]
+    if "beacons" in S:
+        data["beacons"] = S["beacons"]
     return Config(data)
 
 
@@ -68,6 +70,9 @@ def boot(device, fs_dir, flash=None, links=True, log=None):
     say = (lambda m: None) if log is None else (lambda m: log.append((time.ticks_ms(), m)))
     link_list = [MqttLink(cfg, log=say)] if links else []
     wearable = Wearable(board, cfg, link_list, log=say)
+    if cfg.beacons is not None:  # as main.py gives it where the build has BLE
+        from vigil_fw.scan import Scanner
+        wearable.scanner = Scanner(Air(), *cfg.beacons)
     md = wearable.man_down
     if md is not None:
         # The same rules on a test's time scale: a cancel window and a no-motion time of a
@@ -907,6 +912,103 @@ async def gnss_waited():
            tx=[(t, m.split()[-1]) for t, m in log if m.startswith("vigil: tx ")])
 
 
+# -- BLE beacons ---------------------------------------------------------------------------------
+# The unix port has no `bluetooth`: Air stands in for aioble behind the part of its public
+# interface the firmware uses, aioble.scan(duration_ms, interval_us, window_us, active) as an
+# async context manager whose results (.adv_data, .rssi) come as an async iterator until the
+# duration is over (micropython-lib's aioble/central.py). The beacons in BEACONS advertise every
+# 100 ms (S["beacons_in_range"]: payloads as hex, with their RSSI); every scan is recorded (its
+# arguments, when it ran).
+
+BEACONS = []  # (advertising payload, rssi) of what is in range now
+SCANS = []  # (ticks at start, ticks at end, duration_ms, interval_us, window_us, active)
+
+
+class _Result:
+    def __init__(self, adv_data, rssi):
+        self.adv_data = adv_data
+        self.rssi = rssi
+
+
+class _Scan:
+    def __init__(self, duration_ms, interval_us, window_us, active):
+        self.args = (duration_ms, interval_us, window_us, active)
+        self.started = 0
+        self.sent = 0
+
+    async def __aenter__(self):
+        self.started = time.ticks_ms()
+        return self
+
+    async def __aexit__(self, *exc):
+        SCANS.append((self.started, time.ticks_ms()) + self.args)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        # each beacon once every 100 ms, a little weaker each time, until the duration is up
+        while True:
+            if time.ticks_diff(time.ticks_ms(), self.started) >= self.args[0]:
+                raise StopAsyncIteration
+            if BEACONS:
+                adv, rssi = BEACONS[self.sent % len(BEACONS)]
+                self.sent += 1
+                if self.sent % len(BEACONS) == 0:
+                    await asyncio.sleep_ms(100)
+                return _Result(adv, rssi - self.sent // 7)
+            await asyncio.sleep_ms(100)
+
+
+class Air:
+    def scan(self, duration_ms, interval_us=1280000, window_us=11250, active=False):
+        return _Scan(duration_ms, interval_us, window_us, active)
+
+
+def beacons_report(w, board, log, **fields):
+    report(stats=w.stats, played=board.played, feedback=w.feedback.played, scans=SCANS,
+           raised=raised_lines(log), outbox=len(w.outbox),
+           tx=[(t, m.split()[-1]) for t, m in log if m.startswith("vigil: tx ")],
+           heard={"adverts": w.scanner.heard.adverts, "beacons": w.scanner.heard.beacons,
+                  "other": w.scanner.heard.other, "scans": w.scanner.scans}, **fields)
+
+
+async def beacons_alarm():
+    """Beacons in range; an SOS (or, with S["duress"], a duress alarm): it goes out at once
+    with nothing heard yet, then the scan it started ends in a check-in with what it heard;
+    a LOW_BATTERY alarm raised later carries that scan with its age; the beacons gone, a scan
+    and a check-in say nothing was heard."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    for adv, rssi in S["beacons_in_range"]:
+        BEACONS.append((bytes.fromhex(adv), rssi))
+
+    async def body():
+        if S.get("duress"):
+            await board.duress_button.presses(4)
+        else:
+            await board.sos_button.hold(SosButton.HOLD_MS + 100)
+        raised = await until(lambda: w.stats["raised"] == 1, 3000, 5)
+        scanned = await until(lambda: w.scanner.scans >= 1 and w.stats["checkins"] >= 2,
+                              S["beacons"]["scan_ms"] + 3000, 5)
+        await asyncio.sleep_ms(1200)
+        board.battery = 9
+        raised2 = await until(lambda: w.stats["raised"] == 2, 3000, 5)
+        acked = await until(lambda: len(w.outbox) == 0)
+        BEACONS.clear()
+        await until(lambda: not w.scanner.running, S["beacons"]["scan_ms"] + 3000, 5)
+        await w.scanner.scan()  # as a check-in while an alarm is open does
+        before = w.stats["checkins"]
+        await w.send_checkin(9, True)
+        sent = w.stats["checkins"] > before
+        await asyncio.sleep_ms(300)
+        return raised, scanned, raised2, acked, sent
+
+    raised, scanned, raised2, acked, sent = await with_running(w, body)
+    beacons_report(w, board, log, raised_ok=raised, scanned=scanned, raised2=raised2,
+                   acked=acked, sent=sent)
+
+
 async def duress_and_checkin():
     """A duress alarm, then a check-in: two frames, of whatever size this unit seals."""
     log = []
@@ -934,7 +1036,8 @@ def boot_gnss():
     main.run(S["fs"])
 
 
-SCENARIOS = {"gnss_fix": gnss_fix, "gnss_garbage": gnss_garbage, "gnss_duress": gnss_duress,
+SCENARIOS = {"beacons_alarm": beacons_alarm,
+             "gnss_fix": gnss_fix, "gnss_garbage": gnss_garbage, "gnss_duress": gnss_duress,
              "gnss_restart": gnss_restart, "gnss_waited": gnss_waited,
              "duress_and_checkin": duress_and_checkin,
 "fall_cancelled": fall_cancelled, "fall_alarm": fall_alarm, "no_motion": no_motion,

@@ -446,6 +446,37 @@ class GnssConfig(unittest.TestCase):
                          "config: gnss needs protocol 2 (v1 frames cannot be sealed at one size)")
 
 
+class BeaconsConfig(unittest.TestCase):
+    def message(self, beacons, protocol=2):
+        try:
+            Config(with_(beacons=beacons, protocol=protocol))
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def test_absent_is_no_scans_and_a_good_one_loads_with_its_defaults(self):
+        self.assertIsNone(Config(GOOD).beacons)
+        self.assertEqual(Config(with_(beacons={})).beacons, (1200, False))
+        self.assertEqual(Config(with_(beacons={"scan_ms": 300, "at_checkin": True})).beacons,
+                         (300, True))
+
+    def test_each_wrong_value_is_refused_in_one_line_naming_it(self):
+        cases = [
+            ([], "config: beacons must be an object with scan_ms, at_checkin"),
+            ({"scan": 1}, "config: beacons has no setting 'scan'"),
+            ({"scan_ms": 299}, "config: beacons.scan_ms must be from 300 to 5000"),
+            ({"scan_ms": 5001}, "config: beacons.scan_ms must be from 300 to 5000"),
+            ({"scan_ms": True}, "config: beacons.scan_ms must be from 300 to 5000"),
+            ({"at_checkin": 1}, "config: beacons.at_checkin must be true or false"),
+            ({}, None),
+        ]
+        for given, words in cases:
+            self.assertEqual(self.message(given), words, given)
+        self.assertEqual(self.message({}, protocol=1),
+                         "config: beacons needs protocol 2 (v1 frames cannot be sealed at one "
+                         "size)")
+
+
 class CounterFloor(unittest.TestCase):
     def test_a_fresh_flash_starts_at_the_floor_and_a_used_one_never_goes_back(self):
         f = MemoryFlash()
