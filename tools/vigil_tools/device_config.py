@@ -52,12 +52,27 @@ def gnss(rx=None, tx=None, uart=None, baud=None):
             "baud": 9600 if baud is None else baud}
 
 
+def beacons(scan_ms=None, at_checkin=False):
+    """The beacons setting of a unit that scans for BLE beacons (indoor location): each scan's
+    length in ms and whether every check-in scans too (false: only alarms, and check-ins while
+    one is open); None (no beacons in the file: no scans, nothing of them loaded) without a scan
+    length. Written out in full, so the file says what the unit does. The firmware's own check
+    (render()) judges the values."""
+    if scan_ms is None:
+        if at_checkin:
+            raise ToolError("--beacons-at-checkin needs --beacons-scan-ms MS (the length of "
+                            "each scan, 300-5000)")
+        return None
+    return {"scan_ms": scan_ms, "at_checkin": bool(at_checkin)}
+
+
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
           low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None,
-          man_down=None, gnss=None):
+          man_down=None, gnss=None, beacons=None):
     """The config as a dict (secrets included: never print it). `man_down`: the settings
-    of man_down() (None: none in the file); `gnss`: gnss()'s (None: none in the file)."""
+    of man_down() (None: none in the file); `gnss`: gnss()'s (None: none in the file);
+    `beacons`: beacons()'s (None: none in the file)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
                         "`vigil keygen`")
@@ -85,6 +100,8 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["man_down"] = dict(man_down)
     if gnss is not None:
         data["gnss"] = dict(gnss)
+    if beacons is not None:
+        data["beacons"] = dict(beacons)
     return data
 
 
