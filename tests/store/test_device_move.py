@@ -1,5 +1,5 @@
-# A device moves home, from a site gateway on SQLite to the workers on PostgreSQL, with the
-# commands gateway/README.md gives ("A device has one home"): the old home revokes it and
+# A device moves home, from a site gateway on SQLite to the workers on PostgreSQL and the other
+# way, with the commands gateway/README.md gives ("A device has one home"): the old home revokes it and
 # tells its last downlink counter (`device list --json`), the new home registers it with
 # `--downlinks-after` that counter plus a margin. Every downlink the new home signs is above
 # every one the old home signed, so the wearable's window takes them; the alarm the wearable
@@ -9,6 +9,8 @@ import json
 import subprocess
 import time
 import urllib.request
+
+import pytest
 
 import vigil_protocol as p
 from pg_workers import key_for
@@ -57,13 +59,16 @@ def alarm(counter):
     return p.encode(p.Alarm(DEV, counter, p.SOS), p.DeviceKey(key_for(DEV)), 2)
 
 
-def test_a_device_moves_from_a_site_gateway_to_the_workers_without_a_counter_going_back(
-        pg_store_url, tmp_path, mosquitto):
+@pytest.mark.parametrize("old_home, new_home", [("sqlite", "postgresql"),
+                                                ("postgresql", "sqlite")])
+def test_a_device_moves_home_without_a_counter_going_back(old_home, new_home, pg_store_url,
+                                                          tmp_path, mosquitto):
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
     old_port, new_port = free_port(), free_port()
-    old = _config(tmp_path / "old", "sqlite:", mosquitto.port, old_port)
-    new = _config(tmp_path / "new", pg_store_url, mosquitto.port, new_port)
+    url = {"sqlite": "sqlite:", "postgresql": pg_store_url}
+    old = _config(tmp_path / "old", url[old_home], mosquitto.port, old_port)
+    new = _config(tmp_path / "new", url[new_home], mosquitto.port, new_port)
     key = _key_file(tmp_path, DEV)
     _ok(gateway("device", "add", "%08x" % DEV, "--key-file", key, "--config", old))
     wearables = _Wearables(mosquitto.port)
