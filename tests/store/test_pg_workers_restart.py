@@ -1,7 +1,8 @@
 # PostgreSQL restarted under three gateway workers mid-burst (a server of the test's own): the
 # workers connect again by themselves, every alarm a wearable saw acknowledged is in the
-# database, every alarm is acknowledged in the end, and no downlink counter reaches a wearable
-# twice.
+# database, every alarm is acknowledged in the end, no downlink counter reaches a wearable
+# twice, and the forwarding loops go on too: every alarm's raise reaches the webhook, and its
+# DELIVERED ack the wearable.
 import time
 
 import psycopg
@@ -9,7 +10,7 @@ import pytest
 
 import vigil_protocol as p
 from pg_workers import key_for
-from test_pg_workers_mqtt import _config, _ids, _Wearables, _Worker
+from test_pg_workers_mqtt import _config, _ids, _Webhook, _Wearables, _Worker
 from vigil_gateway import store_pg
 from vigil_gateway.registry_pg import PostgresRegistry
 from vigil_gateway.store_pg import PostgresStore
@@ -43,7 +44,9 @@ def test_a_restart_mid_burst_loses_nothing_acked_and_acks_everything_after(serve
         registry.add(device_id, key_for(device_id), counter_floor=1)
     store.close()
     group = "restart-%d" % next(_ids)
-    workers = [_Worker(_config(tmp_path, mosquitto.port, group), url) for _ in range(3)]
+    webhook = _Webhook()
+    workers = [_Worker(_config(tmp_path, mosquitto.port, group, webhook), url)
+               for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -61,6 +64,12 @@ def test_a_restart_mid_burst_loses_nothing_acked_and_acks_everything_after(serve
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and _acked(wearables) != set(frames):
             time.sleep(0.2)
+        raised = {"%08x-%d-raised" % f for f in frames}
+        deadline = time.monotonic() + 60  # (a delivery cut by the restart waits for its lease)
+        while time.monotonic() < deadline and not (
+                raised <= {key for key, _ in webhook.got} and
+                all(len(wearables.delivered[d]) >= ALARMS for d in DEVICES)):
+            time.sleep(0.2)
         stored_after = set()
         with psycopg.connect(url) as conn:
             stored_after = {tuple(r) for r in conn.execute(
@@ -72,6 +81,7 @@ def test_a_restart_mid_burst_loses_nothing_acked_and_acks_everything_after(serve
         wearables.stop()
         for worker in workers:
             worker.stop()
+        webhook.stop()
     assert all(w.error is None for w in workers)
     assert acked_before  # acks went out before the restart ...
     assert acked_before <= stored_after  # ... and what they acknowledged survived it
@@ -79,7 +89,13 @@ def test_a_restart_mid_burst_loses_nothing_acked_and_acks_everything_after(serve
     assert stored_after == set(frames)
     assert sorted((d, c) for d, c, _ in incidents) == sorted(frames)
     assert {n for _, _, n in incidents} == {1}
+    # forwarding through the restart: every raise at the webhook (once per key, but for a
+    # delivery the restart cut after the webhook took it), a DELIVERED ack for each alarm
+    assert {key for key, _ in webhook.got if key.endswith("-raised")} >= raised
     for device_id in DEVICES:
-        counters = [c for c, _ in wearables.acks[device_id]]
+        delivered = {ref for _, ref in wearables.delivered[device_id]}
+        assert delivered == set(range(1, ALARMS + 1)), device_id
+        counters = [c for c, _ in wearables.acks[device_id]] + [
+            c for c, _ in set(wearables.delivered[device_id])]
         assert len(counters) == len(set(counters))  # no downlink counter twice
     assert sum(w.gateway.metrics.store_errors.values.get((), 0) for w in workers) > 0
