@@ -192,19 +192,27 @@ def superseded(conn, d):
                         (d.device_id, d.ref, d.id)).fetchone() is not None
 
 
+def signed_afresh(d, counter, key, protocol, why, logger=log):
+    """The frame of downlink `d` (its device_id, kind, ref, code and old counter) signed
+    afresh with `counter`, logged as downlink_signed_again; the caller stores it, and keeps
+    d.counter as one that names it (both backends, and a restore on PostgreSQL)."""
+    cls = p.Ack if d.kind == ACK else p.Action
+    frame = p.encode(cls(d.device_id, counter, d.ref, d.code), key, protocol)
+    logs.event(logger, logging.INFO, "downlink_signed_again", device=device_hex(d.device_id),
+               what="DELIVERED" if d.kind == ACK else p.ACTIONS.get(d.code, str(d.code)),
+               ref=d.ref, old_counter=d.counter, counter=counter, why=why)
+    return frame
+
+
 def sign_again(conn, d, counter, key, protocol, why):
     """Inside the caller's transaction: `d` signed afresh with `counter` (a fresh one the
     caller took from the device's downlink counter), its old counter kept as one that names
     it. Returns the Downlink as it is now."""
-    cls = p.Ack if d.kind == ACK else p.Action
-    frame = p.encode(cls(d.device_id, counter, d.ref, d.code), key, protocol)
+    frame = signed_afresh(d, counter, key, protocol, why)
     conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
                  "VALUES (?, ?, ?)", (d.device_id, d.counter, d.id))
     conn.execute("UPDATE downlinks SET counter = ?, frame = ? WHERE id = ?",
                  (counter, frame, d.id))
-    logs.event(log, logging.INFO, "downlink_signed_again", device=device_hex(d.device_id),
-               what="DELIVERED" if d.kind == ACK else p.ACTIONS.get(d.code, str(d.code)),
-               ref=d.ref, old_counter=d.counter, counter=counter, why=why)
     return d._replace(counter=counter, frame=frame)
 
 

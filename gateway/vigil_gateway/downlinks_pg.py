@@ -27,7 +27,6 @@
 #   restore with PostgreSQL's own tools (its counters moved past the backup's) the first
 #   re-offer signs each unconfirmed one afresh so;
 #   BLE stays edge-local: no BLE path here.
-import logging
 import secrets
 import time
 from collections import namedtuple
@@ -36,10 +35,8 @@ import psycopg
 
 import vigil_protocol as p
 
-from . import logs
-from .downlinks import ACK, REOFFER_S, Downlink, log, to_sign_again
+from .downlinks import ACK, REOFFER_S, Downlink, signed_afresh, to_sign_again
 from .errors import StoreError
-from .registry import device_hex
 
 CHANNEL = "vigil_downlinks"
 RETRY_S = (5.0, 300.0)  # service.DOWNLINK_RETRY_S
@@ -194,16 +191,12 @@ class PostgresDownlinks:
     def _sign_again(self, d, counter, key, protocol):
         """In the ingest batch: `d` signed afresh with `counter` (the batch's, from the
         device's locked row), its old counter kept as one that names it."""
-        cls = p.Ack if d.kind == ACK else p.Action
-        frame = p.encode(cls(d.device_id, counter, d.ref, d.code), key, protocol)
+        frame = signed_afresh(d, counter, key, protocol, "offered again")
         conn = self.store._conn
         conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
                      "VALUES (%s, %s, %s)", (d.device_id, d.counter, d.id))
         conn.execute("UPDATE downlinks SET counter = %s, frame = %s WHERE id = %s",
                      (counter, frame, d.id))
-        logs.event(log, logging.INFO, "downlink_signed_again", device=device_hex(d.device_id),
-                   what="DELIVERED" if d.kind == ACK else p.ACTIONS.get(d.code, str(d.code)),
-                   ref=d.ref, old_counter=d.counter, counter=counter, why="offered again")
 
     # -- the pump's (each its own transaction, on the pump's own connection) --
     def claim(self, lease_s, limit=200):

@@ -18,17 +18,17 @@
 #   run again, it moves the counters again: harmless (the 32-bit counter has room for
 #     thousands of restores), never a counter back.
 import logging
+from collections import namedtuple
 
-import vigil_protocol as p
-
-from . import logs
 from .backup import DOWNLINK_MARGIN
+from .downlinks import signed_afresh
 from .errors import GatewayError, StoreError
-from .registry import REVOKED, Device, device_hex
+from .registry import REVOKED, Device
 
 log = logging.getLogger("vigil_gateway.restore")
 
-_ACK = "ack"  # downlinks.ACK
+# a stored downlink to sign again, as the restore's query selects it
+_Pending = namedtuple("_Pending", "id device_id ref kind code counter")
 
 
 def after_restore(store, registry, margin=DOWNLINK_MARGIN):
@@ -47,7 +47,8 @@ def after_restore(store, registry, margin=DOWNLINK_MARGIN):
             "later.ref = d.ref AND later.id > d.id AND later.confirmed_at IS NOT NULL) "
             "ORDER BY d.id", (REVOKED,)).fetchall()
         signed = 0
-        for downlink_id, device_id, ref, kind, code, old in pending:
+        for d in map(_Pending._make, pending):
+            device_id = d.device_id
             device = Device(*rows[device_id][:len(Device._fields)])  # (as the lock read it)
             try:
                 key = registry.key(device)
@@ -55,22 +56,18 @@ def after_restore(store, registry, margin=DOWNLINK_MARGIN):
                 raise StoreError("%s (nothing changed: restore the keys folder with the "
                                  "database)" % exc) from None
             counter = counters[device_id] = counters[device_id] + 1
-            cls = p.Ack if kind == _ACK else p.Action
-            frame = p.encode(cls(device_id, counter, ref, code), key, device.protocol)
+            frame = signed_afresh(d, counter, key, device.protocol, "restored", log)
             unsent = device.protocol >= 2  # v2: offered again; v1: never sent, stays so
             # its counter before still names it, for a receipt sent before the restore
             conn.execute("INSERT INTO downlink_old_counters (device_id, counter, downlink_id) "
                          "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                         (device_id, old, downlink_id))
+                         (device_id, d.counter, d.id))
             conn.execute(
                 "UPDATE downlinks SET counter = %s, frame = %s, lease = NULL, lease_until = "
                 "NULL, next_at = NULL, retries = 0" + (", mqtt_sent_at = NULL, ble_sent_at = "
                                                        "NULL, offered_at = NULL" if unsent
                                                        else "") + " WHERE id = %s",
-                (counter, frame, downlink_id))
-            logs.event(log, logging.INFO, "downlink_signed_again", device=device_hex(device_id),
-                       what="DELIVERED" if kind == _ACK else p.ACTIONS.get(code, str(code)),
-                       ref=ref, old_counter=old, counter=counter, why="restored")
+                (counter, frame, d.id))
             signed += 1
         for device_id, counter in counters.items():
             conn.execute("UPDATE devices SET downlink_counter = %s WHERE device_id = %s",
