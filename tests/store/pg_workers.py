@@ -29,6 +29,18 @@ def key_for(device_id):
     return bytes((device_id * 11 + i) & 0xFF for i in range(32))
 
 
+def register(url, keys_dir, devices):
+    """Register `devices` on the database `url` with their test keys (key_for), as
+    `vigil gateway device add` would, their key files under `keys_dir`."""
+    store = PostgresStore(url)
+    try:
+        registry = PostgresRegistry(store, str(keys_dir))
+        for device_id in devices:
+            registry.add(device_id, key_for(device_id), counter_floor=1)
+    finally:
+        store.close()
+
+
 def alarm(device_id, counter, kind=p.SOS, ref=0, age=None):
     """An alarm as the wearable sends it: signed, v2, on the device's uplink topic."""
     frame = p.Alarm(device_id, counter, kind, ref=ref, age=age)

@@ -16,11 +16,9 @@ import psycopg
 import pytest
 
 import vigil_protocol as p
-from pg_workers import key_for
+from pg_workers import key_for, register
 from test_pg_workers_mqtt import _config, _ids, _Worker, _Wearables
 from vigil_gateway import store_pg
-from vigil_gateway.registry_pg import PostgresRegistry
-from vigil_gateway.store_pg import PostgresStore
 from vigil_tools.postgres import PostgresServer
 
 DEVICES = tuple(range(0x00C10001, 0x00C10001 + 10))
@@ -65,11 +63,7 @@ def test_a_failover_to_a_synchronous_standby_loses_no_acked_alarm(replicated, tm
     primary, standby = replicated
     url = ("postgresql://vigil@127.0.0.1:%d,127.0.0.1:%d/vigil?target_session_attrs=read-write"
            "&connect_timeout=2" % (primary.port, standby.port))
-    store = PostgresStore(url)
-    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
-    for device_id in DEVICES:
-        registry.add(device_id, key_for(device_id), counter_floor=1)
-    store.close()
+    register(url, tmp_path / "gateway" / "keys", DEVICES)
     group = "failover-%d" % next(_ids)
     workers = [_Worker(_config(tmp_path, mosquitto.port, group), url) for _ in range(2)]
     for worker in workers:

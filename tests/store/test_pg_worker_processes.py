@@ -5,10 +5,8 @@
 # event at the webhook under one idempotency key, in order per incident (the one delivery the
 # killed worker had in flight, taken by the webhook but not yet marked delivered, comes again
 # from another worker once its lease ends: the same key, which the responder's backend drops).
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -16,11 +14,9 @@ from collections import Counter
 import psycopg
 
 import vigil_protocol as p
-from pg_workers import key_for
+from pg_workers import key_for, register
 from test_pg_cli import VIGIL, _metrics
 from test_pg_workers_mqtt import _ids, _Webhook, _Wearables
-from vigil_gateway.registry_pg import PostgresRegistry
-from vigil_gateway.store_pg import PostgresStore
 from vigil_tools.postgres import free_port
 
 DEVICES = tuple(range(0x00F00001, 0x00F00001 + 20))
@@ -96,11 +92,7 @@ def _rows(url, sql):
 
 def test_worker_processes_one_killed_mid_burst_keep_every_guarantee(pg_store_url, tmp_path,
                                                                     mosquitto):
-    store = PostgresStore(pg_store_url)
-    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
-    for device_id in DEVICES:
-        registry.add(device_id, key_for(device_id), counter_floor=1)
-    store.close()
+    register(pg_store_url, tmp_path / "gateway" / "keys", DEVICES)
     group = "processes-%d" % next(_ids)
     webhook = _Webhook()
     workers = [_Process(tmp_path, pg_store_url, mosquitto.port, group, i, webhook)

@@ -6,7 +6,6 @@
 # one worker stopped mid-burst and started again (its session, and what the broker holds for
 # it, resumed).
 import asyncio
-import collections
 import http.server
 import itertools
 import json
@@ -18,11 +17,9 @@ from collections import defaultdict
 import paho.mqtt.client as mqtt
 import psycopg
 import vigil_protocol as p
-from pg_workers import TOPICS, key_for
+from pg_workers import TOPICS, key_for, register
 from vigil_gateway import config as gateway_config
-from vigil_gateway.registry_pg import PostgresRegistry
 from vigil_gateway.service_pg import PostgresGateway
-from vigil_gateway.store_pg import PostgresStore
 
 DEVICES = tuple(range(0x00D00001, 0x00D00001 + 20))
 ALARMS = 25  # per device
@@ -76,7 +73,7 @@ class _Webhook:
 
     def __init__(self):
         self.got = []
-        self.arrived = collections.defaultdict(list)
+        self.arrived = defaultdict(list)
         hook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -154,11 +151,7 @@ def _rows(url, sql):
 
 def test_workers_in_one_group_keep_one_incident_per_alarm_and_no_counter_twice(
         pg_store_url, tmp_path, mosquitto):
-    store = PostgresStore(pg_store_url)
-    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
-    for device_id in DEVICES:
-        registry.add(device_id, key_for(device_id), counter_floor=1)
-    store.close()
+    register(pg_store_url, tmp_path / "gateway" / "keys", DEVICES)
     group = "workers-%d" % next(_ids)
     webhook = _Webhook()
     workers = [_Worker(_config(tmp_path, mosquitto.port, group, webhook), pg_store_url)

@@ -9,11 +9,9 @@ import psycopg
 import pytest
 
 import vigil_protocol as p
-from pg_workers import key_for
+from pg_workers import key_for, register
 from test_pg_workers_mqtt import _config, _ids, _Webhook, _Wearables, _Worker
 from vigil_gateway import store_pg
-from vigil_gateway.registry_pg import PostgresRegistry
-from vigil_gateway.store_pg import PostgresStore
 from vigil_tools.postgres import PostgresServer
 
 DEVICES = tuple(range(0x00E00001, 0x00E00001 + 10))
@@ -38,11 +36,7 @@ def _acked(wearables):
 def test_a_restart_mid_burst_loses_nothing_acked_and_acks_everything_after(server, tmp_path,
                                                                           mosquitto):
     url = server.url("vigil")
-    store = PostgresStore(url)
-    registry = PostgresRegistry(store, str(tmp_path / "gateway" / "keys"))
-    for device_id in DEVICES:
-        registry.add(device_id, key_for(device_id), counter_floor=1)
-    store.close()
+    register(url, tmp_path / "gateway" / "keys", DEVICES)
     group = "restart-%d" % next(_ids)
     webhook = _Webhook()
     workers = [_Worker(_config(tmp_path, mosquitto.port, group, webhook), url)
