@@ -33,6 +33,10 @@
 #     scan heard and its true age, then its scan ends in a check-in, the open incident's
 #     location update; a check-in while an alarm is open scans first. A unit with GNSS or
 #     beacons configured seals every alarm and check-in at 48 bytes (one flag, _size)
+#   Wi-Fi access points (wifi_scan in the config, wifiscan.py): the check-in task scans before
+#     every N-th check-in, and nothing else starts a scan (an alarm never does: the ESP32's
+#     scan sends probe requests). A frame with neither a fix nor a beacon carries the last
+#     scan's access points (extension 0x06). wifi_scan too seals everything at 48 bytes
 #   a task that raises (MemoryError included) is logged, counted and started again; the
 #     supervisor feeds the watchdog only while no task has been busy without progress for
 #     STALL_MS (a parked task is healthy)
@@ -145,10 +149,14 @@ class Wearable:
         # Beacon scans: a Scanner (scan.py) given by main.py where the build has BLE; the
         # frame size follows the config alone, as for GNSS.
         self.scanner = None
+        self.wifi_scanner = None
+        if config.wifi_scan is not None:
+            from .wifiscan import WifiScanner
+            self.wifi_scanner = WifiScanner(board.wifi_scan, config.wifi_scan, log)
         # One flag for every source of location: configured, every alarm and check-in is
         # sealed at _LOCATED_SIZE (0: the sizes of SPEC section 2).
-        self._size = _LOCATED_SIZE if (config.gnss is not None
-                                       or config.beacons is not None) else 0
+        self._size = _LOCATED_SIZE if (config.gnss is not None or config.beacons is not None
+                                       or config.wifi_scan is not None) else 0
         gc.collect()
         # The heap is decided here, at boot: fixed tables first, then a reserve that the
         # alarm path may spend if the heap turns out too fragmented when an alarm is raised.
@@ -259,8 +267,9 @@ class Wearable:
             kind, ref = SOS, 0
         now = ticks_ms()
         fix = self._fix(now)
+        heard = self._heard(now, fix)
         frame = encode(Alarm(self.config.device_id, counter, kind, ref=ref, location=fix,
-                             beacons=self._heard(now, fix)),
+                             beacons=heard, wifi=self._access_points(now, fix, heard)),
                        self.key, self.version, self._size)
         if not self.outbox.add(counter, kind, frame):
             return None
@@ -508,14 +517,16 @@ class Wearable:
         except vigil_protocol.RemoteProtocolError:
             return frame  # (cannot happen to a frame this unit sealed; send it as it is)
         alarm.age = age
+        # The fix and the scans it was raised with, as old as they are now (rounded up, as
+        # every such age): never made to look newer than they are.
+        late = (waited_ms + 999) // 1000
         fix = alarm.location
         if fix is not None and len(fix) == 4:
-            # The fix it was raised with, as old as it is now (rounded up, as every fix age):
-            # never made to look newer than it is.
-            alarm.location = (fix[0], fix[1], fix[2], fix[3] + (waited_ms + 999) // 1000)
-        heard = alarm.beacons
-        if heard is not None:  # the same for the scan it carries
-            alarm.beacons = (heard[0] + (waited_ms + 999) // 1000, heard[1])
+            alarm.location = (fix[0], fix[1], fix[2], fix[3] + late)
+        if alarm.beacons is not None:
+            alarm.beacons = (alarm.beacons[0] + late, alarm.beacons[1])
+        if alarm.wifi is not None:
+            alarm.wifi = (alarm.wifi[0] + late, alarm.wifi[1])
         frame = encode(alarm, self.key, 2, self._size)
         outbox.replace(i, frame)
         return frame
@@ -600,6 +611,8 @@ class Wearable:
             if scanner is not None and (scanner.at_checkin or self.alarms.open) \
                     and self._a_link_is_up():
                 await scanner.scan()  # a fresher place, above all while an alarm is open
+            if self.wifi_scanner is not None and self._a_link_is_up():
+                self.wifi_scanner.at_checkin()  # on the schedule only (wifiscan.py)
             # No link yet: try again soon rather than a whole interval later.
             wait_ms = self.config.checkin_interval_s * 1000
             if not await self.send_checkin(battery, low):
@@ -623,6 +636,13 @@ class Wearable:
         """The last scan's beacons, as many as fit beside `fix` (SPEC section 4), or None."""
         return None if self.scanner is None else self.scanner.entries(now, fix is not None)
 
+    def _access_points(self, now, fix, heard):
+        """The last Wi-Fi scan's access points where the frame has neither a fix nor a
+        beacon (a hint: SPEC section 4), or None."""
+        wifi = self.wifi_scanner
+        return None if wifi is None or fix is not None or heard is not None \
+            else wifi.entries(now)
+
     async def scan_task(self):
         """A scan for each alarm raised (scan.py), then a check-in with what it heard: the
         open incident's location update. The alarm itself never waits for it."""
@@ -645,9 +665,11 @@ class Wearable:
                  | (FLAG_LOW_BATTERY if low else 0))
         now = ticks_ms()
         fix = self._fix(now)
+        heard = self._heard(now, fix)
         frame = encode(CheckIn(self.config.device_id, self.counters.next(), battery=battery,
                                flags=flags, interval=self.config.checkin_interval_s,
-                               location=fix, beacons=self._heard(now, fix)),
+                               location=fix, beacons=heard,
+                               wifi=self._access_points(now, fix, heard)),
                        self.key, self.version, self._size)
         sent = False
         for link in self.links:

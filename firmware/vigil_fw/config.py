@@ -82,6 +82,26 @@ def _beacons(given, protocol):
     return (ms, at_checkin)
 
 
+def _checked(name, *args):
+    """What check(*args) of the module config_<name> gives. The module, and the pin map if
+    nothing else has loaded it, are dropped after it: a module's functions and tables are
+    heap even when its code is frozen, and a unit without the setting loads neither."""
+    import sys
+
+    import vigil_fw
+    drop = ["config_" + name]
+    if "vigil_fw.board" not in sys.modules:
+        drop.append("board")
+    module = __import__("vigil_fw.config_" + name, None, None, ("check",))
+    try:
+        return module.check(*args)
+    finally:
+        for name in drop:
+            sys.modules.pop("vigil_fw." + name, None)
+            if hasattr(vigil_fw, name):
+                delattr(vigil_fw, name)
+
+
 class Config:
     def __init__(self, data):
         _need(isinstance(data, dict), "the file must hold one JSON object")
@@ -149,22 +169,12 @@ class Config:
         # A GNSS module (config_gnss.py, loaded only for a file that names one), or None.
         self.gnss = None
         if data.get("gnss") is not None:
-            # The check's module, and the pin map if nothing else has loaded it, are dropped
-            # after it: a module's functions and tables are heap even when its code is frozen.
-            import sys
-
-            import vigil_fw
-            drop = ["config_gnss"]
-            if "vigil_fw.board" not in sys.modules:
-                drop.append("board")
-            from .config_gnss import check
-            try:
-                self.gnss = check(data["gnss"], protocol)
-            finally:
-                for name in drop:
-                    sys.modules.pop("vigil_fw." + name, None)
-                    if hasattr(vigil_fw, name):
-                        delattr(vigil_fw, name)
+            self.gnss = _checked("gnss", data["gnss"], protocol)
+        # Wi-Fi access points as a hint (wifiscan.py): a scan before every N-th check-in
+        # (config_wifi_scan.py), or None.
+        self.wifi_scan = None
+        if data.get("wifi_scan") is not None:
+            self.wifi_scan = _checked("wifi_scan", data["wifi_scan"], wifi, protocol)
 
     def topic(self, kind):
         return "%s/%s/%s" % (self.mqtt["prefix"], kind, self.device_hex)

@@ -113,6 +113,14 @@ class Board:
         self.network = WiFi(wifi_config) if wifi_config else None
         self.wdt = None
 
+    def wifi_scan(self):
+        """The access points the station hears (wifi_scan in the config needs wifi, so the
+        station exists). WLAN.scan() is active and blocks the loop: see wifiscan.py."""
+        station = self.network
+        if station is None:
+            raise OSError("wifi: no station to scan with")  # (the config check forbids it)
+        return station.wlan.scan()
+
     def battery_percent(self):
         mv = self.adc.read_uv() * 2 // 1000
         span = pins.BATTERY_FULL_MV - pins.BATTERY_EMPTY_MV

@@ -202,14 +202,19 @@ def _chain(first, then):
 class SimBoard:
     name = "sim"
 
-    def __init__(self, flash_root, hardware_taps=False, flash=None, gnss=None):
+    def __init__(self, flash_root, hardware_taps=False, flash=None, gnss=None, wifi_scan=None):
         """`gnss`: the config's gnss setting; given, the board has a GNSS module's UART
-        (`gnss`, a SimUart), else None."""
+        (`gnss`, a SimUart), else None. `wifi_scan`: the config's; given, the board has a
+        station whose scan (`wifi_scan()`, as hal_esp32's) hears `station.access_points`."""
         self.flash = flash if flash is not None else Flash(flash_root)
         self.gnss = None
         if gnss is not None:
             from .hal_sim_uart import SimUart  # (a module of its own: no GNSS, no class)
             self.gnss = SimUart()
+        if wifi_scan is not None:
+            from .hal_sim_wifi import SimStation
+            self.station = SimStation()
+            self.wifi_scan = self.station.scan
         self.inputs = inputs.EdgeRing()
         self.sos_button = SimButton(self.inputs, inputs.SOS_DOWN)
         self.duress_button = SimButton(self.inputs, inputs.DURESS_DOWN)

@@ -57,6 +57,9 @@ def config(device):
         data["gnss"] = S["gnss"]
     if "beacons" in S:
         data["beacons"] = S["beacons"]
+    if "wifi_scan" in S:
+        data["wifi"] = {"ssid": "site-net", "password": "unused"}
+        data["wifi_scan"] = S["wifi_scan"]
     return Config(data)
 
 
@@ -66,7 +69,7 @@ def boot(device, fs_dir, flash=None, links=True, log=None):
     cfg = config(device)
     # "uart_fails": a board whose GNSS UART did not open (the config still names the module)
     board = SimBoard(fs_dir, hardware_taps=S.get("hardware_taps", False), flash=flash,
-                     gnss=None if S.get("uart_fails") else cfg.gnss)
+                     gnss=None if S.get("uart_fails") else cfg.gnss, wifi_scan=cfg.wifi_scan)
     say = (lambda m: None) if log is None else (lambda m: log.append((time.ticks_ms(), m)))
     link_list = [MqttLink(cfg, log=say)] if links else []
     wearable = Wearable(board, cfg, link_list, log=say)
@@ -1026,6 +1029,43 @@ async def duress_and_checkin():
            lines=[m for _, m in log if "gnss" in m], tasks=tasks)
 
 
+# -- Wi-Fi access points as a hint ---------------------------------------------------------------
+
+async def wifi_hint():
+    """A unit with wifi_scan every 2 check-ins, check-ins every S["checkin_test_s"] (the config
+    allows 10 at the least), three access points in range (S["access_points"]: BSSID hex,
+    RSSI): check-ins go out on their schedule; an SOS, then a duress alarm, are raised between
+    them; then the access points go. Every scan the board made is recorded with its time."""
+    log = []
+    w, board = boot(S["device"], S["fs"], log=log)
+    w.config.checkin_interval_s = S["checkin_test_s"]
+    for bssid, rssi in S["access_points"]:
+        board.station.access_points.append((b"site-net", bytes.fromhex(bssid), 6, rssi, 3,
+                                            False))
+    at_duress = [0]
+
+    async def body():
+        first = await until(lambda: w.stats["checkins"] >= 1, 3000, 5)
+        await board.sos_button.hold(SosButton.HOLD_MS + 100)
+        sos = await until(lambda: w.stats["raised"] == 1, 3000, 5)
+        await board.duress_button.presses(4)
+        duress = await until(lambda: w.stats["raised"] == 2, 3000, 5)
+        at_duress[0] = len(board.played)
+        acked = await until(lambda: len(w.outbox) == 0)
+        await until(lambda: w.stats["checkins"] >= 4, 8000, 5)
+        board.station.access_points.clear()
+        await until(lambda: w.stats["checkins"] >= 6, 8000, 5)
+        return first, sos, duress, acked
+
+    first, sos, duress, acked = await with_running(w, body)
+    wifi = w.wifi_scanner
+    report(first=first, sos=sos, duress=duress, acked=acked, stats=w.stats,
+           scans=board.station.scans, scheduled=wifi.checkins, scanned=wifi.scans,
+           every=wifi.every, played=board.played, played_at_duress=at_duress[0],
+           raised=raised_lines(log),
+           tx=[(t, m.split()[-1]) for t, m in log if m.startswith("vigil: tx ")])
+
+
 def boot_gnss():
     """main.run() with the config S gives (its gnss setting among it)."""
     from vigil_fw import main
@@ -1036,7 +1076,7 @@ def boot_gnss():
     main.run(S["fs"])
 
 
-SCENARIOS = {"beacons_alarm": beacons_alarm,
+SCENARIOS = {"beacons_alarm": beacons_alarm, "wifi_hint": wifi_hint,
              "gnss_fix": gnss_fix, "gnss_garbage": gnss_garbage, "gnss_duress": gnss_duress,
              "gnss_restart": gnss_restart, "gnss_waited": gnss_waited,
              "duress_and_checkin": duress_and_checkin,

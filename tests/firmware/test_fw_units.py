@@ -477,6 +477,39 @@ class BeaconsConfig(unittest.TestCase):
                          "size)")
 
 
+class WifiScanConfig(unittest.TestCase):
+    WIFI = {"ssid": "site-net", "password": "hunter2-secret"}
+
+    def message(self, wifi_scan, protocol=2, wifi=WIFI):
+        try:
+            Config(with_(wifi_scan=wifi_scan, protocol=protocol, wifi=wifi))
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def test_absent_is_no_scans_and_a_good_one_loads_with_its_default(self):
+        self.assertIsNone(Config(GOOD).wifi_scan)
+        self.assertEqual(Config(with_(wifi=self.WIFI, wifi_scan={})).wifi_scan, 1)
+        self.assertEqual(Config(with_(wifi=self.WIFI, wifi_scan={"every": 12})).wifi_scan, 12)
+
+    def test_each_wrong_value_is_refused_in_one_line_naming_it(self):
+        cases = [
+            ([], "config: wifi_scan must be an object with every"),
+            ({"every_s": 1}, "config: wifi_scan has no setting 'every_s'"),
+            ({"every": 0}, "config: wifi_scan.every must be from 1 to 1000 (check-ins)"),
+            ({"every": 1001}, "config: wifi_scan.every must be from 1 to 1000 (check-ins)"),
+            ({"every": True}, "config: wifi_scan.every must be from 1 to 1000 (check-ins)"),
+            ({"every": 3}, None),
+        ]
+        for given, words in cases:
+            self.assertEqual(self.message(given), words, given)
+        self.assertEqual(self.message({}, wifi=None),
+                         "config: wifi_scan needs wifi (the scan is the station's)")
+        self.assertEqual(self.message({}, protocol=1),
+                         "config: wifi_scan needs protocol 2 (v1 frames cannot be sealed at one "
+                         "size)")
+
+
 class CounterFloor(unittest.TestCase):
     def test_a_fresh_flash_starts_at_the_floor_and_a_used_one_never_goes_back(self):
         f = MemoryFlash()

@@ -69,10 +69,11 @@ def beacons(scan_ms=None, at_checkin=False):
 def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False,
           mqtt_ca=False, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
           low_battery_pct=None, keepalive_s=None, ble=None, counter_floor=None,
-          man_down=None, gnss=None, beacons=None):
+          man_down=None, gnss=None, beacons=None, wifi_scan_every=None):
     """The config as a dict (secrets included: never print it). `man_down`: the settings
     of man_down() (None: none in the file); `gnss`: gnss()'s (None: none in the file);
-    `beacons`: beacons()'s (None: none in the file)."""
+    `beacons`: beacons()'s (None: none in the file); `wifi_scan_every`: scan for Wi-Fi access
+    points before every N-th check-in (None: no wifi_scan in the file)."""
     if record.mqtt_password is None:
         raise ToolError("the device record has no mqtt_password: make a new one with "
                         "`vigil keygen`")
@@ -102,6 +103,11 @@ def build(record, mqtt_host, mqtt_port=1883, mqtt_prefix="vigil", mqtt_tls=False
         data["gnss"] = dict(gnss)
     if beacons is not None:
         data["beacons"] = dict(beacons)
+    if wifi_scan_every is not None:
+        if wifi_ssid is None:
+            raise ToolError("--wifi-scan-every needs --wifi-ssid (the scan is the Wi-Fi "
+                            "station's)")
+        data["wifi_scan"] = {"every": wifi_scan_every}
     return data
 
 

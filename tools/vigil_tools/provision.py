@@ -122,11 +122,12 @@ def flash(port=None, boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stde
 def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vigil",
               mqtt_ca_path=None, wifi_ssid=None, wifi_password=None, checkin_interval_s=None,
               low_battery_pct=None, ble=None, gateway_config=None, broker_files=None,
-              replace=False, man_down=None, gnss=None, beacons=None,
+              replace=False, man_down=None, gnss=None, beacons=None, wifi_scan_every=None,
               boot_timeout_s=BOOT_TIMEOUT_S, out=sys.stdout, err=sys.stderr):
     """`man_down`: device_config.man_down()'s settings (None: the defaults, on; False: off).
     `gnss`: device_config.gnss()'s (None: no GNSS module). `beacons`: device_config.beacons()'s
-    (None: no beacon scans)."""
+    (None: no beacon scans). `wifi_scan_every`: N, a Wi-Fi scan before every N-th check-in
+    (None: none)."""
     started = time.monotonic()
     if man_down is None:
         man_down = device_config.man_down()
@@ -137,7 +138,7 @@ def provision(record_path, mqtt_host, port=None, mqtt_port=1883, mqtt_prefix="vi
         record, mqtt_host, mqtt_port, mqtt_prefix, mqtt_tls=ca is not None, mqtt_ca=ca is not None,
         wifi_ssid=wifi_ssid, wifi_password=wifi_password, checkin_interval_s=checkin_interval_s,
         low_battery_pct=low_battery_pct, ble=ble, man_down=man_down or None, gnss=gnss,
-        beacons=beacons)
+        beacons=beacons, wifi_scan_every=wifi_scan_every)
     config_bytes = device_config.render(config)
     floor = 0
     if gateway_config:

@@ -65,6 +65,12 @@ def register(sub):
     provision.add_argument("--beacons-at-checkin", action="store_true",
                            help="with --beacons-scan-ms: every check-in scans too (about 0.4 mA "
                                 "more on average at 300 s check-ins)")
+    provision.add_argument("--wifi-scan-every", type=int, metavar="N",
+                           help="with --wifi-ssid: scan for Wi-Fi access points before every "
+                                "N-th check-in (1-1000), the strongest sent as a hint of the "
+                                "place where a frame has no GNSS fix and no beacon. The "
+                                "ESP32's scan is active: it runs on the check-in schedule "
+                                "only, never because of an alarm. No scans unless given")
     provision.add_argument("--gateway-config", metavar="FILE",
                            default=os.environ.get("VIGIL_GATEWAY_CONFIG"),
                            help="the gateway whose registry gets the device (default: "
@@ -202,7 +208,8 @@ def provision_command(args):
                      gateway_config=gateway,
                      broker_files=args.broker_files, replace=args.replace,
                      man_down=settings if settings is not None else False, gnss=module,
-                     beacons=scans, boot_timeout_s=args.boot_timeout)
+                     beacons=scans, wifi_scan_every=args.wifi_scan_every,
+                     boot_timeout_s=args.boot_timeout)
 
 
 def flash_command(args):
