@@ -101,11 +101,15 @@ def UART(uart_id, baudrate=9600, rx=None, tx=None, timeout=0, rxbuf=256):
 
 
 def reset():
-    sys.exit(0)  # the bridge restarts the process: that is the reset
+    # The process ends and the bridge restarts it: that is the reset. sys.exit() alone would
+    # not end it from main.py (after its script `micropython -i` goes on to the REPL), so the
+    # process is ended from outside, as a reset ends whatever ran (the shell's parent is it).
+    os.system("kill -9 $PPID")
+    sys.exit(0)
 
 
 def soft_reset():
-    sys.exit(0)
+    reset()
 
 
 class WLAN:
