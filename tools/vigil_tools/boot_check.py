@@ -3,6 +3,7 @@
 The firmware prints one of (firmware/vigil_fw/main.py and app.py):
     vigil: device 1a2b3c4d up, 0 alarm(s) waiting in the outbox     -> UP
     vigil: cannot start: config: <what is wrong>                    -> CONFIG
+    vigil: crashed (<the error>): resetting                         -> CRASH (it resets)
 a Python traceback ends in the error's line                         -> CRASH
 and a REPL banner after main.py returned without either             -> STOPPED
 """
@@ -18,6 +19,7 @@ Boot = namedtuple("Boot", "outcome detail")
 
 _UP = re.compile(r"vigil: device ([0-9a-f]{8}) up")
 _CANNOT_START = "vigil: cannot start: "
+_CRASHED = "vigil: crashed ("
 
 
 class BootWatch:
@@ -34,6 +36,8 @@ class BootWatch:
         if line.startswith("Traceback"):
             self.in_traceback = True
             return None
+        if line.startswith(_CRASHED):
+            return Boot(CRASH, line[len(_CRASHED):].rsplit("): resetting", 1)[0])
         if line.startswith(_CANNOT_START):
             return Boot(CONFIG, line[len(_CANNOT_START):].replace("config: ", "", 1))
         match = _UP.search(line)
