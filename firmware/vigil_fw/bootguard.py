@@ -5,9 +5,10 @@
 #   every boot adds one to a sealed count on flash ("boots"); a run that stays up
 #     Wearable.HEALTHY_MS sets it back to 0 (healthy())
 #   FAST_BOOTS boots in a row that never got that far (crashes, watchdog resets) start the
-#     next boot in safe mode: MQTT only (no BLE), no watchdog, so the outbox is still sent and
-#     provisioning over USB is not cut off by a reset
-#   anything escaping the app is logged on the console and the board is reset (main.py)
+#     next boot in safe mode: MQTT only (no BLE, beacon scans, man-down or GNSS), no
+#     watchdog, so the outbox is still sent and provisioning over USB is not cut off by a reset
+#   main.py counts the boot (makes a BootGuard) before anything that can fail; whatever
+#     fails, a config error aside, is logged on the console and resets the board
 import struct
 
 from .flash import read_sealed, write_atomic
