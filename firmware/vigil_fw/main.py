@@ -10,8 +10,9 @@
 #   the boot is counted first (BootGuard), before anything that can fail, so that a crash
 #     loop is seen whatever fails
 #   safe mode (bootguard.py: a crash loop) loads only what sends the outbox over MQTT and
-#     takes provisioning: no BLE link, no beacon scans, no man-down, no GNSS, no watchdog;
-#     the console says so. Alarms, their outbox and the duress silence rule are the same
+#     takes provisioning: no BLE link, no beacon or Wi-Fi scans, no man-down, no GNSS, no
+#     watchdog; the console says so. Alarms, their outbox and the duress silence rule are the
+#     same
 import asyncio
 
 from . import ConfigError
@@ -29,9 +30,9 @@ def run(flash_root=pins.FLASH_ROOT):
             # Whatever normal mode loads may be what failed (a full outbox leaves no heap for
             # the rest): only the MQTT link and the alarm path. Without a source of location
             # new frames take SPEC section 2's sizes, alarms and check-ins still alike.
-            config.man_down = config.gnss = config.beacons = None
+            config.man_down = config.gnss = config.beacons = config.wifi_scan = None
             print("vigil: safe mode after %d boots that did not last: MQTT only (BLE, beacons,"
-                  " man-down and GNSS off), no watchdog" % guard.fast_boots)
+                  " Wi-Fi scans, man-down and GNSS off), no watchdog" % guard.fast_boots)
         # Only now touch the hardware: a config problem must be reported on any board.
         from .app import Wearable
         from .hal_esp32 import Board

@@ -144,8 +144,9 @@ def test_a_unit_that_cannot_build_its_wearable_resets_counts_and_sends_its_outbo
             assert "Traceback" not in out and ">>>" not in boots
             # (b) The next boot is in safe mode, says what is off, and comes up without the
             # GNSS parser that failed the others.
-            assert safe.startswith(" after %d boots that did not last: MQTT only (BLE, beacons,"
-                                   " man-down and GNSS off), no watchdog" % BootGuard.FAST_BOOTS)
+            assert safe.startswith(
+                " after %d boots that did not last: MQTT only (BLE, beacons, Wi-Fi scans,"
+                " man-down and GNSS off), no watchdog" % BootGuard.FAST_BOOTS)
             assert "vigil: device %s up, 2 alarm(s) waiting in the outbox" % DEVICE in safe
             # Its queued alarms reach the gateway, and its acks empty the outbox on flash.
             deadline = time.monotonic() + 20
