@@ -23,8 +23,6 @@ import sys
 import tempfile
 import time
 
-from vigil_gateway.bleak_bumble import factories
-from vigil_gateway.bumble_air import Air
 from . import ToolError
 from .firmware_build import FIRMWARE
 
@@ -48,6 +46,7 @@ class _GatewaySide:
     acks are written back over BLE."""
 
     def __init__(self, radio, device_ids, tmp):
+        from vigil_gateway.bleak_bumble import factories
         from vigil_gateway.ble_central import BleCentral
         from vigil_gateway.db import open_database
         from vigil_gateway.pipeline import Pipeline
@@ -129,6 +128,7 @@ async def _bench(wearables, alarms, version=2):
     from vigil_fw.app import Wearable
     from vigil_fw.config import Config
     from vigil_fw.hal_sim import SimBoard
+    from vigil_gateway.bumble_air import Air
 
     from .aioble_bumble import Aioble
 

@@ -5,8 +5,6 @@ TCP; a MicroPython wearable built with `bluetooth` (vigil_tools.mpy32) over a pt
 UART ($MICROPYBTUART)."""
 import asyncio
 
-from .ble_rig import serve
-
 
 def register(sub):
     air = sub.add_parser("ble-air", help="emulated BLE radio for simulated wearables and the "
@@ -18,6 +16,8 @@ def register(sub):
 
 
 def run(args):
+    from .ble_rig import serve  # (bumble: loaded by this command only, not by every `vigil`)
+
     print("vigil: emulated BLE air with %d controllers: %s" % (len(args.transports),
                                                               " ".join(args.transports)),
           flush=True)
