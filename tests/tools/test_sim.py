@@ -1,5 +1,6 @@
 # `vigil sim`: the firmware core on the MicroPython unix port, driven by a script, against a
 # real Mosquitto. What it publishes must be frames the gateway would accept.
+import contextlib
 import json
 import queue
 import threading
@@ -193,17 +194,17 @@ def test_the_sim_shows_why_its_link_is_down_from_the_first_attempt(tmp_path, dev
     assert record["mqtt_password"] not in proc.stdout + proc.stderr
 
 
-def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_location(
-        tmp_path, mosquitto, device_file):
-    """`vigil sim --gnss`: NMEA on the simulated board's UART, an SOS through the real gateway
-    (`vigil gateway run`) to a webhook backend: the body's location is the fix, with its age;
-    the fix lost, the next alarm's is the same place, marked with its growing age."""
+@contextlib.contextmanager
+def gateway_to_webhook(tmp_path, mosquitto, device_file, *places):
+    """The real gateway (`vigil gateway run`) with the device imported and each of `places`
+    (beacon add arguments) in its beacons table, forwarding to a webhook backend: yields the
+    backend."""
     import subprocess
 
     from vigil_cli import VIGIL
     from vigil_responder import ResponderBackend
 
-    secret = b"webhook-secret-for-sim-gnss-0123"
+    secret = b"webhook-secret-for-the-sims-0123"
     backend = ResponderBackend(secret).start()
     (tmp_path / "secret").write_bytes(secret)
     (tmp_path / "secret").chmod(0o600)
@@ -213,12 +214,28 @@ def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_locat
                       '[forward.webhook]\nurl = "%s"\nsecret_file = "%s"\n'
                       % (mosquitto.port, tmp_path.name, backend.url, tmp_path / "secret"))
     assert vigil("gateway", "device", "import", device_file, "--config", config).returncode == 0
+    for place in places:
+        proc = vigil("gateway", "beacon", "add", *place, "--config", config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     gateway = subprocess.Popen([VIGIL, "gateway", "run", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield backend
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        backend.stop()
+
+
+def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_location(
+        tmp_path, mosquitto, device_file):
+    """`vigil sim --gnss`: NMEA on the simulated board's UART, an SOS through the real gateway
+    (`vigil gateway run`) to a webhook backend: the body's location is the fix, with its age;
+    the fix lost, the next alarm's is the same place, marked with its growing age."""
     script = tmp_path / "gnss.txt"
     script.write_text("nmea $GPGGA,garbage*00\nfix 51.5007 -0.1246 1.8\nsos\nwait-acked 20000\n"
                       "fix-lost\nwait 3000\nduress\nwait-acked 20000\nstatus\n")
-    try:
+    with gateway_to_webhook(tmp_path, mosquitto, device_file) as backend:
         proc = vigil("sim", "--device-file", device_file, "--script", script, "--mqtt-port",
                      mosquitto.port, "--quick", "--gnss")
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -229,10 +246,6 @@ def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_locat
                                and e["incident"]["kind"] == "SOS")
         duress = backend.wait_for(lambda e: e["event"] == "raised"
                                   and e["incident"]["kind"] == "DURESS")
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
-        backend.stop()
     assert sos["device"]["id"] == dev
     where = sos["location"]
     assert where["source"] == "gnss"
@@ -244,4 +257,35 @@ def test_a_gnss_fix_fed_to_the_sims_uart_reaches_the_webhook_as_the_alarms_locat
     assert (later["lat"], later["lon"]) == (where["lat"], where["lon"])
     assert later["fix"]["age_s"] >= 3, (where, later)
     # Duress: the wearer was shown nothing from it on, GNSS or not.
+    assert "vigil: feedback" not in proc.stdout.split("sim: duress raised")[1]
+
+
+def test_access_points_the_sim_hears_name_the_place_of_its_alarms_at_the_webhook(
+        tmp_path, mosquitto, device_file):
+    """`vigil sim --wifi-scan`: the simulated board's station hears two access points from
+    the start; the check-in at boot scans them; an SOS then carries them (a hint: no fix, no
+    beacon) through the real gateway, which names the place of the strongest it knows in the
+    `raised` webhook, source wifi. The access points then gone, the duress alarm raised
+    before the next check-in still carries that scan: nothing but the schedule scans."""
+    script = tmp_path / "wifi.txt"
+    script.write_text("wait-checkin 5000\nsos\nwait-acked 20000\nap-gone a4:b1:c2:d3:e4:f5\n"
+                      "ap-gone 0c:81:12:00:00:01\nstatus\nduress\nwait-acked 20000\n")
+    with gateway_to_webhook(tmp_path, mosquitto, device_file,
+                            ("wifi", "a4:b1:c2:d3:e4:f5", "--place", "Plant room", "--floor",
+                             "B1")) as backend:
+        proc = vigil("sim", "--device-file", device_file, "--script", script, "--mqtt-port",
+                     mosquitto.port, "--quick", "--wifi-scan",
+                     "--wifi-ap", "0c:81:12:00:00:01,-71", "--wifi-ap", "a4:b1:c2:d3:e4:f5,-49")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "sim: check-in sent" in proc.stdout, proc.stdout
+        sos = backend.wait_for(lambda e: e["event"] == "raised"
+                               and e["incident"]["kind"] == "SOS")
+        duress = backend.wait_for(lambda e: e["event"] == "raised"
+                                  and e["incident"]["kind"] == "DURESS")
+    where = sos["location"]
+    assert (where["source"], where["place"], where["floor"]) == ("wifi", "Plant room", "B1")
+    # No new scan before the duress alarm (scans follow the check-in schedule): it carries
+    # the same scan, as old as it is now.
+    assert duress["location"]["place"] == "Plant room", duress["location"]
+    # Duress: the wearer was shown nothing from it on.
     assert "vigil: feedback" not in proc.stdout.split("sim: duress raised")[1]

@@ -30,18 +30,43 @@ def default_state_dir(record_path):
 
 def settings(record, mqtt_host="127.0.0.1", mqtt_port=1883, mqtt_prefix="vigil",
              state_dir=None, quick=False, battery=90, checkin_interval_s=None,
-             hardware_taps=False, echo=False, link="mqtt", ble_hci=None, gnss=False):
-    """`gnss`: the unit has a UART GNSS module (the `fix` commands feed it)."""
+             hardware_taps=False, echo=False, link="mqtt", ble_hci=None, gnss=False,
+             wifi_scan=False, access_points=()):
+    """`gnss`: the unit has a UART GNSS module (the `fix` commands feed it). `wifi_scan`: it
+    scans for Wi-Fi access points before every check-in, hearing `access_points` ("BSSID,RSSI"
+    each) from the start (the `ap` commands change them)."""
+    if access_points and not wifi_scan:
+        raise ToolError("--wifi-ap needs --wifi-scan")
     config = device_config.build(record, mqtt_host, mqtt_port, mqtt_prefix,
                                  checkin_interval_s=checkin_interval_s,
-                                 gnss=device_config.gnss(rx=12, tx=13) if gnss else None)
+                                 gnss=device_config.gnss(rx=12, tx=13) if gnss else None,
+                                 wifi_ssid="sim-net" if wifi_scan else None,
+                                 wifi_scan_every=1 if wifi_scan else None)
     device_config.render(config)  # the firmware's own check, with its words
+    heard = [_access_point(*given.split(",", 1)) if "," in given else _access_point(given, "")
+             for given in access_points]
     if link == "ble" and not ble_hci:
         raise ToolError("--link ble needs --ble-hci (an emulated controller from `vigil ble-air`"
                         ", e.g. tcp-client:127.0.0.1:7002)")
     return {"config": config, "state_dir": str(pathlib.Path(state_dir).resolve()),
             "quick": quick, "battery": battery, "hardware_taps": hardware_taps, "echo": echo,
-            "link": link, "ble_hci": ble_hci}
+            "link": link, "ble_hci": ble_hci, "access_points": heard}
+
+
+def _access_point(bssid, rssi):
+    """(BSSID as 12 hex digits, RSSI) of an --wifi-ap value, or a ToolError saying why not."""
+    digits = bssid.replace(":", "").replace("-", "").lower()
+    try:
+        if len(digits) != 12:
+            raise ValueError
+        bytes.fromhex(digits)
+        level = int(rssi)
+    except ValueError:
+        raise ToolError("--wifi-ap %s,%s: give BSSID,RSSI, e.g. a4:b1:c2:d3:e4:f5,-52"
+                        % (bssid, rssi)) from None
+    if not -127 <= level <= 20:
+        raise ToolError("--wifi-ap %s,%s: the RSSI is from -127 to 20 dBm" % (bssid, rssi))
+    return [digits, level]
 
 
 def _command_lines(script):

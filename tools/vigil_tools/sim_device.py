@@ -28,6 +28,9 @@ COMMANDS = (
     ("fix LAT LON [HDOP]", "(--gnss) the GNSS module has a fix here (degrees), sent each second"),
     ("fix-lost", "(--gnss) the module goes on sending, without a fix"),
     ("nmea TEXT", "(--gnss) one line as it is onto the module's UART (noise, a bad sentence)"),
+    ("ap BSSID RSSI", "(--wifi-scan) an access point in range from the next scan on (dBm)"),
+    ("ap-gone BSSID", "(--wifi-scan) that access point is no longer heard"),
+    ("wait-checkin [MS]", "until the next check-in has gone out (default 15000)"),
     ("silent", "the wearable goes silent: no traffic at all, the link is not closed"),
     ("resume", "back from silence"),
     ("wait MS", "do nothing for MS milliseconds"),
@@ -111,7 +114,9 @@ class Simulator:
         self.config = Config(settings["config"])
         self.board = SimBoard(settings["state_dir"], hardware_taps=settings.get("hardware_taps",
                                                                                False),
-                              gnss=self.config.gnss)
+                              gnss=self.config.gnss, wifi_scan=self.config.wifi_scan)
+        for bssid, rssi in settings.get("access_points", ()):
+            self.hear(bssid, rssi)
         self.receiver = Receiver(self.board.gnss) if self.board.gnss is not None else None
         self.board.battery = settings.get("battery", 90)
         self.wearable = Wearable(self.board, self.config, [])
@@ -155,6 +160,21 @@ class Simulator:
                 print("vigil: feedback %s" % played[shown])
                 shown += 1
             await sleep_ms(20)
+
+    def hear(self, bssid, rssi):
+        """The station hears access point `bssid` (hex) at `rssi` from its next scan on."""
+        heard = self.board.station.access_points
+        mac = bytes.fromhex(bssid)
+        heard[:] = [ap for ap in heard if ap[1] != mac]
+        heard.append((b"sim-net", mac, 6, rssi, 3, False))
+
+    def access_points_heard(self):
+        """[scan age s, [[short id hex, rssi], ...]] of the last scan, or None."""
+        scanner = self.wearable.wifi_scanner
+        heard = None if scanner is None else scanner.entries(ticks_ms())
+        if heard is None:
+            return None
+        return [heard[0], [[sid.hex(), rssi] for sid, rssi in heard[1]]]
 
     async def raised_after(self, action, timeout_ms):
         stats = self.wearable.stats
@@ -212,6 +232,24 @@ class Simulator:
         elif name == "nmea":
             self.board.gnss.feed((" ".join(args) + "\r\n").encode())
             say("nmea line sent")
+        elif name in ("ap", "ap-gone") and self.config.wifi_scan is None:
+            say("this unit does not scan for Wi-Fi (start the sim with --wifi-scan)")
+        elif name == "ap":
+            bssid = args[0].replace(":", "").replace("-", "").lower()
+            rssi = int(args[1])
+            if len(bssid) != 12 or not -127 <= rssi <= 20:
+                raise ValueError
+            self.hear(bssid, rssi)
+            say("access point %s at %d dBm in range" % (args[0], rssi))
+        elif name == "ap-gone":
+            mac = bytes.fromhex(args[0].replace(":", "").replace("-", ""))
+            heard = board.station.access_points
+            heard[:] = [ap for ap in heard if ap[1] != mac]
+            say("access point %s gone" % args[0])
+        elif name == "wait-checkin":
+            sent = w.stats["checkins"]
+            ok = await until(lambda: w.stats["checkins"] > sent, int(args[0]) if args else 15000)
+            say("check-in sent" if ok else "no check-in in time")
         elif name == "silent":
             self.stop()
             say("silent")
@@ -232,6 +270,7 @@ class Simulator:
             say(json.dumps({"device": self.config.device_hex, "link_up": self.link.up,
                             "battery": board.battery, "outbox": len(w.outbox),
                             "location": None if w.gnss is None else w.gnss.fix(ticks_ms()),
+                            "wifi": self.access_points_heard(),
                             "open": w.alarms.listing(),
                             "stats": w.stats}))
         elif name == "help":

@@ -121,6 +121,13 @@ def register(sub):
     sim.add_argument("--gnss", action="store_true",
                      help="the unit has a UART GNSS module: the fix and fix-lost commands feed "
                           "it NMEA, and every alarm and check-in is sealed at 48 bytes")
+    sim.add_argument("--wifi-scan", action="store_true",
+                     help="the unit scans for Wi-Fi access points before every check-in: the "
+                          "ap and ap-gone commands say what it hears; every alarm and check-in "
+                          "is sealed at 48 bytes")
+    sim.add_argument("--wifi-ap", action="append", default=[], metavar="BSSID,RSSI",
+                     help="with --wifi-scan: an access point in range from the start, e.g. "
+                          "a4:b1:c2:d3:e4:f5,-52 (again for more)")
     sim.add_argument("--link", choices=["mqtt", "ble"], default="mqtt",
                      help="mqtt (default): the firmware's MQTT link on the MicroPython unix port; "
                           "ble: its BLE link on an emulated radio (see `vigil ble-air`)")
@@ -235,7 +242,7 @@ def sim_command(args):
                mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_prefix=args.mqtt_prefix,
                quick=args.quick, battery=args.battery, checkin_interval_s=args.checkin_interval,
                hardware_taps=args.hardware_taps, link=args.link, ble_hci=args.ble_hci,
-               gnss=args.gnss)
+               gnss=args.gnss, wifi_scan=args.wifi_scan, access_points=args.wifi_ap)
 
 
 def board_virtual_command(args):
