@@ -2,7 +2,8 @@
 
 firmware: builds the mpy-cross bundle and its ROMFS image, then runs the real firmware core
 (simulated board with the tap engine the LIS3DH has, real MQTT link to a local Mosquitto) on
-the MicroPython unix port, with the heap capped (64 KiB by default) and the image mapped as a
+the MicroPython unix port, with the heap capped (112 KiB by default: the 64-bit port's objects
+are ~1.9x an ESP32's and the firmware does not fit 64 KiB there) and the image mapped as a
 board's ROMFS partition (romfs.py), through its life with a gateway out of reach:
 
   1. boot on empty flash, link up; raise N alarms that nobody acknowledges (the outbox holds
@@ -50,6 +51,12 @@ PHASE_MODULE = pathlib.Path(__file__).with_name("fw_bench_phase.py")
 PHASE_IMPORT = "import fw_bench_phase\n"
 
 BUDGET32_BYTES = 44800  # the peak live heap allowed: 70 % of the 64,000 bytes a classic ESP32 starts with
+# The 64-bit unix port's default heap: its objects are ~1.9x an ESP32's and its ROMFS names are
+# interned in its heap, so the firmware peaks at ~92.5 KB there (it does not boot in 64 KiB);
+# the budget is held on the 32-bit build (BUDGET32_BYTES, at HEAPSIZE32).
+HEAPSIZE64 = "112k"
+HEAPSIZE32 = "64k"
+HEAPSIZE32_ROMFS = "96k"
 BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
 IDLE_MS = 5000
 
@@ -273,8 +280,8 @@ def _bench_images(tmp):
     return paths
 
 
-def firmware(heapsize="64k", alarms=30, runs=1, heapsize32="64k", heap_map=None,
-             heapsize32_romfs="96k", gnss=False):
+def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap_map=None,
+             heapsize32_romfs=HEAPSIZE32_ROMFS, gnss=False):
     maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -455,14 +462,19 @@ def taps_command(args):
 
 def register_bench(bench_sub):
     fw = bench_sub.add_parser("firmware", help="firmware heap and bundle size (MicroPython)")
-    fw.add_argument("--heapsize", default="64k", help="MicroPython heap cap (default 64k)")
+    fw.add_argument("--heapsize", default=HEAPSIZE64,
+                    help="heap cap for the 64-bit unix port (default %s: the firmware does not "
+                         "fit 64k there, its objects being ~1.9x an ESP32's; the 32-bit build "
+                         "is the one held to the %d-byte budget)" % (HEAPSIZE64, BUDGET32_BYTES))
     fw.add_argument("--alarms", type=int, default=30,
                     help="alarms to raise, none acknowledged (the outbox holds 24)")
-    fw.add_argument("--heapsize32", default="64k",
-                    help="heap cap for the 32-bit frozen build, where there is one (default 64k)")
-    fw.add_argument("--heapsize32-romfs", default="96k",
+    fw.add_argument("--heapsize32", default=HEAPSIZE32,
+                    help="heap cap for the 32-bit frozen build, where there is one (default %s; "
+                         "its peak is printed against the %d-byte budget)"
+                         % (HEAPSIZE32, BUDGET32_BYTES))
+    fw.add_argument("--heapsize32-romfs", default=HEAPSIZE32_ROMFS,
                     help="heap cap for the 32-bit build run from the ROMFS image a unit is "
-                         "provisioned with (default 96k: it does not fit 64k)")
+                         "provisioned with (default %s: it does not fit 64k)" % HEAPSIZE32_ROMFS)
     fw.add_argument("--runs", type=int, default=1,
                     help="repeat the fill and drain phases with other environment and path "
                          "sizes (the heap's layout follows them), on each build; prints the "
@@ -472,7 +484,7 @@ def register_bench(bench_sub):
                          "where its largest free block was smallest into DIR")
     fw.add_argument("--gnss", action="store_true",
                     help="the simulated unit has a UART GNSS module (gnss in its config) "
-                         "sending a burst with a fix; the 64-bit build then needs --heapsize 112k")
+                         "sending a burst with a fix (fits the 64-bit build's default 112k)")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")
