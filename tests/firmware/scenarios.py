@@ -371,20 +371,31 @@ def raised_at(log, since_ms):
     return None, None
 
 
+# mqtt_link.py's slot of link.n naming the packet a connection waits for (its private const
+# _DUE): 2 while CONNACK is awaited, 9 while SUBACK is, 0 once the link is up.
+LINK_DUE = 5
+
+
 async def stall():
     """Buttons during a broker stall (S["port"] is the test's stalling proxy): a duress
-    gesture while CONNACK is held, an SOS while a PUBACK is held. Reports how long after
-    each gesture was complete its alarm was on flash, and what the wearable raised."""
+    gesture while CONNACK is held (or, with "duress_when": "suback", once CONNACK is in and
+    SUBACK is held), an SOS while a PUBACK is held. Reports how long after each gesture was
+    complete its alarm was on flash, what the link awaited at the duress gesture, and what
+    the wearable raised."""
     log = []
     w, board = boot(S["device"], S["fs"], log=log)
     link = w.links[0]
     task = asyncio.create_task(w.run())
     await asyncio.sleep_ms(S.get("first_press_ms", 300))
+    if S.get("duress_when") == "suback":
+        await until(lambda: link.n[LINK_DUE] == 9, 5000, 5)
     up_at_duress = link.up
+    awaiting_at_duress = link.n[LINK_DUE]
     await board.duress_button.presses(3)
     done = time.ticks_ms()  # the gesture is complete at the fourth press
     await board.duress_button.hold(60)
     await until(lambda: w.stats["raised"] == 1, 3000, 5)
+    up_after_duress = link.up  # still waiting for the packet held, if the stall held
     t, duress_frame = raised_at(log, done)
     duress_ms = None if t is None else time.ticks_diff(t, done)
     # Once a send is waiting for its PUBACK (held by the proxy), the SOS.
@@ -401,7 +412,9 @@ async def stall():
     task.cancel()
     link._drop("scenario over")
     await asyncio.sleep_ms(10)
-    report(up_at_duress=up_at_duress, busy=bool(busy), inflight_at_sos=inflight_at_sos,
+    report(up_at_duress=up_at_duress, awaiting_at_duress=awaiting_at_duress,
+           up_after_duress=up_after_duress,
+           busy=bool(busy), inflight_at_sos=inflight_at_sos,
            duress_ms=duress_ms, sos_ms=sos_ms, raised=[duress_frame, sos_frame], acked=acked,
            stats=w.stats, mqtt=link_lines(log), played=board.played)
 

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pytest
 import vigil_protocol as p
 
 CONNACK, PUBLISH, PUBACK, SUBACK = 2, 3, 4, 9
@@ -163,19 +164,34 @@ def raised_alarms_reach_the_gateway_as_signed(gw, raised):
     return alarms
 
 
-def test_buttons_raise_alarms_on_time_while_the_broker_holds_connack_and_puback(
-        scenario, fake_gateway, mosquitto):
+# What the proxy holds, and when the duress gesture comes: while CONNACK is held, or once
+# CONNACK is in and SUBACK is held (the link's _DUE slot: 2, 9); the SOS comes while a
+# PUBACK is held in both. Each stall stays inside its deadline (CONNACK 2 * ACK_MS, SUBACK
+# and PUBACK ACK_MS: 10 s, 5 s, 5 s).
+STALLS = {
+    "connack": ({CONNACK: 5.0, PUBACK: 3.0}, CONNACK, {}),
+    "suback": ({SUBACK: 2.0, PUBACK: 2.0}, SUBACK, {"duress_when": "suback"}),
+}
+
+
+@pytest.mark.parametrize("stalled", sorted(STALLS))
+def test_buttons_raise_alarms_on_time_while_the_broker_holds_connack_suback_or_puback(
+        scenario, fake_gateway, mosquitto, stalled):
+    hold, awaited, settings = STALLS[stalled]
     gw = fake_gateway()
-    proxy = StallingProxy(mosquitto.port, hold={CONNACK: 5.0, PUBACK: 3.0})
+    proxy = StallingProxy(mosquitto.port, hold=hold)
     try:
-        report = scenario("stall", port=proxy.port, timeout=120)
+        report = scenario("stall", port=proxy.port, timeout=120, **settings)
     finally:
         proxy.close()
-    print("duress on flash %s ms after the gesture (CONNACK held), SOS %s ms (PUBACK held)"
-          % (report["duress_ms"], report["sos_ms"]))
-    assert report["up_at_duress"] is False  # the link was waiting for CONNACK
+    print("duress on flash %s ms after the gesture (%s held), SOS %s ms (PUBACK held)"
+          % (report["duress_ms"], stalled.upper(), report["sos_ms"]))
+    # The link was waiting for the packet held, at the gesture and when its alarm was raised.
+    assert report["up_at_duress"] is False and report["awaiting_at_duress"] == awaited
+    assert report["up_after_duress"] is False
     assert report["inflight_at_sos"] is True  # and here for a PUBACK
-    assert (CONNACK, 5.0) in proxy.held and proxy.held.count((PUBACK, 3.0)) >= 2
+    assert (awaited, hold[awaited]) in proxy.held
+    assert proxy.held.count((PUBACK, hold[PUBACK])) >= 2
     # A behavioural bound: the loop was never blocked for the seconds the broker stalled.
     assert 0 <= report["duress_ms"] < 500 and 0 <= report["sos_ms"] < 500
     assert report["acked"] is True
