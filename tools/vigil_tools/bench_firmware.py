@@ -25,7 +25,12 @@ the same run: the same boot with the bundle loaded from files (bytecode in the h
 run on it, as a production image: its figures have an ESP32's object sizes. There the BLE link
 is up too, as on a board: its real aioble on BTstack, on a pty of the emulated radio
 (vigil_tools.ble_rig), with the gateway's central connected and subscribed but never
-acknowledging (so every alarm also goes out by notification).
+acknowledging (so every alarm also goes out by notification). Phase 3 runs on the frozen
+32-bit build too, its BLE link advertising with no central on the radio (MQTT link up, BLE
+advertising, no alarm: the case issue 11's goal of at most 3 wake-ups a second is for), and
+prints idle_wakeups32_per_s with what the wake-ups were (which waits returned how often).
+ble_loaded, ble32_loaded, ble32_romfs_loaded and idle32_ble_loaded say whether the wearable
+had its BLE link in the runs they describe (the phases report it).
 The device side of each phase is the module fw_bench_phase.py, run from ROM beside the firmware
 (in the ROMFS image, frozen into the 32-bit build) as a board's main.py would be, so that the
 heap figures are the firmware's and not the harness's bytecode.
@@ -59,6 +64,7 @@ HEAPSIZE32 = "64k"
 HEAPSIZE32_ROMFS = "96k"
 BASELINE_HEAPSIZE = "256k"  # room for the bundle loaded into the heap
 IDLE_MS = 5000
+IDLE_WAKEUPS_GOAL = 3  # per second at most, idle (MQTT up, BLE advertising, no alarm): issue 11
 
 
 class _Gateway:
@@ -136,6 +142,13 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
     return figures
 
 
+def _settings(broker, alarms, heapsize, ble, heap_map=False, gnss=False):
+    """The settings every phase gets (fw_bench_phase.py reads them on stdin)."""
+    return {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
+            "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
+            "heap_map": heap_map, "gnss": gnss}
+
+
 def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
                 heap_map=False, gnss=False):
     """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
@@ -143,9 +156,7 @@ def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
     paths' sizes): a padding variable and a deeper flash folder."""
     env = dict(env, VIGIL_BENCH_PAD="x" * (run * 37 % 301))
     flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
-    common = {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
-              "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
-              "heap_map": heap_map, "gnss": gnss}
+    common = _settings(broker, alarms, heapsize, ble, heap_map, gnss)
     out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
     gateway = _Gateway(broker.port)
     try:
@@ -203,6 +214,29 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=Fa
                            gnss=gnss)
     finally:
         rig.stop()
+
+
+def _idle32_with_ble(frozen, tmp, broker, heapsize, central=False, gnss=False):
+    """Phase 3 (idle: MQTT link up, no alarm, every task wake-up counted) on the 32-bit build
+    with its BLE link up on a rig's pty: advertising, with no central on the radio to connect
+    it (the issue's case: "MQTT link up, BLE advertising, no alarm"), or with `central` the
+    gateway's central connected. Its figures, with "advertised": how many times the host
+    enabled advertising on its controller during the phase (the rig's record of it)."""
+    from .ble_rig import BleRig
+
+    cmd, env = frozen
+    rig = BleRig(wearables=1).start()
+    try:
+        if central:
+            rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
+        settings = dict(_settings(broker, 0, heapsize, True, gnss=gnss), phase="idle",
+                        count_wakes=True, ble_central=central, fs=tempfile.mkdtemp(dir=tmp))
+        f = _phase(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), settings)
+        f["advertised"] = sum(1 for _, what, value in rig.advertising(0).events
+                              if what == "enabled" and value)
+    finally:
+        rig.stop()
+    return f
 
 
 def _totals(phases):
@@ -304,10 +338,12 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
                                          run=run, heap_map=maps, gnss=gnss))
             frozen = _frozen32(heapsize32)
             all32, all32_romfs = [], []
+            idle32 = None
             if frozen is not None:
                 for run in range(runs):
                     all32.append(_phases32_with_ble(frozen, tmp, broker, alarms, heapsize32,
                                                     run=run, heap_map=maps, gnss=gnss))
+                idle32 = _idle32_with_ble(frozen, tmp, broker, heapsize32, gnss=gnss)
                 from_rom = _frozen32(heapsize32_romfs, romfs=True)
                 for run in range(runs):
                     all32_romfs.append(_phases32_with_ble(from_rom, tmp, broker, alarms,
@@ -327,7 +363,9 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
     figures["gnss"] = 1 if gnss else 0
     figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
     figures["idle_wakeups_per_s"] = round(phases["idle"]["wakeups"] * 1000 / IDLE_MS, 2)
-    figures["ble_loaded"] = 0  # this build has no `bluetooth` module
+    # Whether the wearable had a BLE link in every phase of these runs: never on this build,
+    # which has no `bluetooth` module (the phases say so themselves).
+    figures["ble_loaded"] = min(f.get("ble_loaded", 0) for p in all64 for f in p.values())
     figures["files_heap_after_boot_bytes"] = baseline["heap_after_boot_bytes"]
     figures["romfs_vs_files_after_boot"] = round(
         figures["heap_after_boot_bytes"] / baseline["heap_after_boot_bytes"], 3)
@@ -337,9 +375,23 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
     figures["romfs_image_bytes"] = image_bytes
     if all32:
         totals += _figures32(figures, all32, "32", heapsize32)
-        figures["ble32_loaded"] = 1
+        figures["ble32_loaded"] = min(f.get("ble_loaded", 0) for p in all32 for f in p.values())
+    if idle32 is not None:
+        # The idle phase on the 32-bit frozen build, BLE advertising with no central.
+        figures["idle_wakeups32_per_s"] = round(idle32["wakeups"] * 1000 / IDLE_MS, 2)
+        figures["idle32_ble_loaded"] = idle32["ble_loaded"]
+        figures["idle32_ble_advertised"] = idle32["advertised"]
+        figures["idle32_ble_connects"] = idle32["ble_connects"]
+        figures["idle32_link_up"] = min(idle32["link_up"], idle32["link_up_at_end"])
+        figures["idle32_wakes_by"] = ",".join(
+            "%s:%d" % kv for kv in sorted(idle32["wakes_by"].items()))
+        totals.append({"task_deaths": idle32["task_restarts"] + idle32["run_died"],
+                       "task_restarts": idle32["task_restarts"],
+                       "memory_retries": idle32["memory_retries"]})
     if all32_romfs:
         totals += _figures32(figures, all32_romfs, "32_romfs", heapsize32_romfs)
+        figures["ble32_romfs_loaded"] = min(f.get("ble_loaded", 0) for p in all32_romfs
+                                            for f in p.values())
         figures["heap32_romfs_imported_bytes"] = all32_romfs[0]["fill"]["heap_imported_bytes"]
     for key in ("task_deaths", "task_restarts", "memory_retries"):  # every run of every build
         figures[key] = sum(t[key] for t in totals)
@@ -384,6 +436,13 @@ def firmware_command(args):
                   else "OVER BY %d" % (f["heap32_peak_bytes"] - BUDGET32_BYTES),
                   f["largest_free_block32_bytes"],
                   f["largest_free_block32_max_bytes"], f["runs"]))
+        print("    idle (MQTT link up%s, BLE advertising with no central: advertising enabled "
+              "%d times, %d connections; no alarm): %.2f task wake-ups per second (goal %d: "
+              "%s); by what returned: %s" % (
+                  "" if f["idle32_link_up"] else " NOT", f["idle32_ble_advertised"],
+                  f["idle32_ble_connects"], f["idle_wakeups32_per_s"], IDLE_WAKEUPS_GOAL,
+                  "met" if f["idle_wakeups32_per_s"] <= IDLE_WAKEUPS_GOAL else "NOT MET",
+                  f["idle32_wakes_by"].replace(",", ", ").replace(":", " ")))
         print("  32-bit build, run as a provisioned unit runs it (firmware from ROMFS, aioble "
               "from /lib as .mpy files, a stock image), heap capped at %s, BLE link "
               "up (a central connected: %s):" % (args.heapsize32_romfs,

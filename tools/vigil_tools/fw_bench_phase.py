@@ -11,19 +11,21 @@ gc.collect()
 base = gc.mem_alloc()
 import asyncio
 WAKES = [0]
+BY = {}  # wake-ups by what returned (sleep_ms, wait, readinto, ...)
 if S["count_wakes"]:
-    def _counted(fn):
+    def _counted(fn, name):
         async def wrapper(*args):
             r = await fn(*args)
             WAKES[0] += 1
+            BY[name] = BY.get(name, 0) + 1
             return r
         return wrapper
-    asyncio.sleep_ms = _counted(asyncio.sleep_ms)
-    asyncio.sleep = _counted(asyncio.sleep)
-    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait)
-    asyncio.StreamReader.read = _counted(asyncio.StreamReader.read)
-    asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly)
-    asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto)
+    asyncio.sleep_ms = _counted(asyncio.sleep_ms, "sleep_ms")
+    asyncio.sleep = _counted(asyncio.sleep, "sleep")
+    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait, "ThreadSafeFlag.wait")
+    asyncio.StreamReader.read = _counted(asyncio.StreamReader.read, "read")
+    asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly, "readexactly")
+    asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto, "readinto")
 from vigil_fw.app import Wearable
 from vigil_fw.config import Config
 from vigil_fw.hal_sim import SimBoard
@@ -67,7 +69,9 @@ if S.get("ble"):
     from vigil_fw.ble_link import BleLink
     w.links.append(BleLink(cfg, aioble, bluetooth.UUID, urgent=w.urgent, log=lambda m: None))
 F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
-     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
+     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox),
+     # whether this run's wearable had a BLE link among its links (aioble on `bluetooth`)
+     "ble_loaded": 1 if len(w.links) > 1 and w.links[1].name == "ble" else 0}
 
 def largest_free():
     gc.collect()
@@ -107,7 +111,7 @@ async def until(pred, ms):
 async def main():
     run = asyncio.create_task(w.run())
     F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
-    if S.get("ble"):
+    if S.get("ble") and S.get("ble_central", True):  # a central on the radio connects it
         F["ble_up"] = 1 if await until(lambda: w.links[1].up, 8000) else 0
     await asyncio.sleep_ms(300)
     F["heap_after_boot_bytes"] = sample(True)
@@ -131,8 +135,15 @@ async def main():
     else:  # idle
         await asyncio.sleep_ms(1000)
         WAKES[0] = 0
+        BY.clear()
         await asyncio.sleep_ms(S["idle_ms"])
         F["wakeups"] = WAKES[0] - 1  # this task's own sleep returning
+        BY["sleep_ms"] -= 1
+        F["wakes_by"] = BY
+        F["link_up_at_end"] = 1 if w.links[0].up else 0
+        if S.get("ble"):  # advertising all along, or connected: its count of connections
+            F["ble_connects"] = w.links[1].connects
+            F["ble_up_at_end"] = 1 if w.links[1].up else 0
     F["heap_free_at_end_bytes"] = gc.mem_free()
     F["queued_at_end"] = len(w.outbox)
     F["alarms_sent"] = w.stats["sent"]
