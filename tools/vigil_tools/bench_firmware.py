@@ -143,7 +143,9 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
 
 
 def _settings(broker, alarms, heapsize, ble, heap_map=False, gnss=False):
-    """The settings every phase gets (fw_bench_phase.py reads them on stdin)."""
+    """The settings every phase gets (fw_bench_phase.py reads them on stdin). `ble`: 0 no BLE
+    link; 1 a BLE link, and the phase waits for the central on the rig to connect it; 2 a BLE
+    link advertising, with no central to wait for."""
     return {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
             "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
             "heap_map": heap_map, "gnss": gnss}
@@ -210,7 +212,7 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=Fa
     try:
         rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
-                           alarms, heapsize, idle=False, ble=True, run=run, heap_map=heap_map,
+                           alarms, heapsize, idle=False, ble=1, run=run, heap_map=heap_map,
                            gnss=gnss)
     finally:
         rig.stop()
@@ -229,8 +231,9 @@ def _idle32_with_ble(frozen, tmp, broker, heapsize, central=False, gnss=False):
     try:
         if central:
             rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
-        settings = dict(_settings(broker, 0, heapsize, True, gnss=gnss), phase="idle",
-                        count_wakes=True, ble_central=central, fs=tempfile.mkdtemp(dir=tmp))
+        # ble 1: wait for the central to connect the link; 2: advertising, nobody to wait for
+        settings = dict(_settings(broker, 0, heapsize, 1 if central else 2, gnss=gnss),
+                        phase="idle", count_wakes=True, fs=tempfile.mkdtemp(dir=tmp))
         f = _phase(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), settings)
         f["advertised"] = sum(1 for _, what, value in rig.advertising(0).events
                               if what == "enabled" and value)
@@ -378,13 +381,13 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
         figures["ble32_loaded"] = min(f.get("ble_loaded", 0) for p in all32 for f in p.values())
     if idle32 is not None:
         # The idle phase on the 32-bit frozen build, BLE advertising with no central.
+        wakes_by, up_at_end, ble_connects, _ = idle32["idle"]
         figures["idle_wakeups32_per_s"] = round(idle32["wakeups"] * 1000 / IDLE_MS, 2)
         figures["idle32_ble_loaded"] = idle32["ble_loaded"]
         figures["idle32_ble_advertised"] = idle32["advertised"]
-        figures["idle32_ble_connects"] = idle32["ble_connects"]
-        figures["idle32_link_up"] = min(idle32["link_up"], idle32["link_up_at_end"])
-        figures["idle32_wakes_by"] = ",".join(
-            "%s:%d" % kv for kv in sorted(idle32["wakes_by"].items()))
+        figures["idle32_ble_connects"] = ble_connects
+        figures["idle32_link_up"] = min(idle32["link_up"], up_at_end)
+        figures["idle32_wakes_by"] = ",".join("%s:%d" % kv for kv in sorted(wakes_by.items()))
         totals.append({"task_deaths": idle32["task_restarts"] + idle32["run_died"],
                        "task_restarts": idle32["task_restarts"],
                        "memory_retries": idle32["memory_retries"]})

@@ -10,19 +10,24 @@ S = json.loads(sys.stdin.read())
 gc.collect()
 base = gc.mem_alloc()
 import asyncio
-WAKES = [0]
-BY = {}  # wake-ups by what returned (sleep_ms, wait, readinto, ...)
+# Wake-ups counted, and (idle phase only: no new object in the others' heap figures) a dict
+# of them by what returned (sleep_ms, wait, readinto, ...). Names already interned are used
+# for the keys: the 64-bit runs load this module from ROMFS, interning its new names in the
+# heap they measure.
+WAKES = [0, None]
 if S["count_wakes"]:
+    WAKES[1] = {}
+
     def _counted(fn, name):
         async def wrapper(*args):
             r = await fn(*args)
             WAKES[0] += 1
-            BY[name] = BY.get(name, 0) + 1
+            WAKES[1][name] = WAKES[1].get(name, 0) + 1
             return r
         return wrapper
     asyncio.sleep_ms = _counted(asyncio.sleep_ms, "sleep_ms")
     asyncio.sleep = _counted(asyncio.sleep, "sleep")
-    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait, "ThreadSafeFlag.wait")
+    asyncio.ThreadSafeFlag.wait = _counted(asyncio.ThreadSafeFlag.wait, "wait")
     asyncio.StreamReader.read = _counted(asyncio.StreamReader.read, "read")
     asyncio.StreamReader.readexactly = _counted(asyncio.StreamReader.readexactly, "readexactly")
     asyncio.StreamReader.readinto = _counted(asyncio.StreamReader.readinto, "readinto")
@@ -69,9 +74,7 @@ if S.get("ble"):
     from vigil_fw.ble_link import BleLink
     w.links.append(BleLink(cfg, aioble, bluetooth.UUID, urgent=w.urgent, log=lambda m: None))
 F = {"heap_base_bytes": base, "heap_imported_bytes": imported, "heap_peak_bytes": 0,
-     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox),
-     # whether this run's wearable had a BLE link among its links (aioble on `bluetooth`)
-     "ble_loaded": 1 if len(w.links) > 1 and w.links[1].name == "ble" else 0}
+     "largest_free_block_bytes": 1 << 30, "queued_at_boot": len(w.outbox)}
 
 def largest_free():
     gc.collect()
@@ -111,7 +114,7 @@ async def until(pred, ms):
 async def main():
     run = asyncio.create_task(w.run())
     F["link_up"] = 1 if await until(lambda: w.links[0].up, 5000) else 0
-    if S.get("ble") and S.get("ble_central", True):  # a central on the radio connects it
+    if S.get("ble") == 1:  # a central on the radio connects it (2: advertising, no central)
         F["ble_up"] = 1 if await until(lambda: w.links[1].up, 8000) else 0
     await asyncio.sleep_ms(300)
     F["heap_after_boot_bytes"] = sample(True)
@@ -135,16 +138,18 @@ async def main():
     else:  # idle
         await asyncio.sleep_ms(1000)
         WAKES[0] = 0
-        BY.clear()
+        WAKES[1].clear()
         await asyncio.sleep_ms(S["idle_ms"])
         F["wakeups"] = WAKES[0] - 1  # this task's own sleep returning
-        BY["sleep_ms"] -= 1
-        F["wakes_by"] = BY
-        F["link_up_at_end"] = 1 if w.links[0].up else 0
-        if S.get("ble"):  # advertising all along, or connected: its count of connections
-            F["ble_connects"] = w.links[1].connects
-            F["ble_up_at_end"] = 1 if w.links[1].up else 0
+        WAKES[1]["sleep_ms"] -= 1
+        # [wake-ups by what returned, MQTT up at the end, BLE connections made (advertising
+        # all along: 0) and BLE up at the end (-1, -1 without BLE)]
+        ble = w.links[1] if S.get("ble") else None
+        F["idle"] = [WAKES[1], 1 if w.links[0].up else 0, -1 if ble is None else ble.connects,
+                     -1 if ble is None else 1 if ble.up else 0]
     F["heap_free_at_end_bytes"] = gc.mem_free()
+    # whether this run's wearable had a BLE link among its links (aioble on `bluetooth`)
+    F["ble_loaded"] = 1 if len(w.links) > 1 and w.links[1].name == "ble" else 0
     F["queued_at_end"] = len(w.outbox)
     F["alarms_sent"] = w.stats["sent"]
     F["task_restarts"] = w.stats["restarts"]
