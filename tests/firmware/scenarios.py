@@ -352,6 +352,14 @@ async def boot_config():
                             "mqtt": {"host": "h", "username": "00c0ffee", "password": "p",
                                      "port": 99999}}))
     print("broken:", main.run(root))
+    # A wrong man-down setting stops the start in one line too, as does a wrong wifi_scan.
+    good = {"version": 1, "device_id": "00c0ffee", "key": S["key"],
+            "mqtt": {"host": "h", "username": "00c0ffee", "password": "p"}}
+    for name, setting in (("man_down", {"fall": True, "no_motion_s": 20, "cancel_s": 30}),
+                          ("wifi_scan", {"every": 0})):
+        with open(root + "/vigil.json", "w") as f:
+            f.write(json.dumps(dict(good, wifi={"ssid": "site-net"}, **{name: setting})))
+        print(name + ":", main.run(root))
     report(done=True)
 
 
@@ -616,13 +624,16 @@ async def fall_alarm():
 
 async def no_motion():
     """A wearer who stops moving: after the no-motion time the pre-alarm, after the window
-    NO_MOTION. Reports when each came, and how often the accelerometer was read meanwhile."""
+    NO_MOTION. Reports when each came, and how often the accelerometer was read meanwhile;
+    then, as for a fall, the gateway's prompt is answered by a double tap of the still
+    wearer."""
     log = []
     w, board = boot(S["device"], S["fs"], log=log)
+    walk = list(traces.walking(2, seed=3))
 
     async def body():
         await asyncio.sleep_ms(500)
-        board.accel.feed(traces.walking(2, seed=3))
+        board.accel.feed(walk)
         moved_at = time.ticks_add(time.ticks_ms(), 2000)  # the walk's last step
         await asyncio.sleep_ms(2500)
         reads_before = w.stats["accel_reads"]  # from half a second after it
@@ -630,12 +641,19 @@ async def no_motion():
         pre_ms = time.ticks_diff(time.ticks_ms(), moved_at)
         reads = w.stats["accel_reads"] - reads_before
         raised = await until(lambda: w.stats["raised"] == 1, w.man_down.cancel_ms + 3000)
+        prompted = await until(lambda: w.alarms.prompted() is not None)
+        counter = w.alarms.prompted()
+        await asyncio.sleep_ms(300)
+        board.accel.feed(lying_double_tap(walk[-1]))
+        confirmed = await until(lambda: counter is not None
+                                and w.alarms.state(counter) == fsm.CONFIRMED)
         acked = await until(lambda: len(w.outbox) == 0)
-        return started, pre_ms, reads, raised, acked
+        return started, pre_ms, reads, raised, prompted, counter, confirmed, acked
 
-    started, pre_ms, reads, raised, acked = await with_running(w, body)
+    started, pre_ms, reads, raised, prompted, counter, confirmed, acked = await with_running(
+        w, body)
     man_down_report(w, board, log, started=started, pre_ms=pre_ms, reads=reads, raised=raised,
-                    acked=acked)
+                    prompted=prompted, counter=counter, confirmed=confirmed, acked=acked)
 
 
 async def duress_then_fall():

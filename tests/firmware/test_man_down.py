@@ -57,10 +57,22 @@ def test_a_fall_not_cancelled_raises_fall_which_is_prompted_and_answered_by_a_do
 
 
 def test_no_motion_for_its_time_raises_no_motion_after_the_pre_alarm(scenario, fake_gateway):
-    gw = fake_gateway()
+    def policy(gw, frame):
+        if frame.NAME != "alarm":
+            return
+        gw.ack(frame, p.RECEIVED)
+        if frame.kind == p.NO_MOTION:
+            gw.action(frame, p.PROMPT_DOUBLE_TAP)
+
+    gw = fake_gateway(policy)
     report = scenario("no_motion", man_down=MAN_DOWN, no_motion_test_s=4, **SHORT)
     assert report["started"] and report["raised"] and report["acked"]
-    assert alarm_kinds(gw, 1) == [(p.NO_MOTION, 0)]
+    # NO_MOTION then goes as an SOS goes: prompted, and answered by a double tap.
+    assert report["prompted"] and report["confirmed"]
+    assert alarm_kinds(gw, 2) == [(p.NO_MOTION, 0), (p.DOUBLE_TAP, report["counter"])]
+    feedback = report["feedback"]
+    assert feedback[feedback.count("prealarm"):] == ["sos_raised", "received", "prompt",
+                                                     "confirmed"], feedback
     # 4 s after the last step, and up to one supervisor round (2 s) later: while still, the
     # supervisor keeps the no-motion time (give or take a 250 ms batch and the test's 20 ms)
     assert 3700 <= report["pre_ms"] <= 6500, report["pre_ms"]
@@ -68,8 +80,9 @@ def test_no_motion_for_its_time_raises_no_motion_after_the_pre_alarm(scenario, f
     # second after the last step to the pre-alarm (3.5 s), the read at the deadline and
     # perhaps one more, not four a second.
     assert report["reads"] <= 2, report["reads"]
-    assert report["feedback"][0] == "prealarm" and "sos_raised" in report["feedback"]
+    assert report["feedback"][0] == "prealarm"
     assert report["lines"][0] == "vigil: man-down pre-alarm (no motion)"
+    assert report["stats"]["prealarms"] == 1  # still afterwards, and tapping: no other
 
 
 def test_while_a_duress_alarm_is_open_a_fall_pre_alarm_cues_nothing(scenario, fake_gateway):

@@ -159,6 +159,10 @@ def test_boot_messages_name_the_problem(mosquitto, micropython, tmp_path):
     out = proc.stdout
     assert "vigil: cannot start: config: vigil.json is missing: provision this device" in out
     assert "vigil: cannot start: config: mqtt.port must be an integer from 1 to 65535" in out
+    assert "vigil: cannot start: config: man_down.no_motion_s must be 0 (off) or from 30 to " \
+           "1800\nman_down: False" in out, out
+    assert "vigil: cannot start: config: wifi_scan.every must be from 1 to 1000 (check-ins)\n" \
+           "wifi_scan: False" in out, out
     assert KEY.hex() not in out
 
 
