@@ -15,9 +15,10 @@ synthetic traces of traces.py (their models are written there), beside the doubl
   confusion: the share of falls the double-tap detector takes for a double tap, and of double
     taps the fall detector takes for a fall.
   ordinary activity: hours of walking, running, stairs and desk work with knocks, each alone,
-    then a shift (8 hours unless told) mixing them with the short activities above (not the drop, not the
-    fall the wearer gets up from) every 2-4 minutes: fall and no-motion (default 120 s)
-    pre-alarms per hour and per shift. An alarm is a pre-alarm after which the trace shows no
+    then a shift (8 hours unless told) mixing them with the short activities above (not the
+    fall the wearer gets up from) every 2-4 minutes, and the wearable dropped on a table once
+    a shift (mid-shift), left there 5-20 s and picked up: fall and no-motion (default 120 s)
+    pre-alarms per hour and per shift, and alarms. An alarm is a pre-alarm after which the trace shows no
     movement for the whole cancel window (30 s): a wearer moving about feels the pre-alarm and
     cancels it; the one who does not move is the wearer it is for.
   device cost: on the MicroPython unix port, heap bytes allocated and microseconds per sample
@@ -49,8 +50,12 @@ def _count(detector, samples):
 
 def _shift_stream(hours, seed, traces):
     """Ordinary activity: 2-4 minute blocks of walking, desk work, stairs or running, each
-    followed by one short activity that resembles a fall."""
+    followed by one short activity that resembles a fall; and once in every SHIFT_H hours the
+    wearable dropped on a table, left there DROP_LEFT_S and picked up (the next block)."""
     rand = traces.Rand(seed)
+    drops_every = SHIFT_H * 3600 * traces.ODR_HZ
+    next_drop = drops_every // 2  # mid-shift
+    played = 0
     blocks = (lambda s, k: traces.walking(s, seed=k), lambda s, k: traces.bumps(s, seed=k),
               lambda s, k: traces.stairs(s, seed=k), lambda s, k: traces.running(s, seed=k))
     events = (traces.stumble, traces.sit_down_hard, traces.jump, traces.wrist_double_tap)
@@ -63,9 +68,26 @@ def _shift_stream(hours, seed, traces):
         for sample in block(seconds, seed * 1000 + k):
             yield sample
         event = events[rand.next() % len(events)](seed=seed * 1000 + k)
+        played += seconds * traces.ODR_HZ + len(event)
+        if played >= next_drop:
+            next_drop += drops_every
+            event = event + _dropped_and_left(traces, seed * 1000 + k, rand)
         for sample in event:
             yield sample
         left -= seconds * traces.ODR_HZ + len(event)
+
+
+DROP_LEFT_S = (5, 20)  # how long a dropped wearable lies before it is picked up
+
+
+def _dropped_and_left(traces, seed, rand):
+    """The drop trace (it ends 8 s after the strike) with the wearable left still on the
+    table for 5-20 s in all: the next block's movement is the wearer picking it up."""
+    trace = traces.dropped_on_table(seed=seed)
+    extra = int(rand.uniform(*DROP_LEFT_S) * traces.ODR_HZ) - 800
+    if extra > 0:
+        trace = trace + [trace[-1]] * extra
+    return trace
 
 
 def _ordinary(samples, FallDetector, NoMotionDetector, odr):
@@ -212,6 +234,7 @@ def falls(seeds=50, hours=1.0, shift_hours=SHIFT_H):
         pre_fall, pre_still, alarms, h = _ordinary(stream, FallDetector, NoMotionDetector, odr)
         f["%s_fall_prealarms_per_hour" % name] = pre_fall / h
         f["%s_no_motion_prealarms_per_hour" % name] = pre_still / h
+        f["%s_alarms_per_hour" % name] = alarms / h
     pre_fall, pre_still, alarms, h = _ordinary(_shift_stream(shift_hours, 31, traces),
                                                FallDetector, NoMotionDetector, odr)
     f["shift_hours"] = h
