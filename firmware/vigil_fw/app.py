@@ -37,6 +37,8 @@
 #     every N-th check-in, and nothing else starts a scan (an alarm never does: the ESP32's
 #     scan sends probe requests). A frame with neither a fix nor a beacon carries the last
 #     scan's access points (extension 0x06). wifi_scan too seals everything at 48 bytes
+#   an alarm that finds no memory even after the reserve is spent is owed, not lost: the
+#     input task raises it again every _OWED_RETRY_MS until it is on flash
 #   a task that raises (MemoryError included) is logged, counted and started again; the
 #     supervisor feeds the watchdog only while no task has been busy without progress for
 #     STALL_MS (a parked task is healthy)
@@ -81,6 +83,7 @@ _DEBOUNCE_MS = const(20)
 _LOW_BATTERY_HYSTERESIS = const(5)
 _CHECKIN_RETRY_MS = const(2000)
 _RESERVE_BYTES = const(1024)
+_OWED_RETRY_MS = const(200)  # an alarm owed for want of memory is raised again this soon
 # A DOUBLE_TAP names its alarm within this many counters: v2 (10 bits), v1 (16 bits).
 _MAX_TAP_GAP2 = const(1023)
 _MAX_TAP_GAP1 = const(0xFFFF)
@@ -190,6 +193,8 @@ class Wearable:
         self.use_watchdog = True   # safe mode (bootguard.py) runs without one
         self.on_healthy = None     # called once the wearable has run HEALTHY_MS
         self._reconcile()
+        # By kind: ref + 1 of an alarm raised but not stored for want of memory (0: none).
+        self._owed = array("L", [0] * (NO_MOTION + 1))
         gc.collect()
         self._reserve = bytearray(_RESERVE_BYTES)  # type: bytearray | None
 
@@ -236,7 +241,15 @@ class Wearable:
         except MemoryError:
             # Too fragmented for this alarm just now: spend the reserve and try once more.
             self._spend_reserve()
-            stored = self._store(kind, ref)
+            try:
+                stored = self._store(kind, ref)
+            except MemoryError:
+                # Still no room: owed, never lost. The input task raises it again shortly,
+                # once other tasks (restarted, or done) have let go of theirs.
+                self._owed[kind] = ref + 1
+                self.stats["memory_retries"] += 1
+                self.board.inputs.flag.set()
+                return None
         if stored is None:
             self.log("vigil: alarm not queued: outbox full of undelivered alarms")
             return None
@@ -275,6 +288,16 @@ class Wearable:
             return None
         return counter, kind, frame
 
+    def _pay_owed(self):
+        """Raise every alarm owed for want of memory (it owes itself again if there is still
+        none)."""
+        owed = self._owed
+        for kind in range(len(owed)):
+            if owed[kind]:
+                ref = owed[kind] - 1
+                owed[kind] = 0
+                self.raise_alarm(kind, ref)
+
     def _spend_reserve(self):
         self._reserve = None
         self.stats["memory_retries"] += 1
@@ -293,6 +316,10 @@ class Wearable:
                 pre = man_down.due_at()  # the pre-alarm's next cue, or the end of its window
                 if pre is not None and (due is None or ticks_diff(pre, due) < 0):
                     due = pre
+            if any(self._owed):  # an alarm raised but not yet stored (no memory)
+                soon = ticks_add(ticks_ms(), _OWED_RETRY_MS)
+                if due is None or ticks_diff(soon, due) < 0:
+                    due = soon
             self._park("input")
             if due is None:
                 await ring.flag.wait()
@@ -307,6 +334,7 @@ class Wearable:
             self._on_sos(self.sos.feed(gestures.TICK, ticks_ms()))
             if man_down is not None:
                 self._on_man_down(man_down.tick(ticks_ms()))
+            self._pay_owed()
 
     def _on_edge(self, code, t):
         if code == inputs.TAP:
