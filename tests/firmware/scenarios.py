@@ -571,6 +571,18 @@ def lying_double_tap(lying, seed=1):
     return out
 
 
+async def answer_prompt(w, board, lying):
+    """Once the gateway's prompt is open, the wearer lying as `lying` taps twice: (prompted,
+    the prompted alarm's counter, confirmed)."""
+    prompted = await until(lambda: w.alarms.prompted() is not None)
+    counter = w.alarms.prompted()
+    await asyncio.sleep_ms(300)
+    board.accel.feed(lying_double_tap(lying))
+    confirmed = await until(lambda: counter is not None
+                            and w.alarms.state(counter) == fsm.CONFIRMED)
+    return prompted, counter, confirmed
+
+
 def man_down_report(w, board, log, **fields):
     report(feedback=w.feedback.played, played=len(board.played), stats=w.stats,
            outbox=len(w.outbox), state=w.man_down.state if w.man_down else None,
@@ -608,12 +620,7 @@ async def fall_alarm():
         board.accel.feed(fall)
         started = await until(lambda: w.stats["prealarms"] == 1, 10000)
         raised = await until(lambda: w.stats["raised"] == 1, w.man_down.cancel_ms + 3000)
-        prompted = await until(lambda: w.alarms.prompted() is not None)
-        counter = w.alarms.prompted()
-        await asyncio.sleep_ms(300)
-        board.accel.feed(lying_double_tap(fall[-1]))
-        confirmed = await until(lambda: counter is not None
-                                and w.alarms.state(counter) == fsm.CONFIRMED)
+        prompted, counter, confirmed = await answer_prompt(w, board, fall[-1])
         answered = await until(lambda: len(w.outbox) == 0)
         return started, raised, prompted, counter, confirmed, answered
 
@@ -641,12 +648,7 @@ async def no_motion():
         pre_ms = time.ticks_diff(time.ticks_ms(), moved_at)
         reads = w.stats["accel_reads"] - reads_before
         raised = await until(lambda: w.stats["raised"] == 1, w.man_down.cancel_ms + 3000)
-        prompted = await until(lambda: w.alarms.prompted() is not None)
-        counter = w.alarms.prompted()
-        await asyncio.sleep_ms(300)
-        board.accel.feed(lying_double_tap(walk[-1]))
-        confirmed = await until(lambda: counter is not None
-                                and w.alarms.state(counter) == fsm.CONFIRMED)
+        prompted, counter, confirmed = await answer_prompt(w, board, walk[-1])
         acked = await until(lambda: len(w.outbox) == 0)
         return started, pre_ms, reads, raised, prompted, counter, confirmed, acked
 

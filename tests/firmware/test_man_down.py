@@ -34,16 +34,20 @@ def test_a_fall_starts_a_pre_alarm_and_an_sos_press_cancels_it_with_nothing_sent
                                "vigil: man-down pre-alarm cancelled"]
 
 
-def test_a_fall_not_cancelled_raises_fall_which_is_prompted_and_answered_by_a_double_tap(
-        scenario, fake_gateway):
+def prompting(kind):
+    """A gateway policy: every alarm acked RECEIVED, and one of `kind` prompted."""
     def policy(gw, frame):
         if frame.NAME != "alarm":
             return
         gw.ack(frame, p.RECEIVED)
-        if frame.kind == p.FALL:
+        if frame.kind == kind:
             gw.action(frame, p.PROMPT_DOUBLE_TAP)
+    return policy
 
-    gw = fake_gateway(policy)
+
+def test_a_fall_not_cancelled_raises_fall_which_is_prompted_and_answered_by_a_double_tap(
+        scenario, fake_gateway):
+    gw = fake_gateway(prompting(p.FALL))
     report = scenario("fall_alarm", man_down=MAN_DOWN, **SHORT)
     assert report["started"] and report["raised"] and report["prompted"]
     assert report["confirmed"] and report["answered"]
@@ -57,14 +61,7 @@ def test_a_fall_not_cancelled_raises_fall_which_is_prompted_and_answered_by_a_do
 
 
 def test_no_motion_for_its_time_raises_no_motion_after_the_pre_alarm(scenario, fake_gateway):
-    def policy(gw, frame):
-        if frame.NAME != "alarm":
-            return
-        gw.ack(frame, p.RECEIVED)
-        if frame.kind == p.NO_MOTION:
-            gw.action(frame, p.PROMPT_DOUBLE_TAP)
-
-    gw = fake_gateway(policy)
+    gw = fake_gateway(prompting(p.NO_MOTION))
     report = scenario("no_motion", man_down=MAN_DOWN, no_motion_test_s=4, **SHORT)
     assert report["started"] and report["raised"] and report["acked"]
     # NO_MOTION then goes as an SOS goes: prompted, and answered by a double tap.
@@ -98,14 +95,7 @@ def test_while_a_duress_alarm_is_open_a_fall_pre_alarm_cues_nothing(scenario, fa
 
 
 def test_double_taps_start_no_pre_alarm_and_still_answer_a_prompt(scenario, fake_gateway):
-    def policy(gw, frame):
-        if frame.NAME != "alarm":
-            return
-        gw.ack(frame, p.RECEIVED)
-        if frame.kind == p.SOS:
-            gw.action(frame, p.PROMPT_DOUBLE_TAP)
-
-    gw = fake_gateway(policy)
+    gw = fake_gateway(prompting(p.SOS))
     report = scenario("double_taps_with_man_down", man_down=MAN_DOWN, **SHORT)
     assert report["before_prompt"] == 0 and report["stats"]["prealarms"] == 0
     assert report["stats"]["taps_ignored"] == 0  # no prompt: the tap detector is not even fed

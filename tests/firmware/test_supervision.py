@@ -5,7 +5,7 @@ import subprocess
 
 from fw_harness import KEY, ROOT
 
-SCRIPT = r"""
+HEAD = r"""
 import asyncio, json, sys
 sys.path.append(ROOT + "/firmware")
 sys.path.append(ROOT + "/protocol")
@@ -14,7 +14,13 @@ from vigil_fw.config import Config
 from vigil_fw.hal_sim import SimBoard
 from vigil_protocol.frames import decode
 from vigil_protocol.mac import UP
+cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
+              "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
+board = SimBoard(FS, hardware_taps=True)
+log = []
+"""
 
+SCRIPT = HEAD + r"""
 class FlakyLink:
     # Up, takes every frame; its run() raises MemoryError the first time, as a task that
     # found no block for a buffer would.
@@ -36,10 +42,6 @@ class FlakyLink:
         return True
 
 Wearable.SUPERVISE_MS = 100
-cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
-              "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
-board = SimBoard(FS, hardware_taps=True)
-log = []
 w = Wearable(board, cfg, [FlakyLink()], log=log.append)
 
 async def main():
@@ -72,16 +74,7 @@ def test_a_task_that_raises_is_restarted_and_the_wearable_goes_on(micropython, t
     assert report["raised"] == 1 and report["alarms_taken"] == 1  # the duress alarm still went out
 
 
-NO_MEMORY = r"""
-import asyncio, json, sys
-sys.path.append(ROOT + "/firmware")
-sys.path.append(ROOT + "/protocol")
-from vigil_fw.app import Wearable
-from vigil_fw.config import Config
-from vigil_fw.hal_sim import SimBoard
-from vigil_protocol.frames import decode
-from vigil_protocol.mac import UP
-
+NO_MEMORY = HEAD + r"""
 class Link:
     name = "link"
     up = True
@@ -96,10 +89,6 @@ class Link:
         Link.taken.append(frame)
         return True
 
-cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
-              "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
-board = SimBoard(FS, hardware_taps=True)
-log = []
 w = Wearable(board, cfg, [Link()], log=log.append)
 # The outbox's write finds no memory FAILS times in a row (the heap as full as it gets: the
 # reserve spent, a collection made), then there is room again.
