@@ -1,8 +1,9 @@
 # A wearable for test_beacons_air.py on the 32-bit MicroPython build with `bluetooth` (BTstack
 # on the emulated radio): the firmware's core on the simulated board, its real MQTT link to the
 # test's Mosquitto and its real beacon scanner over micropython-lib's aioble, as main.py gives
-# it. Settings as one JSON line on stdin; it raises an SOS once its link is up, prints a JSON
-# line per thing the test waits for, and ends when told on stdin or after S["run_ms"].
+# it. Settings as one JSON line on stdin; it raises an SOS once its link is up, and a duress
+# alarm once the SOS's scan is over, prints a JSON line per thing the test waits for, and ends
+# when told on stdin or after S["run_ms"].
 import json
 import sys
 
@@ -50,6 +51,8 @@ async def main():
     say(ev="scanned", scans=w.scanner.scans, checkins=w.stats["checkins"],
         adverts=heard.adverts, beacons=heard.beacons, other=heard.other,
         played=board.played, outbox=len(w.outbox))
+    # A second alarm: it goes at once too, now with what that scan heard.
+    say(ev="raised2", counter=w.raise_alarm(2))  # DURESS
     await asyncio.sleep_ms(S.get("linger_ms", 1000))
     run.cancel()
     say(ev="done")

@@ -132,6 +132,13 @@ def test_beacons_heard_on_the_air_name_the_place_of_an_open_alarm_at_the_webhook
         # The wearable heard the three beacons (each advertisement of each counted).
         scanned = wearable.wait("scanned")
         assert scanned["beacons"] >= 3 and scanned["scans"] >= 1, scanned
+        # The duress alarm raised after that scan carries what it heard: its own `raised`
+        # names the place (the alarm still went at once, before its own scan).
+        duress = backend.wait_for(lambda e: e["event"] == "raised"
+                                  and e["incident"]["kind"] == "DURESS", timeout=30)
+        jsonschema.validate(duress, WEBHOOK_SCHEMA)
+        assert (duress["location"]["source"], duress["location"]["place"]) in (
+            ("ble", "Main hall"), ("ble", "Stairs")), duress["location"]
     finally:
         if wearable is not None:
             wearable.close()
