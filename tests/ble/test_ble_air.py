@@ -47,6 +47,22 @@ async def until(predicate, timeout=10.0):
     return predicate()
 
 
+async def stopped(task, timeout=30.0):
+    """Wait for a stopped gateway's run() `task` to end. It may take a while on a loaded
+    machine (the MQTT link's LINK_STOP_S for publishes in flight, then every task cancelled);
+    if it does not end, the failure shows where every task of the loop is waiting."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except asyncio.TimeoutError:
+        import io
+        where = io.StringIO()
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=6, file=where)
+        task.cancel()
+        raise AssertionError("the gateway did not stop in %.0f s:\n%s"
+                             % (timeout, where.getvalue()[-6000:])) from None
+
+
 async def next_alarm(frames, timeout=5):
     """The next alarm frame from a queue of uplink bytes (check-ins flow in between)."""
     while True:

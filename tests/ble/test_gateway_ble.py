@@ -6,7 +6,7 @@ import asyncio
 import paho.mqtt.client as mqtt
 
 import vigil_protocol as p
-from test_ble_air import KEY, until, wearable
+from test_ble_air import KEY, stopped, until, wearable
 from vigil_gateway import config as gateway_config
 from vigil_gateway.service import Gateway
 from vigil_gateway.bleak_bumble import factories as bumble_factories
@@ -58,7 +58,7 @@ def test_alarm_over_ble_and_mqtt_at_once_is_one_incident(tmp_path, mosquitto):
         gateway.stop()
         for task in tasks[1:]:
             task.cancel()
-        await asyncio.wait_for(tasks[0], 10)
+        await stopped(tasks[0])
         await air.close()
 
     asyncio.run(scenario())
@@ -106,7 +106,7 @@ def test_gateway_reaches_wearables_on_an_emulated_radio_in_another_process(tmp_p
                 == [("DURESS", counter)]
             gateway.stop()
             tasks[1].cancel()
-            await asyncio.wait_for(tasks[0], 10)
+            await stopped(tasks[0])
 
         (tmp_path / "flash").mkdir()
         asyncio.run(scenario())
@@ -154,7 +154,7 @@ def test_link_drop_mid_alarm_brings_a_retransmission_and_no_second_incident(tmp_
 
         gateway.stop()
         tasks[1].cancel()
-        await asyncio.wait_for(tasks[0], 10)
+        await stopped(tasks[0])
         await air.close()
 
     asyncio.run(scenario())

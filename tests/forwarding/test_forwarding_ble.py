@@ -14,7 +14,7 @@ from vigil_gateway.service import Gateway
 from vigil_responder import ActionsClient, ResponderBackend
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "ble"))
-from test_ble_air import KEY, until, wearable  # noqa: E402
+from test_ble_air import KEY, stopped, until, wearable  # noqa: E402
 
 from vigil_fw import alarms as fw_alarms  # noqa: E402  (on the path through test_ble_air)
 
@@ -66,7 +66,7 @@ def test_delivered_and_prompt_reach_a_ble_only_wearable(tmp_path, mosquitto):
             gateway.stop()
             for task in tasks[1:]:
                 task.cancel()
-            await asyncio.wait_for(tasks[0], 10)
+            await stopped(tasks[0])
             await air.close()
 
     try:
