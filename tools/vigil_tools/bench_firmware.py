@@ -142,23 +142,24 @@ def _phase(cmd, env, settings, gateway=None, timeout=90):
     return figures
 
 
-def _settings(broker, alarms, heapsize, ble, heap_map=False, gnss=False):
+def _settings(broker, alarms, heapsize, ble, heap_map=False, location=()):
     """The settings every phase gets (fw_bench_phase.py reads them on stdin). `ble`: 0 no BLE
     link; 1 a BLE link, and the phase waits for the central on the rig to connect it; 2 a BLE
     link advertising, with no central to wait for."""
     return {"port": broker.port, "device": DEVICE, "key": KEY_HEX, "alarms": alarms,
             "heapsize": heapsize, "count_wakes": False, "idle_ms": IDLE_MS, "ble": ble,
-            "heap_map": heap_map, "gnss": gnss}
+            "heap_map": heap_map, "gnss": "gnss" in location,
+            "wifi_scan": "wifi_scan" in location}
 
 
 def _run_phases(cmd, env, tmp, broker, alarms, heapsize, idle, run=0, ble=False,
-                heap_map=False, gnss=False):
+                heap_map=False, location=()):
     """The phases on one MicroPython build: {phase: figures}. Run `run` > 0 varies what the
     heap's layout depends on (the host malloc's alignment follows the environment's and the
     paths' sizes): a padding variable and a deeper flash folder."""
     env = dict(env, VIGIL_BENCH_PAD="x" * (run * 37 % 301))
     flash = tempfile.mkdtemp(dir=tmp, prefix="f" * (1 + run * 13 % 90))
-    common = _settings(broker, alarms, heapsize, ble, heap_map, gnss)
+    common = _settings(broker, alarms, heapsize, ble, heap_map, location)
     out = {"fill": _phase(cmd, env, dict(common, phase="fill", fs=flash))}
     gateway = _Gateway(broker.port)
     try:
@@ -202,7 +203,7 @@ def _frozen32(heapsize, romfs=False):
 
 
 def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=False,
-                       gnss=False):
+                       location=()):
     """Phases 1 and 2 on the 32-bit build with its BLE link up: a rig's pty as its H4 UART,
     and the gateway's central on the rig connecting it (never acknowledging)."""
     from .ble_rig import BleRig
@@ -213,12 +214,12 @@ def _phases32_with_ble(frozen, tmp, broker, alarms, heapsize, run=0, heap_map=Fa
         rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         return _run_phases(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), tmp, broker,
                            alarms, heapsize, idle=False, ble=1, run=run, heap_map=heap_map,
-                           gnss=gnss)
+                           location=location)
     finally:
         rig.stop()
 
 
-def _idle32_with_ble(frozen, tmp, broker, heapsize, central=False, gnss=False):
+def _idle32_with_ble(frozen, tmp, broker, heapsize, central=False, location=()):
     """Phase 3 (idle: MQTT link up, no alarm, every task wake-up counted) on the 32-bit build
     with its BLE link up on a rig's pty: advertising, with no central on the radio to connect
     it (the issue's case: "MQTT link up, BLE advertising, no alarm"), or with `central` the
@@ -232,7 +233,7 @@ def _idle32_with_ble(frozen, tmp, broker, heapsize, central=False, gnss=False):
         if central:
             rig.listening_central({int(DEVICE, 16): bytes.fromhex(KEY_HEX)})
         # ble 1: wait for the central to connect the link; 2: advertising, nobody to wait for
-        settings = dict(_settings(broker, 0, heapsize, 1 if central else 2, gnss=gnss),
+        settings = dict(_settings(broker, 0, heapsize, 1 if central else 2, location=location),
                         phase="idle", count_wakes=True, fs=tempfile.mkdtemp(dir=tmp))
         f = _phase(cmd, dict(env, MICROPYBTUART=rig.wearable_uart(0)), settings)
         f["advertised"] = sum(1 for _, what, value in rig.advertising(0).events
@@ -287,6 +288,9 @@ def _figures32(figures, runs, suffix, heapsize):
     if any("gnss_fix" in f for p in runs for f in p.values()):
         figures["gnss%s_fix" % suffix] = min(
             f.get("gnss_fix", 0) for p in runs for f in p.values())
+    if any("wifi_heard" in f for p in runs for f in p.values()):
+        figures["wifi%s_heard" % suffix] = min(
+            f.get("wifi_heard", 0) for p in runs for f in p.values())
     _worst(totals, figures, suffix)
     return totals
 
@@ -318,7 +322,7 @@ def _bench_images(tmp):
 
 
 def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap_map=None,
-             heapsize32_romfs=HEAPSIZE32_ROMFS, gnss=False):
+             heapsize32_romfs=HEAPSIZE32_ROMFS, location=()):
     maps = heap_map is not None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
@@ -335,23 +339,23 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
                                          "fs": tempfile.mkdtemp(dir=tmp)})
             cmd, env = _unix_port(heapsize, bench_rom)
             all64 = [_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=True,
-                                 heap_map=maps, gnss=gnss)]
+                                 heap_map=maps, location=location)]
             for run in range(1, runs):
                 all64.append(_run_phases(cmd, env, tmp, broker, alarms, heapsize, idle=False,
-                                         run=run, heap_map=maps, gnss=gnss))
+                                         run=run, heap_map=maps, location=location))
             frozen = _frozen32(heapsize32)
             all32, all32_romfs = [], []
             idle32 = None
             if frozen is not None:
                 for run in range(runs):
                     all32.append(_phases32_with_ble(frozen, tmp, broker, alarms, heapsize32,
-                                                    run=run, heap_map=maps, gnss=gnss))
-                idle32 = _idle32_with_ble(frozen, tmp, broker, heapsize32, gnss=gnss)
+                                                    run=run, heap_map=maps, location=location))
+                idle32 = _idle32_with_ble(frozen, tmp, broker, heapsize32, location=location)
                 from_rom = _frozen32(heapsize32_romfs, romfs=True)
                 for run in range(runs):
                     all32_romfs.append(_phases32_with_ble(from_rom, tmp, broker, alarms,
                                                           heapsize32_romfs, run=run,
-                                                          heap_map=maps, gnss=gnss))
+                                                          heap_map=maps, location=location))
         finally:
             broker.stop()
     if maps:
@@ -363,7 +367,8 @@ def firmware(heapsize=HEAPSIZE64, alarms=30, runs=1, heapsize32=HEAPSIZE32, heap
     figures = _totals(phases)
     _worst(totals, figures)
     figures["runs"] = runs
-    figures["gnss"] = 1 if gnss else 0
+    figures["gnss"] = 1 if "gnss" in location else 0
+    figures["wifi_scan"] = 1 if "wifi_scan" in location else 0
     figures["heap_imported_bytes"] = phases["fill"]["heap_imported_bytes"]
     figures["idle_wakeups_per_s"] = round(phases["idle"]["wakeups"] * 1000 / IDLE_MS, 2)
     # Whether the wearable had a BLE link in every phase of these runs: never on this build,
@@ -408,10 +413,13 @@ def _size(text):
 
 def firmware_command(args):
     from . import mpy32
+    location = tuple(name for name, on in (("gnss", args.gnss), ("wifi_scan", args.wifi_scan))
+                     if on)
     f, files = firmware(args.heapsize, args.alarms, args.runs, args.heapsize32, args.heap_map,
-                        args.heapsize32_romfs, args.gnss)
-    print("Vigil firmware budget (MicroPython unix port, heap capped at %s%s)" % (
-        args.heapsize, "; GNSS on" if args.gnss else ""))
+                        args.heapsize32_romfs, location)
+    print("Vigil firmware budget (MicroPython unix port, heap capped at %s%s%s)" % (
+        args.heapsize, "; GNSS on" if args.gnss else "",
+        "; Wi-Fi scans on" if args.wifi_scan else ""))
     print("  bundle: %d files, %d bytes compiled with mpy-cross -O2; ROMFS image %d bytes" % (
         f["bundle_files"], f["bundle_bytes"], f["romfs_image_bytes"]))
     print("  64-bit unix port, firmware in ROMFS (run in place, as flashed), no BLE on this build:")
@@ -547,6 +555,9 @@ def register_bench(bench_sub):
     fw.add_argument("--gnss", action="store_true",
                     help="the simulated unit has a UART GNSS module (gnss in its config) "
                          "sending a burst with a fix (fits the 64-bit build's default 112k)")
+    fw.add_argument("--wifi-scan", action="store_true",
+                    help="the simulated unit scans for Wi-Fi access points (wifi_scan in its "
+                         "config, every check-in) and hears twelve")
     fw.set_defaults(func=firmware_command)
     tp = bench_sub.add_parser("taps", help="score the software double-tap detector")
     tp.add_argument("--hours", type=float, default=1.0, help="hours of walking to replay")

@@ -43,8 +43,17 @@ cfg = Config({"version": 1, "device_id": S["device"], "key": S["key"],
               # as provisioned: fall and no motion on (no movement for 120 s), 30 s to cancel
               "man_down": {"fall": True, "no_motion_s": 120, "cancel_s": 30},
               # with "gnss": a UART GNSS module, as `vigil provision --gnss-rx/--gnss-tx` sets it
-              "gnss": {"uart": 1, "rx": 12, "tx": 13} if S.get("gnss") else None})
-board = SimBoard(S["fs"], hardware_taps=True, gnss=cfg.gnss)
+              "gnss": {"uart": 1, "rx": 12, "tx": 13} if S.get("gnss") else None,
+              # with "wifi_scan": the station scans at every check-in (--wifi-scan-every 1)
+              "wifi": {"ssid": "bench"} if S.get("wifi_scan") else None,
+              "wifi_scan": {"every": 1} if S.get("wifi_scan") else None})
+board = SimBoard(S["fs"], hardware_taps=True, gnss=cfg.gnss, wifi_scan=cfg.wifi_scan)
+if cfg.wifi_scan is not None:
+    # Twelve access points (their BSSIDs in ROM with this module), a list of tuples made at
+    # each scan as WLAN.scan() makes it.
+    APS = b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x20\x21\x22\x23\x24\x25\x26\x27\x28\x29\x2a\x2b\x2c\x2d\x2e\x2f\x30\x31\x32\x33\x34\x35\x36\x37\x38\x39\x3a\x3b\x3c\x3d\x3e\x3f\x40\x41\x42\x43\x44\x45\x46\x47"
+    board.wifi_scan = lambda: [(b"", APS[i:i + 6], 6, -40 - i // 6, 3, False)
+                               for i in range(0, 72, 6)]
 # A receiver's 1 Hz burst (GGA, GSA, GSV, RMC) with a fix, fed 64 bytes at each sample (the
 # constant is in ROM with this module): the parser busy and a fix held from boot.
 BURST = (b"$GPGGA,120000.00,5130.0468,N,00007.6542,W,1,09,0.9,12.4,M,47.0,M,,*46\r\n"
@@ -157,6 +166,9 @@ async def main():
     F["run_died"] = 1 if run.done() else 0
     if w.gnss is not None:
         F["gnss_fix"] = 0 if w.gnss.fix(0) is None else 1  # the parser had a fix all along
+    if w.wifi_scanner is not None:
+        heard = w.wifi_scanner.entries(0)
+        F["wifi_heard"] = 0 if heard is None else len(heard[1])  # the last scan's, kept
     run.cancel()
     print("FIGURES " + json.dumps(F))
 
