@@ -10,31 +10,12 @@ import json
 import subprocess
 
 from fw_harness import KEY, ROOT
+from test_supervision import HEAD
 
-SCRIPT = r"""
-import _thread, asyncio, json, sys, time
-sys.path.append(ROOT + "/firmware")
-sys.path.append(ROOT + "/protocol")
+SCRIPT = HEAD + r"""
+import _thread, time
 from vigil_fw import inputs
-from vigil_fw.app import Wearable
-from vigil_fw.config import Config
-from vigil_fw.hal_sim import SimBoard
 
-class Link:
-    name = "link"
-    up = True
-    status = ""
-
-    async def run(self, inbox, woke):
-        while True:
-            await asyncio.sleep_ms(1000)
-
-    async def send(self, frame):
-        return True
-
-cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
-              "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
-board = SimBoard(FS, hardware_taps=True)
 w = Wearable(board, cfg, [Link()], log=lambda m: None)
 ring = board.inputs
 

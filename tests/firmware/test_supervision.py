@@ -5,6 +5,8 @@ import subprocess
 
 from fw_harness import KEY, ROOT
 
+# The start of every device script here (test_edge_times.py's too): the firmware core on the
+# simulated board, with a link that is up and takes every frame.
 HEAD = r"""
 import asyncio, json, sys
 sys.path.append(ROOT + "/firmware")
@@ -18,6 +20,21 @@ cfg = Config({"version": 1, "device_id": "00c0ffee", "key": KEY,
               "mqtt": {"host": "127.0.0.1", "port": 1, "username": "00c0ffee", "password": "x"}})
 board = SimBoard(FS, hardware_taps=True)
 log = []
+
+class Link:
+    # Up, takes every frame (kept in `taken`)
+    name = "link"
+    up = True
+    status = ""
+    taken = []
+
+    async def run(self, inbox, woke):
+        while True:
+            await asyncio.sleep_ms(1000)
+
+    async def send(self, frame):
+        Link.taken.append(frame)
+        return True
 """
 
 SCRIPT = HEAD + r"""
@@ -75,20 +92,6 @@ def test_a_task_that_raises_is_restarted_and_the_wearable_goes_on(micropython, t
 
 
 NO_MEMORY = HEAD + r"""
-class Link:
-    name = "link"
-    up = True
-    status = ""
-    taken = []
-
-    async def run(self, inbox, woke):
-        while True:
-            await asyncio.sleep_ms(1000)
-
-    async def send(self, frame):
-        Link.taken.append(frame)
-        return True
-
 w = Wearable(board, cfg, [Link()], log=log.append)
 # The outbox's write finds no memory FAILS times in a row (the heap as full as it gets: the
 # reserve spent, a collection made), then there is room again.
