@@ -163,10 +163,15 @@ class Simulator:
 
     def hear(self, bssid, rssi):
         """The station hears access point `bssid` (hex) at `rssi` from its next scan on."""
-        heard = self.board.station.access_points
+        self.forget(bssid)
+        self.board.station.access_points.append((b"sim-net", bytes.fromhex(bssid), 6, rssi, 3,
+                                                 False))
+
+    def forget(self, bssid):
+        """The station no longer hears access point `bssid` (hex)."""
         mac = bytes.fromhex(bssid)
+        heard = self.board.station.access_points
         heard[:] = [ap for ap in heard if ap[1] != mac]
-        heard.append((b"sim-net", mac, 6, rssi, 3, False))
 
     def access_points_heard(self):
         """[scan age s, [[short id hex, rssi], ...]] of the last scan, or None."""
@@ -235,16 +240,14 @@ class Simulator:
         elif name in ("ap", "ap-gone") and self.config.wifi_scan is None:
             say("this unit does not scan for Wi-Fi (start the sim with --wifi-scan)")
         elif name == "ap":
-            bssid = args[0].replace(":", "").replace("-", "").lower()
+            bssid = _bssid(args[0])
             rssi = int(args[1])
-            if len(bssid) != 12 or not -127 <= rssi <= 20:
+            if not -127 <= rssi <= 20:
                 raise ValueError
             self.hear(bssid, rssi)
             say("access point %s at %d dBm in range" % (args[0], rssi))
         elif name == "ap-gone":
-            mac = bytes.fromhex(args[0].replace(":", "").replace("-", ""))
-            heard = board.station.access_points
-            heard[:] = [ap for ap in heard if ap[1] != mac]
+            self.forget(_bssid(args[0]))
             say("access point %s gone" % args[0])
         elif name == "wait-checkin":
             sent = w.stats["checkins"]
@@ -278,6 +281,16 @@ class Simulator:
                 say("%-16s %s" % (usage, what))
         else:
             say("unknown command %r (try help)" % name)
+
+
+def _bssid(text):
+    """A BSSID typed as a4:b1:c2:d3:e4:f5 (or with dashes, or none) as 12 hex digits; a
+    ValueError if it is not one."""
+    digits = text.replace(":", "").replace("-", "").lower()
+    if len(digits) != 12:
+        raise ValueError
+    bytes.fromhex(digits)
+    return digits
 
 
 class LineReader:
